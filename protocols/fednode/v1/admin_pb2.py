@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protocols/fednode/v1/admin.proto\x12\nfednode.v1\"\x0f\n\rStatusRequest\"o\n\nPeerStatus\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x18\n\x10\x64irectory_serial\x18\x05 \x01(\x04\"\x8e\x01\n\x0eStatusResponse\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x12\n\ndepartment\x18\x02 \x01(\t\x12\x18\n\x10\x64irectory_serial\x18\x03 \x01(\x04\x12%\n\x05peers\x18\x04 \x03(\x0b\x32\x16.fednode.v1.PeerStatus\x12\x13\n\x0bledger_size\x18\x05 \x01(\t2H\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.fednode.v1.StatusRequest\x1a\x1a.fednode.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protocols/fednode/v1/admin.proto\x12\nfednode.v1\"/\n\tAdminCall\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\x0c\";\n\x0c\x41\x64minFailure\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\"r\n\nAdminEvent\x12\x17\n\rprogress_json\x18\x01 \x01(\x0cH\x00\x12\x15\n\x0bresult_json\x18\x02 \x01(\x0cH\x00\x12+\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x18.fednode.v1.AdminFailureH\x00\x42\x07\n\x05\x65vent2B\n\x05\x41\x64min\x12\x39\n\x06Invoke\x12\x15.fednode.v1.AdminCall\x1a\x16.fednode.v1.AdminEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.fednode.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUSREQUEST']._serialized_start=48
-  _globals['_STATUSREQUEST']._serialized_end=63
-  _globals['_PEERSTATUS']._serialized_start=65
-  _globals['_PEERSTATUS']._serialized_end=176
-  _globals['_STATUSRESPONSE']._serialized_start=179
-  _globals['_STATUSRESPONSE']._serialized_end=321
-  _globals['_ADMIN']._serialized_start=323
-  _globals['_ADMIN']._serialized_end=395
+  _globals['_ADMINCALL']._serialized_start=48
+  _globals['_ADMINCALL']._serialized_end=95
+  _globals['_ADMINFAILURE']._serialized_start=97
+  _globals['_ADMINFAILURE']._serialized_end=156
+  _globals['_ADMINEVENT']._serialized_start=158
+  _globals['_ADMINEVENT']._serialized_end=272
+  _globals['_ADMIN']._serialized_start=274
+  _globals['_ADMIN']._serialized_end=340
 # @@protoc_insertion_point(module_scope)

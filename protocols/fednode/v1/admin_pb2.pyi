@@ -1,39 +1,34 @@
-from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class StatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+class AdminCall(_message.Message):
+    __slots__ = ("command", "args_json")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    args_json: bytes
+    def __init__(self, command: _Optional[str] = ..., args_json: _Optional[bytes] = ...) -> None: ...
 
-class PeerStatus(_message.Message):
-    __slots__ = ("department", "endpoint", "reachable", "detail", "directory_serial")
-    DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
-    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
-    REACHABLE_FIELD_NUMBER: _ClassVar[int]
-    DETAIL_FIELD_NUMBER: _ClassVar[int]
-    DIRECTORY_SERIAL_FIELD_NUMBER: _ClassVar[int]
-    department: str
-    endpoint: str
-    reachable: bool
-    detail: str
-    directory_serial: int
-    def __init__(self, department: _Optional[str] = ..., endpoint: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ..., directory_serial: _Optional[int] = ...) -> None: ...
+class AdminFailure(_message.Message):
+    __slots__ = ("kind", "message", "hint")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    message: str
+    hint: str
+    def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
-class StatusResponse(_message.Message):
-    __slots__ = ("federation", "department", "directory_serial", "peers", "ledger_size")
-    FEDERATION_FIELD_NUMBER: _ClassVar[int]
-    DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
-    DIRECTORY_SERIAL_FIELD_NUMBER: _ClassVar[int]
-    PEERS_FIELD_NUMBER: _ClassVar[int]
-    LEDGER_SIZE_FIELD_NUMBER: _ClassVar[int]
-    federation: str
-    department: str
-    directory_serial: int
-    peers: _containers.RepeatedCompositeFieldContainer[PeerStatus]
-    ledger_size: str
-    def __init__(self, federation: _Optional[str] = ..., department: _Optional[str] = ..., directory_serial: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., ledger_size: _Optional[str] = ...) -> None: ...
+class AdminEvent(_message.Message):
+    __slots__ = ("progress_json", "result_json", "failure")
+    PROGRESS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    progress_json: bytes
+    result_json: bytes
+    failure: AdminFailure
+    def __init__(self, progress_json: _Optional[bytes] = ..., result_json: _Optional[bytes] = ..., failure: _Optional[_Union[AdminFailure, _Mapping]] = ...) -> None: ...

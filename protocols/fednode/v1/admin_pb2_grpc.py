@@ -34,17 +34,17 @@ class AdminStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Status = channel.unary_unary(
-                '/fednode.v1.Admin/Status',
-                request_serializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-                response_deserializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+        self.Invoke = channel.unary_stream(
+                '/fednode.v1.Admin/Invoke',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminCall.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminEvent.FromString,
                 _registered_method=True)
 
 
 class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Status(self, request, context):
+    def Invoke(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -53,10 +53,10 @@ class AdminServicer:
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Status': grpc.unary_unary_rpc_method_handler(
-                    servicer.Status,
-                    request_deserializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusRequest.FromString,
-                    response_serializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+            'Invoke': grpc.unary_stream_rpc_method_handler(
+                    servicer.Invoke,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminCall.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -70,7 +70,7 @@ class Admin:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Status(request,
+    def Invoke(request,
             target,
             options=(),
             channel_credentials=None,
@@ -80,12 +80,12 @@ class Admin:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
-            '/fednode.v1.Admin/Status',
-            protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-            protocols_dot_fednode_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            '/fednode.v1.Admin/Invoke',
+            protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminCall.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_admin__pb2.AdminEvent.FromString,
             options,
             channel_credentials,
             insecure,

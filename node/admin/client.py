@@ -1,0 +1,87 @@
+"""Calling the local node's admin socket from the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+import node.errors as node_errors
+from node.errors import AdminError, NodeError
+from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["invoke", "is_running"]
+
+SOCKET_NAME = "admin.sock"
+
+
+def _target(home: Path) -> str:
+    return f"unix:{(home / SOCKET_NAME).resolve()}"
+
+
+def is_running(home: Path) -> bool:
+    """Whether a node answers on ``home``'s admin socket."""
+    if not (home / SOCKET_NAME).exists():
+        return False
+    with grpc.insecure_channel(_target(home)) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=2)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
+
+
+def _error_from(failure: admin_pb2.AdminFailure) -> NodeError:
+    kind = getattr(node_errors, failure.kind, None)
+    cls = kind if isinstance(kind, type) and issubclass(kind, NodeError) else AdminError
+    return cls(failure.message, hint=failure.hint or None)
+
+
+def invoke(
+    home: Path,
+    command: str,
+    args: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run admin ``command`` on the node in ``home`` and return its result.
+
+    Raises:
+        AdminError: no node is running in ``home``, or the call failed in transport.
+        NodeError: the command failed; the node's error kind is preserved where known.
+    """
+    socket_path = home / SOCKET_NAME
+    if not socket_path.exists():
+        raise AdminError(
+            f"no running node in {home} (no {SOCKET_NAME})",
+            hint=f"start it with 'fednode serve --home {home}'",
+        )
+    with grpc.insecure_channel(_target(home)) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        try:
+            for event in stub.Invoke(
+                admin_pb2.AdminCall(command=command, args_json=json.dumps(args).encode()),
+                timeout=timeout,
+            ):
+                which = event.WhichOneof("event")
+                if which == "progress_json":
+                    if on_event is not None:
+                        on_event(json.loads(event.progress_json))
+                elif which == "result_json":
+                    result: dict[str, Any] = json.loads(event.result_json)
+                    return result
+                elif which == "failure":
+                    raise _error_from(event.failure)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise AdminError(
+                    f"the node in {home} is not answering on its admin socket",
+                    hint=f"check that 'fednode serve --home {home}' is running",
+                ) from e
+            raise AdminError(f"admin call {command} failed: {e}") from e
+    raise AdminError(f"admin call {command} ended without a result")

@@ -1,0 +1,103 @@
+"""The Admin gRPC service: runs a named operator command and streams its events.
+
+The service is bound only to the node's Unix socket (mode 0600), so whoever
+can call it is the node's local operator. Failures are reported in full
+(kind, message, hint) because the operator is trusted with the details; the
+network port never exposes this service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from ledger.errors import LedgerError
+from node.admin.registry import AdminHandler
+from node.errors import NodeError
+from node.runtime import NodeRuntime
+from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["AdminService"]
+
+log = logging.getLogger("fednode.admin")
+
+_DONE = object()
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, default=str, ensure_ascii=False).encode()
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
+    def __init__(self, runtime: NodeRuntime, handlers: dict[str, AdminHandler]) -> None:
+        self._runtime = runtime
+        self._handlers = handlers
+
+    def Invoke(  # noqa: N802 -- the gRPC method name
+        self, request: admin_pb2.AdminCall, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.AdminEvent]:
+        handler = self._handlers.get(request.command)
+        if handler is None:
+            yield admin_pb2.AdminEvent(
+                failure=admin_pb2.AdminFailure(
+                    kind="AdminError",
+                    message=f"unknown admin command {request.command!r}",
+                    hint="this node's fednode version may be older than the CLI's",
+                )
+            )
+            return
+        try:
+            args = json.loads(request.args_json or b"{}")
+            if not isinstance(args, dict):
+                raise TypeError("arguments must be a JSON object")
+        except (ValueError, TypeError) as e:
+            yield admin_pb2.AdminEvent(
+                failure=admin_pb2.AdminFailure(kind="AdminError", message=f"bad arguments: {e}")
+            )
+            return
+        events: queue.Queue[object] = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = handler(
+                    self._runtime,
+                    args,
+                    lambda ev: events.put(admin_pb2.AdminEvent(progress_json=_json(ev))),
+                )
+            except (NodeError, LedgerError) as e:
+                outcome["error"] = e
+            except Exception as e:  # an unexpected bug; the operator still gets one line
+                log.exception("admin command %s failed", request.command)
+                outcome["error"] = e
+            finally:
+                events.put(_DONE)
+
+        worker = threading.Thread(target=run, name=f"admin-{request.command}", daemon=True)
+        worker.start()
+        while True:
+            item = events.get()
+            if item is _DONE:
+                break
+            if not context.is_active():
+                # The operator went away (Ctrl-C); the command keeps its own cancellation rules.
+                continue
+            assert isinstance(item, admin_pb2.AdminEvent)
+            yield item
+        error = outcome.get("error")
+        if error is not None:
+            yield admin_pb2.AdminEvent(
+                failure=admin_pb2.AdminFailure(
+                    kind=type(error).__name__,
+                    message=str(error),
+                    hint=getattr(error, "hint", None) or "",
+                )
+            )
+        else:
+            yield admin_pb2.AdminEvent(result_json=_json(outcome.get("result") or {}))

@@ -1,0 +1,328 @@
+"""The federation authority: the CA, enrolment records, revocations and directory.
+
+The authority's folder is meant to live offline (an air-gapped machine or an
+HSM-backed host). It holds::
+
+    ca.key          ECDSA P-256 CA key (0600); signs certificates and directories
+    ca.pem          the CA certificate every node trusts
+    state.json      enrolled departments, revocations and the last directory serial
+
+Invariants: certificate serials are random 159-bit numbers (RFC 5280), the
+directory serial only ever increases, and ``state.json`` is replaced
+atomically so a crash never loses an enrolment or a revocation.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ledger import canonical
+from ledger.errors import CanonicalJSONError
+from node.errors import CertificateError, ConfigError, IdentityError
+from node.identity import certs, keys
+from node.identity.directory import sign_directory
+from node.identity.enrolment import parse_request
+
+__all__ = ["Authority", "IssuedCertificate"]
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    department: str
+    serial: str
+    fingerprint: str
+    not_after: dt.datetime
+    pem: bytes
+
+
+def _utc(ts: dt.datetime) -> dt.datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+
+
+class Authority:
+    """A federation authority folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.key_path = folder / "ca.key"
+        self.cert_path = folder / "ca.pem"
+        self.state_path = folder / "state.json"
+
+    # --- creation -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, folder: Path, federation: str, *, validity_days: int = 3650) -> Authority:
+        """Create a new CA in an empty folder.
+
+        Raises:
+            ConfigError: the folder already holds a CA, or the federation id is invalid.
+        """
+        certs.check_identifier(federation, "federation")
+        authority = cls(folder)
+        if authority.key_path.exists():
+            raise ConfigError(
+                f"{folder} already holds a federation CA",
+                hint="use another --ca folder, or keep using this one",
+            )
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, f"fednode {federation} federation authority"
+                ),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, federation),
+            ]
+        )
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=validity_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        keys.save_tls_key(authority.key_path, key)
+        keys.write_private_file(authority.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        authority.cert_path.chmod(0o644)
+        authority._save_state(
+            {
+                "v": 1,
+                "federation": federation,
+                "directory_serial": 0,
+                "witness_threshold": 1,
+                "departments": {},
+                "revoked": [],
+            }
+        )
+        return authority
+
+    # --- state ------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state = canonical.loads(self.state_path.read_bytes())
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"no federation CA in {self.folder}",
+                hint="create one with 'fednode ca init --federation NAME --ca FOLDER'",
+            ) from e
+        except (OSError, CanonicalJSONError) as e:
+            raise ConfigError(f"cannot read {self.state_path}: {e}") from e
+        if not isinstance(state, dict) or state.get("v") != 1:
+            raise ConfigError(f"{self.state_path} has an unknown format version")
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        keys.write_private_file(self.state_path, canonical.dumps(state))
+
+    @property
+    def federation(self) -> str:
+        return str(self._load_state()["federation"])
+
+    def ca_certificate(self) -> x509.Certificate:
+        return certs.load_cert(self.cert_path)
+
+    def _ca_key(self) -> ec.EllipticCurvePrivateKey:
+        return keys.load_tls_key(self.key_path)
+
+    # --- certificates -------------------------------------------------------------
+
+    def issue(
+        self,
+        request_bytes: bytes,
+        *,
+        witness: bool = True,
+        validity_days: int = 365,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+    ) -> IssuedCertificate:
+        """Issue a node certificate for an enrolment request and record the enrolment.
+
+        Re-issuing for an enrolled department replaces its certificate (rotation);
+        the old certificate stays valid until it expires or is revoked.
+
+        Raises:
+            IdentityError: the request is malformed or badly signed, or is for
+                another federation.
+        """
+        request = parse_request(request_bytes)
+        state = self._load_state()
+        if request.federation != state["federation"]:
+            raise IdentityError(
+                f"request is for federation {request.federation!r}, "
+                f"this CA serves {state['federation']!r}",
+                hint="run 'fednode init' again with the right --federation",
+            )
+        ca_cert = self.ca_certificate()
+        start = (
+            _utc(not_before) if not_before else dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        )
+        end = _utc(not_after) if not_after else start + dt.timedelta(days=validity_days)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, request.department),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, request.federation),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(request.csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.UniformResourceIdentifier(
+                            certs.department_uri(request.federation, request.department)
+                        ),
+                        x509.DNSName(certs.dns_name(request.federation, request.department)),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key().public_key()),
+                critical=False,
+            )
+            .sign(self._ca_key(), hashes.SHA256())
+        )
+        fingerprint = certs.fingerprint(cert)
+        serial = format(cert.serial_number, "x")
+        state["departments"][request.department] = {
+            "id": request.department,
+            "display_name": request.display_name,
+            "endpoint": request.endpoint,
+            "tls_fingerprint": fingerprint,
+            "cert_serial": serial,
+            "ed25519_public": base64.b64encode(request.ed25519_public).decode(),
+            "hpke_public": base64.b64encode(request.hpke_public).decode(),
+            "witness": witness,
+        }
+        self._save_state(state)
+        return IssuedCertificate(
+            department=request.department,
+            serial=serial,
+            fingerprint=fingerprint,
+            not_after=cert.not_valid_after_utc,
+            pem=cert.public_bytes(serialization.Encoding.PEM),
+        )
+
+    def revoke(self, department: str, *, reason: str = "unspecified") -> dict[str, Any]:
+        """Revoke a department's current certificate and remove it from the directory.
+
+        The department disappears from the next published directory until it is
+        issued a new certificate.
+
+        Raises:
+            CertificateError: the department has no current certificate.
+        """
+        state = self._load_state()
+        entry = state["departments"].pop(department, None)
+        if entry is None:
+            raise CertificateError(
+                f"department {department!r} holds no certificate from this CA",
+                hint="list enrolments with 'fednode ca list'",
+            )
+        revocation = {
+            "serial": entry["cert_serial"],
+            "fingerprint": entry["tls_fingerprint"],
+            "department": department,
+            "revoked_at": int(time.time()),
+            "reason": reason,
+        }
+        state["revoked"].append(revocation)
+        self._save_state(state)
+        return revocation
+
+    def enrolments(self) -> dict[str, Any]:
+        return dict(self._load_state())
+
+    # --- directory --------------------------------------------------------------
+
+    def publish_directory(
+        self,
+        *,
+        validity_days: int = 30,
+        witness_threshold: int | None = None,
+        now: int | None = None,
+    ) -> bytes:
+        """Sign a new directory with the next serial and return its bytes.
+
+        Raises:
+            ConfigError: the witness threshold exceeds the number of witnesses.
+        """
+        state = self._load_state()
+        issued = int(time.time()) if now is None else now
+        departments = [
+            {k: v for k, v in entry.items() if k != "cert_serial"}
+            for _, entry in sorted(state["departments"].items())
+        ]
+        witnesses = sum(1 for d in departments if d["witness"])
+        # A log cannot witness itself, so at most n - 1 witnesses can cosign any one log.
+        ceiling = max(witnesses - 1, 0)
+        if witness_threshold is None:
+            threshold = min(int(state["witness_threshold"]), ceiling)
+        elif not 0 <= witness_threshold <= ceiling:
+            raise ConfigError(
+                f"witness threshold {witness_threshold} is impossible with {witnesses} witnesses",
+                hint=f"choose a value from 0 to {ceiling} (a log cannot witness itself)",
+            )
+        else:
+            threshold = witness_threshold
+        state["directory_serial"] += 1
+        state["witness_threshold"] = threshold
+        document = {
+            "v": 1,
+            "type": "fednode.directory",
+            "federation": state["federation"],
+            "serial": state["directory_serial"],
+            "issued_at": issued,
+            "expires_at": issued + validity_days * 86400,
+            "witness_threshold": threshold,
+            "departments": departments,
+            "revoked": state["revoked"],
+        }
+        data = sign_directory(document, self._ca_key())
+        self._save_state(state)
+        return data

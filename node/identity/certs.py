@@ -1,0 +1,97 @@
+"""X.509 helpers: names, fingerprints and the department identity in a certificate.
+
+A node certificate names its department twice: a URI SAN
+``fednode://<federation>/<department>`` that is the identity every check
+reads, and a DNS SAN ``<department>.<federation>.fednode`` that exists only so
+a gRPC client can pin the expected department with TLS hostname verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from node.errors import CertificateError, ConfigError
+
+__all__ = [
+    "IDENTIFIER",
+    "check_identifier",
+    "department_uri",
+    "dns_name",
+    "fingerprint",
+    "identity_of",
+    "load_cert",
+    "load_cert_pem",
+]
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid federation or department id.
+
+    Raises:
+        ConfigError: the id is not 2-32 characters of a-z, 0-9 and '-'.
+    """
+    if not IDENTIFIER.match(value):
+        raise ConfigError(
+            f"invalid {what} id {value!r}",
+            hint="use 2-32 lowercase letters, digits and '-', starting with a letter",
+        )
+    return value
+
+
+def department_uri(federation: str, department: str) -> str:
+    return f"fednode://{federation}/{department}"
+
+
+def dns_name(federation: str, department: str) -> str:
+    return f"{department}.{federation}.fednode"
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """``sha256:<hex>`` of the certificate's DER encoding."""
+    return "sha256:" + hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def load_cert_pem(data: bytes, *, what: str = "certificate") -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise CertificateError(f"{what} is not a PEM X.509 certificate") from e
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read certificate {path}: {e.strerror}",
+            hint="the federation authority issues it with 'fednode ca issue'",
+        ) from e
+    return load_cert_pem(data, what=str(path))
+
+
+def identity_of(cert: x509.Certificate) -> tuple[str, str]:
+    """The (federation, department) named by the certificate's ``fednode://`` URI SAN.
+
+    Raises:
+        CertificateError: there is no SAN, or not exactly one fednode URI.
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as e:
+        raise CertificateError("certificate has no subjectAltName") from e
+    uris = list(san.get_values_for_type(x509.UniformResourceIdentifier))
+    ours = [u for u in uris if u.startswith("fednode://")]
+    if len(ours) != 1:
+        raise CertificateError(f"certificate must carry one fednode:// URI SAN, found {len(ours)}")
+    rest = ours[0].removeprefix("fednode://")
+    parts = rest.split("/")
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
+        raise CertificateError(f"malformed fednode URI SAN {ours[0]!r}")
+    return parts[0], parts[1]

@@ -1,0 +1,168 @@
+"""Outgoing connections to other departments over mutual TLS.
+
+Before a channel to a department is used, the node checks three things:
+
+1. the department is in the current directory (else :class:`UnknownPeerError`);
+2. a TLS handshake to its endpoint presents exactly the certificate the
+   directory pins for it, which also rules out revoked certificates, since a
+   revoked certificate is never pinned;
+3. the gRPC channel verifies the server against the federation CA and the
+   department's DNS name, so the channel itself cannot be redirected to a
+   different department's certificate.
+
+Channels are cached per (department, pinned fingerprint, endpoint), so a new
+directory that rotates a certificate or moves an endpoint opens a new channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from node.errors import CertificateError, PeerError
+from node.identity import certs
+from node.identity.directory import Directory
+
+__all__ = ["PeerConnector", "split_endpoint"]
+
+_HANDSHAKE_TIMEOUT_S = 5.0
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit():
+        raise PeerError(f"endpoint {endpoint!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+class PeerConnector:
+    """Opens and caches mTLS channels to the departments in the current directory."""
+
+    def __init__(
+        self,
+        *,
+        federation: str,
+        ca_pem: bytes,
+        cert_pem: bytes,
+        key_pem: bytes,
+        directory: Callable[[], Directory],
+    ) -> None:
+        self._federation = federation
+        self._ca_pem = ca_pem
+        self._cert_pem = cert_pem
+        self._key_pem = key_pem
+        self._directory = directory
+        self._channels: dict[tuple[str, str, str], grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self._ssl_context = self._make_ssl_context()
+
+    def _make_ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self._ca_pem.decode())
+        context.set_alpn_protocols(["h2"])
+        # ssl can only load a client key from files; they live in a private temp dir briefly.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_file = Path(tmp) / "cert.pem"
+            key_file = Path(tmp) / "key.pem"
+            cert_file.write_bytes(self._cert_pem)
+            key_file.touch(mode=0o600)
+            key_file.write_bytes(self._key_pem)
+            context.load_cert_chain(cert_file, key_file)
+        return context
+
+    def check_pinned_certificate(self, department: str) -> None:
+        """Handshake with ``department`` and compare its certificate with the directory's pin.
+
+        Raises:
+            UnknownPeerError: the department is not in the directory.
+            PeerError: the endpoint cannot be reached.
+            CertificateError: the server's certificate is not the pinned one (revoked,
+                rotated without a new directory, or an impostor).
+        """
+        directory = self._directory()
+        entry = directory.get(department)
+        host, port = split_endpoint(entry.endpoint)
+        try:
+            with (
+                socket.create_connection((host, port), timeout=_HANDSHAKE_TIMEOUT_S) as raw,
+                self._ssl_context.wrap_socket(
+                    raw, server_hostname=certs.dns_name(self._federation, department)
+                ) as tls,
+            ):
+                der = tls.getpeercert(binary_form=True)
+        except ssl.SSLCertVerificationError as e:
+            raise CertificateError(
+                f"{department} at {entry.endpoint} presented a certificate that does not "
+                f"verify: {e.verify_message}",
+                hint="the peer's certificate may be expired or from another CA",
+            ) from e
+        except ssl.SSLError as e:
+            raise PeerError(
+                f"TLS handshake with {department} at {entry.endpoint} failed: {e.reason}",
+                hint="the peer may have refused this node's certificate (revoked or expired?)",
+            ) from e
+        except OSError as e:
+            raise PeerError(
+                f"cannot reach {department} at {entry.endpoint}: {e.strerror or e}",
+                hint="check that the peer node is running and the endpoint in the directory",
+            ) from e
+        if der is None:
+            raise CertificateError(f"{department} presented no certificate")
+        found = "sha256:" + hashlib.sha256(der).hexdigest()
+        if found != entry.tls_fingerprint:
+            revoked = directory.revocation_for(found)
+            why = "is revoked" if revoked else "is not the one pinned"
+            raise CertificateError(
+                f"{department} presented certificate {found[:19]}… which {why} in "
+                f"directory serial {directory.serial}",
+                hint="install the latest directory with 'fednode directory install'",
+            )
+
+    def channel(self, department: str) -> grpc.Channel:
+        """An mTLS channel to ``department``, checked against the directory's pin.
+
+        Raises:
+            UnknownPeerError, PeerError, CertificateError: see :meth:`check_pinned_certificate`.
+        """
+        entry = self._directory().get(department)
+        key = (department, entry.tls_fingerprint, entry.endpoint)
+        with self._lock:
+            cached = self._channels.get(key)
+        if cached is not None:
+            return cached
+        self.check_pinned_certificate(department)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self._ca_pem,
+            private_key=self._key_pem,
+            certificate_chain=self._cert_pem,
+        )
+        channel = grpc.secure_channel(
+            entry.endpoint,
+            credentials,
+            options=[
+                ("grpc.ssl_target_name_override", certs.dns_name(self._federation, department)),
+                ("grpc.default_authority", certs.dns_name(self._federation, department)),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        with self._lock:
+            self._channels[key] = channel
+        return channel
+
+    def forget(self, department: str) -> None:
+        """Drop cached channels to ``department`` (after a failure or a directory change)."""
+        with self._lock:
+            for key in [k for k in self._channels if k[0] == department]:
+                self._channels.pop(key).close()
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
