@@ -1,0 +1,142 @@
+"""Atomic output of a received share: temp file, fsync, rename, or nothing at all.
+
+Invariant: the destination path either does not change, or holds the complete,
+verified table. Batches go to a hidden temporary file in the destination's
+directory (so the final rename stays on one file system); :meth:`AtomicTableSink.commit`
+fsyncs it, renames it into place and fsyncs the directory. Any other exit
+removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from node.errors import ExchangeError
+
+__all__ = ["FORMATS", "AtomicTableSink", "output_format"]
+
+FORMATS = ("parquet", "arrow")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".ipc": "arrow",
+    ".feather": "arrow",
+}
+
+
+def output_format(path: Path, explicit: str | None = None) -> str:
+    """Choose the output format: ``explicit`` if given, else from the extension.
+
+    Raises:
+        ExchangeError: the format is unknown or cannot be inferred.
+    """
+    if explicit:
+        if explicit not in FORMATS:
+            raise ExchangeError(f"unknown output format {explicit!r}", hint="use parquet or arrow")
+        return explicit
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ExchangeError(
+            f"cannot tell the output format from {path.name!r}",
+            hint="name the file .parquet or .arrow, or pass --format",
+        )
+    return fmt
+
+
+def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicTableSink:
+    """Write record batches to ``dest`` so that it appears complete or not at all."""
+
+    def __init__(self, dest: Path, schema: pa.Schema, fmt: str, *, overwrite: bool = False) -> None:
+        """Create the hidden temporary file beside ``dest``.
+
+        Raises:
+            ExchangeError: ``dest`` exists (without ``overwrite``), its directory
+                is missing, or the file cannot be created.
+        """
+        self.dest = dest
+        if dest.exists() and not overwrite:
+            raise ExchangeError(f"{dest} already exists", hint="choose a new path or remove it")
+        if not dest.parent.is_dir():
+            raise ExchangeError(f"output directory {dest.parent} does not exist")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+            os.close(fd)
+            self.tmp = Path(tmp)
+            self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
+            if fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.tmp, schema)
+            else:
+                self._writer = pa.ipc.new_file(str(self.tmp), schema)
+        except (OSError, pa.ArrowException) as e:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                Path(tmp).unlink()
+            raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+        self._open = True
+        self.committed = False
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append one verified batch to the temporary file.
+
+        Raises:
+            ExchangeError: the write failed (disk full, closed sink).
+        """
+        if not self._open:
+            raise ExchangeError("output is already closed")
+        try:
+            self._writer.write_batch(batch)
+        except (OSError, pa.ArrowException) as e:
+            raise ExchangeError(f"cannot write output {self.tmp}: {e}") from e
+
+    def commit(self) -> None:
+        """Close, fsync, rename into place, fsync the directory.
+
+        Raises:
+            ExchangeError: any step failed; the temporary file is then removed.
+        """
+        try:
+            self._writer.close()
+            self._open = False
+            _fsync_path(self.tmp)
+            self.tmp.replace(self.dest)
+            _fsync_path(self.dest.parent)
+        except (OSError, pa.ArrowException) as e:
+            self.abort()
+            raise ExchangeError(f"cannot finish output {self.dest}: {e}") from e
+        self.committed = True
+
+    def abort(self) -> None:
+        """Discard everything written; never raises."""
+        if self._open:
+            self._open = False
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+    def __enter__(self) -> AtomicTableSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.committed:
+            self.abort()
