@@ -1,0 +1,73 @@
+"""Documented exit codes of the ``fednode`` command.
+
+Scripts and monitoring can branch on these; they are stable across releases.
+
+==== =================================================================
+code meaning
+==== =================================================================
+0    success
+1    unexpected internal error (a bug; rerun with --debug and report it)
+2    usage error: unknown command or bad option
+3    configuration: missing or malformed config, key or file
+4    identity: certificate or federation directory refused
+5    peer: another node could not be reached or refused the call
+6    policy: no agreement grants this, or the agreement is not valid now
+7    integrity: a ledger, proof, envelope or bundle failed verification
+8    admin: no node is running in --home, or its admin socket failed
+9    catalog: a dataset is missing or unreadable
+10   federated job failed
+==== =================================================================
+"""
+
+from __future__ import annotations
+
+from ledger.errors import LedgerError, StorageError
+from node.errors import (
+    AdminError,
+    AgreementError,
+    CatalogError,
+    ConfigError,
+    DirectoryError,
+    EnvelopeError,
+    ExchangeError,
+    FederatedError,
+    IdentityError,
+    PeerError,
+)
+
+__all__ = ["ADMIN", "INTERNAL", "USAGE", "code_for"]
+
+OK = 0
+INTERNAL = 1
+USAGE = 2
+CONFIG = 3
+IDENTITY = 4
+PEER = 5
+POLICY = 6
+INTEGRITY = 7
+ADMIN = 8
+CATALOG = 9
+FEDERATED = 10
+
+# Order matters: subclasses before their bases.
+_TABLE: tuple[tuple[type[BaseException], int], ...] = (
+    (StorageError, CONFIG),
+    (LedgerError, INTEGRITY),
+    (ConfigError, CONFIG),
+    (DirectoryError, IDENTITY),
+    (IdentityError, IDENTITY),
+    (PeerError, PEER),
+    (AgreementError, POLICY),
+    (EnvelopeError, INTEGRITY),
+    (ExchangeError, PEER),
+    (AdminError, ADMIN),
+    (CatalogError, CATALOG),
+    (FederatedError, FEDERATED),
+)
+
+
+def code_for(error: BaseException) -> int:
+    for kind, code in _TABLE:
+        if isinstance(error, kind):
+            return code
+    return INTERNAL

@@ -1,0 +1,201 @@
+"""``fednode serve``: assemble the runtime, bind both ports, and run until SIGTERM.
+
+Two gRPC servers run in one process:
+
+* the network server on ``[network] listen``, mTLS only, with the audit and
+  admission interceptors in that order, so even refused calls are recorded;
+* the admin server on ``<home>/admin.sock``, created under umask 077 so the
+  socket is mode 0600 from the moment it exists, with the audit interceptor.
+
+On SIGTERM or SIGINT the node stops accepting calls, lets running calls
+finish for a grace period, closes the ledger and removes the socket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from node.admin.client import is_running
+from node.admin.registry import load_handlers
+from node.admin.service import AdminService
+from node.config import NodeConfig, load_config
+from node.errors import CertificateError, ConfigError
+from node.identity import certs, keys
+from node.identity.directory import DirectoryHolder
+from node.logs import configure_logging
+from node.peers import PeerConnector
+from node.runtime import NodeRuntime
+from node.server.authz import AdmissionInterceptor
+from protocols.fednode.v1 import admin_pb2_grpc
+
+__all__ = ["SERVICE_MODULES", "NodeProcess", "serve"]
+
+log = logging.getLogger("fednode.server")
+
+#: Modules with ``add_services(server, runtime)``, mounted on the network port.
+SERVICE_MODULES: tuple[str, ...] = ("node.server.node_service",)
+
+_GRACE_S = 5.0
+_WORKERS = 32
+
+
+def _check_certificate(config: NodeConfig) -> bytes:
+    cert = certs.load_cert(config.cert_path)
+    federation, department = certs.identity_of(cert)
+    if (federation, department) != (config.federation, config.department):
+        raise CertificateError(
+            f"certificate {config.cert_path} is for {federation}/{department}, "
+            f"this node is {config.federation}/{config.department}",
+            hint="install the certificate the authority issued for this department",
+        )
+    now = dt.datetime.now(dt.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise CertificateError(
+            f"this node's certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            hint="ask the federation authority for a new one ('fednode ca issue')",
+        )
+    if cert.not_valid_before_utc > now:
+        raise CertificateError(
+            f"this node's certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d} UTC",
+            hint="check the system clock",
+        )
+    return config.cert_path.read_bytes()
+
+
+class NodeProcess:
+    """A configured node: build it, :meth:`start` it, then :meth:`stop` it."""
+
+    def __init__(self, home: Path) -> None:
+        self.config = load_config(home)
+        config = self.config
+        cert_pem = _check_certificate(config)
+        key_pem = config.tls_key_path.read_bytes()
+        keys.load_tls_key(config.tls_key_path)
+        ca_pem = config.ca_cert_path.read_bytes()
+        ca_cert = certs.load_cert(config.ca_cert_path)
+        directories = DirectoryHolder(config.directory_path, config.directory_state_path, ca_cert)
+        signing_key = keys.load_ed25519(config.signing_key_path)
+        audit_module = importlib.import_module("node.audit")
+        self._audit = audit_module.open_audit(config, signing_key, lambda: directories.current)
+        self.runtime = NodeRuntime(
+            config=config,
+            signing_key=signing_key,
+            hpke=keys.load_hpke(config.hpke_key_path),
+            directories=directories,
+            audit=self._audit,
+            peers=PeerConnector(
+                federation=config.federation,
+                ca_pem=ca_pem,
+                cert_pem=cert_pem,
+                key_pem=key_pem,
+                directory=lambda: directories.current,
+            ),
+        )
+        self._network = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="rpc"),
+            interceptors=[
+                audit_module.AuditInterceptor(self._audit, surface="network"),
+                AdmissionInterceptor(lambda: directories.current, config.federation),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        for name in SERVICE_MODULES:
+            importlib.import_module(name).add_services(self._network, self.runtime)
+        credentials = grpc.ssl_server_credentials(
+            [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+        )
+        try:
+            self.port = self._network.add_secure_port(config.listen, credentials)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"cannot listen on {config.listen}: {e}",
+                hint="another process may hold the port; change [network] listen",
+            ) from e
+        self._admin = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="admin"),
+            interceptors=[audit_module.AuditInterceptor(self._audit, surface="admin")],
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(self.runtime, load_handlers()), self._admin
+        )
+
+    def start(self) -> None:
+        socket_path = self.config.admin_socket
+        if socket_path.exists():
+            # A socket left by a crashed node; a live node would still be answering on it.
+            if is_running(self.config.home):
+                raise ConfigError(
+                    f"a node is already running in {self.config.home}",
+                    hint="stop it first, or use another --home",
+                )
+            socket_path.unlink()
+        old_umask = os.umask(0o077)
+        try:
+            self._admin.add_insecure_port(f"unix:{socket_path}")
+            self._admin.start()
+        finally:
+            os.umask(old_umask)
+        socket_path.chmod(0o600)
+        self._network.start()
+        self.config.pid_path.write_text(f"{os.getpid()}\n")
+        self._audit.record(
+            "node.started",
+            detail={
+                "listen": self.config.listen,
+                "directory_serial": self.runtime.directory.serial,
+            },
+        )
+        log.info(
+            "node ready",
+            extra={
+                "event": "node.ready",
+                "listen": self.config.listen,
+                "port": self.port,
+                "admin_socket": str(socket_path),
+                "directory_serial": self.runtime.directory.serial,
+            },
+        )
+
+    def stop(self) -> None:
+        log.info("node stopping", extra={"event": "node.stopping"})
+        admin_done = self._admin.stop(_GRACE_S)
+        network_done = self._network.stop(_GRACE_S)
+        admin_done.wait()
+        network_done.wait()
+        self.runtime.peers.close()
+        try:
+            self._audit.record("node.stopped")
+        finally:
+            self._audit.close()
+        self.config.admin_socket.unlink(missing_ok=True)
+        self.config.pid_path.unlink(missing_ok=True)
+        log.info("node stopped", extra={"event": "node.stopped"})
+
+
+def serve(home: Path) -> int:
+    """Run the node in ``home`` until SIGTERM or SIGINT; return the exit code."""
+    config = load_config(home)
+    configure_logging(config.log_level, department=config.department)
+    process = NodeProcess(home)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    process.start()
+    stop.wait()
+    process.stop()
+    return 0
