@@ -16,16 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "district_code",
-    "hour_of_day",
-    "is_weekend",
     "DISTRICTS",
     "N_INTERSECTIONS",
     "Conditions",
     "District",
     "Intersections",
     "conditions",
+    "district_code",
+    "hour_of_day",
     "intersections",
+    "is_weekend",
     "rain_mm",
     "uniform",
 ]

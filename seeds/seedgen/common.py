@@ -39,8 +39,9 @@ __all__ = [
 BATCH_ROWS = 65_536
 
 #: First hour of the seed period: Monday 2 March 2026, local time (UTC+8).
-START = datetime(2026, 3, 2, 0, 0, 0)  # noqa: DTZ001 -- seed times are naive local times by design
-_START_S = int((START - datetime(1970, 1, 1)).total_seconds())  # noqa: DTZ001
+# Seed times are naive local times by design: source systems record wall-clock time.
+START = datetime(2026, 3, 2, 0, 0, 0)
+_START_S = int((START - datetime(1970, 1, 1)).total_seconds())
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]

@@ -126,4 +126,3 @@ def visits_table(seed: int, city: Intersections, rows: int) -> Table:
         return pa.RecordBatch.from_arrays(arrays, schema=VISITS_SCHEMA)
 
     return Table(DEPARTMENT, "clinic_visits", VISITS_SCHEMA, rows, batch)
-

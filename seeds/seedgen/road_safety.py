@@ -167,13 +167,12 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
         weekend = is_weekend(hours)
         cols: dict[str, Floats] = {
             "night": ((hod >= 22) | (hod < 5)).astype(np.float64),
-            "rush_hour": (~weekend & (((hod >= 7) & (hod < 10)) | ((hod >= 17) & (hod < 20))))
-            .astype(np.float64),
+            "rush_hour": (
+                ~weekend & (((hod >= 7) & (hod < 10)) | ((hod >= 17) & (hod < 20)))
+            ).astype(np.float64),
             "weekend": weekend.astype(np.float64),
             "vehicles_per_hour": cond.vehicles.astype(np.float64),
-            "heavy_vehicle_share": np.round(
-                cond.heavy_vehicles / np.maximum(cond.vehicles, 1), 3
-            ),
+            "heavy_vehicle_share": np.round(cond.heavy_vehicles / np.maximum(cond.vehicles, 1), 3),
             "mean_speed_kmh": cond.mean_speed_kmh,
             "pedestrians_per_hour": cond.pedestrians.astype(np.float64),
             "rain_mm": cond.rain_mm,
@@ -197,4 +196,3 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
     return Table(department, "road_safety", SCHEMA, rows, batch)
-

@@ -77,8 +77,7 @@ def intersections_table(city: Intersections) -> Table:
 
     def batch(_index: int, _offset: int, _n: int) -> pa.RecordBatch:
         names = [
-            f"{_STREETS[i % len(_STREETS)]} & {_STREETS[(i * 5 + 3) % len(_STREETS)]}"
-            for i in idx
+            f"{_STREETS[i % len(_STREETS)]} & {_STREETS[(i * 5 + 3) % len(_STREETS)]}" for i in idx
         ]
         arrays = [
             pa.array(city.ids),
@@ -140,7 +139,9 @@ def signal_timing_table(city: Intersections) -> Table:
         green_main = np.round((cycle - pedestrian - 12) * 0.62).astype(np.int64)
         green_cross = cycle - pedestrian - 12 - green_main
         arrays = [
-            pa.array([f"SP-{i + 1:04d}-{_PERIODS[p][0]}" for i, p in zip(inter, period, strict=True)]),
+            pa.array(
+                [f"SP-{i + 1:04d}-{_PERIODS[p][0]}" for i, p in zip(inter, period, strict=True)]
+            ),
             pa.array([city.ids[i] for i in inter]),
             pa.array([_PERIODS[p][0] for p in period]),
             pa.array([_PERIODS[p][1] for p in period]),
