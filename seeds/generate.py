@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_ROWS", "DEFAULT_SEED", "DEPARTMENTS", "main", "tables"]
 
 DEFAULT_ROWS = 4000
 DEFAULT_SEED = 20260302
-DEPARTMENTS = ("traffic", "public_security", "civil_affairs", "health")
+DEPARTMENTS = ("traffic", "public-security", "civil-affairs", "health")
 
 
 def tables(seed: int, rows: int) -> list[Table]:

@@ -21,7 +21,7 @@ from seedgen.common import START, Table, batch_rng, field, pseudonym, source_key
 
 __all__ = ["districts_table", "residents_table", "subsidies_table"]
 
-DEPARTMENT = "civil_affairs"
+DEPARTMENT = "civil-affairs"
 Ints = npt.NDArray[np.int64]
 
 DISTRICTS_SCHEMA = pa.schema(

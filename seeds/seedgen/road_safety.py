@@ -109,9 +109,9 @@ _COVERAGE: dict[str, _Coverage] = {
     # Video detectors are unreliable in rain, so the bureau drops wet hours.
     "traffic": _Coverage("TR", "arterial", 0, 24, "dry"),
     # Enforcement shifts run 21:00-05:00.
-    "public_security": _Coverage("PS", "has_camera", 21, 8, "any"),
+    "public-security": _Coverage("PS", "has_camera", 21, 8, "any"),
     # Care staff escort residents 08:00-18:00.
-    "civil_affairs": _Coverage("CA", "near_care_centre", 8, 11, "any"),
+    "civil-affairs": _Coverage("CA", "near_care_centre", 8, 11, "any"),
     # Ambulance dispatch geocodes calls to intersections; the seed keeps wet-weather calls.
     "health": _Coverage("HE", "near_clinic", 6, 17, "wet"),
 }
@@ -143,7 +143,7 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
     """Describe one department's ``road_safety`` table.
 
     Args:
-        department: One of ``traffic``, ``public_security``, ``civil_affairs``, ``health``.
+        department: One of ``traffic``, ``public-security``, ``civil-affairs``, ``health``.
         seed: The generator seed.
         city: The intersection inventory.
         rows: How many rows to produce.

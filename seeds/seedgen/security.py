@@ -16,7 +16,7 @@ from seedgen.common import Table, batch_rng, field, pseudonym, source_key, times
 
 __all__ = ["accidents_table", "violations_table"]
 
-DEPARTMENT = "public_security"
+DEPARTMENT = "public-security"
 _FLEET = 25_000
 _SPAN_HOURS = 24 * 7 * 8
 
