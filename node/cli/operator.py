@@ -12,11 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from node.admin.client import invoke
-from node.config import CONFIG_FILE, DEFAULT_PORT, render_config
+from node.config import CONFIG_FILE, DEFAULT_PORT
 from node.errors import ConfigError
-from node.identity import certs, keys
-from node.identity.enrolment import make_request
-from node.identity.keys import write_private_file
+from node.identity import certs
+from node.identity.home import init_home
 from node.server.app import serve
 
 __all__ = ["register"]
@@ -89,34 +88,13 @@ def _init(args: argparse.Namespace) -> int:
     port = args.listen.rpartition(":")[2] or str(DEFAULT_PORT)
     endpoint = args.endpoint or f"{socket.getfqdn()}:{port}"
     display_name = args.display_name or args.department
-    home.mkdir(parents=True, exist_ok=True)
-    home.chmod(0o700)
-    tls_key = keys.generate_tls_key()
-    signing_key = keys.generate_ed25519()
-    hpke = keys.generate_hpke()
-    keys.save_tls_key(home / "keys" / "tls.key", tls_key)
-    keys.save_ed25519(home / "keys" / "signing.key", signing_key)
-    keys.save_hpke(home / "keys" / "hpke.key", hpke)
-    csr_pem, request = make_request(
+    init_home(
+        home,
         federation=args.federation,
         department=args.department,
         display_name=display_name,
+        listen=args.listen,
         endpoint=endpoint,
-        tls_key=tls_key,
-        signing_key=signing_key,
-        hpke_public=hpke.public_bytes,
-    )
-    write_private_file(home / "tls" / "node.csr.pem", csr_pem)
-    write_private_file(home / "request.json", request)
-    write_private_file(
-        home / CONFIG_FILE,
-        render_config(
-            federation=args.federation,
-            department=args.department,
-            display_name=display_name,
-            listen=args.listen,
-            endpoint=endpoint,
-        ).encode(),
     )
     print(f"initialised node '{args.department}' of federation '{args.federation}' in {home}")
     print(f"  send {home / 'request.json'} to the federation authority ('fednode ca issue')")

@@ -85,7 +85,10 @@ class NodeProcess:
         ca_cert = certs.load_cert(config.ca_cert_path)
         directories = DirectoryHolder(config.directory_path, config.directory_state_path, ca_cert)
         signing_key = keys.load_ed25519(config.signing_key_path)
-        audit_module = importlib.import_module("node.audit")
+        try:
+            audit_module = importlib.import_module("node.audit")
+        except ModuleNotFoundError:
+            audit_module = importlib.import_module("node.server.basic_audit")
         self._audit = audit_module.open_audit(config, signing_key, lambda: directories.current)
         self.runtime = NodeRuntime(
             config=config,
