@@ -18,7 +18,7 @@ from node.identity.directory import parse_directory
 from node.identity.home import init_home
 from node.localfed import DepartmentSpec, LocalFederation, free_port
 from protocols.fednode.v1 import node_pb2, node_pb2_grpc
-from tests.integration.conftest import fednode, status
+from tests.integration.helpers import fednode, status
 
 pytestmark = pytest.mark.integration
 

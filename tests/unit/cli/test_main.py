@@ -1,0 +1,87 @@
+"""The CLI surface: role-grouped help, one-line errors, documented exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.cli import exit_codes
+from node.cli.main import main
+
+
+def test_help_groups_commands_by_role(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for role in ("federation authority", "department operator", "coordinator", "auditor"):
+        assert role in out
+    for group in ("ca", "directory", "init", "serve", "status", "fl", "ledger", "demo"):
+        assert f"  {group}" in out
+
+
+def test_missing_config_prints_one_line_and_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--home", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == exit_codes.CONFIG
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("fednode: error: no node configuration")
+    assert lines[1].startswith("hint: run 'fednode init")
+    assert "Traceback" not in err
+
+
+def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--debug", "--home", str(tmp_path / "nowhere")])
+    assert code == exit_codes.CONFIG
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_status_without_running_node_is_an_admin_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--home", str(tmp_path)]) == exit_codes.ADMIN
+    assert "no running node" in capsys.readouterr().err
+
+
+def test_init_then_init_again_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["init", "--home", str(tmp_path / "n"), "--federation", "city", "--department", "tax"]
+    assert main(args) == 0
+    assert (tmp_path / "n" / "keys" / "hpke.key").stat().st_mode & 0o777 == 0o600
+    assert main(args) == exit_codes.CONFIG
+    assert "already holds a node" in capsys.readouterr().err
+
+
+def test_authority_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = str(tmp_path / "ca")
+    home = tmp_path / "tax"
+    assert main(["ca", "init", "--ca", ca, "--federation", "city"]) == 0
+    assert main(["init", "--home", str(home), "--federation", "city", "--department", "tax"]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "issue",
+                "--ca",
+                ca,
+                "--request",
+                str(home / "request.json"),
+                "--out",
+                str(home / "tls" / "node.pem"),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "directory.json"
+    assert main(["directory", "publish", "--ca", ca, "--out", str(out)]) == 0
+    assert (
+        main(["directory", "install", str(out), "--ca-cert", f"{ca}/ca.pem", "--home", str(home)])
+        == 0
+    )
+    assert (home / "directory.serial").read_text().strip() == "1"
+    assert main(["directory", "show", str(out), "--ca-cert", f"{ca}/ca.pem"]) == 0
+    assert "tax" in capsys.readouterr().out
