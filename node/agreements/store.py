@@ -1,0 +1,224 @@
+"""The node's agreements: one SQLite file, with each agreement's state and pseudonym key.
+
+States move one way: ``proposed`` (provider-signed) -> ``active`` (countersigned)
+-> ``revoked``; ``proposed`` may also go straight to ``revoked``. Invariants:
+
+* a revocation is durable when :meth:`AgreementStore.revoke` returns, and every
+  later :meth:`AgreementStore.get` sees it, so shares in flight that re-check
+  per chunk stop at their next chunk;
+* the signed document of an agreement never changes once stored; a
+  countersigned copy may only add the consumer's signature to the same document;
+* the pseudonym key (32 random bytes) exists only on the provider and never
+  leaves this file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.agreements.document import SignedAgreement
+from node.errors import AgreementError
+
+__all__ = ["STATES", "AgreementRecord", "AgreementStore"]
+
+STATES = ("proposed", "active", "revoked")
+_SCHEMA_VERSION = 1
+_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agreements (
+    id TEXT PRIMARY KEY, provider TEXT NOT NULL, consumer TEXT NOT NULL,
+    dataset TEXT NOT NULL, state TEXT NOT NULL, signed BLOB NOT NULL,
+    pseudonym_key BLOB, updated INTEGER NOT NULL, revoked_at INTEGER, reason TEXT);
+"""
+_COLUMNS = "signed, state, pseudonym_key, updated, revoked_at, reason"
+
+
+@dataclass(frozen=True)
+class AgreementRecord:
+    signed: SignedAgreement
+    state: str
+    pseudonym_key: bytes | None
+    updated: int
+    revoked_at: int | None
+    reason: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "updated": self.updated,
+            "revoked_at": self.revoked_at,
+            "reason": self.reason,
+            "digest": self.signed.digest,
+            "countersigned": self.signed.consumer_signature is not None,
+            **self.signed.to_json(),
+        }
+
+
+class AgreementStore:
+    """Thread-safe access to ``agreements.db``."""
+
+    def __init__(self, path: Path) -> None:
+        """Open or create the store.
+
+        Raises:
+            AgreementError: the file is unreadable or of an unknown schema version.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SQL)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+            elif row[0] != str(_SCHEMA_VERSION):
+                raise AgreementError(
+                    f"agreement store {path} has schema version {row[0]}, "
+                    f"this node reads {_SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as e:
+            raise AgreementError(f"cannot open agreement store {path}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _record(row: tuple[object, ...]) -> AgreementRecord:
+        signed, state, key, updated, revoked_at, reason = row
+        assert isinstance(signed, bytes)
+        return AgreementRecord(
+            SignedAgreement.from_bytes(signed),
+            str(state),
+            key if isinstance(key, bytes) else None,
+            int(str(updated)),
+            None if revoked_at is None else int(str(revoked_at)),
+            None if reason is None else str(reason),
+        )
+
+    def find(self, agreement_id: str) -> AgreementRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM agreements WHERE id = ?",  # noqa: S608 -- constant columns
+                (agreement_id,),
+            ).fetchone()
+        return None if row is None else self._record(row)
+
+    def get(self, agreement_id: str) -> AgreementRecord:
+        """The agreement with ``agreement_id``.
+
+        Raises:
+            AgreementError: no such agreement is stored here.
+        """
+        record = self.find(agreement_id)
+        if record is None:
+            raise AgreementError(
+                f"no agreement {agreement_id!r} on this node", hint="see 'fednode agreement list'"
+            )
+        return record
+
+    def list(self) -> list[AgreementRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM agreements ORDER BY updated, id"  # noqa: S608
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def add_proposed(self, signed: SignedAgreement) -> AgreementRecord:
+        """Store a provider-signed agreement this node drew up, with a fresh pseudonym key.
+
+        Raises:
+            AgreementError: the id exists already.
+        """
+        now = int(time.time())
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO agreements VALUES (?,?,?,?,?,?,?,?,NULL,NULL)",
+                    (
+                        signed.id,
+                        signed.provider,
+                        signed.consumer,
+                        signed.dataset,
+                        "proposed",
+                        signed.to_bytes(),
+                        os.urandom(32),
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError as e:
+                raise AgreementError(f"agreement {signed.id} already exists") from e
+        return self.get(signed.id)
+
+    def activate(self, signed: SignedAgreement) -> AgreementRecord:
+        """Store a countersigned agreement as active (signatures verified by the caller).
+
+        Raises:
+            AgreementError: not countersigned, revoked already, or a different
+                document under the same id.
+        """
+        if signed.consumer_signature is None:
+            raise AgreementError(f"agreement {signed.id} is not countersigned")
+        now = int(time.time())
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM agreements WHERE id = ?",  # noqa: S608
+                (signed.id,),
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO agreements VALUES (?,?,?,?,?,?,NULL,?,NULL,NULL)",
+                    (
+                        signed.id,
+                        signed.provider,
+                        signed.consumer,
+                        signed.dataset,
+                        "active",
+                        signed.to_bytes(),
+                        now,
+                    ),
+                )
+            else:
+                held = self._record(row)
+                if held.signed.doc != signed.doc or (
+                    held.signed.provider_signature != signed.provider_signature
+                ):
+                    raise AgreementError(
+                        f"agreement {signed.id} differs from the copy this node holds",
+                        hint="the file was altered, or belongs to another agreement",
+                    )
+                if held.state == "revoked":
+                    raise AgreementError(f"agreement {signed.id} was revoked; it cannot return")
+                self._db.execute(
+                    "UPDATE agreements SET state='active', signed=?, updated=? WHERE id=?",
+                    (signed.to_bytes(), now, signed.id),
+                )
+        return self.get(signed.id)
+
+    def revoke(self, agreement_id: str, reason: str) -> AgreementRecord:
+        """Mark the agreement revoked; durable on return.
+
+        Raises:
+            AgreementError: no such agreement, or it is already revoked.
+        """
+        now = int(time.time())
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE agreements SET state='revoked', revoked_at=?, reason=?, updated=? "
+                "WHERE id=? AND state != 'revoked'",
+                (now, reason, now, agreement_id),
+            )
+            changed = cursor.rowcount
+        if not changed:
+            record = self.get(agreement_id)
+            raise AgreementError(
+                f"agreement {agreement_id} was already revoked at {record.revoked_at}"
+            )
+        return self.get(agreement_id)

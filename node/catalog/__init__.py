@@ -1,0 +1,1 @@
+"""The dataset catalog: what a node can share, its columns' sensitivity, and treated loading."""

@@ -1,0 +1,168 @@
+"""Reading a dataset through an agreement: the only way data leaves the catalog.
+
+The loader checks the agreement (active, in its window, allowing the mode, and
+naming this node as the provider of the dataset), then scans the dataset in
+batches with a ``pyarrow.dataset`` scanner and applies the column treatments
+to each batch. Memory stays bounded by a few batches, never the table.
+
+Invariants:
+
+* only columns the agreement names, minus dropped ones, are ever read from disk;
+* the agreement is re-checked before every batch, so a revocation or expiry
+  stops a running read at the next batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from node.agreements.policy import authorize, recheck
+from node.agreements.store import AgreementRecord
+from node.catalog import treatments
+from node.catalog.registry import Catalog
+from node.errors import AgreementError, CatalogError
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = [
+    "SCAN_BATCH_ROWS",
+    "TreatedScan",
+    "catalog_of",
+    "load_treated_table",
+    "open_treated_reader",
+    "treated_scan",
+]
+
+#: Rows per scanned batch; large batches keep per-batch overhead low.
+SCAN_BATCH_ROWS = 256 * 1024
+_EXTENSION = "catalog"
+_lock = threading.Lock()
+
+
+def catalog_of(runtime: NodeRuntime) -> Catalog:
+    """The runtime's catalog, opened on first use under the data directory."""
+    with _lock:
+        catalog = runtime.extensions.get(_EXTENSION)
+        if not isinstance(catalog, Catalog):
+            catalog = Catalog(runtime.config.data_dir / "catalog.db")
+            runtime.extensions[_EXTENSION] = catalog
+        return catalog
+
+
+class TreatedScan:
+    """A treated, lazily scanned view of one dataset under one agreement."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        record: AgreementRecord,
+        *,
+        columns: list[str] | None = None,
+        batch_rows: int = SCAN_BATCH_ROWS,
+        before_batch: Callable[[], None] | None = None,
+    ) -> None:
+        """Prepare the scan; nothing is read until :meth:`batches` is iterated.
+
+        Raises:
+            CatalogError: the dataset is unknown, unreadable, or changed.
+            AgreementError: the agreement names columns the dataset lacks, or
+                ``columns`` asks for one it does not share.
+        """
+        signed = record.signed
+        if record.pseudonym_key is None:
+            raise AgreementError(
+                f"agreement {signed.id} has no pseudonym key here: this node is not its provider"
+            )
+        self.info, self._dataset = catalog.open(signed.dataset)
+        spec = signed.columns
+        schema = treatments.treated_schema(self.info.schema, spec)
+        if columns is not None:
+            outside = sorted(set(columns) - set(schema.names))
+            if outside:
+                raise AgreementError(f"columns not shared by {signed.id}: {', '.join(outside)}")
+            schema = pa.schema([f for f in schema if f.name in columns])
+        self.schema = schema
+        self._spec = spec
+        self._key = record.pseudonym_key
+        self._batch_rows = batch_rows
+        self._before_batch = before_batch
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Yield treated batches.
+
+        Raises:
+            CatalogError: the data cannot be read.
+            AgreementError: treatment failed, or ``before_batch`` refused.
+        """
+        try:
+            scanner = self._dataset.scanner(
+                columns=self.schema.names,
+                batch_size=self._batch_rows,
+                batch_readahead=2,
+                fragment_readahead=1,
+            )
+            for batch in scanner.to_batches():
+                if self._before_batch is not None:
+                    self._before_batch()
+                if batch.num_rows:
+                    yield treatments.apply(batch, self._spec, self.schema, self._key)
+        except (pa.ArrowException, OSError) as e:
+            raise CatalogError(f"cannot read dataset {self.info.name}: {e}") from e
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+
+def treated_scan(
+    runtime: NodeRuntime,
+    agreement_id: str,
+    mode: str,
+    *,
+    peer: str | None = None,
+    columns: list[str] | None = None,
+    batch_rows: int = SCAN_BATCH_ROWS,
+) -> TreatedScan:
+    """Authorize ``mode`` on the agreement as its provider, then prepare a treated scan.
+
+    Raises:
+        AccessDenied: the agreement does not grant this (recorded as access.denied).
+        AgreementError: the agreement does not fit the dataset.
+        CatalogError: the dataset is unknown or unreadable.
+    """
+    record = authorize(
+        runtime, agreement_id, mode=mode, role="provider", peer=peer, columns=columns
+    )
+    return TreatedScan(
+        catalog_of(runtime),
+        record,
+        columns=columns,
+        batch_rows=batch_rows,
+        before_batch=lambda: recheck(runtime, agreement_id),
+    )
+
+
+def open_treated_reader(runtime: NodeRuntime, agreement_id: str, mode: str) -> pa.RecordBatchReader:
+    """A batch reader over the agreement's dataset with its treatments applied.
+
+    Raises:
+        AccessDenied: the agreement is missing, not active, outside its window,
+            revoked, does not allow ``mode``, or names another provider.
+        AgreementError: the agreement does not fit the dataset.
+        CatalogError: the dataset is unknown, unreadable, or changed.
+    """
+    return treated_scan(runtime, agreement_id, mode).reader()
+
+
+def load_treated_table(runtime: NodeRuntime, agreement_id: str, mode: str) -> pa.Table:
+    """The whole treated table in memory; for small datasets (e.g. federated training).
+
+    Raises:
+        AccessDenied, AgreementError, CatalogError: as :func:`open_treated_reader`.
+    """
+    scan = treated_scan(runtime, agreement_id, mode)
+    return pa.Table.from_batches(list(scan.batches()), schema=scan.schema)

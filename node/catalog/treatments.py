@@ -1,0 +1,176 @@
+"""Column treatments an agreement applies before data leaves the provider.
+
+* ``plain`` passes the column through unchanged.
+* ``pseudonymize`` replaces each value with hex HMAC-SHA256 under a key that
+  belongs to one agreement: the same value gives the same token within that
+  agreement and unrelated tokens across agreements. Nulls stay null.
+* ``generalize`` coarsens a value: a timestamp or date to ``{"to": "hour"}``
+  (or minute, day, month, year), an integer to a band ``{"band": 10}``
+  rendered as text such as ``"30-39"``.
+* ``drop`` removes the column.
+
+Invariant: :func:`apply` emits exactly the columns of :func:`treated_schema`,
+and a column that the agreement does not name is never in either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from node.errors import AgreementError
+
+__all__ = ["TREATMENTS", "apply", "treated_schema", "validate_spec"]
+
+TREATMENTS = ("plain", "pseudonymize", "generalize", "drop")
+_TIME_UNITS = ("minute", "hour", "day", "month", "year")
+_MAX_BAND = 10**12
+
+
+def validate_spec(name: str, spec: Any, field: pa.Field | None = None) -> None:
+    """Check one column's treatment, and its fit with the column type if known.
+
+    Raises:
+        AgreementError: unknown treatment, bad parameters, or a type the
+            treatment cannot handle.
+    """
+    if not isinstance(spec, Mapping) or set(spec) - {"treatment", "params"}:
+        raise AgreementError(f"column {name!r}: treatment must be {{treatment, params}}")
+    treatment = spec.get("treatment")
+    params = spec.get("params", {})
+    if treatment not in TREATMENTS:
+        raise AgreementError(
+            f"column {name!r}: unknown treatment {treatment!r}", hint=f"use one of {TREATMENTS}"
+        )
+    if not isinstance(params, Mapping):
+        raise AgreementError(f"column {name!r}: params must be an object")
+    if treatment != "generalize":
+        if params:
+            raise AgreementError(f"column {name!r}: {treatment} takes no params")
+        return
+    if set(params) == {"to"}:
+        if params["to"] not in _TIME_UNITS:
+            raise AgreementError(
+                f"column {name!r}: generalize 'to' must be one of {', '.join(_TIME_UNITS)}"
+            )
+        if field is not None and not (
+            pa.types.is_timestamp(field.type) or pa.types.is_date(field.type)
+        ):
+            raise AgreementError(
+                f"column {name!r}: generalize to {params['to']} needs a timestamp or date, "
+                f"the column is {field.type}"
+            )
+        return
+    if set(params) == {"band"}:
+        band = params["band"]
+        if not isinstance(band, int) or isinstance(band, bool) or not 1 <= band <= _MAX_BAND:
+            raise AgreementError(f"column {name!r}: generalize 'band' must be an integer >= 1")
+        if field is not None and not pa.types.is_integer(field.type):
+            raise AgreementError(
+                f"column {name!r}: generalize to bands needs an integer column, "
+                f"the column is {field.type}"
+            )
+        return
+    raise AgreementError(
+        f'column {name!r}: generalize needs params {{"to": unit}} or {{"band": width}}'
+    )
+
+
+def _output_type(field: pa.Field, spec: Mapping[str, Any]) -> pa.DataType | None:
+    treatment = spec["treatment"]
+    if treatment == "drop":
+        return None
+    if treatment == "pseudonymize":
+        return pa.string()
+    if treatment == "generalize" and "band" in spec.get("params", {}):
+        return pa.string()
+    return field.type
+
+
+def treated_schema(schema: pa.Schema, columns: Mapping[str, Mapping[str, Any]]) -> pa.Schema:
+    """The schema after treatments, in the dataset's column order.
+
+    Raises:
+        AgreementError: the agreement names a column the dataset lacks, or a
+            treatment does not fit the column type.
+    """
+    missing = sorted(set(columns) - set(schema.names))
+    if missing:
+        raise AgreementError(
+            f"agreement names columns the dataset lacks: {', '.join(missing)}",
+            hint="the dataset changed; draw up a new agreement",
+        )
+    fields = []
+    for field in schema:
+        if field.name not in columns:
+            continue
+        validate_spec(field.name, columns[field.name], field)
+        out = _output_type(field, columns[field.name])
+        if out is not None:
+            fields.append(pa.field(field.name, out, nullable=True))
+    return pa.schema(fields)
+
+
+def _token_input(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def _pseudonymize(array: pa.Array, key: bytes) -> pa.Array:
+    # Each distinct value is hashed once; the tokens are then gathered back in place.
+    encoded = pc.dictionary_encode(array)
+    tokens = [
+        None if v is None else hmac.new(key, _token_input(v), hashlib.sha256).hexdigest()
+        for v in encoded.dictionary.to_pylist()
+    ]
+    return pa.array(tokens, pa.string()).take(encoded.indices)
+
+
+def _band(array: pa.Array, width: int) -> pa.Array:
+    values = pc.fill_null(array, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    low = (values // width) * width
+    low_text = pc.cast(pa.array(low), pa.string())
+    high_text = pc.cast(pa.array(low + (width - 1)), pa.string())
+    joined = pc.binary_join_element_wise(low_text, high_text, "-")
+    return pc.if_else(pc.is_null(array), pa.nulls(len(array), pa.string()), joined)
+
+
+def _treat(array: pa.Array, spec: Mapping[str, Any], key: bytes) -> pa.Array:
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    treatment = spec["treatment"]
+    if treatment == "plain":
+        return array
+    if treatment == "pseudonymize":
+        return _pseudonymize(array, key)
+    params = spec.get("params", {})
+    if "band" in params:
+        return _band(array, int(params["band"]))
+    return pc.floor_temporal(array, unit=params["to"])
+
+
+def apply(
+    batch: pa.RecordBatch,
+    columns: Mapping[str, Mapping[str, Any]],
+    schema: pa.Schema,
+    pseudonym_key: bytes,
+) -> pa.RecordBatch:
+    """Apply the treatments to ``batch``; ``schema`` is from :func:`treated_schema`.
+
+    Raises:
+        AgreementError: a column cannot be treated as specified.
+    """
+    arrays = []
+    try:
+        for field in schema:
+            arrays.append(_treat(batch.column(field.name), columns[field.name], pseudonym_key))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    except (pa.ArrowException, KeyError, ValueError, OverflowError) as e:
+        raise AgreementError(f"cannot apply the agreement's treatments: {e}") from e

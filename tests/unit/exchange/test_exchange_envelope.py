@@ -1,0 +1,434 @@
+"""Envelope v1: round trips, every refusal, bit flips, parser fuzzing, committed vectors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.errors import EnvelopeError, ExchangeError
+from node.exchange import envelope as env
+from node.exchange.errors import (
+    ChunkAfterFinalError,
+    ChunkGapError,
+    ChunkReorderError,
+    ChunkTagError,
+    DuplicateChunkError,
+    EnvelopeExpiredError,
+    EnvelopeSignatureError,
+    MalformedEnvelopeError,
+    MissingFinalChunkError,
+    ReplayError,
+    TrailerMismatchError,
+    UnexpectedSenderError,
+    UnknownVersionError,
+    WrongRecipientError,
+)
+from node.exchange.store import ExchangeStore
+from node.identity.keys import ed25519_public_raw, generate_hpke, hpke_from_seed
+from tests.unit.exchange import envelope_vectors as vectors
+
+SENDER = ed25519.Ed25519PrivateKey.from_private_bytes(vectors.SENDER_SEED)
+RECIPIENT = hpke_from_seed(vectors.RECIPIENT_HPKE_SEED)
+OTHER = hpke_from_seed(vectors.OTHER_HPKE_SEED)
+NOW = 1_700_000_000
+
+
+def sender_keys(dept: str) -> bytes:
+    assert dept == "health"
+    return ed25519_public_raw(SENDER)
+
+
+def seal(
+    data: pa.Table,
+    *,
+    limit: int = 4096,
+    recipient: str = "statistics",
+    hpke_public: bytes | None = None,
+    key: ed25519.Ed25519PrivateKey = SENDER,
+    ttl: int = 3600,
+) -> tuple[bytes, list[bytes], bytes]:
+    sealer = env.EnvelopeSealer(
+        signing_key=key,
+        sender="health",
+        recipient=recipient,
+        recipient_hpke_public=hpke_public or RECIPIENT.public_bytes,
+        agreement="agr-1",
+        dataset="visits",
+        schema=data.schema,
+        ttl_seconds=ttl,
+        now=NOW,
+        chunk_limit=limit,
+    )
+    chunks = [f for b in data.to_batches(max_chunksize=50) for f in sealer.add(b)]
+    final, trailer = sealer.finish()
+    return sealer.header, [*chunks, final], trailer
+
+
+def opener(**kwargs: object) -> env.EnvelopeOpener:
+    args: dict[str, object] = {
+        "recipient": "statistics",
+        "hpke": RECIPIENT,
+        "sender_key": sender_keys,
+        "now": lambda: NOW + 10,
+    }
+    args.update(kwargs)
+    return env.EnvelopeOpener(**args)  # type: ignore[arg-type]
+
+
+def open_all(
+    header: bytes, chunks: list[bytes], trailer: bytes | None, o: env.EnvelopeOpener | None = None
+) -> pa.Table:
+    o = o or opener()
+    o.open_header(header)
+    batches = [b for c in chunks if (b := o.open_chunk(c)) is not None]
+    if trailer is None:
+        o.end_of_stream()
+    else:
+        o.open_trailer(trailer)
+    return pa.Table.from_batches(batches, schema=o.header.schema if o.header else None)
+
+
+TABLE = vectors.table(300)
+
+
+def test_round_trip_many_chunks() -> None:
+    header, chunks, trailer = seal(TABLE)
+    assert len(chunks) > 3
+    assert all(len(c) <= 4096 + env.CHUNK_OVERHEAD for c in chunks)
+    assert open_all(header, chunks, trailer).equals(TABLE)
+
+
+def test_round_trip_empty_table_still_has_a_final_chunk() -> None:
+    header, chunks, trailer = seal(vectors.table(0))
+    assert len(chunks) == 1
+    assert open_all(header, chunks, trailer).num_rows == 0
+
+
+def test_split_batch_respects_limit_and_keeps_rows() -> None:
+    batch = pa.record_batch({"s": ["x" * 100] * 1000})
+    messages = list(env.split_batch(batch, 8192))
+    assert all(m.size <= 8192 for m in messages)
+    total = sum(pa.ipc.read_record_batch(m, batch.schema).num_rows for m in messages)
+    assert total == 1000
+
+
+def test_split_batch_refuses_a_row_larger_than_the_limit() -> None:
+    with pytest.raises(ExchangeError, match="one row serialises"):
+        list(env.split_batch(pa.record_batch({"s": ["x" * 10_000]}), 4096))
+
+
+def test_sealer_refuses_dictionary_columns() -> None:
+    schema = pa.schema([("d", pa.dictionary(pa.int32(), pa.string()))])
+    with pytest.raises(ExchangeError, match="dictionary-encoded"):
+        env.EnvelopeSealer(
+            signing_key=SENDER,
+            sender="health",
+            recipient="statistics",
+            recipient_hpke_public=RECIPIENT.public_bytes,
+            agreement="a",
+            dataset="d",
+            schema=schema,
+        )
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x01
+    return bytes(out)
+
+
+def _forged_trailer(header: bytes, rows: int, chunks: int, digest: bytes) -> bytes:
+    message = env._trailer_message(
+        __import__("hashlib").sha256(header).digest(), rows, chunks, digest
+    )
+    return struct.pack(">QQ", rows, chunks) + digest + SENDER.sign(message)
+
+
+Case = Callable[[bytes, list[bytes], bytes], tuple[bytes, list[bytes], bytes | None]]
+
+NEGATIVE: list[tuple[str, Case, type[EnvelopeError], str]] = [
+    (
+        "tampered chunk ciphertext",
+        lambda h, c, t: (h, [c[0], _flip(c[1], 40), *c[2:]], t),
+        ChunkTagError,
+        r"chunk 1 failed authentication",
+    ),
+    (
+        "tampered chunk tag",
+        lambda h, c, t: (h, [*c[:-1], _flip(c[-1], len(c[-1]) - 1)], t),
+        ChunkTagError,
+        r"tag mismatch",
+    ),
+    (
+        "index field rewritten",
+        lambda h, c, t: (h, [c[0], c[1][:7] + b"\x05" + c[1][8:], *c[2:]], t),
+        ChunkTagError,
+        r"chunk 5 failed authentication",
+    ),
+    (
+        "final flag set on a middle chunk",
+        lambda h, c, t: (h, [c[0], c[1][:8] + b"\x01" + c[1][9:], *c[2:]], t),
+        ChunkTagError,
+        r"chunk 1 failed",
+    ),
+    (
+        "missing middle chunk",
+        lambda h, c, t: (h, [c[0], *c[2:]], t),
+        ChunkGapError,
+        r"chunk 1 is missing: chunk 2 arrived in its place",
+    ),
+    (
+        "reordered chunks",
+        lambda h, c, t: (h, [c[0], c[2], c[1], *c[3:]], t),
+        ChunkReorderError,
+        r"chunk 2 arrived before chunk 1",
+    ),
+    (
+        "duplicated chunk",
+        lambda h, c, t: (h, [c[0], c[1], c[1], *c[2:]], t),
+        DuplicateChunkError,
+        r"chunk 1 arrived twice",
+    ),
+    (
+        "truncated stream",
+        lambda h, c, t: (h, c[:2], None),
+        MissingFinalChunkError,
+        r"stream ended after 2 chunks without the final chunk",
+    ),
+    (
+        "final chunk dropped before trailer",
+        lambda h, c, t: (h, c[:-1], t),
+        MissingFinalChunkError,
+        r"without the final chunk",
+    ),
+    (
+        "trailer dropped",
+        lambda h, c, t: (h, c, None),
+        MissingFinalChunkError,
+        r"without the trailer",
+    ),
+    (
+        "chunk after final",
+        lambda h, c, t: (h, [*c, c[0]], t),
+        ChunkAfterFinalError,
+        r"arrived after final chunk",
+    ),
+    (
+        "gap at the end",
+        lambda h, c, t: (h, [*c[:-2], c[-1]], t),
+        ChunkGapError,
+        r"then the trailer",
+    ),
+    (
+        "header signature broken",
+        lambda h, c, t: (_flip(h, len(h) - 3), c, t),
+        EnvelopeSignatureError,
+        r"header signature does not verify",
+    ),
+    (
+        "header body altered",
+        lambda h, c, t: (_flip(h, 5), c, t),
+        EnvelopeSignatureError,
+        r"header signature",
+    ),
+    (
+        "unknown version",
+        lambda h, c, t: (b"\x02" + h[1:], c, t),
+        UnknownVersionError,
+        r"version 0x02 is not supported",
+    ),
+    (
+        "trailer signature broken",
+        lambda h, c, t: (h, c, _flip(t, len(t) - 1)),
+        EnvelopeSignatureError,
+        r"trailer signature",
+    ),
+    (
+        "trailer rows wrong (validly signed)",
+        lambda h, c, t: (h, c, _forged_trailer(h, 299, len(c), t[16:48])),
+        TrailerMismatchError,
+        r"trailer says 299 rows, 300 arrived",
+    ),
+    (
+        "trailer digest wrong (validly signed)",
+        lambda h, c, t: (h, c, _forged_trailer(h, 300, len(c), b"\x00" * 32)),
+        TrailerMismatchError,
+        r"trailer digest sha256:0000",
+    ),
+    (
+        "trailer chunk count wrong (validly signed)",
+        lambda h, c, t: (h, c, _forged_trailer(h, 300, len(c) + 1, t[16:48])),
+        TrailerMismatchError,
+        r"chunks, \d+ arrived",
+    ),
+    (
+        "trailer truncated",
+        lambda h, c, t: (h, c, t[:-1]),
+        MalformedEnvelopeError,
+        r"trailer must be 112 bytes, got 111",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "match"),
+    [pytest.param(m, e, r, id=name) for name, m, e, r in NEGATIVE],
+)
+def test_opener_refuses(mutate: Case, error: type[EnvelopeError], match: str) -> None:
+    header, chunks, trailer = seal(TABLE)
+    assert len(chunks) >= 4
+    h, c, t = mutate(header, chunks, trailer)
+    with pytest.raises(error, match=match):
+        open_all(h, c, t)
+
+
+def test_wrong_recipient_name() -> None:
+    header, chunks, trailer = seal(TABLE, recipient="justice")
+    with pytest.raises(WrongRecipientError, match="addressed to 'justice'"):
+        open_all(header, chunks, trailer)
+
+
+def test_wrong_recipient_key() -> None:
+    header, chunks, trailer = seal(TABLE, hpke_public=OTHER.public_bytes)
+    with pytest.raises(WrongRecipientError, match="does not unwrap with this node's HPKE key"):
+        open_all(header, chunks, trailer)
+
+
+def test_signed_by_another_key() -> None:
+    header, chunks, trailer = seal(TABLE, key=ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(EnvelopeSignatureError, match="under health's Ed25519 key"):
+        open_all(header, chunks, trailer)
+
+
+def test_unexpected_sender() -> None:
+    header, chunks, trailer = seal(TABLE)
+    with pytest.raises(UnexpectedSenderError, match="from 'health', expected 'justice'"):
+        open_all(header, chunks, trailer, opener(expected_sender="justice"))
+
+
+def test_unexpected_agreement() -> None:
+    header, chunks, trailer = seal(TABLE)
+    with pytest.raises(MalformedEnvelopeError, match="for agreement 'agr-1', expected 'agr-2'"):
+        open_all(header, chunks, trailer, opener(expected_agreement="agr-2"))
+
+
+def test_expired_header() -> None:
+    header, chunks, trailer = seal(TABLE, ttl=5)
+    with pytest.raises(EnvelopeExpiredError, match="envelope expired at"):
+        open_all(header, chunks, trailer)
+
+
+def test_replayed_share_id_is_refused_across_restarts(tmp_path: Path) -> None:
+    header, chunks, trailer = seal(TABLE)
+    store = ExchangeStore(tmp_path / "exchange.db")
+    open_all(header, chunks, trailer, opener(replay=store))
+    store.close()
+    reopened = ExchangeStore(tmp_path / "exchange.db")
+    with pytest.raises(ReplayError, match="already received"):
+        open_all(header, chunks, trailer, opener(replay=reopened))
+
+
+def test_chunk_before_header_and_second_header() -> None:
+    header, chunks, _ = seal(TABLE)
+    o = opener()
+    with pytest.raises(MalformedEnvelopeError, match="before the header"):
+        o.open_chunk(chunks[0])
+    o.open_header(header)
+    with pytest.raises(MalformedEnvelopeError, match="second header"):
+        o.open_header(header)
+
+
+def test_header_parse_roundtrip() -> None:
+    header, _, _ = seal(TABLE)
+    parsed = env.parse_header(header)
+    assert (parsed.sender, parsed.recipient, parsed.agreement, parsed.dataset) == (
+        "health",
+        "statistics",
+        "agr-1",
+        "visits",
+    )
+    assert parsed.schema.equals(TABLE.schema)
+    assert parsed.expires == NOW + 3600
+
+
+# --- property tests ---------------------------------------------------------
+
+_SMALL = seal(vectors.table(40), limit=512)
+
+
+@settings(max_examples=150, deadline=None)
+@given(frame=st.integers(min_value=0), bit=st.integers(min_value=0))
+def test_any_single_bit_flip_is_refused(frame: int, bit: int) -> None:
+    header, chunks, trailer = _SMALL
+    frames = [header, *chunks, trailer]
+    which = frame % len(frames)
+    target = frames[which]
+    position = bit % (len(target) * 8)
+    flipped = bytearray(target)
+    flipped[position // 8] ^= 1 << (position % 8)
+    frames[which] = bytes(flipped)
+    with pytest.raises(EnvelopeError):
+        open_all(frames[0], frames[1:-1], frames[-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2048))
+def test_parsers_raise_only_envelope_errors(data: bytes) -> None:
+    for parse in (env.parse_header, env.parse_chunk_frame, env.parse_trailer):
+        with contextlib.suppress(EnvelopeError):
+            parse(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=0), extra=st.binary(max_size=8))
+def test_header_truncation_and_garbage_are_malformed(cut: int, extra: bytes) -> None:
+    header = _SMALL[0]
+    short = header[: cut % len(header)]
+    for data in (short, header + extra if extra else short):
+        with pytest.raises(EnvelopeError):
+            opener().open_header(data)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(-(2**62), 2**62), st.one_of(st.none(), st.text(max_size=40))),
+        max_size=200,
+    ),
+    limit=st.integers(min_value=1024, max_value=8192),
+)
+def test_round_trip_property(rows: list[tuple[int, str | None]], limit: int) -> None:
+    data = pa.table(
+        {"n": pa.array([r[0] for r in rows], pa.int64()), "s": pa.array([r[1] for r in rows])},
+        schema=pa.schema([("n", pa.int64()), ("s", pa.string())]),
+    )
+    header, chunks, trailer = seal(data, limit=limit)
+    assert open_all(header, chunks, trailer).equals(data)
+
+
+# --- committed vectors ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(vectors.CASES))
+def test_committed_vector_reproduces_and_opens(name: str) -> None:
+    committed = json.loads((vectors.VECTOR_DIR / f"{name}.json").read_text())
+    header = bytes.fromhex(committed["header"])
+    rebuilt = vectors.build(name, env.parse_header(header).wrapped_key)
+    assert rebuilt == committed
+    chunks = [bytes.fromhex(c) for c in committed["chunks"]]
+    o = opener(now=lambda: committed["created"])
+    got = open_all(header, chunks, bytes.fromhex(committed["trailer"]), o)
+    assert got.to_pylist() == committed["table_json"]
+    assert o.digest_text == committed["digest"]
+    wrong = opener(hpke=generate_hpke(), now=lambda: committed["created"])
+    with pytest.raises(WrongRecipientError):
+        wrong.open_header(header)

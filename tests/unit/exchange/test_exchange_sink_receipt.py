@@ -1,0 +1,107 @@
+"""Atomic output and signed receipts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from node.errors import ExchangeError
+from node.exchange.errors import ReceiptError
+from node.exchange.receipt import make_receipt, verify_receipt
+from node.exchange.sink import AtomicTableSink, output_format
+from node.identity.keys import ed25519_public_raw
+
+BATCH = pa.record_batch({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_commit_makes_the_file_appear_complete(tmp_path: Path, fmt: str) -> None:
+    dest = tmp_path / f"out.{fmt}"
+    with AtomicTableSink(dest, BATCH.schema, fmt) as sink:
+        sink.write(BATCH)
+        sink.write(BATCH)
+        assert not dest.exists()
+        sink.commit()
+    table = pq.read_table(dest) if fmt == "parquet" else pa.ipc.open_file(dest).read_all()
+    assert table.num_rows == 6
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]
+
+
+def test_failure_leaves_nothing_visible(tmp_path: Path) -> None:
+    dest = tmp_path / "out.parquet"
+    with pytest.raises(RuntimeError), AtomicTableSink(dest, BATCH.schema, "parquet") as sink:
+        sink.write(BATCH)
+        raise RuntimeError("stream broke")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_existing_output_and_missing_directory(tmp_path: Path) -> None:
+    (tmp_path / "x.parquet").write_bytes(b"keep")
+    with pytest.raises(ExchangeError, match="already exists"):
+        AtomicTableSink(tmp_path / "x.parquet", BATCH.schema, "parquet")
+    assert (tmp_path / "x.parquet").read_bytes() == b"keep"
+    with pytest.raises(ExchangeError, match="does not exist"):
+        AtomicTableSink(tmp_path / "no" / "x.parquet", BATCH.schema, "parquet")
+
+
+@pytest.mark.parametrize(
+    ("name", "explicit", "expected"),
+    [("a.parquet", None, "parquet"), ("a.arrow", None, "arrow"), ("a.bin", "arrow", "arrow")],
+)
+def test_output_format(name: str, explicit: str | None, expected: str) -> None:
+    assert output_format(Path(name), explicit) == expected
+
+
+def test_output_format_refuses_unknown() -> None:
+    with pytest.raises(ExchangeError, match="cannot tell the output format"):
+        output_format(Path("a.txt"))
+    with pytest.raises(ExchangeError, match="unknown output format"):
+        output_format(Path("a.txt"), "csv")
+
+
+KEY = ed25519.Ed25519PrivateKey.generate()
+FIELDS = {
+    "share_id": bytes(16),
+    "digest": "sha256:" + "ab" * 32,
+    "rows": 3,
+    "chunks": 1,
+    "sender": "health",
+    "recipient": "statistics",
+    "agreement": "agr-1",
+    "time": 1_700_000_000,
+}
+
+
+def test_receipt_round_trip() -> None:
+    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    verify_receipt(receipt, ed25519_public_raw(KEY), {"share_id": "00" * 16, "rows": 3})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda r: r["receipt"].__setitem__("rows", 4), "does not verify"),
+        (lambda r: r.__setitem__("signature", "!!"), "not base64"),
+        (lambda r: r["receipt"].pop("digest"), "exactly the fields"),
+        (lambda r: r["receipt"].__setitem__("rows", "3"), "must be int"),
+        (lambda r: r.__setitem__("extra", 1), "exactly 'receipt' and 'signature'"),
+    ],
+)
+def test_receipt_refusals(mutate: object, match: str) -> None:
+    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    mutate(receipt)  # type: ignore[operator]
+    with pytest.raises(ReceiptError, match=match):
+        verify_receipt(receipt, ed25519_public_raw(KEY), {})
+
+
+def test_receipt_field_mismatch_and_wrong_key() -> None:
+    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    with pytest.raises(ReceiptError, match="digest is"):
+        verify_receipt(receipt, ed25519_public_raw(KEY), {"digest": "sha256:00"})
+    other = ed25519_public_raw(ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(ReceiptError, match="does not verify"):
+        verify_receipt(receipt, other, {})
