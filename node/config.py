@@ -141,7 +141,9 @@ level = "INFO"
 
 def _get(table: dict[str, object], key: str, kind: type, where: str) -> object:
     if key not in table:
-        raise ConfigError(f"{where}: missing key '{key}'", hint="compare with 'fednode init' output")
+        raise ConfigError(
+            f"{where}: missing key '{key}'", hint="compare with 'fednode init' output"
+        )
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
