@@ -24,15 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$protocols/fednode/v1/federated.proto\x12\nfednode.v1\"1\n\x0e\x46lowerEnvelope\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\t2N\n\tFederated\x12\x41\n\x07\x44\x65liver\x12\x1a.fednode.v1.FlowerEnvelope\x1a\x1a.fednode.v1.FlowerEnvelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$protocols/fednode/v1/federated.proto\x12\nfednode.v1\"X\n\nDpSettings\x12\x15\n\rclipping_norm\x18\x01 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x02 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\"\xe2\x01\n\x07JobSpec\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\x04\x12\x0f\n\x07node_id\x18\x04 \x01(\x04\x12\x12\n\nfab_sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61\x62_size\x18\x06 \x01(\x04\x12\x11\n\tagreement\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x17\n\x0frun_config_json\x18\t \x01(\t\x12\x0e\n\x06secagg\x18\n \x01(\x08\x12\"\n\x02\x64p\x18\x0b \x01(\x0b\x32\x16.fednode.v1.DpSettings\"P\n\x0cJobStartPart\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fednode.v1.JobSpecH\x00\x12\x13\n\tfab_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\":\n\x0cMessageChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\")\n\x06JobEnd\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\n\n\x08JobEnded2\xc2\x01\n\tFederated\x12>\n\x08StartJob\x12\x18.fednode.v1.JobStartPart\x1a\x16.fednode.v1.JobStarted(\x01\x12\x41\n\x07\x44\x65liver\x12\x18.fednode.v1.MessageChunk\x1a\x18.fednode.v1.MessageChunk(\x01\x30\x01\x12\x32\n\x06\x45ndJob\x12\x12.fednode.v1.JobEnd\x1a\x14.fednode.v1.JobEndedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.fednode.v1.federated_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FLOWERENVELOPE']._serialized_start=52
-  _globals['_FLOWERENVELOPE']._serialized_end=101
-  _globals['_FEDERATED']._serialized_start=103
-  _globals['_FEDERATED']._serialized_end=181
+  _globals['_DPSETTINGS']._serialized_start=52
+  _globals['_DPSETTINGS']._serialized_end=140
+  _globals['_JOBSPEC']._serialized_start=143
+  _globals['_JOBSPEC']._serialized_end=369
+  _globals['_JOBSTARTPART']._serialized_start=371
+  _globals['_JOBSTARTPART']._serialized_end=451
+  _globals['_JOBSTARTED']._serialized_start=453
+  _globals['_JOBSTARTED']._serialized_end=512
+  _globals['_MESSAGECHUNK']._serialized_start=514
+  _globals['_MESSAGECHUNK']._serialized_end=572
+  _globals['_JOBEND']._serialized_start=574
+  _globals['_JOBEND']._serialized_end=615
+  _globals['_JOBENDED']._serialized_start=617
+  _globals['_JOBENDED']._serialized_end=627
+  _globals['_FEDERATED']._serialized_start=630
+  _globals['_FEDERATED']._serialized_end=824
 # @@protoc_insertion_point(module_scope)

@@ -34,18 +34,43 @@ class FederatedStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Deliver = channel.unary_unary(
+        self.StartJob = channel.stream_unary(
+                '/fednode.v1.Federated/StartJob',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStartPart.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStarted.FromString,
+                _registered_method=True)
+        self.Deliver = channel.stream_stream(
                 '/fednode.v1.Federated/Deliver',
-                request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.SerializeToString,
-                response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.FromString,
+                request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.FromString,
+                _registered_method=True)
+        self.EndJob = channel.unary_unary(
+                '/fednode.v1.Federated/EndJob',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.FromString,
                 _registered_method=True)
 
 
 class FederatedServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Deliver(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def StartJob(self, request_iterator, context):
+        """Opens a job at a participant: one JobSpec part first, then the FAB chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Deliver(self, request_iterator, context):
+        """Delivers one Flower Message (chunked) and streams back its reply (chunked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndJob(self, request, context):
+        """Closes a job: the participant drops the run's Context and its data copy.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -53,10 +78,20 @@ class FederatedServicer:
 
 def add_FederatedServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Deliver': grpc.unary_unary_rpc_method_handler(
+            'StartJob': grpc.stream_unary_rpc_method_handler(
+                    servicer.StartJob,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStartPart.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStarted.SerializeToString,
+            ),
+            'Deliver': grpc.stream_stream_rpc_method_handler(
                     servicer.Deliver,
-                    request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.FromString,
-                    response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.SerializeToString,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.SerializeToString,
+            ),
+            'EndJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndJob,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -70,7 +105,61 @@ class Federated:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Deliver(request,
+    def StartJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/fednode.v1.Federated/StartJob',
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStartPart.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobStarted.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fednode.v1.Federated/Deliver',
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.MessageChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -83,9 +172,9 @@ class Federated:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/fednode.v1.Federated/Deliver',
-            protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.SerializeToString,
-            protocols_dot_fednode_dot_v1_dot_federated__pb2.FlowerEnvelope.FromString,
+            '/fednode.v1.Federated/EndJob',
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,376 @@
+"""The coordinator: runs a job's ServerApp against a NodeGrid.
+
+Steps of :func:`run_job`:
+
+1. Build (or read) the FAB and fuse the run config.
+2. Open the job at every participant at once (``Federated.StartJob``). A
+   participant that refuses or cannot be reached is left out and reported;
+   the strategy's minimums decide whether the job can still run.
+3. Run the ServerApp in this process against a :class:`NodeGrid` whose
+   observers feed live progress events and the results log.
+4. Close the job at every participant, write the results directory, and
+   record ``fl.job`` in the ledger (start and end, with the DP settings).
+
+Flower keeps the running task's identity in process-wide state
+(``TaskIdentity``), so one process runs one ServerApp at a time; a second
+launch waits for the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from flwr.app import Context, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from node.errors import NodeError
+from node.fl import wire
+from node.fl.bundle import (
+    AppBundle,
+    build_bundle,
+    fused_run_config,
+    install_bundle,
+    load_server_app,
+)
+from node.fl.errors import JobFailedError
+from node.fl.grid import GridEvent, GrpcSender, NodeGrid, Sender
+from node.fl.jobfile import JobFile, ParticipantSpec
+from node.fl.results import RoundLog, write_json, write_results
+from node.fl.runtime import FlRuntime
+from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
+
+__all__ = ["Emit", "JobStatusStore", "new_job_id", "run_job"]
+
+_log = logging.getLogger(__name__)
+_RUN_LOCK = threading.Lock()
+
+Emit = Callable[[dict[str, Any]], None]
+#: Builds the transport for a job (tests pass fakes; the default is gRPC).
+SenderFactory = Callable[[str], Sender]
+
+
+def new_job_id(name: str) -> str:
+    """A job id: the job name, a UTC timestamp and 6 random hex digits."""
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:32] or "job"
+    return f"{clean}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def _random_id(taken: set[int]) -> int:
+    # Ledger JSON carries integers only up to 2**53, so ids stay below it.
+    while True:
+        value = secrets.randbits(52)
+        if value > SUPERLINK_NODE_ID and value not in taken:
+            taken.add(value)
+            return value
+
+
+class JobStatusStore:
+    """Status files of the jobs this node coordinated: ``<data>/fl/coordinated/<id>.json``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "fl" / "coordinated"
+
+    def write(self, status: dict[str, Any]) -> None:
+        write_json(self.root / f"{status['job_id']}.json", status)
+
+    def read_all(self) -> list[dict[str, Any]]:
+        import json  # noqa: PLC0415 -- only the status command reads
+
+        out = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                _log.warning("unreadable job status file %s", path)
+        return sorted(out, key=lambda s: s.get("started_at", 0))
+
+
+@dataclass
+class _Started:
+    spec: ParticipantSpec
+    node_id: int
+    ok: bool
+    rows: int = 0
+    columns: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _start_participant(
+    runtime: FlRuntime,
+    job: JobFile,
+    job_id: str,
+    run_id: int,
+    node_id: int,
+    part: ParticipantSpec,
+    bundle: AppBundle,
+    run_config: dict[str, Any],
+) -> _Started:
+    spec = wire.JobSpec(
+        job_id=job_id,
+        run_id=run_id,
+        node_id=node_id,
+        fab_sha256=bundle.sha256,
+        fab_size=len(bundle.data),
+        agreement=part.agreement,
+        dataset=part.dataset,
+        run_config=run_config,
+        secagg=job.secagg,
+        dp=job.dp,
+    )
+    try:
+        stub = pb_grpc.FederatedStub(runtime.peer_channel(part.department))
+        reply = stub.StartJob(wire.job_start_parts(spec, bundle.data), timeout=job.start_timeout)
+        info = wire.job_started_from_proto(reply)
+    except grpc.RpcError as e:
+        detail = e.details() if isinstance(e, grpc.Call) else str(e)
+        code = e.code().name if isinstance(e, grpc.Call) else "UNAVAILABLE"
+        return _Started(part, node_id, False, error=f"{code}: {detail}")
+    except NodeError as e:
+        return _Started(part, node_id, False, error=str(e))
+    return _Started(part, node_id, True, rows=info.rows, columns=info.columns)
+
+
+def _end_participant(runtime: FlRuntime, job_id: str, department: str, outcome: str) -> None:
+    try:
+        stub = pb_grpc.FederatedStub(runtime.peer_channel(department))
+        stub.EndJob(wire.job_end_to_proto(job_id, outcome), timeout=10)
+    except (grpc.RpcError, NodeError) as e:
+        _log.warning("EndJob at %s failed: %s", department, e)
+
+
+def run_job(
+    runtime: FlRuntime,
+    job: JobFile,
+    emit: Emit,
+    *,
+    sender_factory: SenderFactory | None = None,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    """Run a federated job to the end; returns the job summary.
+
+    Raises:
+        JobFileError: the job's run-config overrides do not fit the app.
+        AppBundleError: the app does not build or load.
+        JobFailedError: no participant joined, or the ServerApp stopped with an error
+            (e.g. strategy minimums unmet); the results directory is written anyway.
+    """
+    bundle = build_bundle(job.app)
+    run_config = fused_run_config(bundle, job.overrides)
+    job_id = job_id or new_job_id(job.name)
+    taken: set[int] = set()
+    run_id = _random_id(taken)
+    node_ids = {p.department: _random_id(taken) for p in job.participants}
+    dp = job.dp.to_record() if job.dp else None
+    status_store = JobStatusStore(runtime.config.data_dir)
+    started_at = int(time.time())
+    status: dict[str, Any] = {
+        "job_id": job_id,
+        "name": job.name,
+        "app": bundle.fab_id,
+        "app_version": bundle.version,
+        "fab_sha256": bundle.sha256,
+        "state": "starting",
+        "started_at": started_at,
+        "output": str(job.output),
+        "participants": [p.department for p in job.participants],
+        "round": None,
+    }
+    status_store.write(status)
+    runtime.audit.record(
+        "fl.job",
+        actor=runtime.config.department,
+        digest="sha256:" + bundle.sha256,
+        outcome="ok",
+        detail={
+            "phase": "start",
+            "job_id": job_id,
+            "run_id": run_id,
+            "app": bundle.fab_id,
+            "participants": [
+                {"department": p.department, "dataset": p.dataset, "agreement": p.agreement}
+                for p in job.participants
+            ],
+            "secagg": job.secagg,
+            "dp": dp,
+        },
+    )
+    emit(
+        {
+            "event": "job.started",
+            "job_id": job_id,
+            "app": bundle.fab_id,
+            "fab_sha256": bundle.sha256,
+            "rounds": run_config.get("num-server-rounds"),
+            "participants": [p.department for p in job.participants],
+        }
+    )
+
+    with ThreadPoolExecutor(max_workers=max(1, len(job.participants))) as pool:
+        futures = [
+            pool.submit(
+                _start_participant,
+                runtime,
+                job,
+                job_id,
+                run_id,
+                node_ids[p.department],
+                p,
+                bundle,
+                run_config,
+            )
+            for p in job.participants
+        ]
+        started = [f.result() for f in futures]
+    for s in started:
+        emit(
+            {
+                "event": "participant",
+                "department": s.spec.department,
+                "ok": s.ok,
+                "rows": s.rows,
+                "columns": list(s.columns),
+                "error": s.error,
+            }
+        )
+    joined = {s.node_id: s.spec.department for s in started if s.ok}
+
+    def on_phase(summary: dict[str, Any]) -> None:
+        status["round"] = summary["round"]
+        status_store.write(status)
+        emit({"event": "phase", **{k: v for k, v in summary.items() if k != "replies"}})
+
+    def on_reply(entry: dict[str, Any]) -> None:
+        emit({"event": "reply", **entry})
+
+    round_log = RoundLog(on_phase=on_phase, on_reply=on_reply)
+    outcome, error = "ok", None
+    t0 = time.monotonic()
+    try:
+        if not joined:
+            raise JobFailedError(
+                "no participant joined the job",
+                hint="check each participant's reply above (approval, agreement, reachability)",
+            )
+        status["state"] = "running"
+        status_store.write(status)
+        server_app = load_server_app(install_bundle(bundle, runtime.config.data_dir / "fl"))
+        send = (sender_factory or (lambda jid: GrpcSender(runtime.peer_channel, jid)))(job_id)
+
+        def observe(event: GridEvent) -> None:
+            round_log.replied(event)
+
+        grid = NodeGrid(
+            joined,
+            send,
+            message_timeout=job.message_timeout,
+            node_wait_timeout=job.node_wait_timeout,
+            on_reply=observe,
+            on_send=round_log.sent,
+        )
+        run = Run.create_empty(run_id)
+        run.fab_id, run.fab_version, run.fab_hash = bundle.fab_id, bundle.version, bundle.sha256
+        run.override_config = dict(job.overrides)
+        grid.set_run(run)
+        context = Context(
+            run_id=run_id,
+            node_id=SUPERLINK_NODE_ID,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(run_config),
+        )
+        try:
+            with _RUN_LOCK:
+                TaskIdentity.task_id = 1
+                TaskIdentity.run_id = run_id
+                TaskIdentity.node_id = SUPERLINK_NODE_ID
+                server_app(grid=grid, context=context)
+        except NodeError:
+            raise
+        except Exception as e:  # the ServerApp is foreign code
+            raise JobFailedError(
+                f"the ServerApp stopped with {type(e).__name__}: {e}",
+                hint="see the node log for the traceback; strategy minimums may be unmet",
+            ) from e
+        finally:
+            grid.close()
+            round_log.finish()
+    except NodeError as e:
+        outcome, error = "error", str(e)
+        raise
+    finally:
+        for department in joined.values():
+            _end_participant(runtime, job_id, department, outcome)
+        summary = {
+            "job_id": job_id,
+            "name": job.name,
+            "app": bundle.fab_id,
+            "app_version": bundle.version,
+            "fab_sha256": bundle.sha256,
+            "run_id": run_id,
+            "outcome": outcome,
+            "error": error,
+            "started_at": started_at,
+            "seconds": round(time.monotonic() - t0, 3),
+            "run_config": run_config,
+            "secagg": job.secagg,
+            "dp": dp,
+            "participants": [
+                {
+                    "department": s.spec.department,
+                    "dataset": s.spec.dataset,
+                    "agreement": s.spec.agreement,
+                    "joined": s.ok,
+                    "rows": s.rows,
+                    "columns": list(s.columns),
+                    "error": s.error,
+                }
+                for s in started
+            ],
+            "rounds": max(
+                (r["round"] for r in round_log.rounds() if isinstance(r["round"], int)),
+                default=0,
+            ),
+            "final_metrics": _final_metrics(round_log),
+        }
+        write_results(job.output, round_log, summary)
+        status.update(state="finished" if outcome == "ok" else "failed", error=error)
+        status["finished_at"] = int(time.time())
+        status_store.write(status)
+        runtime.audit.record(
+            "fl.job",
+            actor=runtime.config.department,
+            digest="sha256:" + bundle.sha256,
+            outcome=outcome,
+            detail={
+                "phase": "end",
+                "job_id": job_id,
+                "run_id": run_id,
+                "rounds": summary["rounds"],
+                "joined": sorted(joined.values()),
+                "secagg": job.secagg,
+                "dp": dp,
+                **({"reason": error[:200]} if error else {}),
+            },
+        )
+        emit({"event": "job.finished", "job_id": job_id, "outcome": outcome, "error": error})
+    return summary
+
+
+def _final_metrics(log: RoundLog) -> dict[str, dict[str, float]]:
+    """The weighted metrics of the last phase of each message type."""
+    final: dict[str, dict[str, float]] = {}
+    for phase in log.rounds():
+        if phase["ok"]:
+            final[str(phase["type"])] = phase["metrics"]
+    return final

@@ -1,0 +1,58 @@
+"""Errors of the federated learning subsystem.
+
+All derive from :class:`node.errors.FederatedError` (or, for denials, from
+:class:`node.errors.AccessDenied`), so the CLI maps them to the same exit
+codes. The tree::
+
+    FederatedError
+    ├── JobFileError          a job file is missing, malformed or names something unusable
+    ├── WireError             a StartJob / Deliver stream is malformed, truncated or oversized
+    ├── AppBundleError        a FAB cannot be built, read, installed or loaded
+    ├── UnknownJobError       a message names a job this participant does not run
+    └── JobFailedError        a job ended early (strategy minimums unmet, ServerApp raised)
+        └── NodesUnavailableError  fewer participants remain than the strategy waits for
+    AccessDenied
+    └── AppNotApprovedError   the FAB's SHA-256 is not on the operator's approved list
+"""
+
+from __future__ import annotations
+
+from node.errors import AccessDenied, FederatedError
+
+__all__ = [
+    "AppBundleError",
+    "AppNotApprovedError",
+    "JobFailedError",
+    "JobFileError",
+    "NodesUnavailableError",
+    "UnknownJobError",
+    "WireError",
+]
+
+
+class JobFileError(FederatedError):
+    """A job file is missing, malformed, or names an app or participant that cannot be used."""
+
+
+class WireError(FederatedError):
+    """A StartJob or Deliver stream is malformed, truncated, out of order or oversized."""
+
+
+class AppBundleError(FederatedError):
+    """A Flower App Bundle cannot be built, read, installed or loaded."""
+
+
+class UnknownJobError(FederatedError):
+    """A message names a job this participant does not run (or no longer runs)."""
+
+
+class JobFailedError(FederatedError):
+    """A federated job ended before its ServerApp finished."""
+
+
+class NodesUnavailableError(JobFailedError):
+    """Fewer participants remain reachable than the strategy waits for."""
+
+
+class AppNotApprovedError(AccessDenied):
+    """A FAB's SHA-256 is not on this node's approved list."""

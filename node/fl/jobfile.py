@@ -1,0 +1,186 @@
+"""The coordinator's job file (``JOB.toml``).
+
+Example::
+
+    [job]
+    name = "traffic-risk"                 # optional; prefixes the job id
+    app = "../apps/traffic-risk"          # an app directory or a .fab, relative to this file
+    rounds = 5                            # sets the app's run-config key num-server-rounds
+    output = "results/traffic-risk"       # results directory, relative to this file
+    secagg = false                        # run secaggplus_mod at every participant
+
+    [job.timeouts]                        # seconds
+    message = 120                         # deadline of one message round trip
+    start = 30                            # deadline of StartJob at each participant
+    node-wait = 10                        # how long the strategy may wait for lost nodes
+
+    [strategy]                            # strategy parameters the app reads from its run config
+    fraction-train = 1.0
+    min-nodes = 3
+
+    [run-config]                          # any other run-config overrides
+    learning-rate = 0.5
+
+    [dp]                                  # present = client-side DP (Flower's LocalDpMod)
+    clipping-norm = 1.0
+    sensitivity = 1.0
+    epsilon = 5.0
+    delta = 1e-5
+
+    [[participants]]
+    department = "transport"
+    dataset = "incidents"
+    agreement = "agr-transport-fl-2026"
+
+A Flower App chooses its strategy in its ServerApp, so the job influences it
+the standard Flower way: through run config keys the app declares in
+``[tool.flwr.app.config]``. ``[strategy]``, ``[run-config]`` and ``rounds``
+are all run-config overrides; a key the app does not declare is an error.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.fl.errors import JobFileError, WireError
+from node.fl.wire import DpConfig
+
+__all__ = ["JobFile", "ParticipantSpec", "load_job_file", "parse_job"]
+
+
+@dataclass(frozen=True)
+class ParticipantSpec:
+    department: str
+    dataset: str
+    agreement: str
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A parsed, validated job file (paths resolved against its directory)."""
+
+    name: str
+    app: Path
+    output: Path
+    participants: tuple[ParticipantSpec, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    secagg: bool = False
+    dp: DpConfig | None = None
+    message_timeout: float = 120.0
+    start_timeout: float = 30.0
+    node_wait_timeout: float = 10.0
+
+
+_HINT = "see 'fednode fl launch --help' for the job file format"
+
+
+def _table(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise JobFileError(f"job file has no [{key}] table", hint=_HINT)
+        return {}
+    if not isinstance(value, dict):
+        raise JobFileError(f"[{key}] must be a table", hint=_HINT)
+    return value
+
+
+def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise JobFileError(f"{where}.{key} must be a positive number, got {value!r}", hint=_HINT)
+    return float(value)
+
+
+def _text(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise JobFileError(f"{where} needs a non-empty string '{key}'", hint=_HINT)
+    return value.strip()
+
+
+def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
+    """Validate a job document; relative paths are resolved against ``base``.
+
+    Raises:
+        JobFileError: a required field is missing or any field has the wrong type.
+    """
+    job = _table(doc, "job", required=True)
+    app = base / _text(job, "app", "[job]")
+    output = base / str(job.get("output", "fl-results"))
+    name = str(job.get("name", app.stem))
+    overrides: dict[str, Any] = {}
+    for source in ("strategy", "run-config"):
+        for key, value in _table(doc, source).items():
+            if isinstance(value, dict | list):
+                raise JobFileError(f"[{source}].{key} must be a scalar", hint=_HINT)
+            overrides[key] = value
+    if "rounds" in job:
+        rounds = job["rounds"]
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise JobFileError(f"[job].rounds must be a positive integer, got {rounds!r}")
+        overrides["num-server-rounds"] = rounds
+    secagg = job.get("secagg", False)
+    if not isinstance(secagg, bool):
+        raise JobFileError("[job].secagg must be true or false", hint=_HINT)
+    dp = None
+    if "dp" in doc:
+        d = _table(doc, "dp")
+        try:
+            dp = DpConfig(
+                clipping_norm=_number(d, "clipping-norm", 0, "[dp]"),
+                sensitivity=float(d.get("sensitivity", d.get("clipping-norm", 0))),
+                epsilon=_number(d, "epsilon", 0, "[dp]"),
+                delta=_number(d, "delta", 0, "[dp]"),
+            )
+        except WireError as e:
+            raise JobFileError(f"[dp] settings rejected: {e}", hint=_HINT) from e
+    raw_participants = doc.get("participants")
+    if not isinstance(raw_participants, list) or not raw_participants:
+        raise JobFileError("job file lists no [[participants]]", hint=_HINT)
+    participants: list[ParticipantSpec] = []
+    for index, entry in enumerate(raw_participants):
+        if not isinstance(entry, dict):
+            raise JobFileError(f"participants[{index}] must be a table", hint=_HINT)
+        where = f"participants[{index}]"
+        participants.append(
+            ParticipantSpec(
+                _text(entry, "department", where),
+                _text(entry, "dataset", where),
+                _text(entry, "agreement", where),
+            )
+        )
+    departments = [p.department for p in participants]
+    if len(set(departments)) != len(departments):
+        raise JobFileError("a department is listed twice in [[participants]]", hint=_HINT)
+    timeouts = _table(job, "timeouts")
+    return JobFile(
+        name=name,
+        app=app,
+        output=output,
+        participants=tuple(participants),
+        overrides=overrides,
+        secagg=secagg,
+        dp=dp,
+        message_timeout=_number(timeouts, "message", 120.0, "[job.timeouts]"),
+        start_timeout=_number(timeouts, "start", 30.0, "[job.timeouts]"),
+        node_wait_timeout=_number(timeouts, "node-wait", 10.0, "[job.timeouts]"),
+    )
+
+
+def load_job_file(path: Path) -> JobFile:
+    """Read and validate a job file.
+
+    Raises:
+        JobFileError: the file is missing, not TOML, or not a valid job.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise JobFileError(f"cannot read job file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise JobFileError(f"job file {path} is not valid TOML: {e}") from e
+    return parse_job(doc, path.resolve().parent)

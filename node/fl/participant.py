@@ -1,0 +1,261 @@
+"""The participant side of a federated job.
+
+A participant runs the ClientApp of an approved FAB on its own data, behind
+the mods of :mod:`node.fl.mods`. Invariants:
+
+* A job starts only if the FAB's SHA-256 is on the operator's approved list
+  and the catalog loader grants the agreement in ``federated`` mode; either
+  refusal is recorded as ``access.denied``.
+* Every message is checked again (approval and agreement), so revoking either
+  stops a running job at its next message.
+* Only the coordinator that started a job (identified by its certificate) can
+  send it messages or end it.
+* One Flower ``Context`` per job lives for the whole run, as in Flower's
+  SuperNode; SecAgg+ keeps its key material in ``context.state`` between
+  stages. Messages of one job run one at a time, in arrival order.
+* The app sees its data only as a private Parquet copy of the *treated* table
+  (the agreement's column treatments applied), named by the node config key
+  ``data-path``; the copy is deleted when the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.client.mod import make_ffn
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
+
+from node.errors import AccessDenied, NodeError
+from node.fl import wire
+from node.fl.approvals import ApprovalStore
+from node.fl.bundle import install_bundle, load_client_app, read_bundle
+from node.fl.errors import AppNotApprovedError, UnknownJobError
+from node.fl.mods import TaskInfo, mods_for
+from node.fl.runtime import FlRuntime
+
+__all__ = ["DATA_PATH_KEY", "MODE", "CatalogPolicy", "DataPolicy", "Participant"]
+
+_log = logging.getLogger(__name__)
+
+#: Node config key naming the Parquet file the ClientApp reads.
+DATA_PATH_KEY = "data-path"
+#: The agreement mode federated training needs.
+MODE = "federated"
+
+
+class DataPolicy(Protocol):
+    """Decides whether a coordinator may train on a dataset, and hands out the treated table."""
+
+    def admit(self, coordinator: str, agreement_id: str) -> pa.Table:
+        """The treated table if the agreement grants ``federated`` to ``coordinator``.
+
+        Implementations record their own denials (``access.denied``) and raise
+        AccessDenied (or another NodeError) on refusal.
+        """
+        ...
+
+    def recheck(self, agreement_id: str) -> None:
+        """Raise AccessDenied if the agreement was revoked or expired since admission."""
+        ...
+
+
+class CatalogPolicy:
+    """The node's real policy: the agreements store and the catalog loader."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+
+    def admit(self, coordinator: str, agreement_id: str) -> pa.Table:
+        # Imported on use: the catalog and agreements subsystems are optional in unit tests.
+        from node.agreements.policy import authorize  # noqa: PLC0415
+        from node.catalog.loader import load_treated_table  # noqa: PLC0415
+
+        authorize(self._runtime, agreement_id, mode=MODE, role="provider", peer=coordinator)
+        table: pa.Table = load_treated_table(self._runtime, agreement_id, MODE)
+        return table
+
+    def recheck(self, agreement_id: str) -> None:
+        from node.agreements.policy import recheck  # noqa: PLC0415
+
+        recheck(self._runtime, agreement_id)
+
+
+@dataclass
+class _Job:
+    spec: wire.JobSpec
+    coordinator: str
+    workdir: Path
+    info: TaskInfo
+    context: Context
+    handler: ClientAppCallable
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _run_app(app: ClientApp) -> ClientAppCallable:
+    """Call the ClientApp; an exception becomes an error reply, as in Flower's SuperNode."""
+
+    def call(message: Message, context: Context) -> Message:
+        try:
+            return app(message, context)
+        except Exception as e:  # noqa: BLE001 -- the app is foreign code; its failure is a reply
+            _log.exception("ClientApp raised while handling %s", message.metadata.message_type)
+            reason = f"{type(e)}:<'{e}'>"
+            return Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
+            )
+
+    return call
+
+
+class Participant:
+    """Runs the jobs that coordinators start at this node."""
+
+    def __init__(
+        self,
+        runtime: FlRuntime,
+        *,
+        policy: DataPolicy | None = None,
+        approvals: ApprovalStore | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._policy = policy or CatalogPolicy(runtime)
+        self._approvals = approvals or ApprovalStore.for_data_dir(runtime.config.data_dir)
+        self._root = runtime.config.data_dir / "fl"
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    # -- job lifecycle -----------------------------------------------------------
+
+    def start_job(self, coordinator: str, spec: wire.JobSpec, fab: bytes) -> wire.JobStartedInfo:
+        """Admit a job: check approval and agreement, prepare data, load the ClientApp.
+
+        Raises:
+            AppNotApprovedError: the FAB digest is not approved here.
+            AccessDenied: the agreement does not grant ``federated`` to the coordinator.
+            CatalogError: the dataset cannot be read.
+            AppBundleError: the FAB does not install or load.
+            FederatedError: a job with this id already runs.
+        """
+        audit = self._runtime.audit
+        base = {"job_id": spec.job_id, "fab_sha256": spec.fab_sha256}
+        try:
+            self._check_approved(spec.fab_sha256)
+        except AccessDenied as e:
+            audit.record(
+                "access.denied",
+                peer=coordinator,
+                agreement=spec.agreement,
+                dataset=spec.dataset,
+                outcome="denied",
+                detail={"reason": str(e), **base},
+            )
+            raise
+        table = self._policy.admit(coordinator, spec.agreement)
+        with self._lock:
+            if spec.job_id in self._jobs:
+                raise NodeError(f"job {spec.job_id} already runs at this node")
+        workdir = self._root / "jobs" / spec.job_id
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        workdir.chmod(0o700)
+        data_path = workdir / "data.parquet"
+        # The copy is created 0600 before any byte is written: no window where others can read.
+        fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as sink:
+            pq.write_table(table, sink)
+        bundle = read_bundle(fab)
+        app = load_client_app(install_bundle(bundle, self._root))
+        columns = tuple(table.column_names)
+        info = TaskInfo(
+            job_id=spec.job_id,
+            run_id=spec.run_id,
+            coordinator=coordinator,
+            agreement=spec.agreement,
+            dataset=spec.dataset,
+            columns=columns,
+            fab_sha256=spec.fab_sha256,
+            secagg=spec.secagg,
+            dp=spec.dp,
+        )
+        context = Context(
+            run_id=spec.run_id,
+            node_id=spec.node_id,
+            node_config={
+                DATA_PATH_KEY: str(data_path),
+                "dataset": spec.dataset,
+                "department": self._runtime.config.department,
+            },
+            state=RecordDict(),
+            run_config=dict(spec.run_config),
+        )
+
+        def check() -> None:
+            self._check_approved(spec.fab_sha256)
+            self._policy.recheck(spec.agreement)
+
+        handler = make_ffn(_run_app(app), mods_for(info, audit, check))
+        with self._lock:
+            self._jobs[spec.job_id] = _Job(spec, coordinator, workdir, info, context, handler)
+        _log.info("joined job %s from %s (%d rows)", spec.job_id, coordinator, table.num_rows)
+        return wire.JobStartedInfo(spec.job_id, columns, table.num_rows)
+
+    def deliver(self, coordinator: str, job_id: str, message: Message) -> Message:
+        """Run one Flower Message through the job's mods and ClientApp; return the reply.
+
+        Raises:
+            UnknownJobError: no such job here, or it was started by another department.
+        """
+        job = self._job(coordinator, job_id)
+        meta = message.metadata
+        if meta.run_id != job.spec.run_id or meta.dst_node_id != job.spec.node_id:
+            reason = "message is addressed to another run or node"
+            return Message(
+                Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=message
+            )
+        with job.lock:
+            reply = job.handler(message, job.context)
+        reply.metadata.__dict__["_message_id"] = reply.object_id
+        return reply
+
+    def end_job(self, coordinator: str, job_id: str, outcome: str) -> None:
+        """Forget a job: drop its Context and delete its private data copy.
+
+        Raises:
+            UnknownJobError: no such job here, or it was started by another department.
+        """
+        job = self._job(coordinator, job_id)
+        with self._lock:
+            self._jobs.pop(job_id, None)
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        _log.info("job %s ended (%s)", job_id, outcome)
+
+    @property
+    def job_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _job(self, coordinator: str, job_id: str) -> _Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.coordinator != coordinator:
+            raise UnknownJobError(f"no job {job_id!r} from {coordinator} runs at this node")
+        return job
+
+    def _check_approved(self, sha256: str) -> None:
+        if not self._approvals.is_approved(sha256):
+            raise AppNotApprovedError(
+                f"app {sha256[:12]} is not approved at this node",
+                hint=f"the operator runs 'fednode app approve {sha256}' after review",
+            )

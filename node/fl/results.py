@@ -1,0 +1,207 @@
+"""What a coordinator learns from a run, and how it is written to disk.
+
+The ServerApp is any Flower App, so the coordinator does not ask it for
+results; it observes the Grid. Per round (Flower's ``group_id``) and message
+type it keeps who replied, who failed, each reply's metrics and their
+example-weighted mean. The final model is the last ArrayRecord the ServerApp
+broadcast (message-API ``arrays`` or legacy ``fitins``/``evaluateins``
+parameters): with a federated evaluation after the last training round, that
+is the final aggregate.
+
+Under SecAgg+ the observed training replies hold only masked vectors; the
+model recorded is still the aggregate the ServerApp broadcast afterwards.
+
+Files in the output directory (each written to a temp file, fsynced, renamed):
+``model.npz`` (arrays keyed by their record keys), ``rounds.json`` and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+
+from node.fl.grid import GridEvent
+
+__all__ = ["RoundLog", "write_json", "write_results"]
+
+
+def _numbers(reply: Message) -> dict[str, float]:
+    """Numeric metrics of a reply: every MetricRecord, plus legacy numeric config metrics."""
+    out: dict[str, float] = {}
+    if not reply.has_content():
+        return out
+    content = reply.content
+    records: list[tuple[str, Any]] = list(content.metric_records.items())
+    records += [(k, v) for k, v in content.config_records.items() if k.endswith(".metrics")]
+    for _, record in records:
+        for key, value in record.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            out[key] = float(value)
+    return out
+
+
+def _phase_of(message: Message) -> tuple[str, str]:
+    """(round, type) of an instruction message.
+
+    The round is Flower's ``group_id`` when the app sets it (legacy workflows
+    do), else the ``server-round`` config value message-API strategies send.
+    Multi-stage protocols (SecAgg+) add their stage to the type.
+    """
+    meta = message.metadata
+    round_id, kind = meta.group_id, meta.message_type
+    if message.has_content():
+        for record in message.content.config_records.values():
+            if not round_id and isinstance(record.get("server-round"), int):
+                round_id = str(record["server-round"])
+            stage = record.get("stage")
+            if isinstance(stage, str):
+                kind = f"{kind}/{stage}"
+    return round_id, kind
+
+
+@dataclass
+class _Phase:
+    group_id: str
+    message_type: str
+    replies: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        ok = [r for r in self.replies if r["ok"]]
+        weights = [
+            r["metrics"].get("num-examples", r["metrics"].get("num_examples", 1.0)) for r in ok
+        ]
+        keys = sorted({k for r in ok for k in r["metrics"]} - {"num-examples", "num_examples"})
+        mean: dict[str, float] = {}
+        total = sum(weights)
+        for key in keys:
+            pairs = [
+                (r["metrics"][key], w)
+                for r, w in zip(ok, weights, strict=True)
+                if key in r["metrics"]
+            ]
+            weight = sum(w for _, w in pairs)
+            if weight > 0:
+                mean[key] = sum(v * w for v, w in pairs) / weight
+        return {
+            "round": int(self.group_id) if self.group_id.isdigit() else self.group_id,
+            "type": self.message_type,
+            "ok": sorted(r["department"] for r in ok),
+            "failed": {r["department"]: r["error"] for r in self.replies if not r["ok"]},
+            "examples": total,
+            "metrics": mean,
+            "replies": self.replies,
+        }
+
+
+class RoundLog:
+    """Observer of a NodeGrid: per-round replies, metrics and the last broadcast model."""
+
+    def __init__(self, on_phase: Any = None, on_reply: Any = None) -> None:
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str], _Phase] = {}
+        self._order: list[tuple[str, str]] = []
+        self._flushed: set[tuple[str, str]] = set()
+        self._phase_by_message: dict[str, tuple[str, str]] = {}
+        self._on_phase = on_phase
+        self._on_reply = on_reply
+        self.model: dict[str, np.ndarray] | None = None
+
+    def sent(self, message: Message) -> None:
+        """Grid hook: a message is about to leave."""
+        key = _phase_of(message)
+        with self._lock:
+            self._phase_by_message[message.metadata.message_id] = key
+            if key not in self._phases:
+                previous = self._order[-1] if self._order else None
+                self._phases[key] = _Phase(*key)
+                self._order.append(key)
+            else:
+                previous = None
+            if message.has_content():
+                for name, record in message.content.array_records.items():
+                    if name in ("arrays", "fitins.parameters", "evaluateins.parameters") or (
+                        len(message.content.array_records) == 1
+                    ):
+                        self.model = _arrays(record)
+                        break
+        if previous is not None:
+            self._flush(previous)
+
+    def replied(self, event: GridEvent) -> None:
+        """Grid hook: a reply (or error reply) reached the ServerApp."""
+        entry = {
+            "department": event.department,
+            "ok": event.error is None,
+            "error": event.error,
+            "seconds": round(event.seconds, 4),
+            "metrics": _numbers(event.reply) if event.error is None else {},
+        }
+        with self._lock:
+            key = self._phase_by_message.pop(event.message_id, (event.group_id, event.message_type))
+            phase = self._phases.setdefault(key, _Phase(*key))
+            phase.replies.append(entry)
+        if self._on_reply is not None:
+            self._on_reply({"round": key[0], "type": key[1], **entry})
+
+    def finish(self) -> None:
+        """Flush the last phase."""
+        with self._lock:
+            last = self._order[-1] if self._order else None
+        if last is not None:
+            self._flush(last)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self._flushed:
+                return
+            self._flushed.add(key)
+            summary = self._phases[key].summary()
+        if self._on_phase is not None:
+            self._on_phase(summary)
+
+    def rounds(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._phases[k].summary() for k in self._order]
+
+
+def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    try:
+        return {key: np.asarray(array.numpy()) for key, array in record.items()}
+    except (ValueError, TypeError):
+        return {}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as sink:
+        sink.write(data)
+        sink.flush()
+        os.fsync(sink.fileno())
+    tmp.replace(path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write human-readable JSON atomically."""
+    _atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_results(output: Path, log: RoundLog, summary: dict[str, Any]) -> None:
+    """Write model.npz (if a model was observed), rounds.json and summary.json."""
+    output.mkdir(parents=True, exist_ok=True)
+    if log.model:
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **log.model)
+        _atomic_write(output / "model.npz", buffer.getvalue())
+    write_json(output / "rounds.json", log.rounds())
+    write_json(output / "summary.json", summary)

@@ -1,0 +1,1 @@
+"""traffic-risk-secagg: the traffic-risk model through Flower's legacy workflow API."""

@@ -1,0 +1,26 @@
+"""Fixtures for the federated-learning unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flwr.supercore.task_identity import TaskIdentity
+
+from tests.unit.fl.fl_fakes import APP, SECAGG_APP, Cluster
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    # Building a Flower instruction Message needs a task identity, as in a ServerApp process.
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = 42
+    TaskIdentity.node_id = 1
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, ["traffic", "security", "health"], approve=[APP, SECAGG_APP])
+    yield c
+    c.close()
