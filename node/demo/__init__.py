@@ -1,0 +1,1 @@
+"""``fednode demo``: a whole federation on one machine, from ``seeds/``."""

@@ -1,0 +1,129 @@
+"""The demo federation plan, read from ``seeds/federation.toml``."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+__all__ = [
+    "AgreementPlan",
+    "DatasetPlan",
+    "DemoPlan",
+    "DepartmentPlan",
+    "default_seeds",
+    "load_plan",
+]
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    path: Path
+    description: str
+    personal: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DepartmentPlan:
+    id: str
+    display_name: str
+    witness: bool
+    datasets: tuple[DatasetPlan, ...]
+
+
+@dataclass(frozen=True)
+class AgreementPlan:
+    name: str
+    provider: str
+    consumer: str
+    dataset: str
+    purpose_code: str
+    purpose_text: str
+    modes: tuple[str, ...]
+    valid_days: int
+    columns: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    federation: str
+    display_name: str
+    coordinator: str
+    witness_threshold: int
+    departments: tuple[DepartmentPlan, ...]
+    agreements: tuple[AgreementPlan, ...]
+    job: dict[str, Any]
+    seeds: Path
+    raw: dict[str, Any] = field(repr=False)
+
+
+def default_seeds() -> Path:
+    """The ``seeds/`` folder of this checkout."""
+    return Path(__file__).resolve().parents[2] / "seeds"
+
+
+def load_plan(seeds: Path) -> DemoPlan:
+    """Read ``seeds/federation.toml``.
+
+    Raises:
+        ConfigError: the file is missing or malformed.
+    """
+    path = seeds / "federation.toml"
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"no demo federation at {path}", hint="run from a fednode checkout or pass --seeds"
+        ) from e
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    try:
+        fed = doc["federation"]
+        departments = tuple(
+            DepartmentPlan(
+                id=d["id"],
+                display_name=d.get("display_name", d["id"]),
+                witness=bool(d.get("witness", True)),
+                datasets=tuple(
+                    DatasetPlan(
+                        name=s["name"],
+                        path=(seeds / s["path"]).resolve(),
+                        description=s.get("description", ""),
+                        personal=tuple(s.get("personal", ())),
+                    )
+                    for s in d.get("datasets", ())
+                ),
+            )
+            for d in doc["departments"]
+        )
+        agreements = tuple(
+            AgreementPlan(
+                name=a["name"],
+                provider=a["provider"],
+                consumer=a["consumer"],
+                dataset=a["dataset"],
+                purpose_code=a["purpose_code"],
+                purpose_text=a.get("purpose_text", ""),
+                modes=tuple(a["modes"]),
+                valid_days=int(a.get("valid_days", 30)),
+                columns=dict(a["columns"]),
+            )
+            for a in doc.get("agreements", ())
+        )
+        return DemoPlan(
+            federation=fed["id"],
+            display_name=fed.get("display_name", fed["id"]),
+            coordinator=fed["coordinator"],
+            witness_threshold=int(fed.get("witness_threshold", 1)),
+            departments=departments,
+            agreements=agreements,
+            job=dict(doc.get("job", {})),
+            seeds=seeds,
+            raw=doc,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: malformed demo federation ({e!r})") from e
