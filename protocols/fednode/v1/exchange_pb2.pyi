@@ -1,14 +1,18 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ShareRequest(_message.Message):
-    __slots__ = ("agreement_id",)
+    __slots__ = ("agreement_id", "columns")
     AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     agreement_id: str
-    def __init__(self, agreement_id: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agreement_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ShareFrame(_message.Message):
     __slots__ = ("header", "chunk", "trailer")
@@ -21,11 +25,25 @@ class ShareFrame(_message.Message):
     def __init__(self, header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[bytes] = ...) -> None: ...
 
 class ShareReceipt(_message.Message):
-    __slots__ = ("receipt",)
-    RECEIPT_FIELD_NUMBER: _ClassVar[int]
-    receipt: bytes
-    def __init__(self, receipt: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("receipt_json",)
+    RECEIPT_JSON_FIELD_NUMBER: _ClassVar[int]
+    receipt_json: bytes
+    def __init__(self, receipt_json: _Optional[bytes] = ...) -> None: ...
 
 class ReceiptAck(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("ledger_seq",)
+    LEDGER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ledger_seq: int
+    def __init__(self, ledger_seq: _Optional[int] = ...) -> None: ...
+
+class AgreementSubmission(_message.Message):
+    __slots__ = ("agreement_json",)
+    AGREEMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    agreement_json: bytes
+    def __init__(self, agreement_json: _Optional[bytes] = ...) -> None: ...
+
+class AgreementAck(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...

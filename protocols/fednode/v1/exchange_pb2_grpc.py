@@ -44,19 +44,34 @@ class ExchangeStub:
                 request_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.ShareReceipt.SerializeToString,
                 response_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.ReceiptAck.FromString,
                 _registered_method=True)
+        self.SubmitAgreement = channel.unary_unary(
+                '/fednode.v1.Exchange/SubmitAgreement',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.FromString,
+                _registered_method=True)
 
 
 class ExchangeServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Fetch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stream one share of the agreement's dataset to the caller, who must be the
+        agreement's consumer: exactly one header, then chunks, then one trailer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Acknowledge(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The consumer's signed receipt for a share it received and verified completely.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAgreement(self, request, context):
+        """The consumer hands its countersigned copy of an agreement to the provider.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -73,6 +88,11 @@ def add_ExchangeServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.ShareReceipt.FromString,
                     response_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.ReceiptAck.SerializeToString,
+            ),
+            'SubmitAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAgreement,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +149,33 @@ class Exchange:
             '/fednode.v1.Exchange/Acknowledge',
             protocols_dot_fednode_dot_v1_dot_exchange__pb2.ShareReceipt.SerializeToString,
             protocols_dot_fednode_dot_v1_dot_exchange__pb2.ReceiptAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Exchange/SubmitAgreement',
+            protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.FromString,
             options,
             channel_credentials,
             insecure,

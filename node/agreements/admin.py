@@ -1,0 +1,87 @@
+"""Admin commands of agreements: create, countersign, import, list, show, revoke."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from node.admin.registry import Emit, admin_command
+from node.agreements import workflow
+from node.agreements.document import SignedAgreement
+from node.agreements.policy import agreements_of
+from node.errors import AgreementError
+from node.exchange import convert
+from protocols.fednode.v1 import exchange_pb2_grpc
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+_PUSH_DEADLINE_S = 20.0
+
+
+def _signed_from(args: dict[str, Any]) -> SignedAgreement:
+    try:
+        data = base64.b64decode(str(args["agreement_b64"]), validate=True)
+    except (KeyError, ValueError) as e:
+        raise AgreementError("the agreement file content is missing or not base64") from e
+    return SignedAgreement.from_bytes(data)
+
+
+@admin_command("agreement.create")
+def agreement_create(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    columns = args.get("columns")
+    if not isinstance(columns, dict):
+        raise AgreementError("columns must map column names to treatments")
+    record = workflow.create(
+        runtime,
+        consumer=str(args["consumer"]),
+        dataset=str(args["dataset"]),
+        purpose_code=str(args["purpose_code"]),
+        purpose_text=str(args.get("purpose_text") or ""),
+        valid_from=None if args.get("valid_from") is None else int(args["valid_from"]),
+        valid_until=int(args["valid_until"]),
+        modes=[str(m) for m in args.get("modes") or []],
+        columns=columns,
+    )
+    return record.to_json()
+
+
+@admin_command("agreement.countersign")
+def agreement_countersign(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    record = workflow.countersign(runtime, _signed_from(args))
+    result = record.to_json()
+    result["pushed"] = False
+    if args.get("push"):
+        signed = record.signed
+        stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(signed.provider))
+        try:
+            ack = stub.SubmitAgreement(convert.agreement_to_proto(signed), timeout=_PUSH_DEADLINE_S)
+        except grpc.RpcError as e:
+            result["push_error"] = f"{e.code().name}: {e.details()}"
+        else:
+            result["pushed"] = True
+            result["provider_state"] = ack.state
+    return result
+
+
+@admin_command("agreement.import")
+def agreement_import(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    return workflow.accept_countersigned(runtime, _signed_from(args)).to_json()
+
+
+@admin_command("agreement.list")
+def agreement_list(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    return {"agreements": [r.to_json() for r in agreements_of(runtime).list()]}
+
+
+@admin_command("agreement.show")
+def agreement_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    return agreements_of(runtime).get(str(args["id"])).to_json()
+
+
+@admin_command("agreement.revoke")
+def agreement_revoke(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    reason = str(args.get("reason") or "revoked by operator")
+    return workflow.revoke(runtime, str(args["id"]), reason).to_json()

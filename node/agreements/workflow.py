@@ -1,0 +1,183 @@
+"""The agreement workflow between two operators on different machines.
+
+1. The provider's operator runs ``fednode agreement create``: the node checks
+   the consumer is in the directory and the treatments fit the dataset, signs,
+   stores the agreement as ``proposed`` and writes the signed file.
+2. The consumer's operator runs ``fednode agreement countersign FILE``: the
+   node verifies the provider's signature against the directory, countersigns,
+   stores it as ``active`` and, with ``--push``, hands it to the provider over
+   the Exchange service.
+3. Without a push, the provider's operator runs ``fednode agreement import
+   FILE`` with the countersigned file.
+
+Either way the provider activates only a document identical to the one it
+proposed, with both signatures verified. Every decision is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from node.agreements.document import SignedAgreement, new_agreement
+from node.agreements.policy import agreements_of
+from node.agreements.store import AgreementRecord
+from node.catalog import treatments
+from node.catalog.loader import catalog_of
+from node.errors import AgreementError
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["accept_countersigned", "countersign", "create", "revoke"]
+
+
+def create(
+    runtime: NodeRuntime,
+    *,
+    consumer: str,
+    dataset: str,
+    purpose_code: str,
+    purpose_text: str,
+    valid_from: int | None,
+    valid_until: int,
+    modes: list[str],
+    columns: dict[str, dict[str, Any]],
+) -> AgreementRecord:
+    """Draw up, sign and store a new agreement as its provider.
+
+    Raises:
+        UnknownPeerError: the consumer is not in the directory.
+        CatalogError: the dataset is not in the catalog.
+        AgreementError: a field is invalid, or a treatment does not fit the column.
+    """
+    runtime.directory.get(consumer)
+    info = catalog_of(runtime).get(dataset)
+    now = int(time.time())
+    doc = new_agreement(
+        federation=runtime.config.federation,
+        provider=runtime.department,
+        consumer=consumer,
+        dataset=dataset,
+        purpose_code=purpose_code,
+        purpose_text=purpose_text,
+        valid_from=now if valid_from is None else valid_from,
+        valid_until=valid_until,
+        modes=modes,
+        columns=columns,
+        created=now,
+    )
+    treatments.treated_schema(info.schema, doc["columns"])
+    signed = SignedAgreement.sign(doc, runtime.signing_key)
+    record = agreements_of(runtime).add_proposed(signed)
+    runtime.audit.record(
+        "agreement.signed",
+        peer=consumer,
+        agreement=signed.id,
+        dataset=dataset,
+        columns=sorted(signed.columns),
+        purpose=signed.purpose,
+        digest=signed.digest,
+        detail={
+            "modes": signed.modes,
+            "valid_from": signed.valid_from,
+            "valid_until": signed.valid_until,
+            "columns": signed.columns,
+        },
+    )
+    return record
+
+
+def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecord:
+    """Verify a provider-signed agreement naming this node as consumer, countersign and store it.
+
+    Raises:
+        AgreementError: it names another consumer, is in another federation, or
+            the provider's signature does not verify.
+        UnknownPeerError: the provider is not in the directory.
+    """
+    if signed.consumer != runtime.department:
+        raise AgreementError(
+            f"agreement {signed.id} is for consumer {signed.consumer}, this node is "
+            f"{runtime.department}"
+        )
+    if signed.doc["federation"] != runtime.config.federation:
+        raise AgreementError(
+            f"agreement {signed.id} belongs to federation {signed.doc['federation']}"
+        )
+    signed.verify(runtime.directory.get(signed.provider).ed25519_public, None)
+    both = signed.countersign(runtime.signing_key)
+    record = agreements_of(runtime).activate(both)
+    runtime.audit.record(
+        "agreement.countersigned",
+        peer=signed.provider,
+        agreement=signed.id,
+        dataset=signed.dataset,
+        columns=sorted(signed.columns),
+        purpose=signed.purpose,
+        digest=signed.digest,
+    )
+    return record
+
+
+def accept_countersigned(
+    runtime: NodeRuntime, signed: SignedAgreement, *, submitted_by: str | None = None
+) -> AgreementRecord:
+    """Take in a countersigned agreement (import, or a consumer's push) and activate it.
+
+    On the provider the document must be one this node proposed. On the
+    consumer (re-importing its own countersigned copy) both signatures must verify.
+
+    Raises:
+        AgreementError: signatures fail, the node is not a party, the provider
+            never proposed it, or the submitter is not its consumer.
+    """
+    me = runtime.department
+    if me not in (signed.provider, signed.consumer):
+        raise AgreementError(f"agreement {signed.id} does not name this node ({me})")
+    if submitted_by is not None and submitted_by != signed.consumer:
+        raise AgreementError(
+            f"agreement {signed.id} was submitted by {submitted_by}, not its consumer"
+        )
+    signed.verify(
+        runtime.directory.get(signed.provider).ed25519_public,
+        runtime.directory.get(signed.consumer).ed25519_public,
+    )
+    store = agreements_of(runtime)
+    if me == signed.provider and store.find(signed.id) is None:
+        raise AgreementError(
+            f"this node never drew up agreement {signed.id}",
+            hint="only agreements created here with 'fednode agreement create' can be activated",
+        )
+    record = store.activate(signed)
+    runtime.audit.record(
+        "agreement.activated",
+        actor=submitted_by,
+        peer=signed.consumer if me == signed.provider else signed.provider,
+        agreement=signed.id,
+        dataset=signed.dataset,
+        columns=sorted(signed.columns),
+        purpose=signed.purpose,
+        digest=signed.digest,
+    )
+    return record
+
+
+def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRecord:
+    """Revoke an agreement here, effective immediately.
+
+    Raises:
+        AgreementError: unknown or already revoked.
+    """
+    record = agreements_of(runtime).revoke(agreement_id, reason)
+    signed = record.signed
+    runtime.audit.record(
+        "agreement.revoked",
+        peer=signed.consumer if signed.provider == runtime.department else signed.provider,
+        agreement=agreement_id,
+        dataset=signed.dataset,
+        purpose=signed.purpose,
+        digest=signed.digest,
+        detail={"reason": reason},
+    )
+    return record

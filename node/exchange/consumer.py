@@ -1,0 +1,243 @@
+"""The consumer side of a share: fetch, verify, write atomically, record, and sign a receipt.
+
+Invariants:
+
+* the output path changes only after the trailer verified (every chunk
+  authenticated, in order, the final chunk present, counts and digest equal);
+  on any failure the temporary file is removed and nothing is visible;
+* ``share.received`` is recorded, and the receipt sent, only after the output
+  was renamed into place;
+* the share_id is claimed in the exchange store before the first chunk, so a
+  replayed header is refused even across restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from node.agreements.policy import authorize
+from node.errors import AccessDenied, ExchangeError, NodeError, PeerError
+from node.exchange import convert
+from node.exchange.envelope import EnvelopeOpener
+from node.exchange.provider import exchange_store_of
+from node.exchange.receipt import make_receipt
+from node.exchange.sink import AtomicTableSink, output_format
+from protocols.fednode.v1 import exchange_pb2_grpc
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["FetchResult", "fetch_share"]
+
+#: Deadline of a whole share; large shares on slow links need hours, not seconds.
+DEFAULT_DEADLINE_S = 6 * 3600.0
+_RECEIPT_DEADLINE_S = 30.0
+_PROGRESS_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    share_id: str
+    path: str
+    format: str
+    rows: int
+    chunks: int
+    bytes: int
+    digest: str
+    seconds: float
+    receipt_acknowledged: bool
+    provider_ledger_seq: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _peer_error(provider: str, error: grpc.RpcError) -> NodeError:
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return AccessDenied(f"{provider} refused the share: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return AccessDenied(f"{provider} cannot serve the share: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return PeerError(f"share from {provider} did not finish before its deadline")
+    name = code.name if code is not None else "UNKNOWN"
+    return PeerError(f"share from {provider} failed ({name}): {details}")
+
+
+def fetch_share(
+    runtime: NodeRuntime,
+    *,
+    provider: str,
+    agreement_id: str,
+    out: Path,
+    fmt: str | None = None,
+    columns: list[str] | None = None,
+    overwrite: bool = False,
+    limit_rate: int | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    emit: Callable[[dict[str, Any]], None] | None = None,
+) -> FetchResult:
+    """Fetch one share from ``provider`` under ``agreement_id`` into ``out``.
+
+    ``limit_rate`` caps the receive rate in bytes per second (flow control
+    slows the provider to match).
+
+    Raises:
+        UnknownPeerError: the provider is not in the directory.
+        AccessDenied: this node's agreement, or the provider, refused.
+        EnvelopeError: the stream failed verification (tampered, truncated, ...).
+        PeerError: the provider could not be reached or the stream broke.
+        ExchangeError: the output cannot be written.
+    """
+    runtime.directory.get(provider)
+    record = authorize(runtime, agreement_id, mode="transfer", role="consumer", peer=provider)
+    signed = record.signed
+    fmt = output_format(out, fmt)
+    started = time.monotonic()
+    opener = EnvelopeOpener(
+        recipient=runtime.department,
+        hpke=runtime.hpke,
+        sender_key=lambda dept: runtime.directory.get(dept).ed25519_public,
+        expected_sender=provider,
+        expected_agreement=agreement_id,
+        replay=exchange_store_of(runtime),
+    )
+    stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(provider))
+    call = stub.Fetch(convert.share_request_to_proto(agreement_id, columns), timeout=deadline_s)
+    sink: AtomicTableSink | None = None
+    received = 0
+    last = 0.0
+    try:
+        for message in call:
+            kind, data = convert.frame_from_proto(message)
+            received += len(data)
+            if kind == "header":
+                opened = opener.open_header(data)
+                sink = AtomicTableSink(out, opened.schema, fmt, overwrite=overwrite)
+                if emit:
+                    emit(
+                        {
+                            "event": "header",
+                            "share_id": opened.share_id.hex(),
+                            "columns": opened.schema.names,
+                        }
+                    )
+            elif kind == "chunk":
+                if sink is None:
+                    opener.open_chunk(data)  # raises: chunk before header
+                    continue
+                batch = opener.open_chunk(data)
+                if batch is not None:
+                    sink.write(batch)
+            else:
+                opener.open_trailer(data)
+            now = time.monotonic()
+            if emit and (now - last >= _PROGRESS_EVERY_S or kind == "trailer"):
+                last = now
+                elapsed = max(now - started, 1e-9)
+                emit(
+                    {
+                        "event": "progress",
+                        "rows": opener.rows,
+                        "bytes": received,
+                        "chunks": opener.chunks,
+                        "seconds": elapsed,
+                        "bytes_per_second": int(received / elapsed),
+                    }
+                )
+            if limit_rate:
+                ahead = received / limit_rate - (now - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        opener.end_of_stream()
+        if sink is None:
+            raise ExchangeError("share ended without a header")
+        sink.commit()
+    except grpc.RpcError as e:
+        _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
+        raise _peer_error(provider, e) from e
+    except NodeError as e:
+        _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
+        raise
+    finally:
+        if sink is not None and not sink.committed:
+            sink.abort()
+        call.cancel()
+    header = opener.header
+    trailer = opener.trailer
+    assert header is not None and trailer is not None
+    columns_shared = header.schema.names
+    runtime.audit.record(
+        "share.received",
+        peer=provider,
+        agreement=agreement_id,
+        dataset=signed.dataset,
+        columns=columns_shared,
+        purpose=signed.purpose,
+        digest=trailer.digest_text,
+        detail={"share_id": header.share_id.hex(), "rows": trailer.rows, "chunks": trailer.chunks},
+    )
+    receipt = make_receipt(
+        runtime.signing_key,
+        share_id=header.share_id,
+        digest=trailer.digest_text,
+        rows=trailer.rows,
+        chunks=trailer.chunks,
+        sender=provider,
+        recipient=runtime.department,
+        agreement=agreement_id,
+        time=int(time.time()),
+    )
+    acknowledged, seq = True, None
+    try:
+        ack = stub.Acknowledge(convert.receipt_to_proto(receipt), timeout=_RECEIPT_DEADLINE_S)
+        seq = int(ack.ledger_seq)
+    except grpc.RpcError as e:
+        acknowledged = False
+        runtime.audit.record(
+            "share.receipt_failed",
+            peer=provider,
+            agreement=agreement_id,
+            outcome="error",
+            detail={"share_id": header.share_id.hex(), "reason": str(_peer_error(provider, e))},
+        )
+    return FetchResult(
+        share_id=header.share_id.hex(),
+        path=str(out),
+        format=fmt,
+        rows=trailer.rows,
+        chunks=trailer.chunks,
+        bytes=received,
+        digest=trailer.digest_text,
+        seconds=time.monotonic() - started,
+        receipt_acknowledged=acknowledged,
+        provider_ledger_seq=seq,
+    )
+
+
+def _record_failure(
+    runtime: NodeRuntime,
+    provider: str,
+    dataset: str,
+    agreement_id: str,
+    opener: EnvelopeOpener,
+    reason: str,
+) -> None:
+    detail: dict[str, object] = {"reason": reason, "chunks": opener.chunks}
+    if opener.header is not None:
+        detail["share_id"] = opener.header.share_id.hex()
+    runtime.audit.record(
+        "share.failed",
+        peer=provider,
+        agreement=agreement_id,
+        dataset=dataset,
+        outcome="error",
+        detail=detail,
+    )

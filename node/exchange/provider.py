@@ -1,0 +1,240 @@
+"""The provider side of a share: authorize, scan, treat, seal and stream.
+
+A producer thread scans the dataset, applies the agreement's treatments and
+seals chunks (AES-GCM and SHA-256 release the GIL), while the caller's thread
+hands frames to gRPC, so reading, sealing and sending overlap. The queue
+between them holds at most :data:`WINDOW` frames, which bounds memory to a
+few chunks whatever the table size.
+
+Invariants:
+
+* nothing is read before the agreement is authorized for this consumer and
+  the ``transfer`` mode;
+* the agreement is re-checked before every chunk is handed out and before the
+  final chunk and trailer, so a revocation or expiry ends the share at once,
+  without a valid trailer;
+* a share counts as sent (``share.sent``) only when the consumer's receipt for
+  exactly this share_id, digest and row count verifies.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from node.agreements.policy import agreements_of, deny, recheck
+from node.catalog.loader import treated_scan
+from node.errors import AccessDenied, NodeError
+from node.exchange.envelope import EnvelopeSealer
+from node.exchange.errors import ReceiptError
+from node.exchange.receipt import verify_receipt
+from node.exchange.store import ExchangeStore, SentShare
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["WINDOW", "accept_receipt", "exchange_store_of", "stream_share"]
+
+log = logging.getLogger("fednode.exchange")
+
+#: Frames buffered between the sealing thread and the sender.
+WINDOW = 4
+_EXTENSION = "exchange"
+_lock = threading.Lock()
+_DONE = object()
+
+
+def exchange_store_of(runtime: NodeRuntime) -> ExchangeStore:
+    """The runtime's exchange store, opened on first use under the data directory."""
+    with _lock:
+        store = runtime.extensions.get(_EXTENSION)
+        if not isinstance(store, ExchangeStore):
+            store = ExchangeStore(runtime.config.data_dir / "exchange.db")
+            runtime.extensions[_EXTENSION] = store
+        return store
+
+
+class _Producer(threading.Thread):
+    def __init__(self, frames: Iterator[tuple[str, bytes]]) -> None:
+        super().__init__(name="share-sealer", daemon=True)
+        self._frames = frames
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
+        self.stop = threading.Event()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    return
+            self._put(_DONE)
+        except BaseException as e:  # noqa: BLE001 -- handed to the consuming thread, which re-raises
+            self._put(e)
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+
+
+def stream_share(
+    runtime: NodeRuntime,
+    *,
+    consumer: str,
+    agreement_id: str,
+    columns: list[str] | None = None,
+) -> Generator[tuple[str, bytes], None, None]:
+    """Yield the envelope frames ``(kind, bytes)`` of one share to ``consumer``.
+
+    Raises:
+        AccessDenied: no active agreement grants ``transfer`` to ``consumer``
+            (recorded as access.denied), or it was revoked or expired mid-stream.
+        AgreementError, CatalogError, ExchangeError: the share cannot be built.
+    """
+    scan = treated_scan(runtime, agreement_id, "transfer", peer=consumer, columns=columns)
+    record = agreements_of(runtime).get(agreement_id)
+    signed = record.signed
+    entry = runtime.directory.get(consumer)
+    sealer = EnvelopeSealer(
+        signing_key=runtime.signing_key,
+        sender=runtime.department,
+        recipient=consumer,
+        recipient_hpke_public=entry.hpke_public,
+        agreement=agreement_id,
+        dataset=signed.dataset,
+        schema=scan.schema,
+    )
+    shared = scan.schema.names
+
+    def produce() -> Iterator[tuple[str, bytes]]:
+        for batch in scan.batches():
+            for frame in sealer.add(batch):
+                yield "chunk", frame
+        final, trailer = sealer.finish()
+        yield "final", final
+        yield "trailer", trailer
+
+    runtime.audit.record(
+        "share.started",
+        peer=consumer,
+        agreement=agreement_id,
+        dataset=signed.dataset,
+        columns=shared,
+        purpose=signed.purpose,
+        detail={"share_id": sealer.share_id.hex()},
+    )
+    yield "header", sealer.header
+    producer = _Producer(produce())
+    producer.start()
+    try:
+        while True:
+            item = producer.queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            kind, frame = item
+            # Re-checked per chunk: a revocation stops the share before the next chunk.
+            recheck(runtime, agreement_id)
+            if kind == "trailer":
+                # Recorded before the trailer leaves, so the receipt can never outrun it.
+                exchange_store_of(runtime).record_sent(
+                    SentShare(
+                        share_id=sealer.share_id,
+                        consumer=consumer,
+                        agreement=agreement_id,
+                        dataset=signed.dataset,
+                        columns=shared,
+                        purpose=signed.purpose,
+                        digest=sealer.digest_text,
+                        rows=sealer.rows,
+                        chunks=sealer.chunks,
+                        receipt=None,
+                    )
+                )
+            yield ("chunk" if kind == "final" else kind), frame
+    except AccessDenied as e:
+        deny(
+            runtime,
+            f"share {sealer.share_id.hex()} stopped: {e}",
+            peer=consumer,
+            agreement=agreement_id,
+            dataset=signed.dataset,
+            columns=shared,
+        )
+    except NodeError as e:
+        runtime.audit.record(
+            "share.failed",
+            peer=consumer,
+            agreement=agreement_id,
+            dataset=signed.dataset,
+            columns=shared,
+            outcome="error",
+            detail={"share_id": sealer.share_id.hex(), "reason": str(e)},
+        )
+        raise
+    finally:
+        producer.stop.set()
+
+
+def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any]) -> int:
+    """Verify a consumer's receipt for a share this node streamed, and record ``share.sent``.
+
+    Returns the ledger sequence number of the ``share.sent`` entry.
+
+    Raises:
+        ReceiptError: malformed, badly signed, for an unknown share, or the
+            fields differ from what was sent.
+    """
+    body = receipt.get("receipt") if isinstance(receipt, dict) else None
+    share_hex = body.get("share_id") if isinstance(body, dict) else None
+    try:
+        share_id = bytes.fromhex(str(share_hex))
+    except ValueError as e:
+        raise ReceiptError("receipt share_id is not hex") from e
+    store = exchange_store_of(runtime)
+    sent = store.sent(share_id)
+    if sent is None or sent.consumer != consumer:
+        raise ReceiptError(f"no completed share {share_id.hex()} to {consumer} on this node")
+    if sent.receipt is not None:
+        raise ReceiptError(f"share {share_id.hex()} already has a receipt")
+    verify_receipt(
+        receipt,
+        runtime.directory.get(consumer).ed25519_public,
+        {
+            "share_id": share_id.hex(),
+            "digest": sent.digest,
+            "rows": sent.rows,
+            "chunks": sent.chunks,
+            "sender": runtime.department,
+            "recipient": consumer,
+            "agreement": sent.agreement,
+        },
+    )
+    store.attach_receipt(share_id, receipt)
+    return runtime.audit.record(
+        "share.sent",
+        peer=consumer,
+        agreement=sent.agreement,
+        dataset=sent.dataset,
+        columns=sent.columns,
+        purpose=sent.purpose,
+        digest=sent.digest,
+        outcome="ok",
+        detail={
+            "share_id": share_id.hex(),
+            "rows": sent.rows,
+            "chunks": sent.chunks,
+            "receipt": receipt,
+        },
+    )

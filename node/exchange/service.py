@@ -1,0 +1,112 @@
+"""The Exchange gRPC service on the network port (provider side of shares and agreements).
+
+Who the caller is comes only from its verified certificate
+(:func:`node.server.peer.caller_department`). Errors become gRPC statuses
+with short public messages; details go to the local log. Access refusals are
+recorded in the ledger by the policy layer before the status is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+
+from node.agreements.workflow import accept_countersigned
+from node.errors import (
+    AccessDenied,
+    AgreementError,
+    CatalogError,
+    DirectoryError,
+    ExchangeError,
+    NodeError,
+)
+from node.exchange import convert
+from node.exchange.errors import ReceiptError
+from node.exchange.provider import accept_receipt, stream_share
+from node.server.peer import caller_department
+from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
+
+if TYPE_CHECKING:
+    from node.runtime import NodeRuntime
+
+__all__ = ["ExchangeService", "add_services"]
+
+log = logging.getLogger("fednode.exchange")
+
+
+def _abort(context: grpc.ServicerContext, error: NodeError) -> NoReturn:
+    """Map a domain error to a status with a public message, and stop the call."""
+    if isinstance(error, AccessDenied | DirectoryError):
+        code, message = grpc.StatusCode.PERMISSION_DENIED, str(error)
+    elif isinstance(error, ReceiptError):
+        code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    elif isinstance(error, AgreementError):
+        code, message = grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    elif isinstance(error, CatalogError):
+        # Catalog messages may hold local paths; the peer learns only that the data is unavailable.
+        code, message = (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the agreement's dataset is unavailable",
+        )
+    else:
+        code, message = grpc.StatusCode.INTERNAL, "the share failed on the provider"
+    log.warning("exchange call refused (%s): %s", code.name, error)
+    context.abort(code, message)
+    raise AssertionError("ServicerContext.abort returned")
+
+
+class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+
+    def Fetch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+        consumer = caller_department(context)
+        agreement_id, columns = convert.share_request_from_proto(request)
+        frames = stream_share(
+            self._runtime, consumer=consumer, agreement_id=agreement_id, columns=columns
+        )
+        try:
+            for kind, data in frames:
+                if not context.is_active():
+                    log.info("consumer %s left share of %s", consumer, agreement_id)
+                    return
+                yield convert.frame_to_proto(kind, data)
+        except NodeError as e:
+            _abort(context, e)
+        finally:
+            frames.close()
+
+    def Acknowledge(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        consumer = caller_department(context)
+        try:
+            seq = accept_receipt(self._runtime, consumer, convert.receipt_from_proto(request))
+        except (ReceiptError, DirectoryError, ExchangeError) as e:
+            _abort(context, e)
+        return exchange_pb2.ReceiptAck(ledger_seq=seq)
+
+    def SubmitAgreement(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        submitter = caller_department(context)
+        try:
+            signed = convert.agreement_from_proto(request)
+            if signed.provider != self._runtime.department:
+                raise AgreementError(f"agreement {signed.id} is not provided by this node")
+            record = accept_countersigned(self._runtime, signed, submitted_by=submitter)
+        except AgreementError as e:
+            self._runtime.audit.record(
+                "access.denied",
+                peer=submitter,
+                outcome="denied",
+                detail={"reason": f"agreement submission refused: {e}"},
+            )
+            _abort(context, e)
+        except DirectoryError as e:
+            _abort(context, e)
+        return exchange_pb2.AgreementAck(state=record.state)
+
+
+def add_services(server: grpc.Server, runtime: NodeRuntime) -> None:
+    """Mount the Exchange service on the node's network server."""
+    exchange_pb2_grpc.add_ExchangeServicer_to_server(ExchangeService(runtime), server)
