@@ -60,6 +60,46 @@ def _check_string(value: str, path: str) -> None:
         raise CanonicalJSONError(f"{path}: string holds a lone surrogate") from e
 
 
+def _bmp_only(text: str) -> bool:
+    # Below U+10000 and without surrogates, UTF-16 order equals code point order.
+    return all(ord(c) < 0xD800 or 0xE000 <= ord(c) <= 0xFFFF for c in text)
+
+
+def _plain(value: Any) -> bool:
+    """Return True if the C encoder's output for ``value`` is canonical.
+
+    This is the fast path for the common case (ASCII or BMP keys, safe
+    integers, no floats); anything else goes through :func:`_check`, which
+    either orders keys by UTF-16 code units or raises with the exact path.
+    String values are not inspected here: a lone surrogate makes the final
+    UTF-8 encoding fail, and :func:`dumps` then takes the slow path too.
+    Scalars are tested inline because this runs for every ledger append.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+        for key in value:
+            if type(key) is not str or not (key.isascii() or _bmp_only(key)):
+                return False
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        items = (value,)
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict or kind is list or kind is tuple:
+            if not _plain(item):
+                return False
+        else:
+            return False
+    return True
+
+
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (UTF-8).
 
@@ -67,6 +107,18 @@ def dumps(value: Any) -> bytes:
         CanonicalJSONError: the value holds a float, an unsafe integer, a
             non-string key, a lone surrogate, or a type JSON cannot express.
     """
+    try:
+        plain = _plain(value)
+    except RecursionError as e:
+        raise CanonicalJSONError("value nested too deeply") from e
+    if plain:
+        text = json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
     checked = _check(value, "$")
     return json.dumps(checked, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
         "utf-8"

@@ -1,0 +1,741 @@
+"""The ledger store: SQLite in WAL mode, one writer thread, group commit.
+
+Invariants:
+
+* Entries are never rewritten. ``seq`` is dense from 0, each entry's ``prev``
+  is the leaf hash of the one before, and ``leaf = SHA-256(0x00 || body)``.
+* :meth:`LedgerStore.append` returns only after the transaction holding its
+  entry has committed with ``synchronous=FULL``: an acknowledged append is on
+  disk. Callers in many threads are batched into one transaction (group commit)
+  by the single writer thread, which is the only connection that writes.
+* The ``nodes`` table caches the hash of every complete, aligned subtree
+  (level >= 1), written in the same transaction as the leaves that finish it,
+  so roots and proofs for any size cost O(log n) lookups. It is a cache:
+  signing recomputes the root from the stored leaves, and fsck rebuilds it.
+* The store never signs two different roots for one size, nor a size below
+  the last one it signed: the ``signed`` row is a compare-and-swap record
+  updated in the same transaction as the new checkpoint.
+* Sensitive values and their salts live only in ``secrets``; erasing a row
+  (crypto-shredding) changes no entry, leaf or proof.
+* The schema carries a version; a file with any other version is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.canonical import loads
+from ledger.checkpoint import (
+    SignatureLine,
+    add_signatures,
+    parse_checkpoint,
+    parse_note,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from ledger.entry import (
+    GENESIS_PREV,
+    PreparedEntry,
+    commitment,
+    parse_entry,
+    prepare_entry,
+)
+from ledger.errors import CheckpointError, EntryError, LedgerError, StorageError
+from ledger.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    hash_children,
+    inclusion_proof,
+    root_from_leaves,
+)
+
+__all__ = ["SCHEMA_VERSION", "FsckReport", "LedgerStore", "StoredCheckpoint"]
+
+SCHEMA_VERSION = 1
+_MAX_BATCH = 4096
+_SALT_LEN = 16
+_EVENT_FIELDS = frozenset(
+    {
+        "event",
+        "actor",
+        "peer",
+        "agreement",
+        "dataset",
+        "columns",
+        "purpose",
+        "digest",
+        "outcome",
+        "detail",
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY, body BLOB NOT NULL, leaf BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    seq INTEGER NOT NULL, path TEXT NOT NULL, salt BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (seq, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY, root BLOB NOT NULL, note BLOB NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS signed (
+    id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, root BLOB NOT NULL);
+"""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint the store signed, with every cosignature gathered so far."""
+
+    size: int
+    root: bytes
+    note: bytes
+
+
+@dataclass
+class FsckReport:
+    """What :meth:`LedgerStore.fsck` checked."""
+
+    size: int
+    root: bytes
+    checkpoints: int
+    nodes: int
+    secrets: int
+    erased: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class _Append:
+    """One queued append; its caller blocks on ``done`` until the writer releases it.
+
+    A bare lock is the cheapest wake-up CPython offers, and with thousands of
+    appends a second the per-append overhead is what bounds throughput.
+    """
+
+    __slots__ = ("done", "error", "prepared", "result")
+
+    def __init__(self, prepared: PreparedEntry) -> None:
+        self.prepared = prepared
+        self.result: tuple[int, bytes] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def set_result(self, result: tuple[int, bytes]) -> None:
+        self.result = result
+        self.done.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error = error
+        self.done.release()
+
+
+@dataclass
+class _Job:
+    run: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as e:
+        raise StorageError(f"cannot open ledger store {path}: {e}") from e
+    return conn
+
+
+class LedgerStore:
+    """An append-only ledger in one SQLite file, written by one thread."""
+
+    def __init__(self, path: Path, node: str, *, clock: Callable[[], int] | None = None) -> None:
+        """Open (creating if needed) the store at ``path`` for department ``node``.
+
+        Raises:
+            StorageError: the file is unreadable, of another schema version,
+                belongs to another department, or is internally inconsistent.
+        """
+        self.path = Path(path)
+        self.node = node
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._read = _connect(self.path)
+        self._read_lock = threading.Lock()
+        try:
+            self._init_schema()
+            self._load_state()
+        except sqlite3.Error as e:
+            self._read.close()
+            raise StorageError(f"ledger store {self.path} is unreadable: {e}") from e
+        except LedgerError:
+            self._read.close()
+            raise
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._writer.start()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _init_schema(self) -> None:
+        conn = self._read
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                found = None if row is None else row[0]
+                raise StorageError(
+                    f"ledger store {self.path} has schema version {found!r}; "
+                    f"this fednode reads version {SCHEMA_VERSION}"
+                )
+            owner = conn.execute("SELECT value FROM meta WHERE key='node'").fetchone()
+            if owner is None or owner[0] != self.node:
+                raise StorageError(
+                    f"ledger store {self.path} belongs to {owner and owner[0]!r}, not {self.node!r}"
+                )
+            return
+        if tables:
+            raise StorageError(f"{self.path} is an SQLite file but not a fednode ledger")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?), ('node', ?)",
+            (str(SCHEMA_VERSION), self.node),
+        )
+        conn.execute("COMMIT")
+
+    def _load_state(self) -> None:
+        conn = self._read
+        row = conn.execute("SELECT MAX(seq), COUNT(*) FROM entries").fetchone()
+        size = 0 if row[0] is None else row[0] + 1
+        if size != row[1]:
+            raise StorageError(
+                f"ledger store {self.path} has gaps: {row[1]} entries up to seq {size - 1}"
+            )
+        self._size = size
+        self._last_leaf: bytes | None = None
+        self._last_time = 0
+        if size:
+            body, leaf = conn.execute(
+                "SELECT body, leaf FROM entries WHERE seq=?", (size - 1,)
+            ).fetchone()
+            self._last_leaf = bytes(leaf)
+            try:
+                self._last_time = parse_entry(bytes(body)).fields["time"]
+            except EntryError as e:
+                raise StorageError(f"ledger store {self.path}: last entry is corrupt: {e}") from e
+        self._range = CompactRange.from_subtrees(size, self._subtree_hashes(conn, size))
+
+    def _subtree_hashes(self, conn: sqlite3.Connection, size: int) -> list[bytes]:
+        hashes = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                hashes.append(self._node(conn, level, start >> level))
+                start += 1 << level
+        return hashes
+
+    def _node(self, conn: sqlite3.Connection, level: int, idx: int) -> bytes:
+        if level == 0:
+            row = conn.execute("SELECT leaf FROM entries WHERE seq=?", (idx,)).fetchone()
+        else:
+            row = conn.execute(
+                "SELECT hash FROM nodes WHERE level=? AND idx=?", (level, idx)
+            ).fetchone()
+        if row is None:
+            raise StorageError(
+                f"ledger store {self.path} lacks tree node level {level} index {idx}"
+            )
+        return bytes(row[0])
+
+    # -- the writer ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = _connect(self.path)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                if isinstance(item, _Job):
+                    self._run_job(conn, item)
+                    continue
+                batch = [item]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    if isinstance(nxt, _Job):
+                        self._commit_batch(conn, batch)
+                        batch = []
+                        self._run_job(conn, nxt)
+                        continue
+                    batch.append(nxt)
+                if batch:
+                    self._commit_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> None:
+        try:
+            job.future.set_result(job.run(conn))
+        except BaseException as e:  # noqa: BLE001 -- the caller's thread re-raises it.
+            if isinstance(e, sqlite3.Error):
+                e = StorageError(f"ledger store {self.path}: {e}")
+            job.future.set_exception(e)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        size, last_leaf, last_time = self._size, self._last_leaf, self._last_time
+        saved = CompactRange.from_subtrees(self._range.size, self._range.subtrees())
+        rows: list[tuple[int, bytes, bytes]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        secrets: list[tuple[int, str, bytes, bytes]] = []
+        accepted: list[tuple[_Append, int, bytes]] = []
+        clock = self._clock
+        sha256 = hashlib.sha256
+
+        def on_node(level: int, idx: int, digest: bytes) -> None:
+            nodes.append((level, idx, digest))
+
+        for req in batch:
+            entry_time = max(clock(), last_time)
+            body = req.prepared.render(size, entry_time, last_leaf)
+            leaf = sha256(b"\x00" + body).digest()
+            rows.append((size, body, leaf))
+            for path, salt, value in req.prepared.secrets:
+                secrets.append((size, path, salt, value))
+            self._range.append(leaf, on_node)
+            accepted.append((req, size, leaf))
+            size, last_leaf, last_time = size + 1, leaf, entry_time
+        if not rows:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO entries(seq, body, leaf) VALUES (?, ?, ?)", rows)
+            conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", nodes)
+            if secrets:
+                conn.executemany(
+                    "INSERT INTO secrets(seq, path, salt, value) VALUES (?, ?, ?, ?)", secrets
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._range = saved
+            error = StorageError(f"ledger store {self.path}: append not committed: {e}")
+            for req, _, _ in accepted:
+                req.set_exception(error)
+            return
+        self._size, self._last_leaf, self._last_time = size, last_leaf, last_time
+        for req, seq, leaf in accepted:
+            req.set_result((seq, leaf))
+
+    def _submit(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StorageError(f"ledger store {self.path} is closed")
+        future: Future[T] = Future()
+        self._queue.put(_Job(run, future))
+        return future.result()
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, fields: Mapping[str, Any], sensitive: Iterable[str] = ()) -> tuple[int, bytes]:
+        """Record one entry and return ``(seq, leaf hash)`` once it is durable.
+
+        ``fields`` holds the event fields (``event`` and any of actor, peer,
+        agreement, dataset, columns, purpose, digest, outcome, detail); the
+        store fills in v, seq, time, node, prev and sensitive. Paths in
+        ``sensitive`` (top-level names or ``detail.<key>``) are committed.
+
+        Raises:
+            EntryError: the fields do not make a valid entry.
+            StorageError: the store is closed or the commit failed.
+        """
+        if self._closed:
+            raise StorageError(f"ledger store {self.path} is closed")
+        request = _Append(prepare_entry(self.node, fields, sensitive))
+        self._queue.put(request)
+        request.done.acquire()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The number of committed entries."""
+        return self._size
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._read_lock:
+            try:
+                return self._read.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StorageError(f"ledger store {self.path}: {e}") from e
+
+    def entry(self, seq: int) -> bytes:
+        """Return the canonical bytes of entry ``seq``.
+
+        Raises:
+            StorageError: there is no such entry.
+        """
+        rows = self._query("SELECT body FROM entries WHERE seq=?", (seq,))
+        if not rows:
+            raise StorageError(f"ledger has no entry seq {seq} (size {self._size})")
+        return bytes(rows[0][0])
+
+    def iter_entries(
+        self, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """Yield ``(seq, body, leaf)`` for ``start <= seq < end`` in order, in pages."""
+        end = self._size if end is None else end
+        page = 10_000
+        while start < end:
+            rows = self._query(
+                "SELECT seq, body, leaf FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+                (start, min(end, start + page)),
+            )
+            if not rows:
+                return
+            for seq, body, leaf in rows:
+                yield seq, bytes(body), bytes(leaf)
+            start = rows[-1][0] + 1
+
+    def node_hash(self, start: int, end: int) -> bytes:
+        """Return MTH(D[start:end]) from cached complete subtrees.
+
+        Raises:
+            StorageError: a cached node is missing.
+        """
+        n = end - start
+        if n == 1:
+            return self._lookup(0, start)
+        if n & (n - 1) == 0 and start % n == 0:
+            return self._lookup(n.bit_length() - 1, start // n)
+        k = 1 << ((n - 1).bit_length() - 1)
+        return hash_children(self.node_hash(start, start + k), self.node_hash(start + k, end))
+
+    def _lookup(self, level: int, idx: int) -> bytes:
+        with self._read_lock:
+            try:
+                return self._node(self._read, level, idx)
+            except sqlite3.Error as e:
+                raise StorageError(f"ledger store {self.path}: {e}") from e
+
+    def root(self, size: int | None = None) -> bytes:
+        """Return the Merkle root over the first ``size`` entries (default: all).
+
+        Raises:
+            StorageError: ``size`` exceeds the ledger or a cached node is missing.
+        """
+        size = self._size if size is None else size
+        if size > self._size or size < 0:
+            raise StorageError(f"ledger has {self._size} entries, cannot give the root of {size}")
+        return EMPTY_ROOT if size == 0 else self.node_hash(0, size)
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """Return the inclusion proof of entry ``seq`` in the tree of ``size``.
+
+        Raises:
+            ProofError: ``seq`` is not below ``size``.
+            StorageError: ``size`` exceeds the ledger.
+        """
+        if size > self._size:
+            raise StorageError(f"ledger has {self._size} entries, cannot prove in size {size}")
+        return inclusion_proof(seq, size, self.node_hash)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """Return the consistency proof from ``old_size`` to ``new_size``.
+
+        Raises:
+            ProofError: the sizes are not ``0 < old_size <= new_size``.
+            StorageError: ``new_size`` exceeds the ledger.
+        """
+        if new_size > self._size:
+            raise StorageError(f"ledger has {self._size} entries, cannot prove size {new_size}")
+        return consistency_proof(old_size, new_size, self.node_hash)
+
+    def reveal(self, seq: int, path: str) -> Any:
+        """Return the value behind a sensitive field, or raise if it was erased.
+
+        Raises:
+            StorageError: there is no stored value (never sensitive, or erased).
+        """
+        rows = self._query("SELECT value FROM secrets WHERE seq=? AND path=?", (seq, path))
+        if not rows:
+            raise StorageError(f"entry seq {seq} holds no stored value for {path!r} (erased?)")
+        return loads(bytes(rows[0][0]))
+
+    # -- erasure -------------------------------------------------------------------------
+
+    def erase(self, seq: int, path: str) -> None:
+        """Crypto-shred a sensitive value: delete its value and salt for good.
+
+        Raises:
+            StorageError: the entry has no stored value at ``path``.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute("DELETE FROM secrets WHERE seq=? AND path=?", (seq, path))
+            conn.execute("COMMIT")
+            if cur.rowcount != 1:
+                raise StorageError(f"entry seq {seq} holds no stored value for {path!r}")
+
+        self._submit(run)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def sign_checkpoint(self, origin: str, key: Ed25519PrivateKey) -> StoredCheckpoint:
+        """Sign a checkpoint over every committed entry and record it.
+
+        The root is recomputed from the stored leaves (not the node cache) and
+        compared with the cache; the compare-and-swap record refuses a second
+        root for a size already signed and any size below the last one.
+
+        Raises:
+            StorageError: the recomputed root disagrees with the cache, or the
+                record already holds another root for this size or a larger size.
+        """
+
+        def run(conn: sqlite3.Connection) -> StoredCheckpoint:
+            size = self._size
+            leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY seq")]
+            if len(leaves) != size:
+                raise StorageError(f"ledger holds {len(leaves)} leaves, expected {size}")
+            root = root_from_leaves(leaves)
+            if root != self._range.root():
+                raise StorageError(
+                    f"root of size {size} recomputed from the leaves differs from the tree cache; "
+                    "run fsck"
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = conn.execute("SELECT size, root FROM signed WHERE id=1").fetchone()
+                if last is not None:
+                    last_size, last_root = last[0], bytes(last[1])
+                    if size < last_size:
+                        raise StorageError(
+                            f"refusing to sign size {size}: size {last_size} is already signed"
+                        )
+                    if size == last_size:
+                        if root != last_root:
+                            raise StorageError(f"refusing to sign a second root for size {size}")
+                        note = conn.execute(
+                            "SELECT note FROM checkpoints WHERE size=?", (size,)
+                        ).fetchone()
+                        conn.execute("COMMIT")
+                        return StoredCheckpoint(size, root, bytes(note[0]))
+                    cur = conn.execute(
+                        "UPDATE signed SET size=?, root=? WHERE id=1 AND size=? AND root=?",
+                        (size, root, last_size, last_root),
+                    )
+                else:
+                    cur = conn.execute(
+                        "INSERT INTO signed(id, size, root) VALUES (1, ?, ?)", (size, root)
+                    )
+                if cur.rowcount != 1:
+                    raise StorageError("checkpoint record changed underneath the signer")
+                note = sign_checkpoint(origin, size, root, key)
+                conn.execute(
+                    "INSERT INTO checkpoints(size, root, note, created) VALUES (?, ?, ?, ?)",
+                    (size, root, note, int(time.time())),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return StoredCheckpoint(size, root, note)
+
+        return self._submit(run)
+
+    def add_cosignatures(self, size: int, lines: Iterable[SignatureLine]) -> StoredCheckpoint:
+        """Append cosignature lines to the stored checkpoint of ``size``.
+
+        Raises:
+            StorageError: no checkpoint of that size was signed.
+        """
+        new_lines = list(lines)
+
+        def run(conn: sqlite3.Connection) -> StoredCheckpoint:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT root, note FROM checkpoints WHERE size=?", (size,)
+                ).fetchone()
+                if row is None:
+                    raise StorageError(f"no checkpoint of size {size} was signed")
+                try:
+                    note = add_signatures(bytes(row[1]), new_lines)
+                except CheckpointError as e:
+                    raise StorageError(f"stored checkpoint of size {size} is corrupt: {e}") from e
+                conn.execute("UPDATE checkpoints SET note=? WHERE size=?", (note, size))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return StoredCheckpoint(size, bytes(row[0]), note)
+
+        return self._submit(run)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Return every stored checkpoint, smallest size first."""
+        rows = self._query("SELECT size, root, note FROM checkpoints ORDER BY size")
+        return [StoredCheckpoint(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """Return the checkpoint of the largest size, or None."""
+        rows = self._query("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return StoredCheckpoint(rows[0][0], bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+    # -- fsck ----------------------------------------------------------------------------
+
+    def fsck(
+        self,
+        public_key: Ed25519PublicKey | None = None,
+        origin: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FsckReport:
+        """Rebuild the tree from the stored entries and check everything against it.
+
+        Checks every body parses and re-hashes to its leaf, seq is dense, the
+        ``prev`` chain, every cached node, every checkpoint's root (and its
+        signature when ``public_key`` and ``origin`` are given), and that each
+        stored sensitive value matches its commitment.
+
+        Raises:
+            StorageError: the first inconsistency found, naming the entry,
+                node or checkpoint.
+        """
+        size = self._size
+        stored = {c.size: c for c in self.checkpoints()}
+        roots: dict[int, bytes] = {}
+        if 0 in stored:
+            roots[0] = EMPTY_ROOT
+        computed: dict[int, list[bytes]] = {}
+
+        def on_node(level: int, idx: int, digest: bytes) -> None:
+            computed.setdefault(level, []).append(digest)
+
+        rng = CompactRange()
+        prev = GENESIS_PREV
+        for seq, body, leaf in self.iter_entries(0, size):
+            if seq != rng.size:
+                raise StorageError(f"entry seq {rng.size} is missing (found seq {seq})")
+            try:
+                entry = parse_entry(body)
+            except EntryError as e:
+                raise StorageError(f"entry seq {seq} is corrupt: {e}") from e
+            if entry.seq != seq:
+                raise StorageError(f"entry stored at seq {seq} says seq {entry.seq}")
+            if entry.leaf != leaf:
+                raise StorageError(f"entry seq {seq}: stored leaf hash does not match its bytes")
+            if entry.prev != prev:
+                raise StorageError(
+                    f"entry seq {seq}: prev does not match the leaf of seq {seq - 1}"
+                )
+            if entry.fields["node"] != self.node:
+                raise StorageError(f"entry seq {seq} was recorded by {entry.fields['node']!r}")
+            prev = leaf.hex()
+            rng.append(leaf, on_node)
+            if rng.size in stored:
+                roots[rng.size] = rng.root()
+            if progress is not None and rng.size % 65536 == 0:
+                progress(rng.size, size)
+        if rng.size != size:
+            raise StorageError(f"ledger should hold {size} entries, found {rng.size}")
+        node_count = 0
+        for level, idx, digest in self._query(
+            "SELECT level, idx, hash FROM nodes ORDER BY level, idx"
+        ):
+            level_nodes = computed.get(level, [])
+            if idx >= len(level_nodes) or level_nodes[idx] != bytes(digest):
+                raise StorageError(f"cached tree node level {level} index {idx} is wrong")
+            node_count += 1
+        expected_nodes = sum(len(v) for v in computed.values())
+        if node_count != expected_nodes:
+            raise StorageError(f"tree cache holds {node_count} nodes, expected {expected_nodes}")
+        for cp in stored.values():
+            if cp.size > size:
+                raise StorageError(f"checkpoint size {cp.size} exceeds the {size} stored entries")
+            if roots.get(cp.size) != cp.root:
+                raise StorageError(f"checkpoint size {cp.size}: root does not match the entries")
+            try:
+                parsed = parse_checkpoint(parse_note(cp.note).text)
+                if public_key is not None and origin is not None:
+                    parsed = verify_checkpoint(cp.note, origin, public_key)
+            except CheckpointError as e:
+                raise StorageError(f"checkpoint size {cp.size}: {e}") from e
+            if parsed.size != cp.size or parsed.root != cp.root:
+                raise StorageError(f"checkpoint size {cp.size}: note disagrees with its record")
+        secrets = self._query("SELECT seq, path, salt, value FROM secrets")
+        for seq, path, salt, value in secrets:
+            fields = loads(self.entry(seq))
+            committed = (
+                fields["detail"].get(path[7:]) if path.startswith("detail.") else fields.get(path)
+            )
+            if path not in fields["sensitive"] or committed != commitment(
+                bytes(salt), loads(bytes(value))
+            ):
+                raise StorageError(
+                    f"entry seq {seq}: stored value for {path!r} does not match its commitment"
+                )
+        if progress is not None:
+            progress(size, size)
+        return FsckReport(
+            size=size,
+            root=rng.root(),
+            checkpoints=len(stored),
+            nodes=node_count,
+            secrets=len(secrets),
+        )
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the writer after it commits what is queued, and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        with self._read_lock:
+            self._read.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
