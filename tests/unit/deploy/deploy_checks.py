@@ -1,0 +1,344 @@
+"""Static checks of deploy/: each returns the problems it finds, so tests can show both ways.
+
+No container engine or cluster runs in CI, so these checks read the files the
+way an operations reviewer would: every node runs as non-root with a health
+check, keeps keys, data and ledger on volumes of its own, and is reachable only
+on the federation port.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "FEDERATION_PORT",
+    "check_compose",
+    "check_dockerfile",
+    "check_k8s",
+    "check_systemd",
+    "parse_unit",
+]
+
+FEDERATION_PORT = 7443
+HOME = "/var/lib/fednode"
+_ROOT_USERS = {"", "0", "root", "0:0", "root:root"}
+
+
+def _stages(text: str) -> list[list[tuple[str, str]]]:
+    """Split a Dockerfile into stages of (INSTRUCTION, arguments), joining continuations."""
+    joined = re.sub(r"\\\n", " ", text)
+    stages: list[list[tuple[str, str]]] = []
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        instruction = word.upper()
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, rest.strip()))
+    return stages
+
+
+def check_dockerfile(text: str) -> list[str]:
+    """Problems in a Dockerfile: multi-stage build, non-root user, health check, port."""
+    problems: list[str] = []
+    stages = _stages(text)
+    if len(stages) < 2:
+        return [f"Dockerfile must be multi-stage, found {len(stages)} stage(s)"]
+    final = stages[-1]
+    instructions = [i for i, _ in final]
+    users = [args for i, args in final if i == "USER"]
+    if not users:
+        problems.append("final stage has no USER: the node would run as root")
+    elif users[-1].strip() in _ROOT_USERS or users[-1].startswith(("0:", "root")):
+        problems.append(f"final stage runs as root (USER {users[-1]})")
+    health = [args for i, args in final if i == "HEALTHCHECK"]
+    if not health or health[-1].upper().startswith("NONE"):
+        problems.append("final stage has no HEALTHCHECK")
+    elif "CMD" not in health[-1] or "fednode" not in health[-1]:
+        problems.append(f"HEALTHCHECK does not ask fednode: {health[-1]}")
+    if not any(i == "COPY" and "--from=" in a for i, a in final):
+        problems.append("final stage copies nothing from the build stage")
+    if any(i == "RUN" and "pip install" in a for i, a in final):
+        problems.append("final stage runs pip install: build tools belong in the build stage")
+    exposed = {p.split("/")[0] for i, a in final if i == "EXPOSE" for p in a.split()}
+    if exposed != {str(FEDERATION_PORT)}:
+        problems.append(f"final stage must expose only {FEDERATION_PORT}, exposes {exposed}")
+    if "ENTRYPOINT" not in instructions and "CMD" not in instructions:
+        problems.append("final stage has no ENTRYPOINT or CMD")
+    return problems
+
+
+def _mount_target(volume: Any) -> tuple[str, str]:
+    """(source, target) of a compose volume in short or long syntax."""
+    if isinstance(volume, dict):
+        return str(volume.get("source", "")), str(volume.get("target", ""))
+    source, _, rest = str(volume).partition(":")
+    return source, rest.split(":")[0]
+
+
+def check_compose(doc: Any, departments: Iterable[str]) -> list[str]:
+    """Problems in docker-compose.yml, given the department ids that must be services."""
+    problems: list[str] = []
+    services: dict[str, Any] = (doc or {}).get("services") or {}
+    declared = set(((doc or {}).get("volumes") or {}).keys())
+    missing = set(departments) - set(services)
+    if missing:
+        problems.append(f"no service for departments {sorted(missing)}")
+    owners: dict[str, str] = {}
+    for name, svc in services.items():
+        where = f"service {name}"
+        if str(svc.get("user", "")).strip() in _ROOT_USERS:
+            problems.append(f"{where}: must set a non-root user")
+        if svc.get("privileged"):
+            problems.append(f"{where}: must not be privileged")
+        if svc.get("network_mode") == "host":
+            problems.append(f"{where}: must not use the host network")
+        if svc.get("read_only") is not True:
+            problems.append(f"{where}: root filesystem must be read_only")
+        if "ALL" not in (svc.get("cap_drop") or []):
+            problems.append(f"{where}: must drop ALL capabilities")
+        if "no-new-privileges:true" not in (svc.get("security_opt") or []):
+            problems.append(f"{where}: must set no-new-privileges")
+        test = (svc.get("healthcheck") or {}).get("test")
+        if not test or (isinstance(test, list) and test[0] == "NONE") or "fednode" not in str(test):
+            problems.append(f"{where}: needs a healthcheck that asks fednode")
+        mounts = dict(_mount_target(v)[::-1] for v in svc.get("volumes") or [])
+        for sub in ("keys", "data", "ledger"):
+            source = mounts.get(f"{HOME}/{sub}")
+            if source is None:
+                problems.append(f"{where}: no volume mounted at {HOME}/{sub}")
+            elif source not in declared:
+                problems.append(f"{where}: {sub} volume {source!r} is not a named volume")
+        for target, source in mounts.items():
+            if source in declared:
+                if source in owners and owners[source] != name:
+                    problems.append(f"{where}: volume {source!r} is shared with {owners[source]}")
+                owners[source] = name
+            if target.startswith(HOME) and source not in declared:
+                problems.append(f"{where}: {target} is a bind mount; node state needs a volume")
+        for port in svc.get("ports") or []:
+            container = str(port).rsplit(":", 1)[-1].split("/")[0]
+            if container != str(FEDERATION_PORT):
+                problems.append(f"{where}: publishes port {container}, only {FEDERATION_PORT}")
+    return problems
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _container_ports(pod: dict[str, Any]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for container in pod.get("containers") or []:
+        for port in container.get("ports") or []:
+            ports[str(port.get("name", port["containerPort"]))] = int(port["containerPort"])
+    return ports
+
+
+def _check_pod(where: str, pod: dict[str, Any], claims: set[str], secrets: set[str]) -> list[str]:
+    problems: list[str] = []
+    security = pod.get("securityContext") or {}
+    if security.get("runAsNonRoot") is not True or security.get("runAsUser") in (None, 0):
+        problems.append(f"{where}: pod must set runAsNonRoot and a non-zero runAsUser")
+    if pod.get("hostNetwork"):
+        problems.append(f"{where}: must not use the host network")
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for container in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        cwhere = f"{where} container {container.get('name')}"
+        csec = container.get("securityContext") or {}
+        if csec.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{cwhere}: allowPrivilegeEscalation must be false")
+        if csec.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{cwhere}: root filesystem must be read-only")
+        if csec.get("privileged"):
+            problems.append(f"{cwhere}: must not be privileged")
+        if "ALL" not in ((csec.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"{cwhere}: must drop ALL capabilities")
+    for container in pod.get("containers") or []:
+        cwhere = f"{where} container {container.get('name')}"
+        mounted = {m["name"] for m in container.get("volumeMounts") or []}
+        home = [m["name"] for m in container.get("volumeMounts") or [] if m["mountPath"] == HOME]
+        if not home or home[0] not in claims:
+            problems.append(f"{cwhere}: {HOME} (ledger, data) is not on a PersistentVolumeClaim")
+        secret_mounts = [
+            volumes[m]["secret"].get("secretName")
+            for m in mounted
+            if m in volumes and "secret" in volumes[m]
+        ]
+        if not secret_mounts:
+            problems.append(f"{cwhere}: mounts no Secret for its keys")
+        for name in secret_mounts:
+            if name not in secrets:
+                problems.append(f"{cwhere}: Secret {name!r} is neither defined nor generated")
+        if not any(k in container for k in ("readinessProbe", "livenessProbe")):
+            problems.append(f"{cwhere}: has no readiness or liveness probe")
+        for mount in container.get("volumeMounts") or []:
+            is_secret = mount["name"] in volumes and "secret" in volumes[mount["name"]]
+            if is_secret and mount.get("readOnly") is not True:
+                problems.append(f"{cwhere}: Secret mount {mount['name']} must be readOnly")
+    return problems
+
+
+def _check_policy(where: str, policy: dict[str, Any], port_numbers: set[int]) -> list[str]:
+    problems: list[str] = []
+    spec = policy.get("spec") or {}
+    if "Ingress" not in (spec.get("policyTypes") or []):
+        problems.append(f"{where}: policyTypes must include Ingress")
+    for rule in spec.get("ingress") or []:
+        ports = rule.get("ports")
+        if not ports:
+            problems.append(f"{where}: an ingress rule opens every port")
+            continue
+        for port in ports:
+            if port.get("protocol", "TCP") != "TCP" or port.get("port") != FEDERATION_PORT:
+                problems.append(f"{where}: ingress opens {port}, only TCP {FEDERATION_PORT}")
+    if not spec.get("ingress"):
+        problems.append(f"{where}: no ingress rule: peers could not reach the node")
+    if FEDERATION_PORT not in port_numbers:
+        problems.append(f"{where}: selected pods do not listen on {FEDERATION_PORT}")
+    for rule in spec.get("egress") or []:
+        ports = rule.get("ports")
+        if not ports:
+            problems.append(f"{where}: an egress rule opens every port")
+            continue
+        for port in ports:
+            number = port.get("port")
+            if number == 53:
+                selectors = [t.get("podSelector", {}).get("matchLabels", {}) for t in rule["to"]]
+                if not all(s.get("k8s-app") == "kube-dns" for s in selectors):
+                    problems.append(f"{where}: port 53 egress must go to cluster DNS only")
+            elif number != FEDERATION_PORT or port.get("protocol", "TCP") != "TCP":
+                problems.append(f"{where}: egress opens {port}")
+    return problems
+
+
+def check_k8s(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> list[str]:
+    """Problems in the k8s manifests, read together with kustomization.yaml."""
+    problems: list[str] = []
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        kinds.setdefault(doc.get("kind", "?"), []).append(doc)
+    secrets = {d["metadata"]["name"] for d in kinds.get("Secret", [])}
+    generated = {g["name"]: g for g in kustomization.get("secretGenerator") or []}
+    secrets |= set(generated)
+    services = {d["metadata"]["name"]: d for d in kinds.get("Service", [])}
+    policies = kinds.get("NetworkPolicy", [])
+    if not kinds.get("StatefulSet"):
+        problems.append("no StatefulSet")
+    for sts in kinds.get("StatefulSet", []):
+        name = sts["metadata"]["name"]
+        where = f"StatefulSet {name}"
+        spec = sts["spec"]
+        pod = spec["template"]["spec"]
+        labels = spec["template"]["metadata"].get("labels") or {}
+        if spec.get("replicas", 1) != 1:
+            problems.append(f"{where}: must run exactly one replica (one ledger writer)")
+        claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []}
+        if not claims:
+            problems.append(f"{where}: has no volumeClaimTemplates (PVC)")
+        problems += _check_pod(where, pod, claims, secrets)
+        for volume in pod.get("volumes") or []:
+            secret = (volume.get("secret") or {}).get("secretName")
+            if secret in generated:
+                files = {f.rsplit("/", 1)[-1] for f in generated[secret].get("files") or []}
+                for item in volume["secret"].get("items") or []:
+                    if item["key"] not in files:
+                        problems.append(f"{where}: Secret {secret} has no key {item['key']}")
+        ports = _container_ports(pod)
+        service = services.get(spec.get("serviceName", ""))
+        if service is None:
+            problems.append(f"{where}: serviceName {spec.get('serviceName')!r} has no Service")
+        else:
+            if not _labels_match(service["spec"].get("selector") or {}, labels):
+                problems.append(f"{where}: Service selector does not match the pod labels")
+            for port in service["spec"].get("ports") or []:
+                target = port.get("targetPort", port.get("port"))
+                if target not in ports and target not in ports.values():
+                    problems.append(f"{where}: Service targetPort {target} is not a container port")
+                if port.get("port") != FEDERATION_PORT:
+                    problems.append(f"{where}: Service exposes {port.get('port')}")
+        selecting = [
+            p
+            for p in policies
+            if _labels_match(p["spec"]["podSelector"].get("matchLabels") or {}, labels)
+        ]
+        if not selecting:
+            problems.append(f"{where}: no NetworkPolicy selects its pods")
+        for policy in selecting:
+            problems += _check_policy(
+                f"NetworkPolicy {policy['metadata']['name']}", policy, set(ports.values())
+            )
+    for generator in generated.values():
+        files = {f.rsplit("/", 1)[-1] for f in generator.get("files") or []}
+        for key in ("tls.key", "signing.key", "hpke.key"):
+            if key not in files:
+                problems.append(f"secretGenerator {generator['name']}: missing {key}")
+    return problems
+
+
+def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Parse a systemd unit into sections of (key, value), keeping repeated keys."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        if current is None or "=" not in line:
+            raise ValueError(f"not a unit file line: {raw!r}")
+        key, _, value = line.partition("=")
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+_REQUIRED_HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictSUIDSGID": "yes",
+    "RestrictNamespaces": "yes",
+    "LockPersonality": "yes",
+    "CapabilityBoundingSet": "",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "ReadWritePaths": HOME,
+}
+
+
+def check_systemd(text: str) -> list[str]:
+    """Problems in the systemd unit: hardening keys, user, and what it starts."""
+    sections = parse_unit(text)
+    service = sections.get("Service")
+    if service is None:
+        return ["unit has no [Service] section"]
+    values: dict[str, str] = {}
+    for key, value in service:
+        values[key] = value
+    problems = [
+        f"[Service] {key}={values.get(key)!r}, want {want!r}"
+        for key, want in _REQUIRED_HARDENING.items()
+        if values.get(key) != want
+    ]
+    if values.get("User", "root") in _ROOT_USERS:
+        problems.append("[Service] must run as a dedicated non-root User")
+    if not any(k == "SystemCallFilter" for k, _ in service):
+        problems.append("[Service] has no SystemCallFilter")
+    argv = shlex.split(values.get("ExecStart", ""))
+    if len(argv) < 2 or not argv[0].endswith("/fednode") or argv[1] != "serve":
+        problems.append(f"[Service] ExecStart must run 'fednode serve', got {argv}")
+    if "Install" not in sections:
+        problems.append("unit has no [Install] section")
+    return problems
