@@ -1,0 +1,432 @@
+"""Encrypted shares between real node processes: the happy path and every refusal.
+
+Two departments run as real ``fednode serve`` processes with certificates from
+a real test CA: ``health`` provides, ``statistics`` consumes. Stream-tampering
+cases replace the provider with a hand-built malicious gRPC server that holds
+health's real certificate and signing key, so the consumer's verification is
+what is under test. Every refusal must leave no visible output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ledger.canonical import dumps
+from node.agreements.document import SignedAgreement, new_agreement
+from node.config import load_config
+from node.exchange.envelope import EnvelopeSealer
+from node.identity import keys
+from node.localfed import DepartmentSpec, LocalFederation
+from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
+from tests.integration.helpers import fednode
+
+pytestmark = pytest.mark.integration
+
+# Starts a node with the exchange service and admin commands mounted, whether
+# or not this build's server lists them yet.
+LAUNCHER = """
+import sys
+from node.admin import registry
+from node.server import app
+for m in ("node.exchange.service",):
+    if m not in app.SERVICE_MODULES:
+        app.SERVICE_MODULES = (*app.SERVICE_MODULES, m)
+for m in ("node.catalog.admin", "node.agreements.admin", "node.exchange.admin"):
+    if m not in registry.HANDLER_MODULES:
+        registry.HANDLER_MODULES = (*registry.HANDLER_MODULES, m)
+from node.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+DEPARTMENTS = [
+    DepartmentSpec("health", "Health Commission"),
+    DepartmentSpec("statistics", "Statistics Bureau"),
+]
+PEOPLE = 5_000
+
+
+def start(fed: LocalFederation, department: str) -> None:
+    home = fed.homes[department]
+    log = (home / "node.log").open("ab")
+    fed.processes[department] = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, "serve", "--home", str(home)],
+        stdout=log,
+        stderr=log,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
+    log.close()
+    fed.wait_ready([department])
+
+
+def sample_table(rows: int = PEOPLE) -> pa.Table:
+    return pa.table(
+        {
+            "person_id": [f"P{i:07d}" for i in range(rows)],
+            "age": pa.array([i % 97 for i in range(rows)], pa.int32()),
+            "district": [f"district-{i % 13}" for i in range(rows)],
+            "diagnosis": [f"code-{i % 31}" for i in range(rows)],
+            "income": pa.array([i * 7 for i in range(rows)], pa.int64()),
+        }
+    )
+
+
+def ledger_events(home: Path) -> list[dict[str, Any]]:
+    path = load_config(home).ledger_dir / "ledger.sqlite"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT body FROM entries ORDER BY seq").fetchall()
+    return [json.loads(bytes(r[0])) for r in rows]
+
+
+def visible(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def agreement_file(
+    fed: LocalFederation, tmp: Path, *, valid_until: str = "+1d", columns: list[str] | None = None
+) -> tuple[str, Path]:
+    """health draws up an agreement with the CLI; statistics countersigns it and pushes it back."""
+    file = tmp / "visits.agreement"
+    cols = columns or [
+        "person_id=pseudonymize",
+        "age=generalize:band=10",
+        "district=plain",
+        "diagnosis=drop",
+    ]
+    fednode(
+        "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
+        "--dataset", "visits", "--purpose-code", "STAT-7", "--purpose", "monthly statistics",
+        "--valid-until", valid_until, "--mode", "transfer",
+        *[a for c in cols for a in ("--column", c)], "--out", file, check=True,
+    )  # fmt: skip
+    fednode(
+        "agreement", "countersign", file, "--push", "--home", fed.homes["statistics"], check=True
+    )
+    agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
+    return agreement_id, file
+
+
+@pytest.fixture
+def pair(federation_factory: Any, tmp_path: Path) -> LocalFederation:
+    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+    start(fed, "health")
+    start(fed, "statistics")
+    data = tmp_path / "visits.parquet"
+    pq.write_table(sample_table(), data, row_group_size=1000)
+    fednode(
+        "dataset",
+        "add",
+        "visits",
+        data,
+        "--home",
+        fed.homes["health"],
+        "--label",
+        "district=public",
+        check=True,
+    )
+    return fed
+
+
+def fetch(
+    fed: LocalFederation, agreement_id: str, out: Path, *extra: str, provider: str = "health"
+) -> Any:
+    return fednode(
+        "share", "fetch", "--home", fed.homes["statistics"], "--from", provider,
+        "--agreement", agreement_id, "--out", out, *extra,
+    )  # fmt: skip
+
+
+# --- the happy path ---------------------------------------------------------
+
+
+def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(pair, tmp_path)
+    listing = fednode("agreement", "list", "--json", "--home", pair.homes["health"], check=True)
+    assert json.loads(listing.stdout)["agreements"][0]["state"] == "active"
+    out_dir = tmp_path / "received"
+    out_dir.mkdir()
+    out = out_dir / "visits.parquet"
+    result = fetch(pair, agreement_id, out, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == PEOPLE and summary["receipt_acknowledged"]
+    table = pq.read_table(out)
+    # Columns not named never leave; dropped ones neither; the rest are treated.
+    assert table.column_names == ["person_id", "age", "district"]
+    assert table["person_id"][0].as_py() != "P0000000" and len(table["person_id"][0].as_py()) == 64
+    assert table["age"][15].as_py() == "10-19"
+    assert visible(out_dir) == ["visits.parquet"]
+
+    sent = [e for e in ledger_events(pair.homes["health"]) if e.get("event") == "share.sent"]
+    received = [
+        e for e in ledger_events(pair.homes["statistics"]) if e.get("event") == "share.received"
+    ]
+    assert len(sent) == 1 and len(received) == 1
+    assert sent[0]["digest"] == received[0]["digest"] == summary["digest"]
+    assert sent[0]["detail"]["share_id"] == received[0]["detail"]["share_id"] == summary["share_id"]
+    receipt = sent[0]["detail"]["receipt"]["receipt"]
+    assert receipt["digest"] == summary["digest"] and receipt["rows"] == PEOPLE
+
+    # Arrow IPC output, and a column subset, work the same way.
+    arrow = out_dir / "subset.arrow"
+    result = fetch(pair, agreement_id, arrow, "--columns", "district", "--json")
+    assert result.returncode == 0, result.stderr
+    assert pa.ipc.open_file(arrow).read_all().column_names == ["district"]
+
+
+# --- refusals by the real provider --------------------------------------------
+
+
+def test_column_not_in_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(pair, tmp_path)
+    out = tmp_path / "out" / "x.parquet"
+    out.parent.mkdir()
+    for column in ("income", "diagnosis"):
+        result = fetch(pair, agreement_id, out, "--columns", f"district,{column}")
+        assert result.returncode == 6, result.stderr
+        assert f"columns not granted by agreement {agreement_id}: {column}" in result.stderr
+    assert visible(out.parent) == []
+    denied = [e for e in ledger_events(pair.homes["health"]) if e.get("event") == "access.denied"]
+    assert len(denied) == 2 and denied[0]["peer"] == "statistics"
+
+
+def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(pair, tmp_path, valid_until="+3s")
+    time.sleep(3.5)
+    out = tmp_path / "x.parquet"
+    result = fetch(pair, agreement_id, out)
+    assert result.returncode == 6
+    assert f"agreement {agreement_id} expired at" in result.stderr
+    assert not out.exists()
+
+
+def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> None:
+    big = tmp_path / "big.parquet"
+    rows = 400_000
+    pq.write_table(
+        pa.table({"district": [f"district-{i % 13}-{i}" for i in range(rows)]}),
+        big,
+        row_group_size=20_000,
+    )
+    fednode("dataset", "add", "big", big, "--home", pair.homes["health"], check=True)
+    file = tmp_path / "big.agreement"
+    fednode(
+        "agreement", "create", "--home", pair.homes["health"], "--consumer", "statistics",
+        "--dataset", "big", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
+        "--column", "district=plain", "--out", file, check=True,
+    )  # fmt: skip
+    fednode(
+        "agreement", "countersign", file, "--push", "--home", pair.homes["statistics"], check=True
+    )
+    agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    # A slow consumer keeps the share in flight while the provider revokes.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node.cli.main", "share", "fetch",
+         "--home", str(pair.homes["statistics"]), "--from", "health",
+         "--agreement", agreement_id, "--out", str(out_dir / "big.parquet"),
+         "--limit-rate", "400000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2.0)
+    assert process.poll() is None, process.communicate()
+    fednode(
+        "agreement",
+        "revoke",
+        agreement_id,
+        "--reason",
+        "test",
+        "--home",
+        pair.homes["health"],
+        check=True,
+    )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 6, stderr
+    assert "revoked" in stderr
+    assert visible(out_dir) == []
+    events = ledger_events(pair.homes["health"])
+    assert any(e.get("event") == "agreement.revoked" for e in events)
+    assert any(
+        e.get("event") == "access.denied" and "stopped" in e["detail"]["reason"] for e in events
+    )
+
+
+def test_peer_not_in_directory(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(pair, tmp_path)
+    out = tmp_path / "x.parquet"
+    result = fetch(pair, agreement_id, out, provider="finance")
+    assert result.returncode == 4, result.stderr
+    assert "finance" in result.stderr and "directory" in result.stderr
+    assert not out.exists()
+
+
+def test_agreement_import_path_without_push(pair: LocalFederation, tmp_path: Path) -> None:
+    file = tmp_path / "manual.agreement"
+    fednode(
+        "agreement", "create", "--home", pair.homes["health"], "--consumer", "statistics",
+        "--dataset", "visits", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
+        "--column", "district=plain", "--out", file, check=True,
+    )  # fmt: skip
+    agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
+    out = tmp_path / "x.parquet"
+    assert fetch(pair, agreement_id, out).returncode == 6  # not countersigned: consumer has none
+    fednode("agreement", "countersign", file, "--home", pair.homes["statistics"], check=True)
+    refused = fetch(pair, agreement_id, out)
+    assert refused.returncode == 6 and "is proposed, not active" in refused.stderr
+    tampered = json.loads(file.read_bytes())
+    tampered["agreement"]["columns"]["income"] = {"treatment": "plain", "params": {}}
+    bad = tmp_path / "bad.agreement"
+    bad.write_bytes(dumps(tampered))
+    result = fednode("agreement", "import", bad, "--home", pair.homes["health"])
+    assert result.returncode == 6 and "signature" in result.stderr
+    fednode("agreement", "import", file, "--home", pair.homes["health"], check=True)
+    assert fetch(pair, agreement_id, out).returncode == 0
+
+
+# --- a malicious provider -----------------------------------------------------
+
+
+class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
+    """A real gRPC server with health's certificate and signing key that misbehaves on purpose."""
+
+    def __init__(self, home: Path, recipient_hpke: bytes, agreement_id: str) -> None:
+        config = load_config(home)
+        self.signing_key = keys.load_ed25519(config.signing_key_path)
+        self.recipient_hpke = recipient_hpke
+        self.agreement_id = agreement_id
+        self.mode = "honest"
+        self.recorded: list[Any] = []
+
+    def frames(self, hpke_public: bytes) -> list[Any]:
+        table = pa.table({"district": [f"d{i}" for i in range(3000)]})
+        sealer = EnvelopeSealer(
+            signing_key=self.signing_key, sender="health", recipient="statistics",
+            recipient_hpke_public=hpke_public, agreement=self.agreement_id, dataset="visits",
+            schema=table.schema, chunk_limit=4096,
+        )  # fmt: skip
+        out = [exchange_pb2.ShareFrame(header=sealer.header)]
+        for batch in table.to_batches(max_chunksize=500):
+            out += [exchange_pb2.ShareFrame(chunk=c) for c in sealer.add(batch)]
+        final, trailer = sealer.finish()
+        return [
+            *out,
+            exchange_pb2.ShareFrame(chunk=final),
+            exchange_pb2.ShareFrame(trailer=trailer),
+        ]
+
+    def Fetch(self, request: Any, context: Any) -> Iterator[Any]:
+        if self.mode == "wrong-key":
+            frames = self.frames(keys.generate_hpke().public_bytes)
+        elif self.mode == "replay" and self.recorded:
+            frames = self.recorded
+        else:
+            frames = self.frames(self.recipient_hpke)
+            self.recorded = frames
+        header, chunks, trailer = frames[0], frames[1:-1], frames[-1]
+        if self.mode == "tamper":
+            sealed = bytearray(chunks[2].chunk)
+            sealed[30] ^= 0x40
+            chunks = [*chunks[:2], exchange_pb2.ShareFrame(chunk=bytes(sealed)), *chunks[3:]]
+        elif self.mode == "reorder":
+            chunks = [chunks[0], chunks[2], chunks[1], *chunks[3:]]
+        elif self.mode == "truncate":
+            chunks, trailer = chunks[:3], None
+        yield header
+        yield from chunks
+        if trailer is not None:
+            yield trailer
+
+    def Acknowledge(self, request: Any, context: Any) -> Any:
+        return exchange_pb2.ReceiptAck(ledger_seq=1)
+
+
+@pytest.fixture
+def malicious(
+    federation_factory: Any, tmp_path: Path
+) -> Iterator[tuple[LocalFederation, MaliciousProvider, str]]:
+    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+    start(fed, "statistics")
+    health = load_config(fed.homes["health"])
+    statistics = load_config(fed.homes["statistics"])
+    now = int(time.time())
+    doc = new_agreement(
+        federation=fed.federation, provider="health", consumer="statistics", dataset="visits",
+        purpose_code="X", purpose_text="", valid_from=now - 5, valid_until=now + 3600,
+        modes=["transfer"], columns={"district": {"treatment": "plain"}}, created=now,
+    )  # fmt: skip
+    signed = SignedAgreement.sign(doc, keys.load_ed25519(health.signing_key_path))
+    file = tmp_path / "evil.agreement"
+    file.write_bytes(signed.to_bytes())
+    fednode("agreement", "countersign", file, "--home", fed.homes["statistics"], check=True)
+    servicer = MaliciousProvider(
+        fed.homes["health"], keys.load_hpke(statistics.hpke_key_path).public_bytes, signed.id
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    exchange_pb2_grpc.add_ExchangeServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials(
+        [(health.tls_key_path.read_bytes(), health.cert_path.read_bytes())],
+        root_certificates=health.ca_cert_path.read_bytes(),
+        require_client_auth=True,
+    )
+    server.add_secure_port(health.listen, credentials)
+    server.start()
+    yield fed, servicer, signed.id
+    server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("tamper", "chunk 2 failed authentication (AES-GCM tag mismatch)"),
+        ("truncate", "stream ended after 3 chunks without the final chunk"),
+        ("reorder", "chunks out of order: chunk 2 arrived before chunk 1"),
+        ("wrong-key", "content key does not unwrap with this node's HPKE key"),
+    ],
+)
+def test_consumer_refuses_a_malicious_stream(
+    malicious: tuple[LocalFederation, MaliciousProvider, str],
+    tmp_path: Path,
+    mode: str,
+    message: str,
+) -> None:
+    fed, servicer, agreement_id = malicious
+    servicer.mode = mode
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    result = fetch(fed, agreement_id, out_dir / "x.parquet")
+    assert result.returncode == 7, result.stderr
+    assert message in result.stderr
+    assert visible(out_dir) == []
+    failures = [
+        e for e in ledger_events(fed.homes["statistics"]) if e.get("event") == "share.failed"
+    ]
+    assert failures and message in failures[-1]["detail"]["reason"]
+
+
+def test_consumer_refuses_a_replayed_share(
+    malicious: tuple[LocalFederation, MaliciousProvider, str], tmp_path: Path
+) -> None:
+    fed, servicer, agreement_id = malicious
+    servicer.mode = "replay"
+    first = fetch(fed, agreement_id, tmp_path / "first.parquet")
+    assert first.returncode == 0, first.stderr
+    result = fetch(fed, agreement_id, tmp_path / "again.parquet")
+    assert result.returncode == 7, result.stderr
+    assert "already received; refusing a replay" in result.stderr
+    assert not (tmp_path / "again.parquet").exists()
+    assert pq.read_table(tmp_path / "first.parquet").num_rows == 3000
