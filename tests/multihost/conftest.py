@@ -18,14 +18,15 @@ LabFactory = Callable[[Sequence[str]], Lab]
 
 
 @functools.cache
-def _why_not() -> str | None:
+def unavailable_reason() -> str | None:
+    """Why labs cannot be built here (computed once per session), or None."""
     return skip_reason()
 
 
 @pytest.fixture
 def make_lab() -> Iterator[LabFactory]:
     """A factory that builds labs; each one is closed when the test ends, pass or fail."""
-    reason = _why_not()
+    reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     built: list[Lab] = []

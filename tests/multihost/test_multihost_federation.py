@@ -1,0 +1,185 @@
+"""A federation across network namespaces: mTLS, a share, a cut link mid-share, and the ledgers.
+
+Four departments of the seed city each run ``fednode serve`` in their own
+namespace with their own address, joined by a bridge. The public-security
+bureau shares accident reports with the traffic bureau under a signed
+agreement; then a large share is interrupted by cutting the provider's link,
+which must fail cleanly, and succeeds once the link is back.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import unavailable_reason
+from labfed import LabFederation, provision_in_lab
+from netns import Lab
+
+from node.localfed import DepartmentSpec
+
+pytestmark = [pytest.mark.multihost, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = ROOT / "seeds" / "data"
+DEPARTMENTS = [
+    DepartmentSpec("data-bureau", "Municipal Big Data Bureau", witness=False),
+    DepartmentSpec("traffic", "Traffic Management Bureau"),
+    DepartmentSpec("public-security", "Public Security Bureau"),
+    DepartmentSpec("civil-affairs", "Civil Affairs Bureau"),
+]
+ACCIDENT_COLUMNS = [
+    "accident_id=pseudonymize",
+    "occurred_at=generalize:to=hour",
+    "intersection_id=plain",
+    "severity=plain",
+    "persons_injured=plain",
+    "plate_tokens=drop",
+]
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFederation]:
+    # One lab for the module: starting four nodes is the expensive part.
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    lab = Lab.create([d.department for d in DEPARTMENTS])
+    try:
+        federation = provision_in_lab(
+            lab, tmp_path_factory.mktemp("city"), "riverside", DEPARTMENTS, witness_threshold=2
+        )
+        for spec in DEPARTMENTS:
+            federation.start(spec.department)
+        federation.wait_ready([d.department for d in DEPARTMENTS])
+        yield federation
+    finally:
+        lab.close()
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _agreement(
+    city: LabFederation, tmp: Path, provider: str, consumer: str, dataset: str, columns: list[str]
+) -> str:
+    file = tmp / f"{dataset}.agreement"
+    _ok(city.fednode(
+        provider, "agreement", "create", "--consumer", consumer, "--dataset", dataset,
+        "--purpose-code", "road-safety-planning", "--purpose", "re-time signals",
+        "--valid-until", "+1d", "--mode", "transfer",
+        *[a for c in columns for a in ("--column", c)], "--out", file,
+    ))  # fmt: skip
+    _ok(city.fednode(consumer, "agreement", "countersign", file, "--push"))
+    agreement_id: str = json.loads(file.read_bytes())["agreement"]["id"]
+    return agreement_id
+
+
+def test_every_node_reaches_every_peer_over_mtls_across_namespaces(city: LabFederation) -> None:
+    for spec in DEPARTMENTS:
+        status = json.loads(_ok(city.fednode(spec.department, "status", "--json")).stdout)
+        assert status["endpoint"] == f"{city.lab.address(spec.department)}:7443"
+        peers = {p["department"]: p for p in status["peers"]}
+        assert set(peers) == {d.department for d in DEPARTMENTS} - {spec.department}
+        for peer, info in peers.items():
+            assert info["reachable"], (spec.department, peer, info)
+            assert info["endpoint"].startswith(city.lab.address(peer))
+
+
+def test_a_cut_link_makes_the_peer_unreachable_then_restore_heals(city: LabFederation) -> None:
+    city.lab.cut("civil-affairs")
+    try:
+        status = json.loads(_ok(city.fednode("traffic", "status", "--json")).stdout)
+        peers = {p["department"]: p for p in status["peers"]}
+        assert not peers["civil-affairs"]["reachable"]
+        assert peers["public-security"]["reachable"]
+    finally:
+        city.lab.restore("civil-affairs")
+    status = json.loads(_ok(city.fednode("traffic", "status", "--json")).stdout)
+    assert all(p["reachable"] for p in status["peers"])
+
+
+def test_seed_accidents_travel_from_public_security_to_traffic(
+    city: LabFederation, tmp_path: Path
+) -> None:
+    _ok(city.fednode("public-security", "dataset", "add", "accidents",
+                     SEEDS / "public-security" / "accidents.parquet"))  # fmt: skip
+    agreement_id = _agreement(
+        city, tmp_path, "public-security", "traffic", "accidents", ACCIDENT_COLUMNS
+    )
+    out = tmp_path / "received" / "accidents.parquet"
+    out.parent.mkdir()
+    result = _ok(city.fednode("traffic", "share", "fetch", "--from", "public-security",
+                              "--agreement", agreement_id, "--out", out, "--json"))  # fmt: skip
+    summary = json.loads(result.stdout)
+    table = pq.read_table(out)
+    source = pq.read_table(SEEDS / "public-security" / "accidents.parquet")
+    assert summary["rows"] == table.num_rows == source.num_rows
+    assert table.column_names == [
+        "accident_id", "occurred_at", "intersection_id", "severity", "persons_injured",
+    ]  # fmt: skip
+    # Plates never left, and ids arrive as agreement-scoped tokens.
+    assert "plate_tokens" not in table.column_names
+    assert set(table["accident_id"].to_pylist()).isdisjoint(source["accident_id"].to_pylist())
+
+
+def _big_dataset(path: Path, rows: int = 300_000) -> None:
+    pq.write_table(
+        pa.table({
+            "intersection_id": [f"INT-{i % 48 + 1:04d}" for i in range(rows)],
+            "note": [f"violation-record-{i:09d}" for i in range(rows)],
+        }),
+        path,
+        row_group_size=10_000,
+    )  # fmt: skip
+
+
+def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
+    city: LabFederation, tmp_path: Path
+) -> None:
+    big = tmp_path / "bulk.parquet"
+    _big_dataset(big)
+    _ok(city.fednode("public-security", "dataset", "add", "bulk", big))
+    agreement_id = _agreement(
+        city, tmp_path, "public-security", "traffic", "bulk",
+        ["intersection_id=plain", "note=plain"],
+    )  # fmt: skip
+    out_dir = tmp_path / "received"
+    out_dir.mkdir()
+    out = out_dir / "bulk.parquet"
+    fetch = [
+        sys.executable, "-m", "node.cli.main", "share", "fetch", "--home",
+        str(city.homes["traffic"]), "--from", "public-security", "--agreement", agreement_id,
+        "--out", str(out), "--json",
+    ]  # fmt: skip
+    # A rate limit keeps the share in flight long enough to cut the cable under it.
+    process = city.lab.popen("traffic", [*fetch, "--limit-rate", "300000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(2.0)
+    assert process.poll() is None, process.communicate()
+    cut_at = time.monotonic()
+    city.lab.cut("public-security")
+    try:
+        _, stderr = process.communicate(timeout=150)
+    finally:
+        city.lab.restore("public-security")
+    failed_after = time.monotonic() - cut_at
+    print(f"share failed {failed_after:.1f} s after the cut: {stderr.strip()}")
+    assert process.returncode == 5, stderr  # 5 = peer error
+    assert "public-security" in stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == []
+
+    retry = _ok(city.lab.run("traffic", fetch, timeout=150))
+    summary = json.loads(retry.stdout)
+    assert summary["rows"] == 300_000
+    assert pq.read_table(out).num_rows == 300_000
