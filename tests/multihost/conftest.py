@@ -12,15 +12,21 @@ import pytest
 # The lab library sits beside this file; tests/multihost is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netns import Lab, skip_reason
+from netns import Lab, skip_reason, sweep_orphans
 
 LabFactory = Callable[[Sequence[str]], Lab]
 
 
 @functools.cache
 def unavailable_reason() -> str | None:
-    """Why labs cannot be built here (computed once per session), or None."""
-    return skip_reason()
+    """Why labs cannot be built here (computed once per session), or None.
+
+    When labs can be built, this also sweeps labs left by killed earlier runs.
+    """
+    reason = skip_reason()
+    if reason is None:
+        sweep_orphans()
+    return reason
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ names are the namespace names, which carry a random prefix.
 
 Invariant: :meth:`Lab.close` deletes every namespace the lab created, even if
 creation failed half-way; deleting a namespace destroys its veth ends too.
+Namespace names carry the creating process id, so a lab left behind by a
+test run that was killed outright is swept by the next run
+(:func:`sweep_orphans`), while labs of runs still alive are left alone.
 Processes started inside a namespace are the caller's to stop (see
 :meth:`Lab.popen`, which records them so :meth:`Lab.close` can stop them first).
 """
@@ -21,6 +24,7 @@ Processes started inside a namespace are the caller's to stop (see
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -30,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Lab", "LabError", "lab", "skip_reason"]
+__all__ = ["Lab", "LabError", "lab", "skip_reason", "sweep_orphans"]
 
 SUBNET = "10.77.0"
 _SWITCH_ADDRESS = f"{SUBNET}.1"
@@ -59,6 +63,39 @@ def skip_reason() -> str | None:
         return f"cannot create a network namespace: {created.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], check=False, capture_output=True)
     return None
+
+
+_PREFIX = re.compile(r"^fn(\d+)x[0-9a-f]{6}-")
+
+
+def _namespaces() -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True)
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans() -> list[str]:
+    """Delete lab namespaces whose creating process no longer exists.
+
+    Returns:
+        The names of the namespaces deleted.
+    """
+    swept = []
+    for ns in _namespaces():
+        match = _PREFIX.match(ns)
+        if match and not _alive(int(match.group(1))):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+            swept.append(ns)
+    return swept
 
 
 def _ip(*args: str) -> None:
@@ -94,7 +131,7 @@ class Lab:
         Raises:
             LabError: An ``ip`` command failed.
         """
-        new = cls(prefix=f"fn{secrets.token_hex(3)}")
+        new = cls(prefix=f"fn{os.getpid()}x{secrets.token_hex(3)}")
         try:
             new._build(list(departments))
         except BaseException:
@@ -201,11 +238,7 @@ class Lab:
 
     def exists(self) -> bool:
         """True while any of the lab's namespaces still exists."""
-        listed = subprocess.run(
-            ["ip", "netns", "list"], check=False, capture_output=True, text=True
-        ).stdout
-        names = {line.split()[0] for line in listed.splitlines() if line.strip()}
-        return any(ns.startswith(f"{self.prefix}-") for ns in names)
+        return any(ns.startswith(f"{self.prefix}-") for ns in _namespaces())
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 from conftest import LabFactory
-from netns import Lab, LabError
+from netns import Lab, LabError, sweep_orphans
 
 pytestmark = pytest.mark.multihost
 
@@ -105,3 +105,21 @@ def test_unknown_department_is_a_clear_error(make_lab: LabFactory) -> None:
     lab = make_lab(["alpha"])
     with pytest.raises(KeyError, match="gamma"):
         lab.address("gamma")
+
+
+def test_a_lab_left_by_a_killed_run_is_swept_and_live_labs_are_not(make_lab: LabFactory) -> None:
+    live = make_lab(["alpha"])
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    orphan = f"fn{dead_pid}xabcdef-alpha"
+    subprocess.run(["ip", "netns", "add", orphan], check=True)
+    try:
+        assert orphan in sweep_orphans()
+        assert orphan not in _host_namespaces()
+        assert live.exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", orphan], check=False, capture_output=True)
