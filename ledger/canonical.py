@@ -18,9 +18,16 @@ from typing import Any
 
 from ledger.errors import CanonicalJSONError
 
-__all__ = ["MAX_SAFE_INTEGER", "dumps", "loads"]
+__all__ = ["MAX_SAFE_INTEGER", "dumps", "fast_dumps", "loads", "plain"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
+
+# One encoder for the fast path: building a JSONEncoder per call costs more
+# than encoding a ledger entry. Cycles cannot occur in values that passed
+# _plain (it would recurse without end first), so the cycle check is off.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False, check_circular=False
+)
 
 
 def _utf16_key(key: str) -> list[int]:
@@ -100,6 +107,26 @@ def _plain(value: Any) -> bool:
     return True
 
 
+def plain(value: Any) -> bool:
+    """Return True if :func:`fast_dumps` may encode ``value`` (see :func:`_plain`)."""
+    try:
+        return _plain(value)
+    except RecursionError:
+        return False
+
+
+def fast_dumps(value: Any) -> bytes:
+    """Encode a value for which :func:`plain` returned True; falls back to :func:`dumps`.
+
+    Raises:
+        CanonicalJSONError: as :func:`dumps`.
+    """
+    try:
+        return _ENCODER.encode(value).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return dumps(value)
+
+
 def dumps(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (UTF-8).
 
@@ -112,9 +139,7 @@ def dumps(value: Any) -> bytes:
     except RecursionError as e:
         raise CanonicalJSONError("value nested too deeply") from e
     if plain:
-        text = json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        )
+        text = _ENCODER.encode(value)
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:

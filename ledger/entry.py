@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.canonical import dumps, loads
+from ledger.canonical import dumps, fast_dumps, loads, plain
 from ledger.errors import CanonicalJSONError, EntryError
 from ledger.merkle import hash_leaf
 
@@ -100,6 +100,7 @@ EVENT_FIELDS = frozenset(
 )
 
 _SALT_LEN = 16
+_EMPTY_EVENT: dict[str, Any] = dict.fromkeys(sorted(EVENT_FIELDS))
 
 _OPTIONAL_STRINGS = ("actor", "peer", "agreement", "dataset", "purpose", "digest")
 _EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
@@ -243,7 +244,6 @@ def parse_entry(raw: bytes) -> Entry:
     return Entry(raw=raw, fields=fields, leaf=hash_leaf(raw))
 
 
-@dataclass(frozen=True)
 class PreparedEntry:
     """An entry validated and encoded except for ``prev``, ``seq`` and ``time``.
 
@@ -255,9 +255,16 @@ class PreparedEntry:
     every committed field.
     """
 
-    head: bytes
-    middle: bytes
-    secrets: tuple[tuple[str, bytes, bytes], ...]
+    # A plain slotted class: a frozen dataclass's __init__ costs several
+    # microseconds, and one of these is built for every append.
+    __slots__ = ("head", "middle", "secrets")
+
+    def __init__(
+        self, head: bytes, middle: bytes, secrets: tuple[tuple[str, bytes, bytes], ...]
+    ) -> None:
+        self.head = head
+        self.middle = middle
+        self.secrets = secrets
 
     def render(self, seq: int, time_ms: int, prev: bytes | None) -> bytes:
         """Return the entry bytes for this position in the log."""
@@ -291,19 +298,22 @@ def prepare_entry(
         EntryError: an unknown field, a path that may not be committed, or a
             value that does not make a valid v1 entry.
     """
-    unknown = set(fields) - EVENT_FIELDS
-    if unknown:
-        raise EntryError(f"cannot record unknown entry fields {sorted(unknown)}")
-    full: dict[str, Any] = dict.fromkeys(EVENT_FIELDS)
+    if not EVENT_FIELDS.issuperset(fields):
+        unknown = sorted(set(fields) - EVENT_FIELDS)
+        raise EntryError(f"cannot record unknown entry fields {unknown}")
+    full: dict[str, Any] = _EMPTY_EVENT.copy()
     full.update(fields)
     raw_detail = full["detail"]
-    if raw_detail is not None and not isinstance(raw_detail, Mapping):
+    if raw_detail is None:
+        detail: dict[str, Any] = {}
+    elif type(raw_detail) is dict or isinstance(raw_detail, Mapping):
+        detail = dict(raw_detail)
+    else:
         raise EntryError(f"detail must be an object, got {type(raw_detail).__name__}")
-    detail = dict(raw_detail or {})
     full["outcome"] = full["outcome"] or "ok"
     secrets = []
     marked = []
-    for path in sorted(set(sensitive)):
+    for path in sorted(set(sensitive)) if sensitive else ():
         if path in SENSITIVE_FIELDS:
             value = full[path]
         elif path.startswith("detail.") and len(path) > 7:
@@ -324,16 +334,20 @@ def prepare_entry(
             detail[path[7:]] = committed
         secrets.append((path, salt, encoded))
         marked.append(path)
-    full.update(
-        v=ENTRY_VERSION,
-        seq=0,
-        time=0,
-        node=node,
-        prev=GENESIS_PREV,
-        detail=detail,
-        sensitive=marked,
-    )
-    raw = encode_entry(full)
+    full["v"] = ENTRY_VERSION
+    full["seq"] = 0
+    full["time"] = 0
+    full["node"] = node
+    full["prev"] = GENESIS_PREV
+    full["detail"] = detail
+    full["sensitive"] = marked
+    validate_fields(full)
+    # validate_fields has checked every top-level type, so only the free-form
+    # detail needs the canonical-JSON screen before the C encoder runs.
+    try:
+        raw = fast_dumps(full) if plain(detail) else dumps(full)
+    except CanonicalJSONError as e:
+        raise _fail(full, f"not encodable as canonical JSON: {e}") from e
     cut = raw.rfind(_PREV_PLACEHOLDER)
     if cut < 0 or not raw.endswith(_TAIL_PLACEHOLDER):
         raise EntryError("entry encoding lost its prev/seq/time members")

@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import sqlite3
 import threading
@@ -46,7 +47,6 @@ from ledger.checkpoint import (
 )
 from ledger.entry import (
     GENESIS_PREV,
-    PreparedEntry,
     commitment,
     parse_entry,
     prepare_entry,
@@ -65,6 +65,10 @@ __all__ = ["SCHEMA_VERSION", "FsckReport", "LedgerStore", "StoredCheckpoint"]
 
 SCHEMA_VERSION = 1
 _MAX_BATCH = 4096
+#: How long the writer waits for the next caller before committing a batch.
+_LINGER_GAP = float(os.environ.get("FEDNODE_LEDGER_LINGER_GAP", "0.0002"))
+#: The longest the first append of a batch waits for others to join it.
+_LINGER_MAX = float(os.environ.get("FEDNODE_LEDGER_LINGER_MAX", "0.002"))
 _SALT_LEN = 16
 _EVENT_FIELDS = frozenset(
     {
@@ -129,10 +133,11 @@ class _Append:
     appends a second the per-append overhead is what bounds throughput.
     """
 
-    __slots__ = ("done", "error", "prepared", "result")
+    __slots__ = ("done", "error", "fields", "result", "sensitive")
 
-    def __init__(self, prepared: PreparedEntry) -> None:
-        self.prepared = prepared
+    def __init__(self, fields: Mapping[str, Any], sensitive: frozenset[str]) -> None:
+        self.fields = fields
+        self.sensitive = sensitive
         self.result: tuple[int, bytes] | None = None
         self.error: BaseException | None = None
         self.done = threading.Lock()
@@ -254,7 +259,16 @@ class LedgerStore:
         start = 0
         for level in range(size.bit_length() - 1, -1, -1):
             if size >> level & 1:
-                hashes.append(self._node(conn, level, start >> level))
+                try:
+                    hashes.append(self._node(conn, level, start >> level))
+                except StorageError:
+                    # A damaged cache must not stop the store from opening,
+                    # or fsck could never report it: use the leaves instead.
+                    leaves = conn.execute(
+                        "SELECT leaf FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+                        (start, start + (1 << level)),
+                    ).fetchall()
+                    hashes.append(root_from_leaves([bytes(r[0]) for r in leaves]))
                 start += 1 << level
         return hashes
 
@@ -285,9 +299,16 @@ class LedgerStore:
                     continue
                 batch = [item]
                 stop = False
+                deadline = time.monotonic() + _LINGER_MAX
                 while len(batch) < _MAX_BATCH:
+                    # Group commit: keep collecting while callers keep
+                    # arriving, so one fsync covers as many appends as
+                    # possible, but never hold the first one back for long.
                     try:
-                        nxt = self._queue.get_nowait()
+                        if time.monotonic() < deadline:
+                            nxt = self._queue.get(timeout=_LINGER_GAP)
+                        else:
+                            nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if nxt is _STOP:
@@ -329,10 +350,15 @@ class LedgerStore:
 
         for req in batch:
             entry_time = max(clock(), last_time)
-            body = req.prepared.render(size, entry_time, last_leaf)
+            try:
+                prepared = prepare_entry(self.node, req.fields, req.sensitive)
+            except LedgerError as e:
+                req.set_exception(e)
+                continue
+            body = prepared.render(size, entry_time, last_leaf)
             leaf = sha256(b"\x00" + body).digest()
             rows.append((size, body, leaf))
-            for path, salt, value in req.prepared.secrets:
+            for path, salt, value in prepared.secrets:
                 secrets.append((size, path, salt, value))
             self._range.append(leaf, on_node)
             accepted.append((req, size, leaf))
@@ -383,7 +409,7 @@ class LedgerStore:
         """
         if self._closed:
             raise StorageError(f"ledger store {self.path} is closed")
-        request = _Append(prepare_entry(self.node, fields, sensitive))
+        request = _Append(fields, frozenset(sensitive))
         self._queue.put(request)
         request.done.acquire()
         if request.error is not None:

@@ -1,0 +1,211 @@
+"""The SQLite store: durability, group commit, schema version, checkpoints, erasure, fsck."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.canonical import loads
+from ledger.entry import GENESIS_PREV, commitment, parse_entry
+from ledger.errors import EntryError, StorageError
+from ledger.merkle import root_from_leaves, verify_consistency, verify_inclusion
+from ledger.store import LedgerStore
+from tests.unit.ledger.helpers import fill
+
+ORIGIN = "fednode/testfed/alpha"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LedgerStore:
+    s = LedgerStore(tmp_path / "ledger.db", "alpha")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_entries_chain_and_survive_reopen(tmp_path: Path) -> None:
+    with LedgerStore(tmp_path / "l.db", "alpha") as s:
+        fill(s, 5)
+        root = s.root()
+    with LedgerStore(tmp_path / "l.db", "alpha") as s:
+        assert s.size == 5
+        assert s.root() == root
+        seq, _ = s.append({"event": "after.reopen"})
+        assert seq == 5
+        entries = [parse_entry(body) for _, body, _ in s.iter_entries()]
+    assert entries[0].prev == GENESIS_PREV
+    for a, b in itertools.pairwise(entries):
+        assert b.prev == a.leaf.hex()
+
+
+def test_concurrent_appends_get_dense_unique_seqs(store: LedgerStore) -> None:
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(50):
+            seq, _ = store.append({"event": "x.y"})
+            with lock:
+                seqs.append(seq)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seqs) == list(range(400))
+    assert store.fsck().size == 400
+
+
+def test_roots_and_proofs_match_an_in_memory_tree(store: LedgerStore) -> None:
+    fill(store, 45)
+    leaves = [leaf for _, _, leaf in store.iter_entries()]
+    for size in (1, 2, 3, 16, 17, 31, 45):
+        root = store.root(size)
+        assert root == root_from_leaves(leaves[:size])
+        for i in range(0, size, 7):
+            verify_inclusion(leaves[i], i, size, store.inclusion_proof(i, size), root)
+        for old in {1, min(5, size), size}:
+            verify_consistency(old, size, store.consistency_proof(old, size), store.root(old), root)
+
+
+@pytest.mark.parametrize(
+    ("fields", "sensitive", "message"),
+    [
+        ({"event": "Bad Event"}, (), "event must be a dotted lower-case name"),
+        ({"event": "x.y", "colour": "red"}, (), r"unknown entry fields \['colour'\]"),
+        ({"event": "x.y", "columns": "age"}, (), "columns must be a list of strings"),
+        ({"event": "x.y", "detail": {"f": 1.5}}, (), "float"),
+        ({"event": "x.y", "peer": 3}, (), "peer must be a string or null"),
+        ({"event": "x.y"}, ("event",), "cannot be recorded as sensitive"),
+    ],
+)
+def test_bad_appends_are_refused_and_nothing_is_stored(
+    store: LedgerStore, fields: dict[str, object], sensitive: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(EntryError, match=message):
+        store.append(fields, sensitive)
+    assert store.size == 0
+    store.append({"event": "x.y"})
+    assert store.fsck().size == 1
+
+
+def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    LedgerStore(tmp_path / "l.db", "alpha").close()
+    conn = sqlite3.connect(tmp_path / "l.db")
+    conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="schema version '99'"):
+        LedgerStore(tmp_path / "l.db", "alpha")
+
+
+def test_foreign_files_are_refused(tmp_path: Path) -> None:
+    LedgerStore(tmp_path / "l.db", "alpha").close()
+    with pytest.raises(StorageError, match="belongs to 'alpha'"):
+        LedgerStore(tmp_path / "l.db", "beta")
+    conn = sqlite3.connect(tmp_path / "other.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(StorageError, match="not a fednode ledger"):
+        LedgerStore(tmp_path / "other.db", "alpha")
+
+
+def test_checkpoint_compare_and_swap(store: LedgerStore, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    fill(store, 3)
+    first = store.sign_checkpoint(ORIGIN, key)
+    # Same size again: the same note, never a second signature.
+    assert store.sign_checkpoint(ORIGIN, key) == first
+    fill(store, 2, 3)
+    assert store.sign_checkpoint(ORIGIN, key).size == 5
+    # Forge the record as if a different root had been signed for size 5.
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE signed SET root=? WHERE id=1", (b"\x01" * 32,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="second root for size 5"):
+        store.sign_checkpoint(ORIGIN, key)
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE signed SET size=9 WHERE id=1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="size 9 is already signed"):
+        store.sign_checkpoint(ORIGIN, key)
+
+
+def test_signing_recomputes_root_from_leaves(store: LedgerStore) -> None:
+    fill(store, 8)
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE nodes SET hash=? WHERE level=3", (b"\x02" * 32,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="run fsck"):
+        # The in-memory frontier came from the cache at open time.
+        LedgerStore(store.path, "alpha").sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            "UPDATE entries SET body = CAST(REPLACE(CAST(body AS TEXT), 'operator', 'intruder')"
+            " AS BLOB) WHERE seq=2",
+            "entry seq 2: stored leaf hash does not match",
+        ),
+        (
+            "UPDATE nodes SET hash = zeroblob(32) WHERE level=1 AND idx=0",
+            "cached tree node level 1 index 0 is wrong",
+        ),
+        ("DELETE FROM nodes WHERE level=2", "tree cache holds"),
+        ("UPDATE checkpoints SET root = zeroblob(32)", "checkpoint size 6: root does not match"),
+        ("UPDATE secrets SET value = CAST('\"other\"' AS BLOB)", "does not match its commitment"),
+    ],
+)
+def test_fsck_finds_corruption(tmp_path: Path, sql: str, message: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    with LedgerStore(tmp_path / "l.db", "alpha") as s:
+        fill(s, 5)
+        s.append({"event": "x.y", "actor": "Jane Citizen"}, sensitive={"actor"})
+        s.sign_checkpoint(ORIGIN, key)
+        s.fsck(key.public_key(), ORIGIN)
+    conn = sqlite3.connect(tmp_path / "l.db")
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    with LedgerStore(tmp_path / "l.db", "alpha") as s, pytest.raises(StorageError, match=message):
+        s.fsck(key.public_key(), ORIGIN)
+
+
+def test_sensitive_fields_are_committed_and_erasable(store: LedgerStore) -> None:
+    key = Ed25519PrivateKey.generate()
+    seq, _ = store.append(
+        {"event": "access.read", "actor": "Jane Citizen", "detail": {"ssn": "123", "n": 1}},
+        sensitive={"actor", "detail.ssn"},
+    )
+    fields = loads(store.entry(seq))
+    assert fields["sensitive"] == ["actor", "detail.ssn"]
+    assert "Jane" not in store.entry(seq).decode()
+    assert fields["actor"].startswith("sha256:")
+    assert store.reveal(seq, "actor") == "Jane Citizen"
+    fill(store, 3)
+    cp = store.sign_checkpoint(ORIGIN, key)
+    leaf_before = [leaf for _, _, leaf in store.iter_entries()]
+    store.erase(seq, "actor")
+    with pytest.raises(StorageError, match="erased"):
+        store.reveal(seq, "actor")
+    with pytest.raises(StorageError, match="holds no stored value"):
+        store.erase(seq, "actor")
+    assert [leaf for _, _, leaf in store.iter_entries()] == leaf_before
+    assert store.root(cp.size) == cp.root
+    report = store.fsck(key.public_key(), ORIGIN)
+    assert report.secrets == 1
+    verify_inclusion(leaf_before[seq], seq, cp.size, store.inclusion_proof(seq, cp.size), cp.root)
+
+
+def test_commitment_is_salted() -> None:
+    assert commitment(b"a" * 16, "x") != commitment(b"b" * 16, "x")
