@@ -36,7 +36,7 @@ from seedgen.city import (
 )
 from seedgen.common import Table, batch_rng, field, timestamps
 
-__all__ = ["FEATURES", "LABEL", "SCHEMA", "FeatureSpec", "road_safety_table"]
+__all__ = ["FEATURES", "LABEL", "SCHEMA", "FeatureSpec", "features", "logit", "road_safety_table"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -44,31 +44,50 @@ Ints = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One model input column, and the fixed divisor that brings it to about [0, 1]."""
+    """One model input column, derived from a raw measurement by a fixed divisor.
+
+    Attributes:
+        column: The column name in ``road_safety``; always ``float64``.
+        source: The raw measurement it is computed from.
+        scale: The divisor that brings the raw value to about [0, 1].
+        weight: Its weight in the ground-truth log-odds.
+        doc: The column description stored in the file.
+    """
 
     column: str
+    source: str
     scale: float
     weight: float
+    doc: str
 
 
-#: The model inputs, in order. A fixed scale (not a fitted one) means no
-#: department has to reveal its statistics to normalise.
+#: The model inputs, in order. They are stored already divided by a fixed
+#: scale (not a fitted one), so no department has to reveal its statistics to
+#: normalise, and any app can use every float64 column as it is.
 FEATURES: tuple[FeatureSpec, ...] = (
-    FeatureSpec("night", 1.0, 4.5),
-    FeatureSpec("rush_hour", 1.0, 1.5),
-    FeatureSpec("weekend", 1.0, -0.75),
-    FeatureSpec("vehicles_per_hour", 2000.0, 4.5),
-    FeatureSpec("heavy_vehicle_share", 1.0, 6.0),
-    FeatureSpec("mean_speed_kmh", 60.0, 9.0),
-    FeatureSpec("pedestrians_per_hour", 500.0, 9.0),
-    FeatureSpec("rain_mm", 10.0, 6.0),
-    FeatureSpec("signal_cycle_s", 120.0, 3.0),
-    FeatureSpec("elderly_share", 1.0, 12.0),
-    FeatureSpec("red_light_violations", 10.0, 6.0),
-)
+    FeatureSpec("night", "night", 1.0, 4.5, "1.0 if the hour starts 22:00-04:59, else 0.0."),
+    FeatureSpec("rush_hour", "rush_hour", 1.0, 1.5,
+                "1.0 on weekdays 07:00-09:59 and 17:00-19:59, else 0.0."),
+    FeatureSpec("weekend", "weekend", 1.0, -0.75, "1.0 on Saturday or Sunday, else 0.0."),
+    FeatureSpec("flow_index", "vehicles_per_hour", 2000.0, 4.5,
+                "Vehicles through the intersection in the hour / 2000."),
+    FeatureSpec("heavy_vehicle_share", "heavy_vehicle_share", 1.0, 6.0,
+                "Share of trucks and buses, 0-1."),
+    FeatureSpec("speed_index", "mean_speed_kmh", 60.0, 9.0, "Mean approach speed in km/h / 60."),
+    FeatureSpec("pedestrian_index", "pedestrians_per_hour", 500.0, 9.0,
+                "Pedestrian crossings in the hour / 500."),
+    FeatureSpec("rain_index", "rain_mm", 10.0, 6.0, "Rainfall in the hour in mm / 10."),
+    FeatureSpec("cycle_index", "signal_cycle_s", 120.0, 3.0,
+                "Signal cycle length in force in seconds / 120."),
+    FeatureSpec("elderly_share", "elderly_share", 1.0, 12.0,
+                "Share of district residents aged 65+, 0-1."),
+    FeatureSpec("violation_index", "red_light_violations", 10.0, 6.0,
+                "Red-light violations recorded in the hour / 10."),
+)  # fmt: skip
 INTERCEPT = -19.2
 LABEL = "incident"
 TEST_SHARE = 0.2
+_DECIMALS = 4
 
 _F = field
 SCHEMA = pa.schema(
@@ -78,17 +97,7 @@ SCHEMA = pa.schema(
         _F("district_code", pa.string(), "District of the intersection (join key)."),
         _F("hour", pa.timestamp("s"), "Start of the hour, local time UTC+8 (join key)."),
         _F("split", pa.string(), "'train' or 'test'; fixed, so every model is scored alike."),
-        _F("night", pa.int8(), "1 if the hour starts 22:00-04:59, else 0."),
-        _F("rush_hour", pa.int8(), "1 on weekdays 07:00-09:59 and 17:00-19:59, else 0."),
-        _F("weekend", pa.int8(), "1 on Saturday or Sunday, else 0."),
-        _F("vehicles_per_hour", pa.int32(), "Vehicles through the intersection in the hour."),
-        _F("heavy_vehicle_share", pa.float64(), "Share of trucks and buses, 0-1."),
-        _F("mean_speed_kmh", pa.float64(), "Mean approach speed, km/h."),
-        _F("pedestrians_per_hour", pa.int32(), "Pedestrian crossings in the hour."),
-        _F("rain_mm", pa.float64(), "Rainfall in the hour, mm."),
-        _F("signal_cycle_s", pa.int32(), "Signal cycle length in force, seconds."),
-        _F("elderly_share", pa.float64(), "Share of district residents aged 65+, 0-1."),
-        _F("red_light_violations", pa.int32(), "Red-light violations recorded in the hour."),
+        *[_F(spec.column, pa.float64(), spec.doc) for spec in FEATURES],
         _F(LABEL, pa.int8(), "Label: 1 if a collision or reported near-miss occurred."),
     ]
 )
@@ -131,11 +140,16 @@ def _hours(seed: int, rng: np.random.Generator, n: int, cover: _Coverage, span: 
     return np.asarray(candidates[np.arange(n), np.argmax(good, axis=1)], dtype=np.int64)
 
 
+def features(raw: dict[str, Floats]) -> dict[str, Floats]:
+    """The stored feature columns: each raw measurement divided by its scale."""
+    return {s.column: np.round(raw[s.source] / s.scale, _DECIMALS) for s in FEATURES}
+
+
 def logit(columns: dict[str, Floats]) -> Floats:
-    """The ground-truth log-odds of an incident, from the raw feature columns."""
-    z = np.full(len(columns["night"]), INTERCEPT)
+    """The ground-truth log-odds of an incident, from the stored feature columns."""
+    z = np.full(len(columns[FEATURES[0].column]), INTERCEPT)
     for spec in FEATURES:
-        z = z + spec.weight * columns[spec.column] / spec.scale
+        z = z + spec.weight * columns[spec.column]
     return z
 
 
@@ -165,7 +179,7 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
         cond = conditions(seed, city, inter, hours, rng)
         hod = hour_of_day(hours)
         weekend = is_weekend(hours)
-        cols: dict[str, Floats] = {
+        raw: dict[str, Floats] = {
             "night": ((hod >= 22) | (hod < 5)).astype(np.float64),
             "rush_hour": (
                 ~weekend & (((hod >= 7) & (hod < 10)) | ((hod >= 17) & (hod < 20)))
@@ -180,6 +194,7 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
             "elderly_share": city.elderly_share(inter),
             "red_light_violations": cond.red_light_violations.astype(np.float64),
         }
+        cols = features(raw)
         p = 1.0 / (1.0 + np.exp(-logit(cols)))
         label = (rng.random(n) < p).astype(np.int8)
         split = np.where(rng.random(n) < TEST_SHARE, "test", "train")
@@ -190,7 +205,7 @@ def road_safety_table(department: str, seed: int, city: Intersections, rows: int
             pa.array(district_code(city, inter)),
             timestamps(hours),
             pa.array(split),
-            *[pa.array(cols[s.column]).cast(SCHEMA.field(s.column).type) for s in FEATURES],
+            *[pa.array(cols[s.column]) for s in FEATURES],
             pa.array(label),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)

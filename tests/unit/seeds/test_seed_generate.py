@@ -158,11 +158,19 @@ def test_road_safety_has_one_schema_no_nulls_and_both_labels() -> None:
         assert set(table[LABEL].to_pylist()) == {0, 1}
         assert set(table["split"].to_pylist()) == {"train", "test"}
     assert all(s.equals(schemas[0]) for s in schemas)
+    # Apps may take "every float64 column" as the features: that must be exactly them.
+    floats = [f.name for f in schemas[0] if pa.types.is_floating(f.type)]
+    assert floats == [spec.column for spec in FEATURES]
+    for department in generate.DEPARTMENTS:
+        table = _read(DATA, department, "road_safety")
+        for spec in FEATURES:
+            values = table[spec.column].to_numpy()
+            assert values.min() >= 0.0 and values.max() <= 2.5, (department, spec.column)
 
 
 def _xy(department: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     table = _read(DATA, department, "road_safety")
-    x = np.column_stack([table[s.column].to_numpy().astype(float) / s.scale for s in FEATURES])
+    x = np.column_stack([table[s.column].to_numpy() for s in FEATURES])
     return x, table[LABEL].to_numpy().astype(float), table["split"].to_numpy() == "train"
 
 
