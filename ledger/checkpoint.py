@@ -42,11 +42,14 @@ __all__ = [
     "Note",
     "SignatureLine",
     "add_signatures",
+    "checkpoint_text",
     "cosign",
+    "cosignatures",
     "key_id",
     "log_name",
     "parse_checkpoint",
     "parse_note",
+    "parse_signature_line",
     "sign_checkpoint",
     "verify_checkpoint",
     "verify_cosignature",
@@ -145,6 +148,17 @@ def parse_note(data: bytes) -> Note:
             raise CheckpointError(f"signature line {number} is too short")
         signatures.append(SignatureLine(parts[0], blob[:4], blob[4:]))
     return Note(text=body.encode(), signatures=tuple(signatures))
+
+
+def parse_signature_line(line: bytes) -> SignatureLine:
+    """Parse one signature line (``"\u2014 name base64\n"``), e.g. a cosignature sent alone.
+
+    Raises:
+        CheckpointError: the line is malformed.
+    """
+    if not line.endswith(b"\n") or line.count(b"\n") != 1:
+        raise CheckpointError("a signature line must be one line ending in a newline")
+    return parse_note(b"x\n\n" + line).signatures[0]
 
 
 def parse_checkpoint(text: bytes) -> Checkpoint:

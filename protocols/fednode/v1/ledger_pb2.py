@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protocols/fednode/v1/ledger.proto\x12\nfednode.v1\"\x13\n\x11\x43heckpointRequest\"\"\n\x12\x43heckpointResponse\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x32[\n\x06Ledger\x12Q\n\x10LatestCheckpoint\x12\x1d.fednode.v1.CheckpointRequest\x1a\x1e.fednode.v1.CheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protocols/fednode/v1/ledger.proto\x12\nfednode.v1\"\x13\n\x11\x43heckpointRequest\"0\n\x12\x43heckpointResponse\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\",\n\x0e\x45ntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"-\n\x0c\x45ntriesChunk\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\x12\x0c\n\x04seqs\x18\x02 \x03(\x04\"2\n\x15InclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\"=\n\x17\x43onsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\";\n\rProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x0c\n\x04root\x18\x03 \x01(\x0c\"Q\n\x14\x41\x64\x64\x43heckpointRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\x12\x0c\n\x04note\x18\x03 \x01(\x0c\",\n\x15\x41\x64\x64\x43heckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\x0c\x32\xa1\x03\n\x06Ledger\x12Q\n\x10LatestCheckpoint\x12\x1d.fednode.v1.CheckpointRequest\x1a\x1e.fednode.v1.CheckpointResponse\x12\x44\n\nGetEntries\x12\x1a.fednode.v1.EntriesRequest\x1a\x18.fednode.v1.EntriesChunk0\x01\x12Q\n\x11GetInclusionProof\x12!.fednode.v1.InclusionProofRequest\x1a\x19.fednode.v1.ProofResponse\x12U\n\x13GetConsistencyProof\x12#.fednode.v1.ConsistencyProofRequest\x1a\x19.fednode.v1.ProofResponse\x12T\n\rAddCheckpoint\x12 .fednode.v1.AddCheckpointRequest\x1a!.fednode.v1.AddCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKPOINTREQUEST']._serialized_start=49
   _globals['_CHECKPOINTREQUEST']._serialized_end=68
   _globals['_CHECKPOINTRESPONSE']._serialized_start=70
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=104
-  _globals['_LEDGER']._serialized_start=106
-  _globals['_LEDGER']._serialized_end=197
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=118
+  _globals['_ENTRIESREQUEST']._serialized_start=120
+  _globals['_ENTRIESREQUEST']._serialized_end=164
+  _globals['_ENTRIESCHUNK']._serialized_start=166
+  _globals['_ENTRIESCHUNK']._serialized_end=211
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=213
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=263
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=265
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=326
+  _globals['_PROOFRESPONSE']._serialized_start=328
+  _globals['_PROOFRESPONSE']._serialized_end=387
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=389
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=470
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=472
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=516
+  _globals['_LEDGER']._serialized_start=519
+  _globals['_LEDGER']._serialized_end=936
 # @@protoc_insertion_point(module_scope)

@@ -39,13 +39,65 @@ class LedgerStub:
                 request_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointRequest.SerializeToString,
                 response_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetEntries = channel.unary_stream(
+                '/fednode.v1.Ledger/GetEntries',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesRequest.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesChunk.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/fednode.v1.Ledger/GetInclusionProof',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.InclusionProofRequest.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/fednode.v1.Ledger/GetConsistencyProof',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.FromString,
+                _registered_method=True)
+        self.AddCheckpoint = channel.unary_unary(
+                '/fednode.v1.Ledger/AddCheckpoint',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def LatestCheckpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The latest checkpoint this node signed, with every cosignature gathered so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Entries in [start, end) whose peer is the calling department, in seq order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Inclusion proof of one entry in the tree of a given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Consistency proof between two tree sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCheckpoint(self, request, context):
+        """Witnessing (C2SP tlog-witness style): the caller submits its own log's checkpoint with a
+        consistency proof from the size this witness last cosigned; the reply is a cosignature line.
+        FAILED_PRECONDITION: fork or rollback detected (recorded as an incident by the witness).
+        ABORTED: old_size is not the witness's size; trailing metadata "fednode-witness-size" holds it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -57,6 +109,26 @@ def add_LedgerServicer_to_server(servicer, server):
                     servicer.LatestCheckpoint,
                     request_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointRequest.FromString,
                     response_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesRequest.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesChunk.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.InclusionProofRequest.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.SerializeToString,
+            ),
+            'AddCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpoint,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointRequest.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +158,114 @@ class Ledger:
             '/fednode.v1.Ledger/LatestCheckpoint',
             protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointRequest.SerializeToString,
             protocols_dot_fednode_dot_v1_dot_ledger__pb2.CheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fednode.v1.Ledger/GetEntries',
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesRequest.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.EntriesChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Ledger/GetInclusionProof',
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.InclusionProofRequest.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Ledger/GetConsistencyProof',
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.ConsistencyProofRequest.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.ProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Ledger/AddCheckpoint',
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointRequest.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_ledger__pb2.AddCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,152 @@
+"""Operator commands for the ledger, served on the admin socket.
+
+``ledger.checkpoint`` signs and publishes; ``ledger.export`` writes an auditor
+bundle; ``ledger.prove`` returns an inclusion proof against the latest
+published checkpoint; ``ledger.show`` lists entries with filters;
+``ledger.erase`` crypto-shreds one sensitive value.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from ledger.bundle import export_bundle
+from ledger.canonical import loads
+from ledger.checkpoint import cosignatures, log_name, parse_note
+from ledger.errors import CheckpointError, StorageError
+from node.admin.registry import Emit, admin_command
+from node.audit.publisher import publish_checkpoint
+from node.audit.service import recorder_of
+from node.errors import AdminError
+from node.identity.keys import ed25519_public_from_bytes
+from node.runtime import NodeRuntime
+
+__all__ = ["ledger_checkpoint", "ledger_erase", "ledger_export", "ledger_prove", "ledger_show"]
+
+_SHOW_LIMIT = 50
+_SHOW_SCAN = 200_000
+
+
+def _int_arg(args: dict[str, Any], name: str) -> int:
+    value = args.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise AdminError(f"argument {name!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+@admin_command("ledger.checkpoint")
+def ledger_checkpoint(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    result = publish_checkpoint(runtime, recorder_of(runtime), emit)
+    return {
+        "size": result.size,
+        "root": base64.b64encode(result.root).decode(),
+        "cosigners": result.cosigners,
+        "threshold": result.threshold,
+        "published": result.published,
+        "failures": result.failures,
+        "note": result.note.decode(),
+    }
+
+
+@admin_command("ledger.export")
+def ledger_export(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    out = args.get("out")
+    if not isinstance(out, str) or not Path(out).is_absolute():
+        raise AdminError("argument 'out' must be an absolute path")
+    recorder = recorder_of(runtime)
+    ca = runtime.config.ca_cert_path
+    summary = export_bundle(
+        recorder.store,
+        runtime.directory.raw,
+        Path(out),
+        origin=recorder.origin,
+        ca_pem=ca.read_bytes() if ca.exists() else None,
+    )
+    return {
+        "path": str(summary.path),
+        "entries": summary.entries,
+        "checkpoints": summary.checkpoints,
+        "unpublished_checkpoints": summary.skipped_checkpoints,
+    }
+
+
+def _latest_published(runtime: NodeRuntime) -> tuple[int, bytes]:
+    recorder = recorder_of(runtime)
+    directory = runtime.directory
+    witnesses = {
+        log_name(recorder.federation, e.department): ed25519_public_from_bytes(e.ed25519_public)
+        for e in directory.witnesses
+        if e.department != runtime.department
+    }
+    for cp in reversed(recorder.store.checkpoints()):
+        try:
+            count = len(cosignatures(parse_note(cp.note), witnesses))
+        except CheckpointError:
+            continue
+        if count >= directory.witness_threshold:
+            return cp.size, cp.note
+    raise StorageError(
+        "no checkpoint has enough witness cosignatures yet",
+    )
+
+
+@admin_command("ledger.prove")
+def ledger_prove(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    seq = _int_arg(args, "seq")
+    size, note = _latest_published(runtime)
+    if seq >= size:
+        raise StorageError(
+            f"entry seq {seq} is not covered by the latest published checkpoint (size {size}); "
+            "run 'fednode ledger checkpoint' first"
+        )
+    store = recorder_of(runtime).store
+    proof = store.inclusion_proof(seq, size)
+    return {
+        "seq": seq,
+        "size": size,
+        "entry": store.entry(seq).decode(),
+        "proof": [base64.b64encode(h).decode() for h in proof],
+        "note": note.decode(),
+        "origin": recorder_of(runtime).origin,
+    }
+
+
+@admin_command("ledger.show")
+def ledger_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    store = recorder_of(runtime).store
+    limit = int(args.get("limit") or _SHOW_LIMIT)
+    since = args.get("since_ms")
+    wanted = {k: args.get(k) for k in ("event", "peer", "dataset") if args.get(k)}
+    found: list[dict[str, Any]] = []
+    end = store.size
+    start = max(0, end - _SHOW_SCAN)
+    # Newest first, so a limit keeps the most recent matches.
+    for _, body, _ in reversed(list(store.iter_entries(start, end))):
+        fields = loads(body)
+        if since is not None and fields["time"] < since:
+            break
+        if wanted.get("event") and not str(fields["event"]).startswith(str(wanted["event"])):
+            continue
+        if any(fields.get(k) != v for k, v in wanted.items() if k != "event"):
+            continue
+        found.append(fields)
+        if len(found) >= limit:
+            break
+    found.reverse()
+    return {"size": store.size, "entries": found, "scanned_from": start}
+
+
+@admin_command("ledger.erase")
+def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    seq = _int_arg(args, "seq")
+    path = args.get("field")
+    if not isinstance(path, str) or not path:
+        raise AdminError("argument 'field' must name a sensitive field, e.g. actor or detail.ssn")
+    recorder = recorder_of(runtime)
+    recorder.store.erase(seq, path)
+    erased_at = recorder.record(
+        "ledger.erased", actor="operator", detail={"seq": seq, "field": path}
+    )
+    return {"seq": seq, "field": path, "recorded_as": erased_at}

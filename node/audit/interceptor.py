@@ -1,0 +1,124 @@
+"""Record every RPC in the ledger: once before the handler runs, once in ``finally``.
+
+The interceptor sits first on both servers, so even calls that admission
+refuses are recorded. For a response stream the second record is written when
+the stream ends (exhausted, failed or cancelled), not when the handler returns
+its iterator. The recorded outcome comes from the status code the call ended
+with: ``ok``, ``denied`` (PERMISSION_DENIED, UNAUTHENTICATED) or ``error``.
+
+Who called comes only from the verified client certificate
+(:func:`node.server.peer.caller_department`); on the admin socket the actor is
+the local operator. Handlers never write these access records themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from node.errors import NodeError
+from node.runtime import AuditSink
+from node.server.handlers import Behavior, wrap_rpc_handler
+from node.server.peer import OPERATOR, caller_department
+
+__all__ = ["AuditInterceptor"]
+
+log = logging.getLogger("fednode.audit")
+
+_DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+
+
+def _outcome(code: grpc.StatusCode | None, raised: bool) -> tuple[str, str]:
+    if code is None:
+        code = grpc.StatusCode.UNKNOWN if raised else grpc.StatusCode.OK
+    if code == grpc.StatusCode.OK:
+        return "ok", code.name
+    return ("denied" if code in _DENIED else "error"), code.name
+
+
+def _status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = context.code()
+    except AttributeError:
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """A server interceptor writing ``rpc.started`` and ``rpc.finished`` entries."""
+
+    def __init__(self, audit: AuditSink, *, surface: str) -> None:
+        """Record calls on ``surface`` ("network" or "admin") into ``audit``."""
+        self._audit = audit
+        self._surface = surface
+
+    def _who(self, context: grpc.ServicerContext) -> tuple[str | None, str | None, str | None]:
+        """Return (actor, peer, problem)."""
+        if self._surface == "admin":
+            return OPERATOR, None, None
+        try:
+            department = caller_department(context)
+        except NodeError as e:
+            return None, None, str(e)
+        if department == OPERATOR:
+            return None, None, "no verified client certificate"
+        return None, department, None
+
+    def intercept_service(
+        self, continuation: Any, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        method = details.method
+        audit = self._audit
+        surface = self._surface
+
+        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+            def started(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
+                actor, peer, problem = self._who(context)
+                detail: dict[str, object] = {"method": method, "surface": surface}
+                if problem is not None:
+                    detail["caller_problem"] = problem
+                audit.record("rpc.started", actor=actor, peer=peer, detail=detail)
+                return actor, peer
+
+            def finished(
+                context: grpc.ServicerContext, actor: str | None, peer: str | None, raised: bool
+            ) -> None:
+                outcome, code = _outcome(_status_code(context), raised)
+                audit.record(
+                    "rpc.finished",
+                    actor=actor,
+                    peer=peer,
+                    outcome=outcome,
+                    detail={"method": method, "surface": surface, "code": code},
+                )
+
+            if not streaming:
+
+                def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                    actor, peer = started(context)
+                    raised = True
+                    try:
+                        response = behavior(request, context)
+                        raised = False
+                        return response
+                    finally:
+                        finished(context, actor, peer, raised)
+
+                return unary
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                actor, peer = started(context)
+                raised = True
+                try:
+                    yield from behavior(request, context)
+                    raised = False
+                finally:
+                    # Also runs when the client cancels: gRPC closes the generator.
+                    finished(context, actor, peer, raised)
+
+            return stream
+
+        return wrap_rpc_handler(continuation(details), wrap)

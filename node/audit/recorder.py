@@ -1,0 +1,146 @@
+"""The node's audit recorder: ``runtime.audit`` over the ledger store, plus this node's witness.
+
+One :class:`AuditRecorder` exists per node process. It owns
+
+* the ledger store (``<home>/ledger/ledger.sqlite``), written by one thread
+  with group commit, so :meth:`AuditRecorder.record` returns only once the
+  entry is durable;
+* the witness state (``<home>/ledger/witness.sqlite``) and the
+  :class:`~ledger.witness.Witness` that cosigns peer checkpoints. Log keys
+  come only from the current federation directory.
+
+Fields named in ``sensitive`` (for example a citizen identifier in
+``detail``) are recorded as salted commitments; see ``ledger/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ledger.checkpoint import log_name
+from ledger.store import LedgerStore
+from ledger.witness import Witness, WitnessState
+from node.config import NodeConfig
+from node.errors import UnknownPeerError
+from node.identity.directory import Directory
+from node.identity.keys import ed25519_public_from_bytes
+
+__all__ = ["LEDGER_FILE", "WITNESS_FILE", "AuditRecorder", "ledger_path", "open_audit"]
+
+log = logging.getLogger("fednode.audit")
+
+LEDGER_FILE = "ledger.sqlite"
+WITNESS_FILE = "witness.sqlite"
+
+
+def ledger_path(config: NodeConfig) -> Path:
+    """Return the ledger store file of the node configured by ``config``."""
+    return config.ledger_dir / LEDGER_FILE
+
+
+class AuditRecorder:
+    """Implements ``runtime.audit``: durable, hash-chained records of every access and decision."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        federation: str,
+        department: str,
+        signing_key: ed25519.Ed25519PrivateKey,
+        directory: Callable[[], Directory],
+        witness_state: WitnessState,
+    ) -> None:
+        self.store = store
+        self.federation = federation
+        self.department = department
+        self.origin = log_name(federation, department)
+        self.signing_key = signing_key
+        self.directory = directory
+        self.witness = Witness(witness_state, self.origin, signing_key, self._log_key)
+
+    def _log_key(self, origin: str) -> ed25519.Ed25519PublicKey | None:
+        prefix = f"fednode/{self.federation}/"
+        if not origin.startswith(prefix):
+            return None
+        try:
+            entry = self.directory().get(origin[len(prefix) :])
+        except UnknownPeerError:
+            return None
+        return ed25519_public_from_bytes(entry.ed25519_public)
+
+    def record(
+        self,
+        event: str,
+        *,
+        actor: str | None = None,
+        peer: str | None = None,
+        agreement: str | None = None,
+        dataset: str | None = None,
+        columns: list[str] | None = None,
+        purpose: str | None = None,
+        digest: str | None = None,
+        outcome: str = "ok",
+        detail: dict[str, object] | None = None,
+        sensitive: Iterable[str] = (),
+    ) -> int:
+        """Append one entry and return its seq once it is durable.
+
+        Raises:
+            EntryError: the fields do not make a valid entry.
+            StorageError: the store is closed or the commit failed.
+        """
+        fields: dict[str, Any] = {
+            "event": event,
+            "actor": actor,
+            "peer": peer,
+            "agreement": agreement,
+            "dataset": dataset,
+            "columns": list(columns) if columns is not None else None,
+            "purpose": purpose,
+            "digest": digest,
+            "outcome": outcome,
+            "detail": detail or {},
+        }
+        seq, _ = self.store.append(fields, sensitive)
+        return seq
+
+    def close(self) -> None:
+        """Commit what is queued and close the ledger and witness files."""
+        try:
+            self.store.close()
+        finally:
+            self.witness.state.close()
+
+
+def open_audit(
+    config: NodeConfig,
+    signing_key: ed25519.Ed25519PrivateKey,
+    directory: Callable[[], Directory],
+) -> AuditRecorder:
+    """Open the ledger and witness state in ``config.ledger_dir``.
+
+    Raises:
+        StorageError: a file is unreadable, of an unknown schema version, or
+            belongs to another department.
+    """
+    config.ledger_dir.mkdir(parents=True, exist_ok=True)
+    store = LedgerStore(ledger_path(config), config.department)
+    try:
+        state = WitnessState(config.ledger_dir / WITNESS_FILE)
+    except BaseException:
+        store.close()
+        raise
+    return AuditRecorder(
+        store,
+        federation=config.federation,
+        department=config.department,
+        signing_key=signing_key,
+        directory=directory,
+        witness_state=state,
+    )
