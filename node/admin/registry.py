@@ -22,7 +22,12 @@ Emit = Callable[[dict[str, Any]], None]
 AdminHandler = Callable[["NodeRuntime", dict[str, Any], Emit], dict[str, Any]]
 
 #: Modules whose import registers admin commands.
-HANDLER_MODULES: tuple[str, ...] = ("node.admin.builtin",)
+HANDLER_MODULES: tuple[str, ...] = (
+    "node.admin.builtin",
+    "node.catalog.admin",
+    "node.agreements.admin",
+    "node.exchange.admin",
+)
 
 _HANDLERS: dict[str, AdminHandler] = {}
 

@@ -43,7 +43,11 @@ __all__ = ["SERVICE_MODULES", "NodeProcess", "serve"]
 log = logging.getLogger("fednode.server")
 
 #: Modules with ``add_services(server, runtime)``, mounted on the network port.
-SERVICE_MODULES: tuple[str, ...] = ("node.server.node_service",)
+SERVICE_MODULES: tuple[str, ...] = (
+    "node.server.node_service",
+    "node.exchange.service",
+    "node.fl.service",
+)
 
 _GRACE_S = 5.0
 _WORKERS = 32
