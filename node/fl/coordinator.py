@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -291,10 +292,7 @@ def run_job(
         )
         try:
             with _RUN_LOCK:
-                TaskIdentity.task_id = 1
-                TaskIdentity.run_id = run_id
-                TaskIdentity.node_id = SUPERLINK_NODE_ID
-                server_app(grid=grid, context=context)
+                _run_server_app(server_app, grid, context, run_id)
         except NodeError:
             raise
         except Exception as e:  # the ServerApp is foreign code
@@ -365,6 +363,36 @@ def run_job(
         )
         emit({"event": "job.finished", "job_id": job_id, "outcome": outcome, "error": error})
     return summary
+
+
+def _run_server_app(server_app: ServerApp, grid: NodeGrid, context: Context, run_id: int) -> None:
+    """Run the ServerApp; return when it does, or raise once the Grid gives up.
+
+    Flower's legacy client manager can block for a day waiting for nodes that
+    will never come back, so the app runs in a daemon thread and the Grid's
+    failure ends the job even while the app is still blocked.
+    """
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        try:
+            server_app(grid=grid, context=context)
+        except BaseException as e:  # noqa: BLE001 -- handed to the waiting thread
+            outcome.append(e)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, name="serverapp", daemon=True)
+    thread.start()
+    while not done.wait(0.2):
+        if grid.wait_failed(0) and grid.failure is not None:
+            raise grid.failure
+    if outcome:
+        raise outcome[0]
 
 
 def _final_metrics(log: RoundLog) -> dict[str, dict[str, float]]:

@@ -140,6 +140,9 @@ class NodeGrid(Grid):
         self._unavailable: dict[int, str] = {}
         self._short_since: float | None = None
         self._run: Run | None = None
+        self._failed = threading.Event()
+        #: Set when the Grid gave up on the run (the ServerApp may be blocked elsewhere).
+        self.failure: NodesUnavailableError | None = None
 
     # -- Grid API ---------------------------------------------------------------
 
@@ -177,19 +180,25 @@ class NodeGrid(Grid):
         """
         with self._lock:
             live = [n for n in self._departments if n not in self._unavailable]
-            if len(live) < len(self._departments):
-                if self._short_since is None:
-                    self._short_since = time.monotonic()
-                elif time.monotonic() - self._short_since > self._node_wait_timeout:
-                    lost = ", ".join(
-                        f"{self._departments[n]} ({why})" for n, why in self._unavailable.items()
-                    )
-                    raise NodesUnavailableError(
-                        f"only {len(live)} of {len(self._departments)} participants remain "
-                        f"and the strategy keeps waiting for more; lost: {lost}",
-                        hint="lower the strategy's minimum node counts in the job's "
-                        "run config, or restart the job once the participants are back",
-                    )
+            in_flight = any(not f.done() for f in self._pending.values())
+            if len(live) == len(self._departments) or in_flight:
+                # Only an idle ServerApp that polls for lost nodes is waiting for nothing.
+                self._short_since = None
+            elif self._short_since is None:
+                self._short_since = time.monotonic()
+            elif time.monotonic() - self._short_since > self._node_wait_timeout:
+                lost = ", ".join(
+                    f"{self._departments[n]} ({why})" for n, why in self._unavailable.items()
+                )
+                error = NodesUnavailableError(
+                    f"only {len(live)} of {len(self._departments)} participants remain "
+                    f"and the strategy keeps waiting for more; lost: {lost}",
+                    hint="lower the strategy's minimum node counts in the job's "
+                    "run config, or restart the job once the participants are back",
+                )
+                self.failure = error
+                self._failed.set()
+                raise error
             return live
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
@@ -246,6 +255,10 @@ class NodeGrid(Grid):
     def close(self) -> None:
         """Stop the worker threads (pending deliveries still finish)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_failed(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True once the Grid has given up on the run."""
+        return self._failed.wait(timeout)
 
     @property
     def unavailable(self) -> dict[str, str]:

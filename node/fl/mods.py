@@ -2,16 +2,19 @@
 
 The chain, outermost first, is::
 
-    policy gate -> ledger -> secaggplus_mod (if asked) -> LocalDpMod (if asked) -> ClientApp
+    gate -> ledger -> guard -> secaggplus_mod (if asked) -> LocalDpMod (if asked) -> ClientApp
 
 so that a denied message never reaches the ledger mod's ``fl.task`` record (it
 is recorded as ``access.denied`` instead), the ledger digests the reply exactly
 as it leaves the node (masked, under SecAgg+), and DP noise is added before
-SecAgg+ masks the update.
+SecAgg+ masks the update. The guard turns any exception below it into an
+error reply (``CLIENT_APP_RAISED_EXCEPTION``), so the ledger records a failed
+task as ``fl.reply`` with outcome ``error``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +29,17 @@ from node.errors import NodeError
 from node.fl import wire
 from node.fl.runtime import Audit
 
-__all__ = ["TaskInfo", "dp_mod", "ledger_mod", "mods_for", "policy_gate", "secaggplus_mod"]
+__all__ = [
+    "TaskInfo",
+    "dp_mod",
+    "guard_mod",
+    "ledger_mod",
+    "mods_for",
+    "policy_gate",
+    "secaggplus_mod",
+]
+
+_log = logging.getLogger(__name__)
 
 #: Content key Flower's legacy (Ins/Res) messages use for training parameters.
 _LEGACY_FIT_KEY = "fitins.parameters"
@@ -122,6 +135,16 @@ def ledger_mod(info: TaskInfo, audit: Audit) -> Mod:
     return record
 
 
+def guard_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Turn an exception below into an error reply, as Flower's SuperNode does."""
+    try:
+        return call_next(message, context)
+    except Exception as e:  # noqa: BLE001 -- foreign code; its failure is the reply
+        _log.exception("ClientApp or mod raised on %s", message.metadata.message_type)
+        reason = f"{type(e)}:<'{e}'>"
+        return _error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
+
+
 def dp_mod(dp: wire.DpConfig) -> Mod:
     """Flower's ``LocalDpMod`` on training messages, in the API the app speaks.
 
@@ -144,7 +167,7 @@ def dp_mod(dp: wire.DpConfig) -> Mod:
 
 def mods_for(info: TaskInfo, audit: Audit, check: Callable[[], None]) -> list[Mod]:
     """The full mod chain for a job, outermost first."""
-    mods: list[Mod] = [policy_gate(info, audit, check), ledger_mod(info, audit)]
+    mods: list[Mod] = [policy_gate(info, audit, check), ledger_mod(info, audit), guard_mod]
     if info.secagg:
         mods.append(secaggplus_mod)
     if info.dp is not None:

@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.client.mod import make_ffn
-from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
@@ -100,22 +99,6 @@ class _Job:
     context: Context
     handler: ClientAppCallable
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _run_app(app: ClientApp) -> ClientAppCallable:
-    """Call the ClientApp; an exception becomes an error reply, as in Flower's SuperNode."""
-
-    def call(message: Message, context: Context) -> Message:
-        try:
-            return app(message, context)
-        except Exception as e:  # noqa: BLE001 -- the app is foreign code; its failure is a reply
-            _log.exception("ClientApp raised while handling %s", message.metadata.message_type)
-            reason = f"{type(e)}:<'{e}'>"
-            return Message(
-                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
-            )
-
-    return call
 
 
 class Participant:
@@ -203,7 +186,7 @@ class Participant:
             self._check_approved(spec.fab_sha256)
             self._policy.recheck(spec.agreement)
 
-        handler = make_ffn(_run_app(app), mods_for(info, audit, check))
+        handler = make_ffn(app, mods_for(info, audit, check))
         with self._lock:
             self._jobs[spec.job_id] = _Job(spec, coordinator, workdir, info, context, handler)
         _log.info("joined job %s from %s (%d rows)", spec.job_id, coordinator, table.num_rows)

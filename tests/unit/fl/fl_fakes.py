@@ -81,8 +81,12 @@ class FakePolicy:
 
     def admit(self, coordinator: str, agreement_id: str) -> pa.Table:
         if coordinator != self.coordinator or self.revoked:
-            self.audit.record("access.denied", peer=coordinator, agreement=agreement_id, outcome="denied")
-            raise AccessDenied(f"agreement {agreement_id} does not grant federated to {coordinator}")
+            self.audit.record(
+                "access.denied", peer=coordinator, agreement=agreement_id, outcome="denied"
+            )
+            raise AccessDenied(
+                f"agreement {agreement_id} does not grant federated to {coordinator}"
+            )
         return self.table
 
     def recheck(self, agreement_id: str) -> None:

@@ -30,7 +30,9 @@ def _job(tmp: Path, app: Path, departments: list[str], **extra: Any) -> Any:
     return parse_job(doc, tmp)
 
 
-def test_fedavg_job_writes_results_and_beats_every_local_model(cluster: Cluster, tmp_path: Path) -> None:
+def test_fedavg_job_writes_results_and_beats_every_local_model(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     events: list[dict[str, Any]] = []
     job = _job(tmp_path, APP, list(cluster.nodes), rounds=5, strategy={"min-nodes": 3})
     summary = run_job(cluster.coordinator, job, events.append)
@@ -64,5 +66,8 @@ def test_fedavg_job_writes_results_and_beats_every_local_model(cluster: Cluster,
         assert tasks[0]["columns"] == list(task.FEATURES) + [task.LABEL]
         assert replies[0]["digest"].startswith("sha256:")
         assert node.participant.job_ids == []  # EndJob dropped the Context and data copy
-    assert [e["detail"]["phase"] for e in cluster.coordinator.audit.events("fl.job")] == ["start", "end"]
+    assert [e["detail"]["phase"] for e in cluster.coordinator.audit.events("fl.job")] == [
+        "start",
+        "end",
+    ]
     assert JobStatusStore(cluster.coordinator.config.data_dir).read_all()[0]["state"] == "finished"

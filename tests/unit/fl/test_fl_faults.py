@@ -1,0 +1,108 @@
+"""Node failures mid-job: the round completes if the strategy's minimums hold, else a clear error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flwr.app import Message
+
+from node.fl.coordinator import run_job
+from node.fl.errors import NodesUnavailableError
+from node.fl.grid import GrpcSender
+from node.fl.jobfile import parse_job
+from tests.unit.fl.fl_fakes import APP, SECAGG_APP, Cluster
+
+
+def _job(
+    tmp: Path, app: Path, cluster: Cluster, *, rounds: int, min_nodes: int, secagg: bool = False
+) -> Any:
+    return parse_job(
+        {
+            "job": {
+                "app": str(app),
+                "output": str(tmp / "out"),
+                "rounds": rounds,
+                "secagg": secagg,
+                "timeouts": {"node-wait": 2, "message": 10},
+            },
+            "strategy": {"min-nodes": min_nodes},
+            "participants": [
+                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                for d in cluster.nodes
+            ],
+        },
+        tmp,
+    )
+
+
+class KillOnCall:
+    """Delivers normally, but kills ``victim``'s server just before its ``nth`` message."""
+
+    def __init__(self, cluster: Cluster, job_id: str, victim: str, nth: int) -> None:
+        self.inner = GrpcSender(cluster.coordinator.peer_channel, job_id)
+        self.cluster, self.victim, self.nth, self.calls = cluster, victim, nth, 0
+
+    def __call__(self, department: str, message: Message, timeout: float) -> Message:
+        if department == self.victim:
+            self.calls += 1
+            if self.calls == self.nth:
+                self.cluster.kill(self.victim)
+        return self.inner(department, message, timeout)
+
+
+def _phases(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == "phase"]
+
+
+def test_round_completes_without_a_killed_node_when_minimums_hold(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    events: list[dict[str, Any]] = []
+    summary = run_job(
+        cluster.coordinator,
+        _job(tmp_path, APP, cluster, rounds=3, min_nodes=2),
+        events.append,
+        sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 3),
+    )
+    assert summary["outcome"] == "ok"
+    assert summary["rounds"] == 3
+    round2 = [p for p in _phases(events) if p["round"] == 2 and p["type"] == "train"][0]
+    assert round2["ok"] == ["security", "traffic"]
+    assert "health" in round2["failed"]
+    # The survivors' ledgers hold every task and reply; the coordinator's records the end.
+    for name in ("traffic", "security"):
+        assert len(cluster.nodes[name].runtime.audit.events("fl.reply")) == 6
+    end = cluster.coordinator.audit.events("fl.job")[-1]
+    assert end["outcome"] == "ok" and end["detail"]["joined"] == ["health", "security", "traffic"]
+
+
+def test_job_fails_clearly_when_minimums_cannot_be_met(cluster: Cluster, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(NodesUnavailableError, match=r"only 2 of 3 participants remain.*health"):
+        run_job(
+            cluster.coordinator,
+            _job(tmp_path, APP, cluster, rounds=3, min_nodes=3),
+            lambda _e: None,
+            sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
+        )
+    assert time.monotonic() - started < 30
+    end = cluster.coordinator.audit.events("fl.job")[-1]
+    assert end["outcome"] == "error" and "only 2 of 3" in end["detail"]["reason"]
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert '"outcome": "error"' in summary
+
+
+def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Flower's legacy client manager would wait a day; the Grid ends the job instead."""
+    with pytest.raises(NodesUnavailableError, match="only 2 of 3"):
+        run_job(
+            cluster.coordinator,
+            _job(tmp_path, SECAGG_APP, cluster, rounds=2, min_nodes=3, secagg=True),
+            lambda _e: None,
+            sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
+        )
