@@ -52,7 +52,7 @@ from ledger.merkle import EMPTY_ROOT, hash_children, verify_consistency
 __all__ = ["BundleReport", "Report", "verify_bundle"]
 
 _BATCH = 4096
-_BIG_INT_RE = re.compile(rb"[0-9]{16,}")
+_BIG_INT_RE = re.compile(rb"[:,\[]-?[0-9]{16,}")
 _ASTRAL_RE = re.compile(rb"[\xf0-\xf4]")
 _OUTCOME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
 _EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
