@@ -4,7 +4,9 @@ Four departments of the seed city each run ``fednode serve`` in their own
 namespace with their own address, joined by a bridge. The public-security
 bureau shares accident reports with the traffic bureau under a signed
 agreement; then a large share is interrupted by cutting the provider's link,
-which must fail cleanly, and succeeds once the link is back.
+which must fail cleanly, and succeeds once the link is back. Finally every
+ledger is checkpointed, cosigned by witnesses across the namespaces, exported,
+and verified offline together, which cross-checks every share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -179,7 +182,52 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
     assert "Traceback" not in stderr
     assert sorted(p.name for p in out_dir.iterdir()) == []
 
+    failed = _events(city, "traffic", "share.failed")
+    assert failed and failed[-1]["peer"] == "public-security"
+    assert failed[-1]["agreement"] == agreement_id
+
     retry = _ok(city.lab.run("traffic", fetch, timeout=150))
     summary = json.loads(retry.stdout)
     assert summary["rows"] == 300_000
     assert pq.read_table(out).num_rows == 300_000
+    received = _events(city, "traffic", "share.received")
+    assert received[-1]["detail"]["share_id"] == summary["share_id"]
+    assert received[-1]["digest"] == summary["digest"]
+
+
+def _events(city: LabFederation, department: str, event: str) -> list[dict[str, Any]]:
+    shown = _ok(city.fednode(department, "ledger", "show", "--type", event, "--json"))
+    entries: list[dict[str, Any]] = json.loads(shown.stdout)
+    return [e for e in entries if e["event"] == event]
+
+
+def test_ledgers_are_witnessed_across_namespaces_and_verify_offline(
+    city: LabFederation, tmp_path: Path
+) -> None:
+    # Runs last: by now the ledgers hold the shares, the failed share and the retry.
+    for spec in DEPARTMENTS:
+        checkpoint = json.loads(
+            _ok(city.fednode(spec.department, "ledger", "checkpoint", "--json")).stdout
+        )
+        assert checkpoint["published"], (spec.department, checkpoint)
+        witnesses = {d.department for d in DEPARTMENTS if d.witness} - {spec.department}
+        assert set(checkpoint["cosigners"]) <= witnesses
+        assert len(checkpoint["cosigners"]) >= 2
+    sent = [e for e in _events(city, "public-security", "share.sent") if e["outcome"] == "ok"]
+    received = _events(city, "traffic", "share.received")
+    assert {e["detail"]["share_id"] for e in sent} == {e["detail"]["share_id"] for e in received}
+    assert len(received) == 2  # the seed accidents and the retried bulk share
+
+    bundles = []
+    for spec in DEPARTMENTS:
+        bundle = tmp_path / f"{spec.department}.zip"
+        _ok(city.fednode(spec.department, "ledger", "export", "--out", bundle))
+        bundles.append(bundle)
+    # The auditor's check is offline: it runs in no namespace, with no node reachable.
+    verified = subprocess.run(
+        [sys.executable, "-m", "node.cli.main", "ledger", "verify", *map(str, bundles),
+         "--ca", str(city.fed.ca_pem)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    assert "verified" in verified.stdout
