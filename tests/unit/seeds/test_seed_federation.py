@@ -91,3 +91,32 @@ def test_job_participants_hold_federated_agreements_with_the_coordinator() -> No
         assert agreement["dataset"] == participant["dataset"]
         assert agreement["modes"] == ["federated"]
         assert {"incident", "split"} <= set(agreement["columns"])
+
+
+def _as_job_file(job: dict[str, Any]) -> dict[str, Any]:
+    """The job file `fednode fl launch` reads, made from the [job] section."""
+    head = {
+        k: v for k, v in job.items() if k not in ("strategy", "run-config", "dp", "participants")
+    }
+    return {
+        "job": head,
+        "strategy": job.get("strategy", {}),
+        "run-config": job.get("run-config", {}),
+        "dp": job["dp"],
+        "participants": job["participants"],
+    }
+
+
+def test_the_job_section_is_a_valid_job_file_for_the_sample_app() -> None:
+    from node.fl.jobfile import parse_job
+
+    parsed = parse_job(_as_job_file(CONFIG["job"]), SEEDS)
+    assert parsed.secagg
+    assert parsed.dp is not None and parsed.dp.epsilon > 0
+    assert [p.department for p in parsed.participants] == [
+        p["department"] for p in CONFIG["job"]["participants"]
+    ]
+    app_config = tomllib.loads((parsed.app / "pyproject.toml").read_text())
+    declared = app_config["tool"]["flwr"]["app"]["config"]
+    # A run-config key the app does not declare is refused at launch.
+    assert set(parsed.overrides) - {"num-server-rounds"} <= set(declared)
