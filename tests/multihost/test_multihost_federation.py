@@ -196,7 +196,9 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
 
 
 def _events(city: LabFederation, department: str, event: str) -> list[dict[str, Any]]:
-    shown = _ok(city.fednode(department, "ledger", "show", "--type", event, "--json"))
+    shown = _ok(
+        city.fednode(department, "ledger", "show", "--type", event, "--limit", "1000", "--json")
+    )
     entries: list[dict[str, Any]] = json.loads(shown.stdout)
     return [e for e in entries if e["event"] == event]
 
