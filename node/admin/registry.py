@@ -27,6 +27,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.catalog.admin",
     "node.agreements.admin",
     "node.exchange.admin",
+    "node.audit.admin",
 )
 
 _HANDLERS: dict[str, AdminHandler] = {}

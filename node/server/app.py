@@ -28,6 +28,7 @@ import grpc
 from node.admin.client import is_running
 from node.admin.registry import load_handlers
 from node.admin.service import AdminService
+from node.audit import AuditInterceptor, open_audit
 from node.config import NodeConfig, load_config
 from node.errors import CertificateError, ConfigError
 from node.identity import certs, keys
@@ -47,6 +48,7 @@ SERVICE_MODULES: tuple[str, ...] = (
     "node.server.node_service",
     "node.exchange.service",
     "node.fl.service",
+    "node.audit.service",
 )
 
 _GRACE_S = 5.0
@@ -89,11 +91,7 @@ class NodeProcess:
         ca_cert = certs.load_cert(config.ca_cert_path)
         directories = DirectoryHolder(config.directory_path, config.directory_state_path, ca_cert)
         signing_key = keys.load_ed25519(config.signing_key_path)
-        try:
-            audit_module = importlib.import_module("node.audit")
-        except ModuleNotFoundError:
-            audit_module = importlib.import_module("node.server.basic_audit")
-        self._audit = audit_module.open_audit(config, signing_key, lambda: directories.current)
+        self._audit = open_audit(config, signing_key, lambda: directories.current)
         self.runtime = NodeRuntime(
             config=config,
             signing_key=signing_key,
@@ -111,7 +109,7 @@ class NodeProcess:
         self._network = grpc.server(
             futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="rpc"),
             interceptors=[
-                audit_module.AuditInterceptor(self._audit, surface="network"),
+                AuditInterceptor(self._audit, surface="network"),
                 AdmissionInterceptor(lambda: directories.current, config.federation),
             ],
             options=[("grpc.so_reuseport", 0)],
@@ -130,7 +128,7 @@ class NodeProcess:
             ) from e
         self._admin = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="admin"),
-            interceptors=[audit_module.AuditInterceptor(self._audit, surface="admin")],
+            interceptors=[AuditInterceptor(self._audit, surface="admin")],
         )
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(self.runtime, load_handlers()), self._admin
