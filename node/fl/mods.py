@@ -118,6 +118,8 @@ def ledger_mod(info: TaskInfo, audit: Audit) -> Mod:
             detail=info.detail(message),
         )
         reply = call_next(message, context)
+        # The id is the reply's content hash; set it now so the digest covers the bytes sent.
+        reply.metadata.__dict__["_message_id"] = reply.object_id
         detail = info.detail(message)
         if reply.has_error():
             detail["error"] = (reply.error.reason or "")[:200]

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.fl.fl_fakes import APP, SECAGG_APP, Cluster, task
 from node.fl.coordinator import JobStatusStore, run_job
-from node.fl.errors import JobFailedError
 from node.fl.jobfile import parse_job
+from tests.unit.fl.fl_fakes import APP, Cluster, task
 
 
 def _job(tmp: Path, app: Path, departments: list[str], **extra: Any) -> Any:
@@ -63,7 +62,7 @@ def test_fedavg_job_writes_results_and_beats_every_local_model(
         tasks = node.runtime.audit.events("fl.task")
         replies = node.runtime.audit.events("fl.reply")
         assert len(tasks) == len(replies) == 10
-        assert tasks[0]["columns"] == list(task.FEATURES) + [task.LABEL]
+        assert tasks[0]["columns"] == [*task.FEATURES, task.LABEL]
         assert replies[0]["digest"].startswith("sha256:")
         assert node.participant.job_ids == []  # EndJob dropped the Context and data copy
     assert [e["detail"]["phase"] for e in cluster.coordinator.audit.events("fl.job")] == [

@@ -1,4 +1,4 @@
-"""Node failures mid-job: the round completes if the strategy's minimums hold, else a clear error."""
+"""Node failures mid-job: the round completes if strategy minimums hold, else a clear error."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_round_completes_without_a_killed_node_when_minimums_hold(
     )
     assert summary["outcome"] == "ok"
     assert summary["rounds"] == 3
-    round2 = [p for p in _phases(events) if p["round"] == 2 and p["type"] == "train"][0]
+    round2 = next(p for p in _phases(events) if p["round"] == 2 and p["type"] == "train")
     assert round2["ok"] == ["security", "traffic"]
     assert "health" in round2["failed"]
     # The survivors' ledgers hold every task and reply; the coordinator's records the end.

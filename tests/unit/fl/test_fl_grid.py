@@ -1,0 +1,183 @@
+"""NodeGrid with fake transports: concurrency, deadlines, and error replies shaped like Flower's."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.supercore.run import Run
+
+from node.fl.errors import NodesUnavailableError
+from node.fl.grid import GridEvent, NodeGrid
+
+NODES = {11: "traffic", 12: "security", 13: "health"}
+
+
+class Deadline(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def echo(department: str, message: Message, timeout: float) -> Message:
+    content = RecordDict({"metrics": ConfigRecord({"from": department})})
+    return Message(content, reply_to=message)
+
+
+def _grid(send: object, **kw: object) -> NodeGrid:
+    grid = NodeGrid(NODES, send, **kw)  # type: ignore[arg-type]
+    grid.set_run(Run.create_empty(42))
+    return grid
+
+
+def _messages(kind: str = "train", nodes: tuple[int, ...] = (11, 12, 13)) -> list[Message]:
+    return [Message(RecordDict(), n, kind, group_id="1") for n in nodes]
+
+
+def test_replies_come_back_matched_to_their_messages() -> None:
+    grid = _grid(echo)
+    msgs = _messages()
+    replies = list(grid.send_and_receive(msgs))
+    assert sorted(r.metadata.src_node_id for r in replies) == [11, 12, 13]
+    by_id = {m.metadata.message_id: m for m in msgs}
+    for reply in replies:
+        sent = by_id[reply.metadata.reply_to_message_id]
+        assert reply.content["metrics"]["from"] == NODES[sent.metadata.dst_node_id]
+    assert list(grid.pull_messages(list(by_id))) == []  # each reply is handed out once
+
+
+def test_sends_to_all_nodes_at_once() -> None:
+    def slow(department: str, message: Message, timeout: float) -> Message:
+        time.sleep(0.3)
+        return echo(department, message, timeout)
+
+    grid = _grid(slow)
+    started = time.monotonic()
+    assert len(list(grid.send_and_receive(_messages()))) == 3
+    assert time.monotonic() - started < 0.6
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "reason"),
+    [
+        (ConnectionError("refused"), ErrorCode.NODE_UNAVAILABLE, "health failed: refused"),
+        (Deadline(), ErrorCode.REPLY_MESSAGE_UNAVAILABLE, "health did not reply within"),
+    ],
+)
+def test_a_failed_node_becomes_an_error_reply_like_flowers(
+    failure: Exception, code: int, reason: str
+) -> None:
+    def send(department: str, message: Message, timeout: float) -> Message:
+        if department == "health":
+            raise failure
+        return echo(department, message, timeout)
+
+    events: list[GridEvent] = []
+    grid = _grid(send, on_reply=events.append)
+    msgs = _messages()
+    replies = list(grid.send_and_receive(msgs))
+    assert len(replies) == 3
+    errors = [r for r in replies if r.has_error()]
+    assert len(errors) == 1
+    error = errors[0]
+    assert error.error.code == code and reason in (error.error.reason or "")
+    assert error.metadata.src_node_id == SUPERLINK_NODE_ID == error.metadata.dst_node_id
+    assert error.metadata.reply_to_message_id == msgs[2].metadata.message_id
+    assert error.metadata.message_type == "train" and error.metadata.group_id == "1"
+    assert sorted(grid.get_node_ids()) == [11, 12]
+    assert grid.unavailable.keys() == {"health"}
+    assert [e.department for e in events if e.error] == ["health"]
+
+
+def test_the_message_deadline_bounds_a_hung_node() -> None:
+    release = threading.Event()
+
+    def hang(department: str, message: Message, timeout: float) -> Message:
+        if department == "health" and not release.wait(timeout):
+            raise Deadline()
+        return echo(department, message, timeout)
+
+    grid = _grid(hang, message_timeout=0.3)
+    started = time.monotonic()
+    replies = list(grid.send_and_receive(_messages()))
+    release.set()
+    assert time.monotonic() - started < 2
+    assert [r.error.code for r in replies if r.has_error()] == [ErrorCode.REPLY_MESSAGE_UNAVAILABLE]
+
+
+def test_send_and_receive_timeout_returns_what_arrived() -> None:
+    release = threading.Event()
+
+    def hang(department: str, message: Message, timeout: float) -> Message:
+        if department == "health":
+            release.wait(5)
+        return echo(department, message, timeout)
+
+    grid = _grid(hang)
+    replies = list(grid.send_and_receive(_messages(), timeout=0.3))
+    release.set()
+    assert sorted(r.metadata.src_node_id for r in replies) == [11, 12]
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda reply: reply.metadata.__dict__.update(_reply_to_message_id="other"),
+        lambda reply: reply.metadata.__dict__.update(_src_node_id=12),
+        lambda reply: reply.metadata.__dict__.update(_run_id=7),
+    ],
+    ids=["reply-to-other-message", "claims-other-node", "other-run"],
+)
+def test_a_reply_that_does_not_belong_to_the_message_is_refused(forge: object) -> None:
+    def send(department: str, message: Message, timeout: float) -> Message:
+        reply = echo(department, message, timeout)
+        if department == "health":
+            forge(reply)  # type: ignore[operator]
+        return reply
+
+    replies = list(_grid(send).send_and_receive(_messages()))
+    errors = [r for r in replies if r.has_error()]
+    assert len(errors) == 1 and "reply to another message" in (errors[0].error.reason or "")
+
+
+def test_waiting_for_lost_nodes_ends_with_a_clear_error() -> None:
+    def send(department: str, message: Message, timeout: float) -> Message:
+        if department == "health":
+            raise ConnectionError("gone")
+        return echo(department, message, timeout)
+
+    grid = _grid(send, node_wait_timeout=0.2)
+    list(grid.send_and_receive(_messages()))
+    assert len(list(grid.get_node_ids())) == 2
+    time.sleep(0.3)
+    with pytest.raises(
+        NodesUnavailableError, match=r"only 2 of 3 .*health \(health failed: gone\)"
+    ):
+        grid.get_node_ids()
+    assert grid.wait_failed(0)
+
+
+def test_a_lost_node_is_not_contacted_again() -> None:
+    calls: list[str] = []
+
+    def send(department: str, message: Message, timeout: float) -> Message:
+        calls.append(department)
+        if department == "health":
+            raise ConnectionError("gone")
+        return echo(department, message, timeout)
+
+    grid = _grid(send)
+    list(grid.send_and_receive(_messages()))
+    replies = list(grid.send_and_receive(_messages("evaluate")))
+    assert calls.count("health") == 1
+    assert [r.error.code for r in replies if r.has_error()] == [ErrorCode.NODE_UNAVAILABLE]
+
+
+def test_messages_for_another_run_are_refused() -> None:
+    grid = _grid(echo)
+    grid.set_run(Run.create_empty(43))
+    with pytest.raises(ValueError, match="run 42"):
+        grid.push_messages(_messages())

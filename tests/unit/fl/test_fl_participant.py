@@ -1,0 +1,179 @@
+"""The participant: admission, the policy gate, ledger records, DP, one Context per run."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
+
+from node.errors import AccessDenied
+from node.fl import wire
+from node.fl.approvals import ApprovalStore
+from node.fl.bundle import build_bundle
+from node.fl.coordinator import run_job
+from node.fl.errors import AppNotApprovedError, UnknownJobError
+from node.fl.jobfile import parse_job
+from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, task
+
+
+@pytest.fixture(scope="module")
+def fab() -> bytes:
+    return build_bundle(APP).data
+
+
+def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
+    fields: dict[str, Any] = {
+        "job_id": "job-1",
+        "run_id": 42,
+        "node_id": 77,
+        "fab_sha256": hashlib.sha256(fab).hexdigest(),
+        "fab_size": len(fab),
+        "agreement": "agr-traffic",
+        "dataset": "incidents",
+        "run_config": {"local-epochs": 5, "learning-rate": 0.5, "label-column": "incident"},
+    }
+    fields.update(kw)
+    return wire.JobSpec(**fields)
+
+
+def _train(node_id: int = 77, run_id: int = 42) -> Message:
+    arrays = ArrayRecord(task.initial_weights(len(task.FEATURES)))
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    message = Message(content, node_id, "train", group_id="1")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    message.metadata.__dict__["_run_id"] = run_id
+    return message
+
+
+def test_unapproved_app_is_refused_and_recorded(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    ApprovalStore.for_data_dir(node.runtime.config.data_dir).revoke(hashlib.sha256(fab).hexdigest())
+    with pytest.raises(AppNotApprovedError, match="not approved"):
+        node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    denied = node.runtime.audit.events("access.denied")
+    assert denied and denied[0]["detail"]["fab_sha256"] == hashlib.sha256(fab).hexdigest()
+    assert node.participant.job_ids == []
+
+
+def test_agreement_refusal_stops_admission(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    with pytest.raises(AccessDenied, match="does not grant"):
+        node.participant.start_job("someone-else", _spec(fab), fab)
+    assert node.runtime.audit.events("access.denied")[0]["peer"] == "someone-else"
+
+
+def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    info = node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    assert info.rows == 400 and info.columns == (*task.FEATURES, task.LABEL)
+    reply = node.participant.deliver(COORDINATOR, "job-1", _train())
+    assert not reply.has_error()
+    (entry,) = node.runtime.audit.events("fl.task")
+    assert entry["peer"] == COORDINATOR and entry["agreement"] == "agr-traffic"
+    assert entry["columns"] == [*task.FEATURES, task.LABEL]
+    assert entry["detail"] | {} == entry["detail"]
+    assert {k: entry["detail"][k] for k in ("job_id", "round", "message_type", "secagg", "dp")} == {
+        "job_id": "job-1",
+        "round": 1,
+        "message_type": "train",
+        "secagg": False,
+        "dp": None,
+    }
+    (done,) = node.runtime.audit.events("fl.reply")
+    assert done["digest"] == wire.message_digest(reply) and done["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("revoke", ["approval", "agreement"])
+def test_revocation_stops_a_running_job_at_the_next_message(
+    cluster: Cluster, fab: bytes, revoke: str
+) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    assert not node.participant.deliver(COORDINATOR, "job-1", _train()).has_error()
+    if revoke == "approval":
+        ApprovalStore.for_data_dir(node.runtime.config.data_dir).revoke(
+            hashlib.sha256(fab).hexdigest()
+        )
+    else:
+        node.policy.revoked = True
+    reply = node.participant.deliver(COORDINATOR, "job-1", _train())
+    assert reply.has_error() and reply.error.code == ErrorCode.MOD_FAILED_PRECONDITION
+    assert len(node.runtime.audit.events("fl.task")) == 1  # the denied task never ran
+    assert node.runtime.audit.events("access.denied")[-1]["outcome"] == "denied"
+
+
+def test_only_the_starting_coordinator_reaches_the_job(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    with pytest.raises(UnknownJobError):
+        node.participant.deliver("security", "job-1", _train())
+    with pytest.raises(UnknownJobError):
+        node.participant.end_job("security", "job-1", "ok")
+    wrong_node = node.participant.deliver(COORDINATOR, "job-1", _train(node_id=5))
+    assert wrong_node.has_error()
+
+
+def test_data_copy_is_private_and_removed_at_job_end(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    data = node.runtime.config.data_dir / "fl" / "jobs" / "job-1" / "data.parquet"
+    assert data.stat().st_mode & 0o777 == 0o600
+    assert data.parent.stat().st_mode & 0o777 == 0o700
+    node.participant.end_job(COORDINATOR, "job-1", "ok")
+    assert not data.parent.exists()
+
+
+def test_app_exception_becomes_error_reply_and_is_recorded(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    bad = _train()
+    del bad.content["arrays"]
+    reply = node.participant.deliver(COORDINATOR, "job-1", bad)
+    assert reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert node.runtime.audit.events("fl.reply")[-1]["outcome"] == "error"
+
+
+def test_dp_clips_and_noises_updates_and_the_ledger_records_its_parameters(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    dp = {"clipping-norm": 0.5, "sensitivity": 0.5, "epsilon": 8.0, "delta": 1e-5}
+    job = parse_job(
+        {
+            "job": {"app": str(APP), "output": str(tmp_path / "out"), "rounds": 2},
+            "strategy": {"min-nodes": 3},
+            "dp": dp,
+            "participants": [
+                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                for d in cluster.nodes
+            ],
+        },
+        tmp_path,
+    )
+    summary = run_job(cluster.coordinator, job, lambda _e: None)
+    assert summary["outcome"] == "ok"
+    expected = wire.DpConfig(0.5, 0.5, 8.0, 1e-5).to_record()
+    assert summary["dp"] == expected
+    assert cluster.coordinator.audit.events("fl.job")[0]["detail"]["dp"] == expected
+    for node in cluster.nodes.values():
+        details = [e["detail"] for e in node.runtime.audit.events("fl.task")]
+        assert details and all(d["dp"] == expected for d in details)
+    # The first round's update moved at most the clipping norm from zero, plus noise.
+    model = np.load(tmp_path / "out" / "model.npz")
+    assert np.all(np.isfinite(np.concatenate([model[k].ravel() for k in model.files])))
+
+
+def test_one_context_lives_for_the_whole_run(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    job = node.participant._job(COORDINATOR, "job-1")
+    context = job.context
+    context.state.config_records["probe"] = ConfigRecord({"n": 1})
+    node.participant.deliver(COORDINATOR, "job-1", _train())
+    assert node.participant._job(COORDINATOR, "job-1").context is context
+    assert context.state.config_records["probe"]["n"] == 1
+    assert context.node_config["data-path"].endswith("data.parquet")

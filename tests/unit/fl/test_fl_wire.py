@@ -1,0 +1,150 @@
+"""The Federated wire format: round trips, the 4 MiB bound, and every malformed stream refused."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Message, RecordDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.fl import wire
+from node.fl.errors import WireError
+from protocols.fednode.v1 import federated_pb2 as pb
+
+FAB = b"PK" + bytes(range(256)) * 9000  # > 2 chunks
+
+
+def _spec(fab: bytes = FAB, **kw: object) -> wire.JobSpec:
+    fields: dict[str, object] = {
+        "job_id": "job-1",
+        "run_id": 7,
+        "node_id": 99,
+        "fab_sha256": hashlib.sha256(fab).hexdigest(),
+        "fab_size": len(fab),
+        "agreement": "agr-1",
+        "dataset": "incidents",
+        "run_config": {"num-server-rounds": 3, "lr": 0.5, "name": "x", "flag": True},
+        "secagg": True,
+        "dp": wire.DpConfig(1.0, 1.0, 5.0, 1e-5),
+    }
+    fields.update(kw)
+    return wire.JobSpec(**fields)  # type: ignore[arg-type]
+
+
+def test_job_start_round_trip_in_bounded_chunks() -> None:
+    parts = list(wire.job_start_parts(_spec(), FAB))
+    assert len(parts) == 4
+    assert all(p.ByteSize() < 4 << 20 for p in parts)
+    spec, fab = wire.job_start_from_parts(parts)
+    assert spec == _spec() and fab == FAB
+
+
+def _with(
+    parts: list[pb.JobStartPart], fn: Callable[[list[pb.JobStartPart]], object]
+) -> list[pb.JobStartPart]:
+    fn(parts)
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda p: p.pop(0), "FAB bytes before the job spec"),
+        (lambda p: p.pop(), "truncated"),
+        (lambda p: p.append(pb.JobStartPart(fab_chunk=b"x")), "longer than the announced"),
+        (lambda p: p.insert(1, pb.JobStartPart(spec=p[0].spec)), "second job spec"),
+        (lambda p: p.append(pb.JobStartPart()), "empty part"),
+        (
+            lambda p: p.__setitem__(1, pb.JobStartPart(fab_chunk=b"Z" + p[1].fab_chunk[1:])),
+            "SHA-256",
+        ),
+        (lambda p: setattr(p[0].spec, "version", 2), "version 2 is not supported"),
+        (lambda p: setattr(p[0].spec, "job_id", "../../etc"), "job id must be"),
+        (lambda p: setattr(p[0].spec, "fab_sha256", "ABC"), "64 lower-case hex"),
+        (lambda p: setattr(p[0].spec, "run_config_json", "[1]"), "JSON object"),
+        (lambda p: setattr(p[0].spec, "run_config_json", '{"a": [1]}'), "bool, int, float or str"),
+        (lambda p: setattr(p[0].spec.dp, "epsilon", 0.0), "epsilon > 0"),
+        (lambda p: setattr(p[0].spec, "fab_size", 1 << 30), "exceeds"),
+        (lambda p: p.clear(), "no job spec"),
+    ],
+)
+def test_malformed_job_start_is_refused(
+    mutate: Callable[[list[pb.JobStartPart]], object], match: str
+) -> None:
+    parts = _with(list(wire.job_start_parts(_spec(), FAB)), mutate)
+    with pytest.raises(WireError, match=match):
+        wire.job_start_from_parts(parts)
+
+
+def _message(size: int) -> Message:
+    arrays = ArrayRecord([np.arange(size, dtype=np.float64)])
+    message = Message(RecordDict({"arrays": arrays}), 5, "train", group_id="2")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    return message
+
+
+def test_large_messages_travel_in_chunks_below_4_mib() -> None:
+    message = _message(1_500_000)  # 12 MB of float64
+    chunks = list(wire.message_chunks(message, "job-1"))
+    assert len(chunks) == 12 and all(c.ByteSize() < 4 << 20 for c in chunks)
+    assert [c.last for c in chunks].count(True) == 1 and chunks[-1].last
+    job_id, back = wire.message_from_chunks(chunks)
+    assert job_id == "job-1"
+    assert back.metadata.message_id == message.metadata.message_id
+    np.testing.assert_array_equal(
+        back.content["arrays"].to_numpy_ndarrays()[0], np.arange(1_500_000)
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(0, 200_000), job=st.text("abc-_9", min_size=1, max_size=12))
+def test_message_round_trip(size: int, job: str) -> None:
+    message = _message(size)
+    job_id, back = wire.message_from_chunks(wire.message_chunks(message, job))
+    assert job_id == job and wire.message_digest(back) == wire.message_digest(message)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda c: c.clear(), "empty"),
+        (lambda c: c.pop(), "without its final chunk"),
+        (
+            lambda c: c.append(pb.MessageChunk(job_id="job-1", data=b"x", last=True)),
+            "after its final",
+        ),
+        (lambda c: setattr(c[1], "job_id", "other"), "changes job id"),
+        (
+            lambda c: c.__setitem__(
+                0, pb.MessageChunk(job_id="job-1", data=b"\xff\xff", last=False)
+            ),
+            "not a valid",
+        ),
+    ],
+)
+def test_malformed_message_stream_is_refused(
+    mutate: Callable[[list[pb.MessageChunk]], object], match: str
+) -> None:
+    chunks = list(wire.message_chunks(_message(300_000), "job-1"))
+    mutate(chunks)
+    with pytest.raises(WireError, match=match):
+        wire.message_from_chunks(chunks)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=2000))
+def test_arbitrary_bytes_never_escape_as_bare_errors(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        wire.message_from_chunks([pb.MessageChunk(job_id="j", data=data, last=True)])
+
+
+def test_dp_noise_follows_the_gaussian_mechanism() -> None:
+    dp = wire.DpConfig(clipping_norm=1.0, sensitivity=2.0, epsilon=4.0, delta=1e-5)
+    assert dp.noise_stddev == pytest.approx(2.0 * np.sqrt(2 * np.log(1.25 / 1e-5)) / 4.0)
+    record = dp.to_record()
+    assert all(isinstance(v, str) for v in record.values())  # ledger JSON carries no floats
