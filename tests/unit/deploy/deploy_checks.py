@@ -224,9 +224,14 @@ def check_k8s(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> list
     kinds: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         kinds.setdefault(doc.get("kind", "?"), []).append(doc)
-    secrets = {d["metadata"]["name"] for d in kinds.get("Secret", [])}
+    secret_keys: dict[str, set[str]] = {
+        d["metadata"]["name"]: set(d.get("data") or {}) | set(d.get("stringData") or {})
+        for d in kinds.get("Secret", [])
+    }
     generated = {g["name"]: g for g in kustomization.get("secretGenerator") or []}
-    secrets |= set(generated)
+    for name, generator in generated.items():
+        secret_keys[name] = {f.rsplit("/", 1)[-1] for f in generator.get("files") or []}
+    secrets = set(secret_keys)
     services = {d["metadata"]["name"]: d for d in kinds.get("Service", [])}
     policies = kinds.get("NetworkPolicy", [])
     if not kinds.get("StatefulSet"):
@@ -244,12 +249,11 @@ def check_k8s(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> list
             problems.append(f"{where}: has no volumeClaimTemplates (PVC)")
         problems += _check_pod(where, pod, claims, secrets)
         for volume in pod.get("volumes") or []:
-            secret = (volume.get("secret") or {}).get("secretName")
-            if secret in generated:
-                files = {f.rsplit("/", 1)[-1] for f in generated[secret].get("files") or []}
-                for item in volume["secret"].get("items") or []:
-                    if item["key"] not in files:
-                        problems.append(f"{where}: Secret {secret} has no key {item['key']}")
+            secret = str((volume.get("secret") or {}).get("secretName"))
+            keys = secret_keys.get(secret)
+            for item in (volume.get("secret") or {}).get("items") or []:
+                if keys is not None and item["key"] not in keys:
+                    problems.append(f"{where}: Secret {secret} has no key {item['key']}")
         ports = _container_ports(pod)
         service = services.get(spec.get("serviceName", ""))
         if service is None:
