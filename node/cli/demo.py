@@ -51,9 +51,19 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     report = run_demo(plan, args.workdir.resolve(), keep=args.keep, console=console)
     console.rule("[bold]Summary")
-    for title, elapsed, summary in report.steps:
-        console.print(f"  {title}: {summary} [dim]({elapsed:.1f}s)[/dim]")
-    console.print(
-        f"demo finished in {time.monotonic() - started:.1f}s; artefacts in {report.workdir}"
-    )
+    console.print("[bold]What moved[/bold] (encrypted, under signed agreements):")
+    for line in report.moved or ["nothing"]:
+        console.print(f"  • {line}")
+    console.print("[bold]What stayed local[/bold]:")
+    for line in report.stayed:
+        console.print(f"  • {line}")
+    console.print("[bold]Ledgers[/bold] (entries per department):")
+    console.print("  " + ", ".join(f"{d} {n}" for d, n in report.ledgers.items()))
+    console.print(f"[bold]Verification[/bold]: {report.verification or 'not run'}")
+    console.print("[bold]Artefacts[/bold]:")
+    for name, path in report.artefacts.items():
+        console.print(f"  {name}: {path}")
+    elapsed = time.monotonic() - started
+    state = "left running (--keep)" if args.keep else "stopped; no process left behind"
+    console.print(f"demo finished in {elapsed:.1f}s; nodes {state}")
     return 0

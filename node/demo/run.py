@@ -7,6 +7,7 @@ each node is its own ``fednode serve`` process talking mTLS to the others.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ledger import canonical
+from ledger.verify import verify_bundle
 from node.admin.client import invoke
 from node.demo.plan import DemoPlan
 from node.errors import ConfigError, NodeError
@@ -44,6 +47,7 @@ class Demo:
         self.console = console
         self.report = DemoReport(workdir=workdir)
         self.fed: LocalFederation | None = None
+        self.agreement_ids: dict[str, str] = {}
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -103,6 +107,140 @@ class Demo:
             self.console.print(f"  {self.plan.coordinator} ⇄ {peer['detail']}")
         return f"{len(self.federation.homes)} nodes running; mutual TLS with {len(reachable)} peers"
 
+    def register_datasets(self) -> str:
+        count = 0
+        for department in self.plan.departments:
+            for dataset in department.datasets:
+                labels = dict.fromkeys(dataset.personal, "personal")
+                result = self.admin(
+                    department.id,
+                    "dataset.add",
+                    {"name": dataset.name, "path": str(dataset.path), "labels": labels},
+                )
+                count += 1
+                self.report.stayed.append(
+                    f"{department.id}/{dataset.name}: {result.get('rows', '?')} rows"
+                )
+        return f"{count} datasets catalogued in place; none of them left its node"
+
+    def sign_agreements(self) -> str:
+        now = int(time.time())
+        for plan in self.plan.agreements:
+            created = self.admin(
+                plan.provider,
+                "agreement.create",
+                {
+                    "consumer": plan.consumer,
+                    "dataset": plan.dataset,
+                    "purpose_code": plan.purpose_code,
+                    "purpose_text": plan.purpose_text,
+                    "valid_until": now + plan.valid_days * 86400,
+                    "modes": list(plan.modes),
+                    "columns": plan.columns,
+                },
+            )
+            signed = {
+                "agreement": created["agreement"],
+                "provider_signature": created["provider_signature"],
+            }
+            countersigned = self.admin(
+                plan.consumer,
+                "agreement.countersign",
+                {"agreement_b64": base64.b64encode(canonical.dumps(signed)).decode(), "push": True},
+            )
+            if not countersigned.get("pushed"):
+                raise NodeError(
+                    f"agreement {plan.name}: countersignature did not reach {plan.provider}: "
+                    f"{countersigned.get('push_error')}"
+                )
+            self.agreement_ids[plan.name] = str(created["agreement"]["id"])
+            self.console.print(
+                f"  {plan.provider} → {plan.consumer}: {plan.dataset} for "
+                f"{'/'.join(plan.modes)} ({plan.purpose_code})"
+            )
+        count = len(self.plan.agreements)
+        return f"{count} agreements signed by providers, countersigned by consumers"
+
+    def encrypted_share(self) -> str:
+        transfers = [a for a in self.plan.agreements if "transfer" in a.modes]
+        if not transfers:
+            return "no transfer agreement in the plan"
+        plan = transfers[0]
+        out = self.workdir / "shares" / f"{plan.consumer}-{plan.dataset}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = self.admin(
+            plan.consumer,
+            "share.fetch",
+            {"from": plan.provider, "agreement": self.agreement_ids[plan.name], "out": str(out)},
+        )
+        kept = [c for c, t in plan.columns.items() if t.get("treatment") != "drop"]
+        dropped = [c for c, t in plan.columns.items() if t.get("treatment") == "drop"]
+        self.report.moved.append(
+            f"{plan.provider} → {plan.consumer}: {result['rows']} rows of {plan.dataset}, "
+            f"{len(kept)} agreed columns, encrypted end to end (share {result['share_id'][:8]}…, "
+            f"{result['digest'][:19]}…)"
+        )
+        if dropped:
+            self.report.stayed.append(
+                f"{plan.provider}/{plan.dataset}: {', '.join(dropped)} (dropped by the agreement)"
+            )
+        self.report.artefacts["share"] = out
+        # The coordinator holds a federated-only agreement; asking to download the rows is refused
+        # by the provider and recorded in its ledger as a denial.
+        federated = next((a for a in self.plan.agreements if a.modes == ("federated",)), None)
+        if federated is not None:
+            try:
+                self.admin(
+                    federated.consumer,
+                    "share.fetch",
+                    {
+                        "from": federated.provider,
+                        "agreement": self.agreement_ids[federated.name],
+                        "out": str(self.workdir / "shares" / "refused.parquet"),
+                    },
+                )
+            except NodeError as e:
+                self.console.print(
+                    f"  {federated.consumer} asks {federated.provider} for raw "
+                    f"{federated.dataset} rows under a federated-only agreement: refused ({e})"
+                )
+                self.report.stayed.append(
+                    f"{federated.provider}/{federated.dataset}: raw rows refused to "
+                    f"{federated.consumer} (agreement allows federated use only)"
+                )
+            else:
+                raise NodeError("a federated-only agreement allowed a raw transfer")
+        return (
+            f"{result['rows']} rows moved {plan.provider} → {plan.consumer} in "
+            f"{result['seconds']:.2f}s; receipt signed and recorded on both sides"
+        )
+
+    def witness_and_audit(self) -> str:
+        bundles: list[Path] = []
+        published = 0
+        for department in self.federation.homes:
+            checkpoint = self.admin(department, "ledger.checkpoint", {})
+            published += int(bool(checkpoint["published"]))
+            self.console.print(
+                f"  {department}: checkpoint size {checkpoint['size']} cosigned by "
+                f"{', '.join(checkpoint['cosigners']) or 'nobody'}"
+            )
+        for department in self.federation.homes:
+            out = self.workdir / "audit" / department
+            exported = self.admin(department, "ledger.export", {"out": str(out)})
+            self.report.ledgers[department] = int(exported["entries"])
+            bundles.append(out)
+        report = verify_bundle(bundles, ca_pem=self.federation.ca_pem.read_bytes())
+        self.report.verification = (
+            f"{report.entries} entries in {len(report.bundles)} ledgers verified offline; "
+            f"{report.shares_checked} shares cross-checked between sender and receiver"
+        )
+        self.report.artefacts["audit bundles"] = self.workdir / "audit"
+        return (
+            f"{published}/{len(self.federation.homes)} checkpoints published with "
+            f"≥{self.plan.witness_threshold} cosignatures; {self.report.verification}"
+        )
+
     def stop(self) -> None:
         if self.fed is not None:
             self.fed.stop_all()
@@ -131,6 +269,14 @@ def run_demo(plan: DemoPlan, workdir: Path, *, keep: bool, console: Console) -> 
     try:
         demo.step("1. Federation authority: CA, certificates, directory", demo.provision)
         demo.step("2. Department nodes start and authenticate each other", demo.start_nodes)
+        demo.step("3. Departments catalogue their data (it stays in place)", demo.register_datasets)
+        demo.step(
+            "4. Sharing agreements: provider signs, consumer countersigns", demo.sign_agreements
+        )
+        demo.step("5. Encrypted Arrow share under an agreement", demo.encrypted_share)
+        demo.step(
+            "7. Witnesses cosign checkpoints; auditor verifies offline", demo.witness_and_audit
+        )
     finally:
         if not keep:
             demo.stop()
