@@ -1,13 +1,159 @@
-"""``fednode fl``: command group (its commands are added as the subsystem lands)."""
+"""``fednode fl``: launch federated jobs from a coordinator node and follow them."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from node.admin.client import invoke
+from node.config import load_config
+from node.fl.coordinator import JobStatusStore
+from node.fl.errors import JobFailedError, JobFileError
+from node.fl.jobfile import load_job_file
 
 __all__ = ["register"]
 
+_LAUNCH_HELP = """\
+Run a federated job from this (coordinator) node. The node builds the app's
+FAB, opens the job at every participant over mTLS, runs the app's ServerApp,
+and writes results: model.npz (final arrays), rounds.json (per-round
+participants and metrics) and summary.json. Participants must have approved
+the FAB ('fednode app approve') and hold an agreement that allows 'federated'
+to this department.
+
+job file (TOML), paths relative to it:
+  [job]
+  app = "../apps/traffic-risk"     # app directory or .fab
+  rounds = 5                       # run-config num-server-rounds
+  output = "results/traffic-risk"
+  secagg = false                   # SecAgg+ at every participant
+  [job.timeouts]                   # seconds: message = 120, start = 30, node-wait = 10
+  [strategy]                       # run-config keys the app's strategy reads
+  min-nodes = 3
+  [run-config]                     # other overrides of [tool.flwr.app.config]
+  [dp]                             # client-side DP (clip + Gaussian noise)
+  clipping-norm = 1.0
+  epsilon = 5.0
+  delta = 1e-5
+  [[participants]]
+  department = "traffic"
+  dataset = "incidents"
+  agreement = "agr-..."
+
+example:
+  fednode fl launch seeds/jobs/traffic-risk.toml --home /var/lib/fednode
+"""
+
+
+class _Live:
+    """Renders the node's progress events."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} rounds"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        out = self.progress.console
+        if kind == "job.started":
+            out.print(
+                f"job [bold]{event['job_id']}[/] app {event['app']}"
+                f" sha256:{event['fab_sha256'][:16]}…"
+            )
+            total = event.get("rounds") if isinstance(event.get("rounds"), int) else None
+            self.task = self.progress.add_task("training", total=total)
+        elif kind == "participant":
+            mark = "[green]joined[/]" if event["ok"] else f"[red]refused[/] ({event['error']})"
+            rows = f" {event['rows']} rows, {len(event['columns'])} columns" if event["ok"] else ""
+            out.print(f"  {event['department']}: {mark}{rows}")
+        elif kind == "phase":
+            metrics = "  ".join(f"{k}={v:.4g}" for k, v in sorted(event["metrics"].items()))
+            failed = "".join(f"  [red]{d}: {why}[/]" for d, why in event["failed"].items())
+            out.print(
+                f"round {event['round']} {event['type']:<10} ok: {', '.join(event['ok']) or '-'}"
+                f"  {metrics}{failed}"
+            )
+            if self.task is not None and isinstance(event["round"], int):
+                self.progress.update(self.task, completed=event["round"])
+        elif kind == "job.finished":
+            colour = "green" if event["outcome"] == "ok" else "red"
+            out.print(f"[{colour}]job {event['job_id']} {event['outcome']}[/]")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    path = Path(args.job).resolve()
+    job = load_job_file(path)  # fail fast on this side, with the same errors
+    console = Console()
+    live = _Live(console)
+    with live.progress:
+        summary = invoke(args.home, "fl.launch", {"job_file": str(path)}, on_event=live)
+    if summary.get("outcome") != "ok":
+        raise JobFailedError(str(summary.get("error")), hint=f"see {job.output}/summary.json")
+    console.print(f"results in {job.output}: model.npz, rounds.json, summary.json")
+    for kind, metrics in summary.get("final_metrics", {}).items():
+        console.print(f"  final {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    jobs = JobStatusStore(load_config(args.home).data_dir).read_all()
+    if args.job_id:
+        match = [j for j in jobs if j["job_id"] == args.job_id]
+        if not match:
+            raise JobFileError(f"no job {args.job_id} was coordinated by this node")
+        status = match[0]
+        summary = Path(status["output"]) / "summary.json"
+        if summary.exists():
+            status = {**status, "summary": json.loads(summary.read_text(encoding="utf-8"))}
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    table = Table("job", "app", "state", "round", "participants", "output")
+    for j in jobs:
+        table.add_row(
+            j["job_id"],
+            j.get("app", ""),
+            j.get("state", ""),
+            str(j.get("round") or "-"),
+            ", ".join(j.get("participants", [])),
+            j.get("output", ""),
+        )
+    Console().print(table if jobs else "no federated jobs coordinated by this node")
+    return 0
+
 
 def register(subparsers: Any) -> None:
-    subparsers.add_parser(
-        "fl", help="(not available in this build)", description="Not available in this build."
+    group = subparsers.add_parser(
+        "fl",
+        help="coordinator: launch federated learning jobs and follow them",
+        description="Federated learning: Flower apps trained across departments' nodes.\n\n"
+        "examples:\n  fednode fl launch job.toml\n  fednode fl status\n"
+        "  fednode fl status traffic-risk-20261128T190000Z-a1b2c3",
     )
+    commands = group.add_subparsers(dest="command", metavar="COMMAND")
+    launch = commands.add_parser(
+        "launch", help="run a federated job (JOB.toml) from this node", description=_LAUNCH_HELP
+    )
+    launch.add_argument("job", help="job file (TOML)")
+    launch.set_defaults(handler=_launch)
+    status = commands.add_parser(
+        "status",
+        help="list the jobs this node coordinated, or show one",
+        description="Show federated jobs this node coordinated (read from the node's data folder; "
+        "works while the node is down).\n\nexamples:\n  fednode fl status\n"
+        "  fednode fl status JOB_ID",
+    )
+    status.add_argument("job_id", nargs="?", help="show this job's status and summary")
+    status.set_defaults(handler=_status)
