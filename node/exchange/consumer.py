@@ -13,8 +13,11 @@ Invariants:
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +59,73 @@ class FetchResult:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+#: Frames received ahead of verification; bounds memory to a few chunks.
+WINDOW = 4
+_END = object()
+_WRITE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="share-write")
+
+
+def _prefetch(call: Iterator[Any]) -> Iterator[Any]:
+    """Receive frames on a helper thread, so receiving overlaps decrypting and writing.
+
+    At most :data:`WINDOW` frames wait; transport errors are re-raised in order.
+    """
+    frames: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for message in call:
+                if not put(message):
+                    return
+            put(_END)
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the consuming thread
+            put(e)
+
+    thread = threading.Thread(target=run, name="share-receive", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = frames.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class _OrderedWrites:
+    """Batch writes on a worker thread, one at a time and in order, at most one queued."""
+
+    def __init__(self) -> None:
+        self._pending: Future[None] | None = None
+
+    def submit(self, write: Callable[[Any], None], batch: Any) -> None:
+        self.settle()
+        self._pending = _WRITE_POOL.submit(write, batch)
+
+    def settle(self, *, raise_errors: bool = True) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except NodeError:
+            if raise_errors:
+                raise
 
 
 def _peer_error(provider: str, error: grpc.RpcError) -> NodeError:
@@ -112,10 +182,11 @@ def fetch_share(
     stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(provider))
     call = stub.Fetch(convert.share_request_to_proto(agreement_id, columns), timeout=deadline_s)
     sink: AtomicTableSink | None = None
+    writes = _OrderedWrites()
     received = 0
     last = 0.0
     try:
-        for message in call:
+        for message in _prefetch(call):
             kind, data = convert.frame_from_proto(message)
             received += len(data)
             if kind == "header":
@@ -135,7 +206,7 @@ def fetch_share(
                     continue
                 batch = opener.open_chunk(data)
                 if batch is not None:
-                    sink.write(batch)
+                    writes.submit(sink.write, batch)
             else:
                 opener.open_trailer(data)
             now = time.monotonic()
@@ -159,6 +230,7 @@ def fetch_share(
         opener.end_of_stream()
         if sink is None:
             raise ExchangeError("share ended without a header")
+        writes.settle()
         sink.commit()
     except grpc.RpcError as e:
         _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
@@ -167,9 +239,10 @@ def fetch_share(
         _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
         raise
     finally:
+        call.cancel()
+        writes.settle(raise_errors=False)
         if sink is not None and not sink.committed:
             sink.abort()
-        call.cancel()
     header = opener.header
     trailer = opener.trailer
     assert header is not None and trailer is not None

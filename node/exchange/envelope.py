@@ -30,6 +30,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,7 +39,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from node.errors import IdentityError
+from node.errors import IdentityError, NodeError
 from node.exchange.errors import (
     ChunkAfterFinalError,
     ChunkGapError,
@@ -101,6 +102,40 @@ MAX_SCHEMA_LEN = 1024 * 1024
 TRAILER_LEN = 8 + 8 + DIGEST_LEN + SIGNATURE_LEN
 _U64 = struct.Struct(">Q")
 _MAX_INDEX = 2**64 - 1
+
+
+#: Hashing runs beside the cipher: hashlib releases the GIL on large buffers.
+_HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-hash")
+
+
+class _OrderedHash:
+    """SHA-256 whose updates run on a worker thread, one at a time and in order.
+
+    Hashing chunk ``i`` overlaps sealing or opening chunk ``i + 1``; at most one
+    update is in flight, so memory stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._pending: Future[None] | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = _HASH_POOL.submit(self._hash.update, data)
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def digest(self) -> bytes:
+        self._settle()
+        return self._hash.digest()
+
+    def hexdigest(self) -> str:
+        self._settle()
+        return self._hash.hexdigest()
 
 
 class ReplayGuard(Protocol):
@@ -443,7 +478,7 @@ class EnvelopeSealer:
         self.schema = schema
         self._aad = hashlib.sha256(self.header).digest()
         self._aead = AESGCM(self._key)
-        self._hash = hashlib.sha256()
+        self._hash = _OrderedHash()
         self._limit = chunk_limit
         self._pending: pa.Buffer | None = None
         self._pending_rows = 0
@@ -549,7 +584,7 @@ class EnvelopeOpener:
         self._schema: pa.Schema | None = None
         self._aead: AESGCM | None = None
         self._aad = b""
-        self._hash = hashlib.sha256()
+        self._hash = _OrderedHash()
         self._next = 0
         self._final_seen = False
         # One out-of-order chunk is held to tell a gap from a reordering.
@@ -577,7 +612,10 @@ class EnvelopeOpener:
             raise UnexpectedSenderError(
                 f"envelope is from {header.sender!r}, expected {self._expected_sender!r}"
             )
-        public = self._sender_key(header.sender)
+        try:
+            public = self._sender_key(header.sender)
+        except NodeError as e:
+            raise UnexpectedSenderError(f"sender {header.sender!r} is not a known peer: {e}") from e
         try:
             verify_ed25519(
                 public,

@@ -1,0 +1,236 @@
+"""Encrypted share throughput against plaintext Arrow Flight, and the receiver's peak RSS.
+
+Both sides serve the same Parquet file through a ``pyarrow.dataset`` scanner
+on loopback and write what they receive to an Arrow IPC file:
+
+* fednode: two real ``fednode serve`` processes, mTLS, envelope v1 (HPKE +
+  AES-256-GCM, signed header and trailer), agreement checks per chunk;
+* Flight: a ``pyarrow.flight`` server process answering DoGet in plaintext.
+
+The ratio is fednode throughput / Flight throughput, median over runs
+(target >= 1.0x). The receiver's peak RSS is read from the consumer node's
+``VmHWM`` after resetting it, and compared with the size of the table.
+Nothing here fails on time. ``FEDNODE_BENCH_ROWS`` scales the ratio runs;
+``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0 skips it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+import pytest
+
+from node.admin.client import invoke
+from node.localfed import DepartmentSpec, LocalFederation
+from tests.integration.conftest import federation_factory  # noqa: F401 -- the shared fixture
+from tests.integration.helpers import fednode
+from tests.integration.test_exchange import start
+
+pytestmark = pytest.mark.benchmark
+
+RATIO_ROWS = int(os.environ.get("FEDNODE_BENCH_ROWS", "3000000"))
+SCALE_ROWS = int(os.environ.get("FEDNODE_BENCH_SCALE_ROWS", "12000000"))
+RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "3"))
+
+FLIGHT_SERVER = """
+import sys
+import pyarrow.dataset as ds
+import pyarrow.flight as fl
+
+class Server(fl.FlightServerBase):
+    def __init__(self, path):
+        super().__init__("grpc://127.0.0.1:0")
+        self.path = path
+    def do_get(self, context, ticket):
+        scanner = ds.dataset(self.path).scanner(batch_size=256 * 1024, batch_readahead=2,
+                                                 fragment_readahead=1)
+        return fl.RecordBatchStream(scanner.to_reader())
+
+server = Server(sys.argv[1])
+print(server.port, flush=True)
+server.serve()
+"""
+
+
+def make_table(rows: int) -> pa.Table:
+    """About 90 bytes per row of Arrow data: ids, measures and a text column."""
+    ids = pa.array(range(rows), pa.int64())
+    text = pc.binary_join_element_wise(
+        pc.cast(ids, pa.string()), "district-record-with-some-padding-text-0123456789-abcdef", "-"
+    )
+    return pa.table(
+        {
+            "id": ids,
+            "value": pc.multiply(ids, 7),
+            "score": pc.divide(pc.cast(ids, pa.float64()), 3.0),
+            "text": text,
+        }
+    )
+
+
+def write_parquet(path: Path, rows: int) -> int:
+    """Write ``rows`` rows in slices (bounded memory); returns the Arrow size in bytes."""
+    step = 1_000_000
+    size = 0
+    writer: pq.ParquetWriter | None = None
+    for start_row in range(0, rows, step):
+        part = make_table(min(step, rows - start_row))
+        part = part.set_column(0, "id", pc.add(part["id"], start_row))
+        size += part.nbytes
+        if writer is None:
+            writer = pq.ParquetWriter(path, part.schema, compression="none")
+        writer.write_table(part, row_group_size=256 * 1024)
+    assert writer is not None
+    writer.close()
+    return size
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak(pid: int) -> None:
+    # Writing 5 to clear_refs resets the process's peak RSS (Linux >= 4.0).
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def current_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Nodes:
+    def __init__(self, fed: LocalFederation, tmp: Path) -> None:
+        self.fed = fed
+        self.tmp = tmp
+        self.count = 0
+
+    def share(self, dataset: str, path: Path) -> str:
+        fednode("dataset", "add", dataset, path, "--home", self.fed.homes["health"], check=True)
+        file = self.tmp / f"{dataset}.agreement"
+        fednode(
+            "agreement", "create", "--home", self.fed.homes["health"], "--consumer", "statistics",
+            "--dataset", dataset, "--purpose-code", "BENCH", "--valid-until", "+1d",
+            "--mode", "transfer", "--column", "id=plain", "--column", "value=plain",
+            "--column", "score=plain", "--column", "text=plain", "--out", file, check=True,
+        )  # fmt: skip
+        fednode(
+            "agreement",
+            "countersign",
+            file,
+            "--push",
+            "--home",
+            self.fed.homes["statistics"],
+            check=True,
+        )
+        return str(json.loads(file.read_bytes())["agreement"]["id"])
+
+    def fetch(self, agreement: str) -> tuple[float, dict[str, Any], int, int]:
+        self.count += 1
+        out = self.tmp / f"out-{self.count}.arrow"
+        pid = self.fed.processes["statistics"].pid
+        reset_peak(pid)
+        before = current_rss(pid)
+        started = time.perf_counter()
+        result = invoke(
+            self.fed.homes["statistics"],
+            "share.fetch",
+            {"from": "health", "agreement": agreement, "out": str(out)},
+        )
+        seconds = time.perf_counter() - started
+        peak = peak_rss(pid)
+        out.unlink()
+        return seconds, result, before, peak
+
+
+def flight_fetch(port: int, out: Path) -> tuple[float, int]:
+    client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+    started = time.perf_counter()
+    reader = client.do_get(flight.Ticket(b"table"))
+    nbytes = 0
+    with pa.ipc.new_file(str(out), reader.schema) as writer:
+        for chunk in reader:
+            writer.write_batch(chunk.data)
+            nbytes += chunk.data.nbytes
+    seconds = time.perf_counter() - started
+    client.close()
+    out.unlink()
+    return seconds, nbytes
+
+
+@pytest.fixture
+def nodes(federation_factory: Any, tmp_path: Path) -> Nodes:
+    fed: LocalFederation = federation_factory(
+        [DepartmentSpec("health"), DepartmentSpec("statistics")], start=False
+    )
+    start(fed, "health")
+    start(fed, "statistics")
+    return Nodes(fed, tmp_path)
+
+
+def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
+    data = tmp_path / "bench.parquet"
+    arrow_bytes = write_parquet(data, RATIO_ROWS)
+    agreement = nodes.share("bench", data)
+    server = subprocess.Popen(
+        [sys.executable, "-c", FLIGHT_SERVER, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        ours: list[float] = []
+        theirs: list[float] = []
+        peaks: list[int] = []
+        for _ in range(RUNS):
+            # Interleaved, so both see the same machine state (page cache, thermal).
+            seconds, result, before, peak = nodes.fetch(agreement)
+            ours.append(result["bytes"] / seconds)
+            peaks.append(peak - before)
+            f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow")
+            theirs.append(f_bytes / f_seconds)
+    finally:
+        server.terminate()
+        server.wait()
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    print(
+        f"\nexchange benchmark: {RATIO_ROWS:,} rows, {arrow_bytes / 1e6:.0f} MB Arrow, {RUNS} runs\n"
+        f"  fednode encrypted share : median {statistics.median(ours) / 1e6:8.1f} MB/s  "
+        f"{[round(x / 1e6) for x in ours]}\n"
+        f"  pyarrow.flight DoGet    : median {statistics.median(theirs) / 1e6:8.1f} MB/s  "
+        f"{[round(x / 1e6) for x in theirs]}\n"
+        f"  ratio (target >= 1.0x)  : median {statistics.median(ratios):.2f}x  "
+        f"{[round(r, 2) for r in ratios]}\n"
+        f"  receiver peak RSS growth: {max(peaks) / 2**20:.0f} MiB "
+        f"(table {arrow_bytes / 2**20:.0f} MiB)"
+    )
+
+
+@pytest.mark.skipif(SCALE_ROWS <= 0, reason="FEDNODE_BENCH_SCALE_ROWS=0")
+def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Path) -> None:
+    data = tmp_path / "scale.parquet"
+    arrow_bytes = write_parquet(data, SCALE_ROWS)
+    agreement = nodes.share("scale", data)
+    seconds, result, before, peak = nodes.fetch(agreement)
+    assert result["rows"] == SCALE_ROWS
+    print(
+        f"\nscale share: {SCALE_ROWS:,} rows, {result['bytes'] / 1e9:.2f} GB on the wire "
+        f"({arrow_bytes / 1e9:.2f} GB Arrow) in {seconds:.1f}s = {result['bytes'] / seconds / 1e6:.0f} MB/s\n"
+        f"  receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
+        f"growth {(peak - before) / 2**20:.0f} MiB (chunk 4 MiB; table {arrow_bytes / 2**20:.0f} MiB)"
+    )
