@@ -30,29 +30,37 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
 from ledger.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, checkpoint_name
-from ledger.canonical import dumps, loads
+from ledger.canonical import MAX_SAFE_INTEGER, dumps, loads
 from ledger.checkpoint import cosignatures, parse_note, verify_checkpoint
 from ledger.directory import DirectoryView, parse_directory
 from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, validate_fields
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
-from ledger.merkle import EMPTY_ROOT, hash_children, verify_consistency
+from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consistency
 
 __all__ = ["BundleReport", "Report", "verify_bundle"]
 
 _BATCH = 4096
-_BIG_INT_RE = re.compile(rb"[:,\[]-?[0-9]{16,}")
+_CHUNK = 16384
+_PARALLEL_MIN = 50_000
+_MAX_WORKERS = 8
+_SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+)
 _ASTRAL_RE = re.compile(rb"[\xf0-\xf4]")
 _OUTCOME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
 _EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
@@ -131,7 +139,7 @@ class _Bundle:
     files: _Files
     manifest: dict[str, Any]
     directory: DirectoryView
-    lines: list[bytes]
+    count: int
     leaves: list[bytes]
     levels: list[list[bytes]]
     shares_sent: dict[str, tuple[int, dict[str, Any]]]
@@ -185,48 +193,58 @@ def _check_entry_slow(raw: bytes, seq: int, where: str) -> dict[str, Any]:
 
 def _parse_batch(lines: list[bytes], first_seq: int, where: str) -> list[dict[str, Any]]:
     joined = b"[" + b",".join(lines) + b"]"
-    fast = _BIG_INT_RE.search(joined) is None
-    if fast:
-        try:
-            parsed = json.loads(joined, parse_float=_refuse, parse_constant=_refuse)
-            canonical = json.dumps(
-                parsed, ensure_ascii=False, separators=(",", ":"), sort_keys=True
-            ).encode()
-        except (ValueError, UnicodeError, RecursionError):
-            fast = False
-        else:
-            # Equal bytes prove canonical form for ASCII and BMP keys; an
-            # astral-plane key would sort differently, so such batches take
-            # the exact path.
-            fast = canonical == joined and _ASTRAL_RE.search(joined) is None
+    try:
+        parsed = json.loads(
+            joined, parse_float=_refuse, parse_constant=_refuse, parse_int=_safe_int
+        )
+        canonical = _ENCODER.encode(parsed).encode()
+    except (ValueError, UnicodeError, RecursionError):
+        fast = False
+    else:
+        # Equal bytes prove canonical form for ASCII and BMP keys; an
+        # astral-plane key would sort differently, so such batches take the
+        # exact path.
+        fast = canonical == joined and (joined.isascii() or _ASTRAL_RE.search(joined) is None)
     if fast and len(parsed) == len(lines):
         result: list[dict[str, Any]] = parsed
         return result
     return [_check_entry_slow(raw, first_seq + i, where) for i, raw in enumerate(lines)]
 
 
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(f"integer {text} is outside +-(2**53-1)")
+    return value
+
+
 def _refuse(text: str) -> Any:
     raise ValueError(f"{text} is not allowed")
 
 
-def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: str, where: str) -> None:
+def _common_shape(f: dict[str, Any]) -> bool:
+    """Return True if ``f`` is a plain v1 entry (no commitments); False means "look closer"."""
+    if f.keys() != ENTRY_FIELDS or f["v"] != 1 or f["sensitive"]:
+        return False
+    seq, moment, detail, event, outcome = f["seq"], f["time"], f["detail"], f["event"], f["outcome"]
+    if type(seq) is not int or type(moment) is not int or moment < 0 or type(detail) is not dict:
+        return False
+    if type(event) is not str or type(outcome) is not str:
+        return False
+    if not _EVENT_RE.match(event) or not _OUTCOME_RE.match(outcome):
+        return False
+    for name in _OPTIONAL:
+        value = f[name]
+        if value is not None and type(value) is not str:
+            return False
+    columns = f["columns"]
+    return columns is None or _str_list(columns)
+
+
+def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where: str) -> None:
     # The common shape is checked inline; anything unusual (sensitive fields,
     # unexpected types) goes through the full validator for a precise message.
-    if (
-        fields.keys() != ENTRY_FIELDS
-        or fields["v"] != 1
-        or type(fields["seq"]) is not int
-        or type(fields["time"]) is not int
-        or fields["time"] < 0
-        or type(fields["detail"]) is not dict
-        or fields["sensitive"]
-        or type(fields["event"]) is not str
-        or not _EVENT_RE.match(fields["event"])
-        or type(fields["outcome"]) is not str
-        or not _OUTCOME_RE.match(fields["outcome"])
-        or any(fields[name] is not None and type(fields[name]) is not str for name in _OPTIONAL)
-        or (fields["columns"] is not None and not _str_list(fields["columns"]))
-    ):
+    if not _common_shape(fields):
         try:
             validate_fields(fields)
         except EntryError as e:
@@ -276,36 +294,117 @@ def _root_at(levels: list[list[bytes]], size: int) -> bytes:
     return acc
 
 
+_ChunkResult = tuple[bytes, str | None, list[dict[str, Any]], int, str | None]
+
+
+def _check_chunk(data: bytes, first_seq: int, node: str, where: str) -> _ChunkResult:
+    """Check a run of entries, returning a violation instead of raising it.
+
+    The caller must compare the run's first ``prev`` with the run before it
+    before it reports an error from inside the run, so errors stay in seq order.
+    """
+    state: dict[str, Any] = {"first_prev": None}
+    try:
+        blob, shares, count = _check_run(data, first_seq, node, where, state)
+    except VerificationError as e:
+        return b"", state["first_prev"], [], 0, str(e)
+    return blob, state["first_prev"], shares, count, None
+
+
+def _check_run(
+    data: bytes, first_seq: int, node: str, where: str, state: dict[str, Any]
+) -> tuple[bytes, list[dict[str, Any]], int]:
+    """Check a run of entries (each line ending in a newline) starting at ``first_seq``.
+
+    Returns the concatenated leaf hashes, the share entries and the count, and
+    puts the first entry's ``prev`` (its link to the run before) in ``state``.
+    Runs in a worker process for large bundles, so it takes and returns only
+    plain values.
+
+    Raises:
+        VerificationError: the first bad entry of the run.
+    """
+    lines = data.split(b"\n")[:-1]
+    sha = hashlib.sha256
+    leaves = [sha(b"\x00" + line).digest() for line in lines]
+    kept: list[dict[str, Any]] = []
+    for start in range(0, len(lines), _BATCH):
+        parsed = _parse_batch(lines[start : start + _BATCH], first_seq + start, where)
+        for i, fields in enumerate(parsed):
+            index = start + i
+            seq = first_seq + index
+            if type(fields) is not dict:
+                raise _fail(f"{where}: entry seq {seq}", "is not a JSON object")
+            if index == 0:
+                state["first_prev"] = str(fields.get("prev"))
+                _check_fields(fields, seq, node, fields.get("prev"), where)
+            else:
+                _check_fields(fields, seq, node, leaves[index - 1].hex(), where)
+            if fields["event"] in _SHARE_EVENTS:
+                kept.append(fields)
+    return b"".join(leaves), kept, len(lines)
+
+
+def _chunks(lines: list[bytes]) -> list[tuple[bytes, int]]:
+    return [
+        (b"".join(line + b"\n" for line in lines[start : start + _CHUNK]), start)
+        for start in range(0, len(lines), _CHUNK)
+    ]
+
+
 def _load_entries(
     files: _Files, manifest: dict[str, Any]
-) -> tuple[list[bytes], list[bytes], list[dict[str, Any]]]:
+) -> tuple[int, list[bytes], list[dict[str, Any]]]:
     where = str(files.path)
     data = files.require("entries.jsonl")
     if data and not data.endswith(b"\n"):
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
     lines = data.split(b"\n")[:-1] if data else []
     node = manifest["node"]
-    sha = hashlib.sha256
-    leaves = [sha(b"\x00" + line).digest() for line in lines]
-    prev = GENESIS_PREV
+    chunks = _chunks(lines)
+    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+    results: Iterator[_ChunkResult]
+    pool: ProcessPoolExecutor | None = None
+    if len(lines) >= _PARALLEL_MIN and workers > 1:
+        # Entry checks are pure CPU; processes sidestep the GIL. Results come
+        # back in seq order, so the first error raised is the first violation.
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(
+            _check_chunk,
+            [c[0] for c in chunks],
+            [c[1] for c in chunks],
+            repeat(node),
+            repeat(where),
+        )
+    else:
+        results = (_check_chunk(chunk, start, node, where) for chunk, start in chunks)
+    leaves: list[bytes] = []
     kept: list[dict[str, Any]] = []
-    for start in range(0, len(lines), _BATCH):
-        batch = lines[start : start + _BATCH]
-        parsed = _parse_batch(batch, start, where)
-        for i, fields in enumerate(parsed):
-            seq = start + i
-            if type(fields) is not dict:
-                raise _fail(f"{where}: entry seq {seq}", "is not a JSON object")
-            _check_fields(fields, seq, node, prev, where)
-            prev = leaves[seq].hex()
-            if fields["event"] in ("share.sent", "share.received"):
-                kept.append(fields)
+    try:
+        for (_, start), (blob, first_prev, shares, _count, error) in zip(
+            chunks, results, strict=True
+        ):
+            expected = GENESIS_PREV if start == 0 else leaves[-1].hex()
+            if first_prev is not None and first_prev != expected:
+                raise _fail(
+                    f"{where}: entry seq {start}",
+                    f"prev {first_prev} is not the leaf hash of entry seq {start - 1} ({expected})"
+                    if start
+                    else f"prev {first_prev} is not the genesis value",
+                )
+            if error is not None:
+                raise VerificationError(error)
+            leaves.extend(blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE))
+            kept.extend(shares)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if len(lines) != manifest["size"]:
         raise _fail(
             f"{where}: entries.jsonl",
             f"holds {len(lines)} entries, the manifest says {manifest['size']}",
         )
-    return lines, leaves, kept
+    return len(lines), leaves, kept
 
 
 def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
@@ -393,7 +492,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
             str(path),
             f"origin {manifest['origin']!r} is not {directory.origin(manifest['node'])!r}",
         )
-    lines, leaves, shares = _load_entries(files, manifest)
+    count, leaves, shares = _load_entries(files, manifest)
     sent: dict[str, tuple[int, dict[str, Any]]] = {}
     received: dict[str, tuple[int, dict[str, Any]]] = {}
     for fields in shares:
@@ -408,7 +507,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
                 f"share {share_id} is recorded twice (first at seq {target[share_id][0]})",
             )
         target[share_id] = (fields["seq"], fields)
-    return _Bundle(files, manifest, directory, lines, leaves, _build_levels(leaves), sent, received)
+    return _Bundle(files, manifest, directory, count, leaves, _build_levels(leaves), sent, received)
 
 
 def _check_receipt(
@@ -523,11 +622,11 @@ def verify_bundle(paths: Sequence[Path], *, ca_pem: bytes | None = None) -> Repo
                     path=Path(path),
                     origin=bundle.manifest["origin"],
                     node=bundle.manifest["node"],
-                    entries=len(bundle.lines),
+                    entries=bundle.count,
                     checkpoints=list(bundle.manifest["checkpoints"]),
                     published_size=published_size,
                     root=root,
-                    tail=len(bundle.lines) - published_size,
+                    tail=bundle.count - published_size,
                     directory_signature_checked=bundle.directory.signature_checked,
                 )
             )

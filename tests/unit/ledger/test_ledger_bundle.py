@@ -389,3 +389,22 @@ def test_deleting_inserting_reordering_entries_is_caught(
     _write_lines(work, lines)
     with pytest.raises(VerificationError, match=r"entry seq \d+|entries.jsonl"):
         verify_bundle([work])
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_chunked_verification_finds_the_first_violation(
+    two_bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, parallel: bool
+) -> None:
+    import ledger.verify as verify_module
+
+    # Small chunks, and worker processes when asked, so chunk boundaries are exercised.
+    monkeypatch.setattr(verify_module, "_CHUNK", 8)
+    monkeypatch.setattr(verify_module, "_PARALLEL_MIN", 10 if parallel else 10**9)
+    a, _ = two_bundles
+    assert verify_bundle([a]).bundles[0].entries == 28
+    _edit_entry(a, 7, actor="someone-else")
+    _edit_entry(a, 20, actor="someone-else")
+    with pytest.raises(
+        VerificationError, match=r"entry seq 8: prev .* is not the leaf hash of entry seq 7"
+    ):
+        verify_bundle([a])
