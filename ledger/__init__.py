@@ -1,0 +1,15 @@
+"""fednode's audit ledger: a hash-chained RFC 6962 log with witnessed checkpoints.
+
+Modules (the byte formats are specified in ``ledger/FORMAT.md``):
+
+* ``canonical``  canonical JSON (RFC 8785 subset), the bytes of everything hashed or signed
+* ``entry``      entry format v1, salted commitments for sensitive fields
+* ``merkle``     RFC 6962/9162 roots, inclusion and consistency proofs
+* ``checkpoint`` C2SP signed-note checkpoints and tlog-cosignature/v1 cosignatures
+* ``store``      SQLite storage with one writer thread and group commit; fsck
+* ``witness``    cosigning peer checkpoints that extend the history already seen
+* ``bundle``     writing auditor bundles; ``verify`` checks them offline
+
+The package needs only the standard library and ``cryptography``; it never
+imports the node.
+"""

@@ -1,0 +1,101 @@
+"""The RPC audit interceptor over a real gRPC server: before and after every call, streams too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from ledger.canonical import loads
+from ledger.store import LedgerStore
+from node.audit.interceptor import AuditInterceptor
+
+
+class StoreSink:
+    """The runtime's audit interface over a real store."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+
+    def record(self, event: str, **fields: Any) -> int:
+        seq, _ = self.store.append({"event": event, **fields})
+        return seq
+
+
+def _ok(request: bytes, context: grpc.ServicerContext) -> bytes:
+    return request
+
+
+def _denied(request: bytes, context: grpc.ServicerContext) -> bytes:
+    context.abort(grpc.StatusCode.PERMISSION_DENIED, "no agreement")
+    return b""
+
+
+def _broken(request: bytes, context: grpc.ServicerContext) -> bytes:
+    raise RuntimeError("bug")
+
+
+def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for i in range(3):
+        yield bytes([i])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[grpc.Channel, LedgerStore]]:
+    store = LedgerStore(tmp_path / "l.db", "alpha")
+    srv = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=[AuditInterceptor(StoreSink(store), surface="admin")],
+    )
+    handlers = {
+        "Ok": grpc.unary_unary_rpc_method_handler(_ok),
+        "Denied": grpc.unary_unary_rpc_method_handler(_denied),
+        "Broken": grpc.unary_unary_rpc_method_handler(_broken),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+    }
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel, store
+    channel.close()
+    srv.stop(None).wait()
+    store.close()
+
+
+def _entries(store: LedgerStore) -> list[dict[str, Any]]:
+    return [loads(body) for _, body, _ in store.iter_entries()]
+
+
+@pytest.mark.parametrize(
+    ("method", "outcome", "code"),
+    [("Ok", "ok", "OK"), ("Denied", "denied", "PERMISSION_DENIED"), ("Broken", "error", "UNKNOWN")],
+)
+def test_unary_calls_are_recorded_before_and_after(
+    server: tuple[grpc.Channel, LedgerStore], method: str, outcome: str, code: str
+) -> None:
+    channel, store = server
+    call = channel.unary_unary(f"/t.T/{method}")
+    try:
+        call(b"x", timeout=5)
+    except grpc.RpcError as e:
+        assert e.code().name == code
+    started, finished = _entries(store)
+    assert started["event"] == "rpc.started"
+    assert started["actor"] == "operator"
+    assert started["detail"] == {"method": f"/t.T/{method}", "surface": "admin"}
+    assert finished["event"] == "rpc.finished"
+    assert finished["outcome"] == outcome
+    assert finished["detail"]["code"] == code
+
+
+def test_stream_is_recorded_when_it_ends(server: tuple[grpc.Channel, LedgerStore]) -> None:
+    channel, store = server
+    replies = list(channel.unary_stream("/t.T/Stream")(b"", timeout=5))
+    assert replies == [b"\x00", b"\x01", b"\x02"]
+    events = [(e["event"], e["outcome"]) for e in _entries(store)]
+    assert events == [("rpc.started", "ok"), ("rpc.finished", "ok")]
