@@ -11,6 +11,10 @@ Steps of :func:`run_job`:
 4. Close the job at every participant, write the results directory, and
    record ``fl.job`` in the ledger (start and end, with the DP settings).
 
+An app that declares the run-config key ``secure-aggregation`` gets it set
+to the job's ``secagg`` flag, so its ServerApp runs SecAgg+ exactly when the
+participants run ``secaggplus_mod``.
+
 Flower keeps the running task's identity in process-wide state
 (``TaskIdentity``), so one process runs one ServerApp at a time; a second
 launch waits for the first.
@@ -51,9 +55,11 @@ from node.fl.results import RoundLog, write_json, write_results
 from node.fl.runtime import FlRuntime
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
-__all__ = ["Emit", "JobStatusStore", "new_job_id", "run_job"]
+__all__ = ["SECAGG_KEY", "Emit", "JobStatusStore", "new_job_id", "run_job"]
 
 _log = logging.getLogger(__name__)
+#: Run-config key an app may declare to learn whether the job runs SecAgg+.
+SECAGG_KEY = "secure-aggregation"
 _RUN_LOCK = threading.Lock()
 
 Emit = Callable[[dict[str, Any]], None]
@@ -167,7 +173,11 @@ def run_job(
             (e.g. strategy minimums unmet); the results directory is written anyway.
     """
     bundle = build_bundle(job.app)
-    run_config = fused_run_config(bundle, job.overrides)
+    overrides = dict(job.overrides)
+    if SECAGG_KEY in bundle.default_config:
+        # The ServerApp must run SecAgg+ exactly when the participants run secaggplus_mod.
+        overrides[SECAGG_KEY] = job.secagg
+    run_config = fused_run_config(bundle, overrides)
     job_id = job_id or new_job_id(job.name)
     taken: set[int] = set()
     run_id = _random_id(taken)
@@ -281,7 +291,7 @@ def run_job(
         )
         run = Run.create_empty(run_id)
         run.fab_id, run.fab_version, run.fab_hash = bundle.fab_id, bundle.version, bundle.sha256
-        run.override_config = dict(job.overrides)
+        run.override_config = dict(overrides)
         grid.set_run(run)
         context = Context(
             run_id=run_id,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
-from tests.unit.fl.fl_fakes import APP, SECAGG_APP, Cluster
+from tests.unit.fl.fl_fakes import APP, Cluster
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +21,6 @@ def _task_identity() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, ["traffic", "security", "health"], approve=[APP, SECAGG_APP])
+    c = Cluster(tmp_path, ["traffic", "security", "health"], approve=[APP])
     yield c
     c.close()

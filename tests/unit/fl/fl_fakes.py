@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from node.errors import AccessDenied
 from node.fl.approvals import ApprovalStore
@@ -27,11 +28,23 @@ from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "seeds" / "apps" / "traffic-risk"
-SECAGG_APP = ROOT / "seeds" / "apps" / "traffic-risk-secagg"
+SEEDS = ROOT / "seeds" / "data"
+#: Test department -> the seed department whose road_safety table it holds.
+SEED_OF = {
+    "traffic": "traffic",
+    "security": "public-security",
+    "health": "health",
+    "civil": "civil-affairs",
+}
 sys.path.insert(0, str(APP))
-from traffic_risk import task  # noqa: E402
+from traffic_risk import task  # noqa: E402, F401 -- re-exported: the tests score models with it
 
 COORDINATOR = "planning"
+
+
+def seed_table(department: str) -> pa.Table:
+    """The committed seed ``road_safety`` table of a test department."""
+    return pq.read_table(SEEDS / SEED_OF[department] / "road_safety.parquet")
 
 
 @dataclass
@@ -111,8 +124,8 @@ class Cluster:
         self.tmp = tmp
         self.nodes: dict[str, Node] = {}
         self.coordinator = FakeRuntime(FakeConfig(tmp / COORDINATOR, COORDINATOR))
-        for index, department in enumerate(departments):
-            self.add(department, task.synthetic_table(index), approve)
+        for department in departments:
+            self.add(department, seed_table(department), approve)
 
     def add(self, department: str, table: pa.Table, approve: Any = ()) -> Node:
         runtime = FakeRuntime(FakeConfig(self.tmp / department, department))

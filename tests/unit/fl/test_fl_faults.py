@@ -13,7 +13,7 @@ from node.fl.coordinator import run_job
 from node.fl.errors import NodesUnavailableError
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, SECAGG_APP, Cluster
+from tests.unit.fl.fl_fakes import APP, Cluster
 
 
 def _job(
@@ -102,7 +102,7 @@ def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
     with pytest.raises(NodesUnavailableError, match="only 2 of 3"):
         run_job(
             cluster.coordinator,
-            _job(tmp_path, SECAGG_APP, cluster, rounds=2, min_nodes=3, secagg=True),
+            _job(tmp_path, APP, cluster, rounds=2, min_nodes=3, secagg=True),
             lambda _e: None,
             sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
         )

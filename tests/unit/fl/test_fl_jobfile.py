@@ -93,7 +93,7 @@ def test_unreadable_and_non_toml_job_files(tmp_path: Path) -> None:
 def test_run_config_is_the_apps_defaults_with_overrides() -> None:
     bundle = build_bundle(APP)
     fused = fused_run_config(bundle, {"num-server-rounds": 9})
-    assert fused["num-server-rounds"] == 9 and fused["learning-rate"] == 0.5
+    assert fused["num-server-rounds"] == 9 and fused["learning-rate"] == 1.0
     with pytest.raises(JobFileError, match="not present"):
         fused_run_config(bundle, {"no-such-key": 1})
 

@@ -18,7 +18,7 @@ from node.fl.bundle import build_bundle
 from node.fl.coordinator import run_job
 from node.fl.errors import AppNotApprovedError, UnknownJobError
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, task
+from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, seed_table, task
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,13 @@ def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
         "fab_size": len(fab),
         "agreement": "agr-traffic",
         "dataset": "incidents",
-        "run_config": {"local-epochs": 5, "learning-rate": 0.5, "label-column": "incident"},
+        "run_config": {
+            "local-epochs": 5,
+            "learning-rate": 0.5,
+            "label-column": "incident",
+            "split-column": "split",
+            "secure-aggregation": False,
+        },
     }
     fields.update(kw)
     return wire.JobSpec(**fields)
@@ -70,12 +76,13 @@ def test_agreement_refusal_stops_admission(cluster: Cluster, fab: bytes) -> None
 def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
     info = node.participant.start_job(COORDINATOR, _spec(fab), fab)
-    assert info.rows == 400 and info.columns == (*task.FEATURES, task.LABEL)
+    table = seed_table("traffic")
+    assert info.rows == table.num_rows and info.columns == tuple(table.column_names)
     reply = node.participant.deliver(COORDINATOR, "job-1", _train())
     assert not reply.has_error()
     (entry,) = node.runtime.audit.events("fl.task")
     assert entry["peer"] == COORDINATOR and entry["agreement"] == "agr-traffic"
-    assert entry["columns"] == [*task.FEATURES, task.LABEL]
+    assert entry["columns"] == table.column_names
     assert entry["detail"] | {} == entry["detail"]
     assert {k: entry["detail"][k] for k in ("job_id", "round", "message_type", "secagg", "dp")} == {
         "job_id": "job-1",

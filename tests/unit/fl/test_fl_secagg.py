@@ -23,9 +23,9 @@ from flwr.compat.common.recorddict_compat import recorddict_to_fitins
 from node.fl.coordinator import run_job
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import SECAGG_APP, Cluster, task
+from tests.unit.fl.fl_fakes import APP, Cluster, seed_table, task
 
-EPOCHS, LR, CLIP, QRANGE = 20, 0.5, 8.0, 4194304
+EPOCHS, LR, CLIP, QRANGE = 50, 1.0, 16.0, 4194304
 
 
 class Recording:
@@ -92,7 +92,7 @@ def test_secaggplus_hides_updates_and_matches_fedavg(cluster: Cluster, tmp_path:
     job = parse_job(
         {
             "job": {
-                "app": str(SECAGG_APP),
+                "app": str(APP),
                 "output": str(tmp_path / "out"),
                 "rounds": 2,
                 "secagg": True,
@@ -113,7 +113,7 @@ def test_secaggplus_hides_updates_and_matches_fedavg(cluster: Cluster, tmp_path:
     summary = run_job(cluster.coordinator, job, lambda _e: None, sender_factory=factory)
     assert summary["outcome"] == "ok", summary["error"]
     pairs = senders[0].pairs
-    splits = {d: task.synthetic_split(i) for i, d in enumerate(departments)}
+    splits = {d: task.split_table(seed_table(d)) for d in departments}
 
     collect = [
         (d, m, r)
@@ -166,7 +166,7 @@ def test_secaggplus_survives_one_dropout_above_threshold(
     job = parse_job(
         {
             "job": {
-                "app": str(SECAGG_APP),
+                "app": str(APP),
                 "output": str(tmp_path / "out"),
                 "rounds": 1,
                 "secagg": True,

@@ -1,10 +1,10 @@
 """The model, its training and evaluation, and the data it reads.
 
-The model is logistic regression over every numeric column except the label,
-taken in sorted column order so that departments whose tables list columns in
-a different order still agree on the meaning of each weight. Training is
-full-batch gradient descent with L2 regularisation: deterministic, so the same
-data and the same starting weights always give the same update.
+The model is logistic regression over every floating-point column except the
+label, taken in sorted column order so that departments whose tables list
+columns in a different order still agree on the meaning of each weight.
+Training is full-batch gradient descent with L2 regularisation: deterministic,
+so the same data and the same starting weights always give the same update.
 """
 
 from __future__ import annotations
@@ -16,20 +16,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: Column names of the synthetic departments' tables.
+#: Feature columns of the seed ``road_safety`` tables (and of the synthetic partitions).
 FEATURES = (
-    "curvature",
-    "darkness",
-    "density",
-    "rain_mm",
-    "speed_excess",
-    "visibility",
+    "night",
+    "rush_hour",
+    "weekend",
+    "flow_index",
+    "heavy_vehicle_share",
+    "speed_index",
+    "pedestrian_index",
+    "rain_index",
+    "cycle_index",
+    "elderly_share",
+    "violation_index",
 )
 LABEL = "incident"
-_TRUE_WEIGHTS = np.array([2.4, -2.0, 2.8, 2.2, 3.0, -2.6])
-_TRUE_BIAS = -0.4
+SPLIT = "split"
 L2 = 1e-3
-#: Every fifth row (by position) is held out for evaluation.
+#: Without a split column, every fifth row (by position) is held out.
 HOLDOUT_EVERY = 5
 
 
@@ -43,50 +47,34 @@ class Split:
     y_test: np.ndarray
 
 
-def table_to_xy(table: pa.Table, label: str = LABEL) -> tuple[np.ndarray, np.ndarray]:
-    """Features (sorted numeric columns except ``label``) and labels of a table."""
+def split_table(table: pa.Table, label: str = LABEL, split: str = SPLIT) -> Split:
+    """Features (sorted float columns except ``label``), labels, and the held-out split."""
     names = sorted(
         n for n in table.column_names if n != label and pa.types.is_floating(table[n].type)
     )
-    x = np.column_stack([pc.fill_null(table[n], 0.0).to_numpy() for n in names])
+    x = np.column_stack([pc.fill_null(table[n], 0.0).to_numpy() for n in names]).astype(float)
     y = table[label].to_numpy().astype(np.float64)
-    return x.astype(np.float64), y
-
-
-def split(x: np.ndarray, y: np.ndarray) -> Split:
-    """Hold out every ``HOLDOUT_EVERY``-th row."""
-    test = np.arange(len(y)) % HOLDOUT_EVERY == 0
+    if split in table.column_names:
+        test = np.asarray(pc.equal(table[split], "test").to_numpy(zero_copy_only=False), bool)
+    else:
+        test = np.arange(len(y)) % HOLDOUT_EVERY == 0
     return Split(x[~test], y[~test], x[test], y[test])
 
 
-def load_split(path: str, label: str = LABEL) -> Split:
+def load_split(path: str, label: str = LABEL, split: str = SPLIT) -> Split:
     """Read a node's Parquet file and split it."""
-    return split(*table_to_xy(pq.read_table(path), label))
+    return split_table(pq.read_table(path), label, split)
 
 
-def synthetic_table(department: int, rows: int = 400, seed: int = 7) -> pa.Table:
-    """A department's synthetic incident table.
-
-    Each department observes wide variation in only two of the six risk factors
-    (its roads differ in those) and little in the others, so a model trained on
-    one department alone cannot learn the weights of the factors it rarely sees.
-    Together the departments cover every factor.
-    """
-    rng = np.random.default_rng([seed, department])
+def synthetic_table(partition: int, rows: int = 500, seed: int = 7) -> pa.Table:
+    """A synthetic partition for simulation runs: each sees two factors vary widely."""
+    rng = np.random.default_rng([seed, partition])
+    weights = np.linspace(-3.0, 3.0, len(FEATURES))
     scale = np.full(len(FEATURES), 0.08)
-    strong = [(2 * department) % len(FEATURES), (2 * department + 1) % len(FEATURES)]
-    scale[strong] = 1.0
+    scale[[(2 * partition) % len(FEATURES), (2 * partition + 1) % len(FEATURES)]] = 1.0
     x = rng.normal(0.0, 1.0, size=(rows, len(FEATURES))) * scale
-    logits = x @ _TRUE_WEIGHTS + _TRUE_BIAS
-    y = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.int64)
-    columns = {name: x[:, i] for i, name in enumerate(FEATURES)}
-    columns[LABEL] = y
-    return pa.table(columns)
-
-
-def synthetic_split(partition: int) -> Split:
-    """The held-out split of a synthetic department (for simulation runs)."""
-    return split(*table_to_xy(synthetic_table(partition)))
+    y = (rng.random(rows) < 1.0 / (1.0 + np.exp(-(x @ weights)))).astype(np.int8)
+    return pa.table({**{n: x[:, i] for i, n in enumerate(FEATURES)}, LABEL: y})
 
 
 def initial_weights(num_features: int) -> list[np.ndarray]:
@@ -115,8 +103,8 @@ def train(
     weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, epochs: int, lr: float
 ) -> list[np.ndarray]:
     """Full-batch gradient descent from ``weights``; returns new arrays."""
-    w = weights[0].astype(np.float64).copy()
-    b = weights[1].astype(np.float64).copy()
+    w = np.asarray(weights[0], dtype=np.float64).copy()
+    b = np.asarray(weights[1], dtype=np.float64).copy()
     n = max(len(y), 1)
     for _ in range(epochs):
         err = _sigmoid(x @ w + b[0]) - y

@@ -1,1 +1,0 @@
-"""traffic-risk-secagg: the traffic-risk model through Flower's legacy workflow API."""
