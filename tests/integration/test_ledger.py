@@ -5,9 +5,6 @@ a forked checkpoint refused and recorded as an incident, and an offline audit of
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,39 +23,10 @@ from tests.integration.helpers import fednode, status
 
 pytestmark = pytest.mark.integration
 
-# The node server mounts subsystems listed in node.server.app.SERVICE_MODULES and
-# node.admin.registry.HANDLER_MODULES; this makes sure the ledger's are among them.
-_SERVE = """
-import sys
-import node.admin.registry as registry
-import node.server.app as app
-if "node.audit.service" not in app.SERVICE_MODULES:
-    app.SERVICE_MODULES = (*app.SERVICE_MODULES, "node.audit.service")
-if "node.audit.admin" not in registry.HANDLER_MODULES:
-    registry.HANDLER_MODULES = (*registry.HANDLER_MODULES, "node.audit.admin")
-from node.cli.main import main
-sys.exit(main(["serve", "--home", sys.argv[1]]))
-"""
-
-
-def _start(fed: LocalFederation, department: str) -> None:
-    home = fed.homes[department]
-    with (home / "node.log").open("ab") as log:
-        fed.processes[department] = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(home)],
-            stdout=log,
-            stderr=log,
-            env=dict(os.environ),
-            start_new_session=True,
-        )
-
 
 @pytest.fixture
 def fed(federation_factory: Any) -> LocalFederation:
-    federation: LocalFederation = federation_factory(start=False, witness_threshold=2)
-    for department in federation.homes:
-        _start(federation, department)
-    federation.wait_ready()
+    federation: LocalFederation = federation_factory(witness_threshold=2)
     return federation
 
 
