@@ -198,6 +198,7 @@ class LedgerStore:
             raise
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
+        self._put_lock = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._writer.start()
 
@@ -386,11 +387,18 @@ class LedgerStore:
         for req, seq, leaf in accepted:
             req.set_result((seq, leaf))
 
+    def _put(self, item: object) -> None:
+        # The check and the put happen under one lock, and close() queues the
+        # stop marker under it too, so nothing is ever queued behind the stop
+        # marker where no writer would answer it.
+        with self._put_lock:
+            if self._closed:
+                raise StorageError(f"ledger store {self.path} is closed")
+            self._queue.put(item)
+
     def _submit(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise StorageError(f"ledger store {self.path} is closed")
         future: Future[T] = Future()
-        self._queue.put(_Job(run, future))
+        self._put(_Job(run, future))
         return future.result()
 
     # -- appending -----------------------------------------------------------------------
@@ -407,10 +415,8 @@ class LedgerStore:
             EntryError: the fields do not make a valid entry.
             StorageError: the store is closed or the commit failed.
         """
-        if self._closed:
-            raise StorageError(f"ledger store {self.path} is closed")
         request = _Append(fields, frozenset(sensitive))
-        self._queue.put(request)
+        self._put(request)
         request.done.acquire()
         if request.error is not None:
             raise request.error
@@ -752,10 +758,11 @@ class LedgerStore:
 
     def close(self) -> None:
         """Stop the writer after it commits what is queued, and close the file."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._put_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
         self._writer.join()
         with self._read_lock:
             self._read.close()

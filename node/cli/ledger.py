@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ledger.checkpoint import verify_checkpoint
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StorageError, VerificationError
 from ledger.merkle import verify_inclusion
 from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
@@ -323,9 +323,13 @@ def _fsck(args: argparse.Namespace) -> int:
     origin = f"fednode/{config.federation}/{config.department}"
     with LedgerStore(path, config.department) as store, Progress() as progress:
         task = progress.add_task("checking entries", total=max(store.size, 1))
-        report = store.fsck(
-            public, origin, lambda done, total: progress.update(task, completed=done)
-        )
+        try:
+            report = store.fsck(
+                public, origin, lambda done, total: progress.update(task, completed=done)
+            )
+        except StorageError as e:
+            # Damage found by fsck is an integrity failure (exit 7), not a config problem.
+            raise VerificationError(f"fsck: {e}") from e
     print(
         f"ok {path}: {report.size} entries, {report.checkpoints} checkpoint(s), "
         f"{report.nodes} tree nodes, {report.secrets} stored sensitive value(s); "

@@ -209,3 +209,29 @@ def test_sensitive_fields_are_committed_and_erasable(store: LedgerStore) -> None
 
 def test_commitment_is_salted() -> None:
     assert commitment(b"a" * 16, "x") != commitment(b"b" * 16, "x")
+
+
+def test_close_during_appends_never_leaves_a_caller_waiting(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "l.db", "alpha")
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        for _ in range(200):
+            try:
+                store.append({"event": "x.y"})
+            except StorageError as e:
+                assert "closed" in str(e)
+                outcomes.append("closed")
+                return
+        outcomes.append("done")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    store.close()
+    for t in threads:
+        t.join(timeout=10)
+        assert not t.is_alive()
+    assert len(outcomes) == 8
+    with LedgerStore(tmp_path / "l.db", "alpha") as reopened:
+        assert reopened.fsck().size == reopened.size
