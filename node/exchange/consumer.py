@@ -180,14 +180,19 @@ def fetch_share(
         replay=exchange_store_of(runtime),
     )
     stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(provider))
-    call = stub.Fetch(convert.share_request_to_proto(agreement_id, columns), timeout=deadline_s)
+    # Frames arrive as wire bytes and are split without copying (convert.frame_from_wire).
+    fetch = runtime.peer_channel(provider).unary_stream(
+        convert.FETCH_METHOD,
+        request_serializer=convert.share_request_to_wire,
+        response_deserializer=convert.frame_from_wire,
+    )
+    call = fetch(convert.share_request_to_proto(agreement_id, columns), timeout=deadline_s)
     sink: AtomicTableSink | None = None
     writes = _OrderedWrites()
     received = 0
     last = 0.0
     try:
-        for message in _prefetch(call):
-            kind, data = convert.frame_from_proto(message)
+        for kind, data in _prefetch(call):
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)

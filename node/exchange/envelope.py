@@ -71,6 +71,7 @@ __all__ = [
     "EnvelopeSealer",
     "Header",
     "ReplayGuard",
+    "SealedChunk",
     "Trailer",
     "chunk_nonce",
     "encode_chunk_frame",
@@ -380,6 +381,23 @@ def split_batch(batch: pa.RecordBatch, limit: int = MAX_CHUNK_PLAINTEXT) -> Iter
     yield from split_batch(batch.slice(half), limit)
 
 
+@dataclass(frozen=True)
+class SealedChunk:
+    """A sealed chunk before framing: its frame is ``u64(index) || u8(final) || sealed``."""
+
+    index: int
+    final: bool
+    sealed: bytes
+
+    @property
+    def prefix(self) -> bytes:
+        return _U64.pack(self.index) + (b"\x01" if self.final else b"\x00")
+
+    @property
+    def frame(self) -> bytes:
+        return self.prefix + self.sealed
+
+
 # --- trailer ------------------------------------------------------------------
 
 
@@ -486,19 +504,40 @@ class EnvelopeSealer:
         self.rows = 0
         self.finished = False
 
-    def _seal(self, message: pa.Buffer, final: bool) -> bytes:
+    def _seal(self, message: pa.Buffer, final: bool) -> SealedChunk:
         if self._index >= _MAX_INDEX:
             raise ExchangeError("share exceeds 2**64 - 1 chunks")
         # pyarrow exports its buffers as signed chars; the AEAD wants unsigned bytes.
         view = memoryview(message).cast("B")
         self._hash.update(view)
         sealed = self._aead.encrypt(chunk_nonce(self._index, final), view, self._aad)
-        frame = encode_chunk_frame(self._index, final, sealed)
+        chunk = SealedChunk(self._index, final, sealed)
         self._index += 1
-        return frame
+        return chunk
 
     def add(self, batch: pa.RecordBatch) -> Iterator[bytes]:
         """Seal ``batch`` (split to the chunk limit); yields ready chunk frames.
+
+        Raises:
+            ExchangeError: as :meth:`add_sealed`.
+        """
+        for chunk in self.add_sealed(batch):
+            yield chunk.frame
+
+    def finish(self) -> tuple[bytes, bytes]:
+        """Seal the final chunk and sign the trailer; returns ``(final_chunk, trailer)``.
+
+        Raises:
+            ExchangeError: the sealer is already finished.
+        """
+        final, trailer = self.finish_sealed()
+        return final.frame, trailer
+
+    def add_sealed(self, batch: pa.RecordBatch) -> Iterator[SealedChunk]:
+        """Seal ``batch`` (split to the chunk limit); yields sealed chunks not yet framed.
+
+        A transport may frame them itself (see :attr:`SealedChunk.frame`) to
+        save a copy of every chunk.
 
         Raises:
             ExchangeError: the batch's schema differs from the header's, or the
@@ -514,7 +553,7 @@ class EnvelopeSealer:
             self._pending = message
         self.rows += batch.num_rows
 
-    def finish(self) -> tuple[bytes, bytes]:
+    def finish_sealed(self) -> tuple[SealedChunk, bytes]:
         """Seal the final chunk and sign the trailer; returns ``(final_chunk, trailer)``.
 
         Raises:

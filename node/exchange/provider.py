@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from node.agreements.policy import agreements_of, deny, recheck
 from node.catalog.loader import treated_scan
 from node.errors import AccessDenied, NodeError
-from node.exchange.envelope import EnvelopeSealer
+from node.exchange.envelope import EnvelopeSealer, SealedChunk
 from node.exchange.errors import ReceiptError
 from node.exchange.receipt import verify_receipt
 from node.exchange.store import ExchangeStore, SentShare
@@ -58,7 +58,7 @@ def exchange_store_of(runtime: NodeRuntime) -> ExchangeStore:
 
 
 class _Producer(threading.Thread):
-    def __init__(self, frames: Iterator[tuple[str, bytes]]) -> None:
+    def __init__(self, frames: Iterator[tuple[str, bytes | SealedChunk]]) -> None:
         super().__init__(name="share-sealer", daemon=True)
         self._frames = frames
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
@@ -93,8 +93,9 @@ def stream_share(
     consumer: str,
     agreement_id: str,
     columns: list[str] | None = None,
-) -> Generator[tuple[str, bytes], None, None]:
-    """Yield the envelope frames ``(kind, bytes)`` of one share to ``consumer``.
+) -> Generator[tuple[str, bytes | SealedChunk], None, None]:
+    """Yield the frames of one share to ``consumer``: ``("header", bytes)``, then
+    ``("chunk", SealedChunk)`` for each chunk, then ``("trailer", bytes)``.
 
     Raises:
         AccessDenied: no active agreement grants ``transfer`` to ``consumer``
@@ -116,12 +117,12 @@ def stream_share(
     )
     shared = scan.schema.names
 
-    def produce() -> Iterator[tuple[str, bytes]]:
+    def produce() -> Iterator[tuple[str, bytes | SealedChunk]]:
         for batch in scan.batches():
-            for frame in sealer.add(batch):
-                yield "chunk", frame
-        final, trailer = sealer.finish()
-        yield "final", final
+            for chunk in sealer.add_sealed(batch):
+                yield "chunk", chunk
+        final, trailer = sealer.finish_sealed()
+        yield "chunk", final
         yield "trailer", trailer
 
     runtime.audit.record(
@@ -162,7 +163,7 @@ def stream_share(
                         receipt=None,
                     )
                 )
-            yield ("chunk" if kind == "final" else kind), frame
+            yield kind, frame
     except AccessDenied as e:
         deny(
             runtime,

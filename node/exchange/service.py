@@ -24,6 +24,7 @@ from node.errors import (
     NodeError,
 )
 from node.exchange import convert
+from node.exchange.envelope import SealedChunk
 from node.exchange.errors import ReceiptError
 from node.exchange.provider import accept_receipt, stream_share
 from node.server.peer import caller_department
@@ -73,7 +74,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
                 if not context.is_active():
                     log.info("consumer %s left share of %s", consumer, agreement_id)
                     return
-                yield convert.frame_to_proto(kind, data)
+                if isinstance(data, SealedChunk):
+                    yield convert.chunk_to_wire(data)
+                else:
+                    yield convert.frame_to_wire(kind, data)
         except NodeError as e:
             _abort(context, e)
         finally:
@@ -107,6 +111,35 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
         return exchange_pb2.AgreementAck(state=record.state)
 
 
+def _raw(data: bytes) -> bytes:
+    return data
+
+
 def add_services(server: grpc.Server, runtime: NodeRuntime) -> None:
-    """Mount the Exchange service on the node's network server."""
-    exchange_pb2_grpc.add_ExchangeServicer_to_server(ExchangeService(runtime), server)
+    """Mount the Exchange service on the node's network server.
+
+    ``Fetch`` yields ShareFrame messages already in wire form (see
+    :func:`node.exchange.convert.chunk_to_wire`), so its serializer passes
+    bytes through; the other methods use the generated message classes.
+    """
+    service = ExchangeService(runtime)
+    handlers = {
+        "Fetch": grpc.unary_stream_rpc_method_handler(
+            service.Fetch,
+            request_deserializer=exchange_pb2.ShareRequest.FromString,
+            response_serializer=_raw,
+        ),
+        "Acknowledge": grpc.unary_unary_rpc_method_handler(
+            service.Acknowledge,
+            request_deserializer=exchange_pb2.ShareReceipt.FromString,
+            response_serializer=exchange_pb2.ReceiptAck.SerializeToString,
+        ),
+        "SubmitAgreement": grpc.unary_unary_rpc_method_handler(
+            service.SubmitAgreement,
+            request_deserializer=exchange_pb2.AgreementSubmission.FromString,
+            response_serializer=exchange_pb2.AgreementAck.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(convert.SERVICE_NAME, handlers),)
+    )

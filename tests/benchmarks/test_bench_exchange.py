@@ -27,9 +27,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
+from pyarrow import flight
 
 from node.admin.client import invoke
 from node.localfed import DepartmentSpec, LocalFederation
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.benchmark
 
 RATIO_ROWS = int(os.environ.get("FEDNODE_BENCH_ROWS", "3000000"))
 SCALE_ROWS = int(os.environ.get("FEDNODE_BENCH_SCALE_ROWS", "12000000"))
-RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "5"))
 
 FLIGHT_SERVER = """
 import sys
@@ -175,8 +175,9 @@ def flight_fetch(port: int, out: Path) -> tuple[float, int]:
 
 
 @pytest.fixture
-def nodes(federation_factory: Any, tmp_path: Path) -> Nodes:
-    fed: LocalFederation = federation_factory(
+def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Nodes:
+    factory = request.getfixturevalue("federation_factory")
+    fed: LocalFederation = factory(
         [DepartmentSpec("health"), DepartmentSpec("statistics")], start=False
     )
     start(fed, "health")
@@ -209,7 +210,8 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         server.wait()
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     print(
-        f"\nexchange benchmark: {RATIO_ROWS:,} rows, {arrow_bytes / 1e6:.0f} MB Arrow, {RUNS} runs\n"
+        f"\nexchange benchmark: {RATIO_ROWS:,} rows, {arrow_bytes / 1e6:.0f} MB Arrow, "
+        f"{RUNS} runs\n"
         f"  fednode encrypted share : median {statistics.median(ours) / 1e6:8.1f} MB/s  "
         f"{[round(x / 1e6) for x in ours]}\n"
         f"  pyarrow.flight DoGet    : median {statistics.median(theirs) / 1e6:8.1f} MB/s  "
@@ -230,7 +232,9 @@ def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Pa
     assert result["rows"] == SCALE_ROWS
     print(
         f"\nscale share: {SCALE_ROWS:,} rows, {result['bytes'] / 1e9:.2f} GB on the wire "
-        f"({arrow_bytes / 1e9:.2f} GB Arrow) in {seconds:.1f}s = {result['bytes'] / seconds / 1e6:.0f} MB/s\n"
+        f"({arrow_bytes / 1e9:.2f} GB Arrow) in {seconds:.1f}s = "
+        f"{result['bytes'] / seconds / 1e6:.0f} MB/s\n"
         f"  receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
-        f"growth {(peak - before) / 2**20:.0f} MiB (chunk 4 MiB; table {arrow_bytes / 2**20:.0f} MiB)"
+        f"growth {(peak - before) / 2**20:.0f} MiB "
+        f"(chunk 4 MiB; table {arrow_bytes / 2**20:.0f} MiB)"
     )
