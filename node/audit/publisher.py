@@ -102,6 +102,15 @@ def publish_checkpoint(
     Raises:
         StorageError: signing was refused (see :meth:`LedgerStore.sign_checkpoint`).
     """
+    with recorder.publish_lock:
+        return _publish(runtime, recorder, progress)
+
+
+def _publish(
+    runtime: NodeRuntime,
+    recorder: AuditRecorder,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> PublishResult:
     cp = recorder.store.sign_checkpoint(recorder.origin, recorder.signing_key)
     directory = runtime.directory
     witnesses = sorted(

@@ -16,6 +16,7 @@ Fields named in ``sensitive`` (for example a citizen identifier in
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ class AuditRecorder:
         self.signing_key = signing_key
         self.directory = directory
         self.witness = Witness(witness_state, self.origin, signing_key, self._log_key)
+        # Publications run one at a time: two overlapping rounds could reach a
+        # witness out of order, and a smaller size after a larger one is,
+        # to the witness, a rollback.
+        self.publish_lock = threading.Lock()
 
     def _log_key(self, origin: str) -> ed25519.Ed25519PublicKey | None:
         prefix = f"fednode/{self.federation}/"
