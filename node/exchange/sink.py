@@ -4,12 +4,14 @@ Invariant: the destination path either does not change, or holds the complete,
 verified table. Batches go to a hidden temporary file in the destination's
 directory (so the final rename stays on one file system); :meth:`AtomicTableSink.commit`
 fsyncs it, renames it into place and fsyncs the directory. Any other exit
-removes the temporary file.
+removes the temporary file; one left by a crashed process (its name carries
+the writer's pid) is removed by the next write to the same destination.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +61,25 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(dest: Path) -> None:
+    """Delete temporary files for ``dest`` left by a process that no longer runs (a crash)."""
+    for leftover in dest.parent.glob(f".{glob.escape(dest.name)}.*.partial"):
+        pid = leftover.name[len(dest.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
 class AtomicTableSink:
     """Write record batches to ``dest`` so that it appears complete or not at all."""
 
@@ -75,7 +96,10 @@ class AtomicTableSink:
         if not dest.parent.is_dir():
             raise ExchangeError(f"output directory {dest.parent} does not exist")
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+            _remove_stale_partials(dest)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent
+            )
             os.close(fd)
             self.tmp = Path(tmp)
             self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter

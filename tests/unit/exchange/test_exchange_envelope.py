@@ -433,3 +433,15 @@ def test_committed_vector_reproduces_and_opens(name: str) -> None:
     wrong = opener(hpke=generate_hpke(), now=lambda: committed["created"])
     with pytest.raises(WrongRecipientError):
         wrong.open_header(header)
+
+
+def test_sender_not_in_directory() -> None:
+    header = seal(TABLE)[0]
+    forged = env.EnvelopeOpener(
+        recipient="statistics",
+        hpke=RECIPIENT,
+        sender_key=lambda dept: sender_keys("finance"),
+        now=lambda: NOW,
+    )
+    with pytest.raises(UnexpectedSenderError, match="'health' is not a known peer"):
+        forged.open_header(header)

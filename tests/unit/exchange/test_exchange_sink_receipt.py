@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -105,3 +106,16 @@ def test_receipt_field_mismatch_and_wrong_key() -> None:
     other = ed25519_public_raw(ed25519.Ed25519PrivateKey.generate())
     with pytest.raises(ReceiptError, match="does not verify"):
         verify_receipt(receipt, other, {})
+
+
+def test_partials_of_crashed_writers_are_removed(tmp_path: Path) -> None:
+    dest = tmp_path / "out.parquet"
+    stale = tmp_path / ".out.parquet.2147483646.x1.partial"
+    live = tmp_path / f".out.parquet.{os.getpid()}.x2.partial"
+    other = tmp_path / ".other.parquet.2147483646.x3.partial"
+    for path in (stale, live, other):
+        path.write_bytes(b"half")
+    with AtomicTableSink(dest, BATCH.schema, "parquet") as sink:
+        sink.write(BATCH)
+        sink.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, live.name, other.name])
