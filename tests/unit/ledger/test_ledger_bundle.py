@@ -159,6 +159,12 @@ def test_rechained_rewrite_is_caught_by_the_checkpoint(two_bundles: tuple[Path, 
         ),
         (lambda ls: ls.__setitem__(5, b" " + ls[5]), r"entry seq 5: .*canonical"),
         (lambda ls: ls.__delitem__(slice(25, None)), r"holds 25 entries, the manifest says 28"),
+        (
+            lambda ls: ls.__setitem__(
+                5, ls[5].replace(b'"reason":"test"}', b'"reason":"test","z":123456789012345678901}')
+            ),
+            r"entry seq 5: .*integer 123456789012345678901 is outside",
+        ),
     ],
     ids=[
         "delete",
@@ -171,6 +177,7 @@ def test_rechained_rewrite_is_caught_by_the_checkpoint(two_bundles: tuple[Path, 
         "float",
         "whitespace",
         "tail-cut",
+        "big-int",
     ],
 )
 def test_entry_tampering(two_bundles: tuple[Path, Path], mutate: object, message: str) -> None:
