@@ -233,6 +233,10 @@ def test_checkpoint_deleted_or_reordered(two_bundles: tuple[Path, Path]) -> None
         VerificationError, match="checkpoint size 28: is listed in the manifest but missing"
     ):
         verify_bundle([a])
+    shutil.copy(_note(a, 20), _note(a, 10))
+    _set_manifest(a, checkpoints=[10, 20])
+    with pytest.raises(VerificationError, match="checkpoint size 10: note is for size 20"):
+        verify_bundle([a])
     _set_manifest(a, checkpoints=[28, 20])
     with pytest.raises(
         VerificationError, match=r"checkpoint sizes are not increasing \(28 then 20\)"
