@@ -4,9 +4,11 @@ Four departments of the seed city each run ``fednode serve`` in their own
 namespace with their own address, joined by a bridge. The public-security
 bureau shares accident reports with the traffic bureau under a signed
 agreement; then a large share is interrupted by cutting the provider's link,
-which must fail cleanly, and succeeds once the link is back. Finally every
-ledger is checkpointed, cosigned by witnesses across the namespaces, exported,
-and verified offline together, which cross-checks every share.
+which must fail cleanly, and succeeds once the link is back. The data bureau
+then coordinates a federated job with SecAgg+ and DP over the three
+departments' road_safety tables. Finally every ledger is checkpointed,
+cosigned by witnesses across the namespaces, exported, and verified offline
+together, which cross-checks every share.
 """
 
 from __future__ import annotations
@@ -88,8 +90,11 @@ def _agreement(
 
 
 def test_every_node_reaches_every_peer_over_mtls_across_namespaces(city: LabFederation) -> None:
+    # The operator's command, once; then the same admin call for every department.
+    shown = _ok(city.fednode("traffic", "status"))
+    assert "public-security" in shown.stdout and "civil-affairs" in shown.stdout
     for spec in DEPARTMENTS:
-        status = json.loads(_ok(city.fednode(spec.department, "status", "--json")).stdout)
+        status = city.admin(spec.department, "node.status", {})
         assert status["endpoint"] == f"{city.lab.address(spec.department)}:7443"
         peers = {p["department"]: p for p in status["peers"]}
         assert set(peers) == {d.department for d in DEPARTMENTS} - {spec.department}
@@ -101,13 +106,13 @@ def test_every_node_reaches_every_peer_over_mtls_across_namespaces(city: LabFede
 def test_a_cut_link_makes_the_peer_unreachable_then_restore_heals(city: LabFederation) -> None:
     city.lab.cut("civil-affairs")
     try:
-        status = json.loads(_ok(city.fednode("traffic", "status", "--json")).stdout)
+        status = city.admin("traffic", "node.status", {})
         peers = {p["department"]: p for p in status["peers"]}
         assert not peers["civil-affairs"]["reachable"]
         assert peers["public-security"]["reachable"]
     finally:
         city.lab.restore("civil-affairs")
-    status = json.loads(_ok(city.fednode("traffic", "status", "--json")).stdout)
+    status = city.admin("traffic", "node.status", {})
     assert all(p["reachable"] for p in status["peers"])
 
 
@@ -195,18 +200,80 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
     assert received[-1]["digest"] == summary["digest"]
 
 
-def _events(city: LabFederation, department: str, event: str) -> list[dict[str, Any]]:
-    shown = _ok(
-        city.fednode(department, "ledger", "show", "--type", event, "--limit", "1000", "--json")
+FL_PARTICIPANTS = ["traffic", "public-security", "civil-affairs"]
+FL_COLUMNS = [
+    "night", "rush_hour", "weekend", "flow_index", "heavy_vehicle_share", "speed_index",
+    "pedestrian_index", "rain_index", "cycle_index", "elderly_share", "violation_index",
+    "split", "incident",
+]  # fmt: skip
+
+
+def test_a_federated_round_with_secagg_and_dp_runs_across_namespaces(
+    city: LabFederation, tmp_path: Path
+) -> None:
+    fab = tmp_path / "traffic-risk.fab"
+    _ok(city.fednode("data-bureau", "app", "build", ROOT / "seeds" / "apps" / "traffic-risk",
+                     "--out", fab))  # fmt: skip
+    agreements = {}
+    for department in FL_PARTICIPANTS:
+        _ok(city.fednode(department, "dataset", "add", "road_safety",
+                         SEEDS / department / "road_safety.parquet"))  # fmt: skip
+        file = tmp_path / f"{department}-fl.agreement"
+        _ok(city.fednode(
+            department, "agreement", "create", "--consumer", "data-bureau",
+            "--dataset", "road_safety", "--purpose-code", "road-safety-model",
+            "--valid-until", "+1d", "--mode", "federated",
+            *[a for c in FL_COLUMNS for a in ("--column", f"{c}=plain")], "--out", file,
+        ))  # fmt: skip
+        _ok(city.fednode("data-bureau", "agreement", "countersign", file, "--push"))
+        agreements[department] = json.loads(file.read_bytes())["agreement"]["id"]
+        _ok(city.fednode(department, "app", "approve", fab))
+    job = tmp_path / "road-safety.toml"
+    participants = "".join(
+        f'[[participants]]\ndepartment = "{d}"\ndataset = "road_safety"\n'
+        f'agreement = "{agreements[d]}"\n'
+        for d in FL_PARTICIPANTS
     )
-    entries: list[dict[str, Any]] = json.loads(shown.stdout)
-    return [e for e in entries if e["event"] == event]
+    job.write_text(
+        f'[job]\nname = "road-safety"\napp = "{fab}"\nrounds = 2\noutput = "results"\n'
+        "secagg = true\n[strategy]\nmin-nodes = 3\n"
+        "[run-config]\nlocal-epochs = 50\nlearning-rate = 1.0\n"
+        "[dp]\nclipping-norm = 25.0\nsensitivity = 0.05\nepsilon = 5.0\ndelta = 1e-5\n"
+        + participants
+    )
+    started = time.monotonic()
+    _ok(city.fednode("data-bureau", "fl", "launch", job, timeout=600))
+    print(f"two SecAgg+ rounds across namespaces took {time.monotonic() - started:.1f} s")
+
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["outcome"] == "ok", summary
+    rounds = json.loads((tmp_path / "results" / "rounds.json").read_text())
+    assert rounds and all(sorted(r["ok"]) == sorted(FL_PARTICIPANTS) for r in rounds)
+    job_events = _events(city, "data-bureau", "fl.job")
+    assert [e["detail"]["phase"] for e in job_events[-2:]] == ["start", "end"]
+    assert job_events[-2]["detail"]["secagg"] is True
+    # Canonical JSON has no floats, so the ledger keeps DP parameters as decimal strings.
+    assert float(job_events[-2]["detail"]["dp"]["epsilon"]) == 5.0
+    for department in FL_PARTICIPANTS:
+        recorded = _events(city, department, "fl")
+        tasks = [e for e in recorded if e["event"] == "fl.task"]
+        replies = [e for e in recorded if e["event"] == "fl.reply"]
+        assert tasks and all(t["peer"] == "data-bureau" for t in tasks)
+        assert {t["agreement"] for t in tasks} == {agreements[department]}
+        assert replies and all(r["digest"].startswith("sha256:") for r in replies)
+
+
+def _events(city: LabFederation, department: str, event: str) -> list[dict[str, Any]]:
+    """Entries of type ``event`` (or under the prefix ``event.``), as 'ledger show' gets them."""
+    shown = city.admin(department, "ledger.show", {"event": event, "limit": 1000})
+    entries: list[dict[str, Any]] = shown["entries"]
+    return [e for e in entries if e["event"] == event or e["event"].startswith(event + ".")]
 
 
 def test_ledgers_are_witnessed_across_namespaces_and_verify_offline(
     city: LabFederation, tmp_path: Path
 ) -> None:
-    # Runs last: by now the ledgers hold the shares, the failed share and the retry.
+    # Runs last: the ledgers hold the shares, the failed share, the retry and the FL job.
     for spec in DEPARTMENTS:
         checkpoint = json.loads(
             _ok(city.fednode(spec.department, "ledger", "checkpoint", "--json")).stdout
