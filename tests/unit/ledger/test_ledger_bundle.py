@@ -419,3 +419,20 @@ def test_chunked_verification_finds_the_first_violation(
         VerificationError, match=r"entry seq 8: prev .* is not the leaf hash of entry seq 7"
     ):
         verify_bundle([a])
+
+
+def test_erasure_keeps_the_bundle_verifiable(federation: Federation, tmp_path: Path) -> None:
+    store = federation.store("alpha")
+    seq, _ = store.append(
+        {"event": "access.read", "actor": "Jane Citizen", "detail": {"subject": "ID-123"}},
+        sensitive={"actor", "detail.subject"},
+    )
+    fill(store, 3)
+    federation.publish("alpha")
+    before = _export(federation, "alpha", tmp_path / "before")
+    store.erase(seq, "actor")
+    store.erase(seq, "detail.subject")
+    after = _export(federation, "alpha", tmp_path / "after")
+    assert (before / "entries.jsonl").read_bytes() == (after / "entries.jsonl").read_bytes()
+    assert b"Jane" not in (after / "entries.jsonl").read_bytes()
+    assert verify_bundle([after]).bundles[0].published_size == 4
