@@ -104,7 +104,10 @@ def _launch(args: argparse.Namespace) -> int:
         raise JobFailedError(str(summary.get("error")), hint=f"see {job.output}/summary.json")
     console.print(f"results in {job.output}: model.npz, rounds.json, summary.json")
     for kind, metrics in summary.get("final_metrics", {}).items():
-        console.print(f"  final {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if metrics:
+            console.print(
+                f"  final {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            )
     return 0
 
 

@@ -1,0 +1,191 @@
+"""Federated jobs across real fednode processes: mTLS, real agreements, SecAgg+, DP, faults.
+
+One coordinator (data-bureau) and three participants (traffic,
+public-security, health), each a ``fednode serve`` process with its own
+certificate, catalog, agreements and ledger. The participants register their
+seed ``road_safety`` tables, sign ``federated`` agreements that the
+coordinator countersigns, and approve the sample app's FAB; the coordinator
+runs ``fednode fl launch`` through its admin socket.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.fl.wire import DpConfig
+from node.localfed import LocalFederation
+from tests.integration.helpers import fednode
+from tests.integration.test_fl_harness import (
+    COORDINATOR,
+    PARTICIPANTS,
+    fl_federation,
+    ledger,
+    start_node,
+    write_job,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DP = {"clipping-norm": 25.0, "sensitivity": 0.05, "epsilon": 5.0, "delta": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalFederation, dict[str, str]]]:
+    fed, agreements = fl_federation(tmp_path_factory.mktemp("flfed"))
+    try:
+        yield fed, agreements
+    finally:
+        fed.stop_all()
+
+
+def _launch(fed: LocalFederation, job: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "fl",
+            "launch",
+            str(job),
+            "--home",
+            str(fed.homes[COORDINATOR]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _summary(job: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((job.parent / "results" / "summary.json").read_text())
+    return result
+
+
+def test_secagg_and_dp_job_over_mtls_with_ledger_records(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    job = write_job(tmp_path / "job.toml", agreements, rounds=2, min_nodes=3, secagg=True, dp=DP)
+    result = fednode("fl", "launch", job, "--home", fed.homes[COORDINATOR], timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "train/collect_masked_vectors ok: health, public-security, traffic" in result.stdout
+    summary = _summary(job)
+    assert summary["outcome"] == "ok" and summary["rounds"] == 2 and summary["secagg"] is True
+    assert (job.parent / "results" / "model.npz").exists()
+    expected_dp = DpConfig(25.0, 0.05, 5.0, 1e-5).to_record()
+    assert summary["dp"] == expected_dp
+    jobs = ledger(fed.homes[COORDINATOR], "fl.job")
+    mine = [e for e in jobs if json.dumps(e).find(summary["job_id"]) >= 0]
+    assert len(mine) == 2 and json.dumps(mine).count('"noise_stddev"') == 2
+    for department in PARTICIPANTS:
+        tasks = [
+            e
+            for e in ledger(fed.homes[department], "fl.task")
+            if summary["job_id"] in json.dumps(e)
+        ]
+        replies = [
+            e
+            for e in ledger(fed.homes[department], "fl.reply")
+            if summary["job_id"] in json.dumps(e)
+        ]
+        # Per round: four SecAgg+ stages and one evaluation.
+        assert len(tasks) == len(replies) == 10
+        assert all(expected_dp["noise_stddev"] in json.dumps(e) for e in tasks)
+        assert all('"sha256:' in json.dumps(e) for e in replies)
+
+
+def test_unapproved_app_is_refused_by_every_participant(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    app = tmp_path / "other-app"
+    source = Path(__file__).resolve().parents[2] / "seeds" / "apps" / "traffic-risk"
+    subprocess.run(["cp", "-r", str(source), str(app)], check=True)
+    toml = app / "pyproject.toml"
+    toml.write_text(toml.read_text().replace('version = "1.1.0"', 'version = "9.9.9"'))
+    job = write_job(tmp_path / "job.toml", agreements, rounds=1, min_nodes=3)
+    job.write_text(job.read_text().replace(f'app = "{source}"', f'app = "{app}"'))
+    result = fednode("fl", "launch", job, "--home", fed.homes[COORDINATOR], timeout=120)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "no participant joined" in result.stderr
+    assert result.stdout.count("refused") == 3 and "not approved" in result.stdout
+    denied = ledger(fed.homes["traffic"], "access.denied")
+    assert any("not approved" in json.dumps(e) for e in denied)
+
+
+def _kill_after(
+    process: subprocess.Popen[str], fed: LocalFederation, victim: str, marker: str
+) -> str:
+    assert process.stdout is not None
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            fed.processes[victim].send_signal(signal.SIGKILL)
+            fed.processes[victim].wait()
+            break
+    rest, _ = process.communicate(timeout=300)
+    return "".join(seen) + rest
+
+
+def test_a_killed_node_fails_the_job_clearly_when_minimums_are_unmet(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    job = write_job(tmp_path / "job.toml", agreements, rounds=15, min_nodes=3)
+    started = time.monotonic()
+    output = _kill_after(_launch(fed, job), fed, "health", "round 2 evaluate")
+    try:
+        assert "only 2 of 3 participants remain" in output
+        assert time.monotonic() - started < 120
+        summary = _summary(job)
+        assert summary["outcome"] == "error" and "health" in summary["error"]
+        end = [
+            e
+            for e in ledger(fed.homes[COORDINATOR], "fl.job")
+            if summary["job_id"] in json.dumps(e)
+        ]
+        assert '"error"' in json.dumps(end[-1])
+        survivors = ledger(fed.homes["traffic"], "fl.reply")
+        assert any(summary["job_id"] in json.dumps(e) for e in survivors)
+    finally:
+        start_node(fed, "health")
+        fed.wait_ready(["health"])
+
+
+def test_a_killed_node_leaves_the_round_complete_when_minimums_hold(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    job = write_job(tmp_path / "job.toml", agreements, rounds=15, min_nodes=2)
+    process = _launch(fed, job)
+    output = _kill_after(process, fed, "public-security", "round 2 evaluate")
+    try:
+        assert process.returncode == 0, output
+        summary = _summary(job)
+        assert summary["outcome"] == "ok" and summary["rounds"] == 15
+        rounds = json.loads((job.parent / "results" / "rounds.json").read_text())
+        last = next(r for r in rounds if r["round"] == 15 and r["type"] == "train")
+        assert last["ok"] == ["health", "traffic"]
+        hit = [r for r in rounds if "public-security" in r["failed"]]
+        assert hit, "the killed node's failure is in the per-round record"
+        end = [
+            e
+            for e in ledger(fed.homes[COORDINATOR], "fl.job")
+            if summary["job_id"] in json.dumps(e)
+        ]
+        assert '"ok"' in json.dumps(end[-1])
+    finally:
+        start_node(fed, "public-security")
+        fed.wait_ready(["public-security"])
