@@ -62,15 +62,17 @@ class FetchResult:
 
 
 #: Frames received ahead of verification; bounds memory to a few chunks.
-WINDOW = 4
+WINDOW = 2
 _END = object()
 _WRITE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="share-write")
 
 
-def _prefetch(call: Iterator[Any]) -> Iterator[Any]:
+def _prefetch(call: Iterator[Any], limit_rate: int | None = None) -> Iterator[Any]:
     """Receive frames on a helper thread, so receiving overlaps decrypting and writing.
 
     At most :data:`WINDOW` frames wait; transport errors are re-raised in order.
+    ``limit_rate`` (bytes per second) paces the reads themselves, so gRPC flow
+    control slows the sender instead of frames piling up here.
     """
     frames: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
     stop = threading.Event()
@@ -85,10 +87,17 @@ def _prefetch(call: Iterator[Any]) -> Iterator[Any]:
         return False
 
     def run() -> None:
+        started = time.monotonic()
+        received = 0
         try:
             for message in call:
                 if not put(message):
                     return
+                if limit_rate:
+                    received += len(message[1])
+                    ahead = received / limit_rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
             put(_END)
         except BaseException as e:  # noqa: BLE001 -- re-raised in the consuming thread
             put(e)
@@ -192,7 +201,7 @@ def fetch_share(
     received = 0
     last = 0.0
     try:
-        for kind, data in _prefetch(call):
+        for kind, data in _prefetch(call, limit_rate):
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)
@@ -228,10 +237,6 @@ def fetch_share(
                         "bytes_per_second": int(received / elapsed),
                     }
                 )
-            if limit_rate:
-                ahead = received / limit_rate - (now - started)
-                if ahead > 0:
-                    time.sleep(ahead)
         opener.end_of_stream()
         if sink is None:
             raise ExchangeError("share ended without a header")

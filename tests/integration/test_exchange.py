@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -214,14 +216,20 @@ def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> 
     assert not out.exists()
 
 
+def big_table(megabytes: int) -> pa.Table:
+    rows = megabytes * 1024 * 1024 // 48
+    ids = pa.array(range(rows), pa.int64())
+    padding = "-record-of-a-district-with-some-padding-"
+    return pa.table(
+        {"district": pc.binary_join_element_wise(pc.cast(ids, pa.string()), padding, "")}
+    )
+
+
 def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> None:
     big = tmp_path / "big.parquet"
-    rows = 400_000
-    pq.write_table(
-        pa.table({"district": [f"district-{i % 13}-{i}" for i in range(rows)]}),
-        big,
-        row_group_size=20_000,
-    )
+    # Larger than the chunks buffered in transit (a few 4 MiB chunks), so the
+    # provider is still producing when the revocation lands.
+    pq.write_table(big_table(64), big)
     fednode("dataset", "add", "big", big, "--home", pair.homes["health"], check=True)
     file = tmp_path / "big.agreement"
     fednode(
@@ -240,7 +248,7 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
         [sys.executable, "-m", "node.cli.main", "share", "fetch",
          "--home", str(pair.homes["statistics"]), "--from", "health",
          "--agreement", agreement_id, "--out", str(out_dir / "big.parquet"),
-         "--limit-rate", "400000", "--json"],
+         "--limit-rate", "2000000", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(2.0)
@@ -430,3 +438,66 @@ def test_consumer_refuses_a_replayed_share(
     assert "already received; refusing a replay" in result.stderr
     assert not (tmp_path / "again.parquet").exists()
     assert pq.read_table(tmp_path / "first.parquet").num_rows == 3000
+
+
+# --- crashes ----------------------------------------------------------------
+
+
+def _big_agreement(fed: LocalFederation, tmp: Path, rows: int = 200_000) -> str:
+    big = tmp / "crash.parquet"
+    pq.write_table(pa.table({"district": [f"district-{i}" for i in range(rows)]}), big)
+    fednode("dataset", "add", "crash", big, "--home", fed.homes["health"], check=True)
+    file = tmp / "crash.agreement"
+    fednode(
+        "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
+        "--dataset", "crash", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
+        "--column", "district=plain", "--out", file, check=True,
+    )  # fmt: skip
+    fednode(
+        "agreement", "countersign", file, "--push", "--home", fed.homes["statistics"], check=True
+    )
+    return str(json.loads(file.read_bytes())["agreement"]["id"])
+
+
+def _slow_fetch(fed: LocalFederation, agreement_id: str, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "node.cli.main", "share", "fetch", "--json",
+         "--home", str(fed.homes["statistics"]), "--from", "health",
+         "--agreement", agreement_id, "--out", str(out), "--limit-rate", "300000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_consumer_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id = _big_agreement(pair, tmp_path)
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    out = out_dir / "crash.parquet"
+    fetching = _slow_fetch(pair, agreement_id, out)
+    time.sleep(1.5)
+    pair.stop("statistics", sig=signal.SIGKILL)
+    fetching.communicate(timeout=60)
+    assert fetching.returncode != 0
+    assert [n for n in visible(out_dir) if not n.startswith(".")] == []
+    start(pair, "statistics")
+    result = fetch(pair, agreement_id, out, "--json")
+    assert result.returncode == 0, result.stderr
+    # The crashed writer's temporary file is gone; only the complete output remains.
+    assert visible(out_dir) == ["crash.parquet"]
+
+
+def test_provider_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id = _big_agreement(pair, tmp_path)
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    fetching = _slow_fetch(pair, agreement_id, out_dir / "crash.parquet")
+    time.sleep(1.5)
+    pair.stop("health", sig=signal.SIGKILL)
+    _, stderr = fetching.communicate(timeout=120)
+    assert fetching.returncode == 5, stderr
+    assert "share from health failed" in stderr
+    assert visible(out_dir) == []
+    failures = [
+        e for e in ledger_events(pair.homes["statistics"]) if e.get("event") == "share.failed"
+    ]
+    assert len(failures) == 1
