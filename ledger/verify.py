@@ -61,6 +61,7 @@ _PARALLEL_MIN = 50_000
 _MAX_WORKERS = 8
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
 _NONE = type(None)
+_MAX_NAME = 128
 _STR_OR_NONE = {str, _NONE}
 _GET_SEQ = operator.itemgetter("seq")
 _GET_V = operator.itemgetter("v")
@@ -377,6 +378,8 @@ def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], star
                 return False
             text = "\n".join(values) + "\n"
             if text.count("\n") != n or not pattern.fullmatch(text):
+                return False
+            if max(map(len, values)) > _MAX_NAME:
                 return False
         for getter in _GET_OPTIONAL:
             if not set(map(type, map(getter, parsed))) <= _STR_OR_NONE:
