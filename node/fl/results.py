@@ -22,6 +22,7 @@ import io
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class _Phase:
     group_id: str
     message_type: str
     replies: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds since the log started: first message sent, last reply received.
+    started: float = 0.0
+    finished: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         ok = [r for r in self.replies if r["ok"]]
@@ -98,6 +102,8 @@ class _Phase:
             "ok": sorted(r["department"] for r in ok),
             "failed": {r["department"]: r["error"] for r in self.replies if not r["ok"]},
             "examples": total,
+            "started": round(self.started, 4),
+            "finished": round(self.finished, 4),
             "metrics": mean,
             "replies": self.replies,
         }
@@ -115,6 +121,7 @@ class RoundLog:
         self._on_phase = on_phase
         self._on_reply = on_reply
         self.model: dict[str, np.ndarray] | None = None
+        self._t0 = time.monotonic()
 
     def sent(self, message: Message) -> None:
         """Grid hook: a message is about to leave."""
@@ -123,7 +130,7 @@ class RoundLog:
             self._phase_by_message[message.metadata.message_id] = key
             if key not in self._phases:
                 previous = self._order[-1] if self._order else None
-                self._phases[key] = _Phase(*key)
+                self._phases[key] = _Phase(*key, started=time.monotonic() - self._t0)
                 self._order.append(key)
             else:
                 previous = None
@@ -150,6 +157,7 @@ class RoundLog:
             key = self._phase_by_message.pop(event.message_id, (event.group_id, event.message_type))
             phase = self._phases.setdefault(key, _Phase(*key))
             phase.replies.append(entry)
+            phase.finished = time.monotonic() - self._t0
         if self._on_reply is not None:
             self._on_reply({"round": key[0], "type": key[1], **entry})
 
