@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,7 @@ import pytest
 # The lab library sits beside this file; tests/multihost is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netns import Lab, skip_reason, sweep_orphans
-
-LabFactory = Callable[[Sequence[str]], Lab]
-
-
-@functools.cache
-def unavailable_reason() -> str | None:
-    """Why labs cannot be built here (computed once per session), or None.
-
-    When labs can be built, this also sweeps labs left by killed earlier runs.
-    """
-    reason = skip_reason()
-    if reason is None:
-        sweep_orphans()
-    return reason
+from netns import Lab, LabFactory, unavailable_reason
 
 
 @pytest.fixture

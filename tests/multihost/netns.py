@@ -23,18 +23,27 @@ Processes started inside a namespace are the caller's to stop (see
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Lab", "LabError", "lab", "skip_reason", "sweep_orphans"]
+__all__ = [
+    "Lab",
+    "LabError",
+    "LabFactory",
+    "lab",
+    "skip_reason",
+    "sweep_orphans",
+    "unavailable_reason",
+]
 
 SUBNET = "10.77.0"
 _SWITCH_ADDRESS = f"{SUBNET}.1"
@@ -96,6 +105,18 @@ def sweep_orphans() -> list[str]:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
             swept.append(ns)
     return swept
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why labs cannot be built here (computed once per process), or None.
+
+    When labs can be built, this also sweeps labs left by killed earlier runs.
+    """
+    reason = skip_reason()
+    if reason is None:
+        sweep_orphans()
+    return reason
 
 
 def _ip(*args: str) -> None:
@@ -249,3 +270,7 @@ def lab(departments: Sequence[str]) -> Iterator[Lab]:
         yield built
     finally:
         built.close()
+
+
+#: Builds a lab for a list of department ids (the ``make_lab`` fixture).
+LabFactory = Callable[[Sequence[str]], Lab]

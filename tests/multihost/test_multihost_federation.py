@@ -24,9 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import unavailable_reason
 from labfed import LabFederation, provision_in_lab
-from netns import Lab
+from netns import Lab, unavailable_reason
 
 from node.localfed import DepartmentSpec
 

@@ -7,8 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import LabFactory
-from netns import Lab, LabError, sweep_orphans
+from netns import Lab, LabError, LabFactory, sweep_orphans
 
 pytestmark = pytest.mark.multihost
 
