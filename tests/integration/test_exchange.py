@@ -10,7 +10,6 @@ what is under test. Every refusal must leave no visible output.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -38,22 +37,6 @@ from tests.integration.helpers import fednode
 
 pytestmark = pytest.mark.integration
 
-# Starts a node with the exchange service and admin commands mounted, whether
-# or not this build's server lists them yet.
-LAUNCHER = """
-import sys
-from node.admin import registry
-from node.server import app
-for m in ("node.exchange.service",):
-    if m not in app.SERVICE_MODULES:
-        app.SERVICE_MODULES = (*app.SERVICE_MODULES, m)
-for m in ("node.catalog.admin", "node.agreements.admin", "node.exchange.admin"):
-    if m not in registry.HANDLER_MODULES:
-        registry.HANDLER_MODULES = (*registry.HANDLER_MODULES, m)
-from node.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 DEPARTMENTS = [
     DepartmentSpec("health", "Health Commission"),
     DepartmentSpec("statistics", "Statistics Bureau"),
@@ -62,16 +45,7 @@ PEOPLE = 5_000
 
 
 def start(fed: LocalFederation, department: str) -> None:
-    home = fed.homes[department]
-    log = (home / "node.log").open("ab")
-    fed.processes[department] = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, "serve", "--home", str(home)],
-        stdout=log,
-        stderr=log,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    log.close()
+    fed.start(department)
     fed.wait_ready([department])
 
 
