@@ -1,0 +1,86 @@
+"""The Federated gRPC service: refusals map to status codes with short public messages."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+
+from node.fl import wire
+from node.fl.bundle import build_bundle
+from protocols.fednode.v1 import federated_pb2 as pb
+from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
+from tests.unit.fl.fl_fakes import APP, Cluster
+
+
+def _spec(fab: bytes, **kw: object) -> wire.JobSpec:
+    fields: dict[str, object] = {
+        "job_id": "job-9",
+        "run_id": 5,
+        "node_id": 6,
+        "fab_sha256": hashlib.sha256(fab).hexdigest(),
+        "fab_size": len(fab),
+        "agreement": "agr-1",
+        "dataset": "road_safety",
+        "run_config": {"secure-aggregation": False},
+    }
+    fields.update(kw)
+    return wire.JobSpec(**fields)  # type: ignore[arg-type]
+
+
+def _stub(cluster: Cluster) -> pb_grpc.FederatedStub:
+    return pb_grpc.FederatedStub(cluster.coordinator.peer_channel("traffic"))
+
+
+def test_start_deliver_end_over_grpc(cluster: Cluster) -> None:
+    fab = build_bundle(APP).data
+    started = wire.job_started_from_proto(
+        _stub(cluster).StartJob(wire.job_start_parts(_spec(fab), fab), timeout=30)
+    )
+    assert started.job_id == "job-9" and "incident" in started.columns
+    _stub(cluster).EndJob(wire.job_end_to_proto("job-9", "ok"), timeout=5)
+    assert cluster.nodes["traffic"].participant.job_ids == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "code", "text"),
+    [
+        (
+            lambda fab: wire.job_start_parts(_spec(fab, fab_sha256="0" * 64), fab),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "malformed request: FAB bytes do not match",
+        ),
+        (
+            lambda fab: wire.job_start_parts(_spec(b"x" + fab), b"x" + fab),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "not approved",
+        ),
+        (
+            lambda fab: iter([pb.JobStartPart(fab_chunk=b"x")]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "before the job spec",
+        ),
+    ],
+    ids=["hash-mismatch", "unapproved", "chunk-first"],
+)
+def test_start_job_refusals(
+    cluster: Cluster, parts: object, code: grpc.StatusCode, text: str
+) -> None:
+    fab = build_bundle(APP).data
+    with pytest.raises(grpc.RpcError) as info:
+        _stub(cluster).StartJob(parts(fab), timeout=30)  # type: ignore[operator]
+    assert info.value.code() == code and text in (info.value.details() or "")
+
+
+def test_deliver_to_an_unknown_job_is_not_found(cluster: Cluster) -> None:
+    chunks = [pb.MessageChunk(job_id="nope", data=b"", last=True)]
+    with pytest.raises(grpc.RpcError) as info:
+        list(_stub(cluster).Deliver(iter(chunks), timeout=5))
+    assert info.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_end_job_with_bad_outcome_is_invalid(cluster: Cluster) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _stub(cluster).EndJob(pb.JobEnd(job_id="x", outcome="maybe"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
