@@ -165,7 +165,7 @@ def field(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False) ->
     Args:
         name: Column name.
         type_: Arrow type.
-        doc: One-line description, shown by ``fednode dataset show``.
+        doc: One-line description, stored as the field's ``description`` metadata.
         nullable: Whether the column may hold nulls.
 
     Returns:
