@@ -246,7 +246,9 @@ def _refuse(text: str) -> Any:
 
 def _common_shape(f: dict[str, Any]) -> bool:
     """Return True if ``f`` is a plain v1 entry (no commitments); False means "look closer"."""
-    if f.keys() != ENTRY_FIELDS or f["v"] != 1 or f["sensitive"]:
+    if f.keys() != ENTRY_FIELDS or f["v"] != 1 or type(f["v"]) is not int:
+        return False
+    if type(f["sensitive"]) is not list or f["sensitive"]:
         return False
     seq, moment, detail, event, outcome = f["seq"], f["time"], f["detail"], f["event"], f["outcome"]
     if type(seq) is not int or type(moment) is not int or moment < 0 or type(detail) is not dict:
@@ -254,6 +256,8 @@ def _common_shape(f: dict[str, Any]) -> bool:
     if type(event) is not str or type(outcome) is not str:
         return False
     if not _EVENT_RE.match(event) or not _OUTCOME_RE.match(outcome):
+        return False
+    if len(event) > _MAX_NAME or len(outcome) > _MAX_NAME:
         return False
     for name in _OPTIONAL:
         value = f[name]
