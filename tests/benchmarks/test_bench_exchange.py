@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,17 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (robust to other load on the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def current_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -140,6 +152,10 @@ class Nodes:
             check=True,
         )
         return str(json.loads(file.read_bytes())["agreement"]["id"])
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.fed.processes[d].pid for d in ("health", "statistics")]
 
     def fetch(self, agreement: str) -> tuple[float, dict[str, Any], int, int]:
         self.count += 1
@@ -198,13 +214,19 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         ours: list[float] = []
         theirs: list[float] = []
         peaks: list[int] = []
+        ours_cpu: list[float] = []
+        theirs_cpu: list[float] = []
         for _ in range(RUNS):
             # Interleaved, so both see the same machine state (page cache, thermal).
+            cpu_before = [cpu_seconds(p) for p in nodes.pids]
             seconds, result, before, peak = nodes.fetch(agreement)
             ours.append(result["bytes"] / seconds)
+            ours_cpu.append(sum(cpu_seconds(p) for p in nodes.pids) - sum(cpu_before))
             peaks.append(peak - before)
+            flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
             f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow")
             theirs.append(f_bytes / f_seconds)
+            theirs_cpu.append(cpu_seconds(server.pid) + self_cpu_seconds() - flight_cpu)
     finally:
         server.terminate()
         server.wait()
@@ -218,6 +240,9 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         f"{[round(x / 1e6) for x in theirs]}\n"
         f"  ratio (target >= 1.0x)  : median {statistics.median(ratios):.2f}x  "
         f"{[round(r, 2) for r in ratios]}\n"
+        f"  CPU seconds per GB (both ends): fednode "
+        f"{statistics.median(ours_cpu) / arrow_bytes * 1e9:.2f}, "
+        f"flight {statistics.median(theirs_cpu) / arrow_bytes * 1e9:.2f}\n"
         f"  receiver peak RSS growth: {max(peaks) / 2**20:.0f} MiB "
         f"(table {arrow_bytes / 2**20:.0f} MiB)"
     )
