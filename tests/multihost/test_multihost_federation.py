@@ -102,6 +102,25 @@ def test_every_node_reaches_every_peer_over_mtls_across_namespaces(city: LabFede
             assert info["endpoint"].startswith(city.lab.address(peer))
 
 
+def test_the_deploy_health_check_passes_in_each_namespace_and_leaves_no_entry(
+    city: LabFederation,
+) -> None:
+    def ledger_size(department: str) -> int:
+        size: int = city.admin(department, "ledger.show", {"limit": 1})["size"]
+        return size
+
+    check = [sys.executable, str(ROOT / "deploy" / "healthcheck.py")]
+    for spec in DEPARTMENTS:
+        env = {"FEDNODE_HOME": str(city.homes[spec.department]), "PATH": "/usr/bin:/bin"}
+        before = ledger_size(spec.department)
+        result = city.lab.run(spec.department, check, env=env)
+        assert result.returncode == 0, result.stderr
+        between = ledger_size(spec.department)
+        after = ledger_size(spec.department)
+        # Each size query is itself recorded; the health check in between adds nothing.
+        assert between - before == after - between, (before, between, after)
+
+
 def test_a_cut_link_makes_the_peer_unreachable_then_restore_heals(city: LabFederation) -> None:
     city.lab.cut("civil-affairs")
     try:

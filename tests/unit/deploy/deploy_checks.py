@@ -24,6 +24,15 @@ __all__ = [
 
 FEDERATION_PORT = 7443
 HOME = "/var/lib/fednode"
+HEALTH_SCRIPT = "healthcheck.py"
+
+
+def _asks_the_node(command: Any) -> bool:
+    """A health command runs the shipped health check, or ``fednode status``."""
+    text = " ".join(command) if isinstance(command, list) else str(command)
+    return HEALTH_SCRIPT in text or re.search(r"\bfednode\b\W+status\b", text) is not None
+
+
 _ROOT_USERS = {"", "0", "root", "0:0", "root:root"}
 
 
@@ -60,8 +69,12 @@ def check_dockerfile(text: str) -> list[str]:
     health = [args for i, args in final if i == "HEALTHCHECK"]
     if not health or health[-1].upper().startswith("NONE"):
         problems.append("final stage has no HEALTHCHECK")
-    elif "CMD" not in health[-1] or "fednode" not in health[-1]:
-        problems.append(f"HEALTHCHECK does not ask fednode: {health[-1]}")
+    elif "CMD" not in health[-1] or not _asks_the_node(health[-1]):
+        problems.append(f"HEALTHCHECK does not ask the node: {health[-1]}")
+    elif HEALTH_SCRIPT in health[-1] and not any(
+        i == "COPY" and HEALTH_SCRIPT in a for i, a in final
+    ):
+        problems.append(f"HEALTHCHECK runs {HEALTH_SCRIPT}, which the image never copies")
     if not any(i == "COPY" and "--from=" in a for i, a in final):
         problems.append("final stage copies nothing from the build stage")
     if any(i == "RUN" and "pip install" in a for i, a in final):
@@ -106,8 +119,8 @@ def check_compose(doc: Any, departments: Iterable[str]) -> list[str]:
         if "no-new-privileges:true" not in (svc.get("security_opt") or []):
             problems.append(f"{where}: must set no-new-privileges")
         test = (svc.get("healthcheck") or {}).get("test")
-        if not test or (isinstance(test, list) and test[0] == "NONE") or "fednode" not in str(test):
-            problems.append(f"{where}: needs a healthcheck that asks fednode")
+        if not test or (isinstance(test, list) and test[0] == "NONE") or not _asks_the_node(test):
+            problems.append(f"{where}: needs a healthcheck that asks the node")
         mounts = dict(_mount_target(v)[::-1] for v in svc.get("volumes") or [])
         for sub in ("keys", "data", "ledger"):
             source = mounts.get(f"{HOME}/{sub}")
@@ -176,8 +189,13 @@ def _check_pod(where: str, pod: dict[str, Any], claims: set[str], secrets: set[s
         for name in secret_mounts:
             if name not in secrets:
                 problems.append(f"{cwhere}: Secret {name!r} is neither defined nor generated")
-        if not any(k in container for k in ("readinessProbe", "livenessProbe")):
+        probes = [container[k] for k in ("readinessProbe", "livenessProbe") if k in container]
+        if not probes:
             problems.append(f"{cwhere}: has no readiness or liveness probe")
+        for probe in probes:
+            command = (probe.get("exec") or {}).get("command")
+            if command is not None and not _asks_the_node(command):
+                problems.append(f"{cwhere}: probe {command} does not ask the node")
         for mount in container.get("volumeMounts") or []:
             is_secret = mount["name"] in volumes and "secret" in volumes[mount["name"]]
             if is_secret and mount.get("readOnly") is not True:
