@@ -187,6 +187,7 @@ class LedgerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read = _connect(self.path)
         self._read_lock = threading.Lock()
+        self._read_closed = False
         try:
             self._init_schema()
             self._load_state()
@@ -199,6 +200,7 @@ class LedgerStore:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
         self._put_lock = threading.Lock()
+        self._inflight: list[Any] = []
         self._writer = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._writer.start()
 
@@ -291,42 +293,70 @@ class LedgerStore:
     def _run(self) -> None:
         conn = _connect(self.path)
         try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                if isinstance(item, _Job):
-                    self._run_job(conn, item)
-                    continue
-                batch = [item]
-                stop = False
-                deadline = time.monotonic() + _LINGER_MAX
-                while len(batch) < _MAX_BATCH:
-                    # Group commit: keep collecting while callers keep
-                    # arriving, so one fsync covers as many appends as
-                    # possible, but never hold the first one back for long.
-                    try:
-                        if time.monotonic() < deadline:
-                            nxt = self._queue.get(timeout=_LINGER_GAP)
-                        else:
-                            nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    if isinstance(nxt, _Job):
-                        self._commit_batch(conn, batch)
-                        batch = []
-                        self._run_job(conn, nxt)
-                        continue
-                    batch.append(nxt)
-                if batch:
-                    self._commit_batch(conn, batch)
-                if stop:
-                    return
+            self._serve(conn)
+        except BaseException as e:
+            # An unexpected failure leaves the in-memory tree state unknown:
+            # refuse all further work rather than append on top of it.
+            error = StorageError(f"ledger store {self.path}: writer stopped: {e!r}")
+            with self._put_lock:
+                self._closed = True
+            self._fail_queued(error)
+            raise
         finally:
             conn.close()
+
+    def _fail_queued(self, error: StorageError) -> None:
+        for item in self._inflight:
+            if isinstance(item, _Append) and item.result is None and item.error is None:
+                item.set_exception(error)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Append):
+                item.set_exception(error)
+            elif isinstance(item, _Job) and not item.future.done():
+                item.future.set_exception(error)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Job):
+                self._run_job(conn, item)
+                continue
+            batch = [item]
+            self._inflight = batch
+            stop = False
+            deadline = time.monotonic() + _LINGER_MAX
+            while len(batch) < _MAX_BATCH:
+                # Group commit: keep collecting while callers keep
+                # arriving, so one fsync covers as many appends as
+                # possible, but never hold the first one back for long.
+                try:
+                    if time.monotonic() < deadline:
+                        nxt = self._queue.get(timeout=_LINGER_GAP)
+                    else:
+                        nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if isinstance(nxt, _Job):
+                    self._commit_batch(conn, batch)
+                    batch = []
+                    self._inflight = batch
+                    self._run_job(conn, nxt)
+                    continue
+                batch.append(nxt)
+            if batch:
+                self._commit_batch(conn, batch)
+            self._inflight = []
+            if stop:
+                return
 
     def _run_job(self, conn: sqlite3.Connection, job: _Job) -> None:
         try:
@@ -759,13 +789,14 @@ class LedgerStore:
     def close(self) -> None:
         """Stop the writer after it commits what is queued, and close the file."""
         with self._put_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(_STOP)
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
         self._writer.join()
         with self._read_lock:
-            self._read.close()
+            if not self._read_closed:
+                self._read.close()
+                self._read_closed = True
 
     def __enter__(self) -> LedgerStore:
         return self

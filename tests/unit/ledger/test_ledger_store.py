@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.canonical import loads
 from ledger.entry import GENESIS_PREV, commitment, parse_entry
 from ledger.errors import EntryError, StorageError
-from ledger.merkle import root_from_leaves, verify_consistency, verify_inclusion
+from ledger.merkle import CompactRange, root_from_leaves, verify_consistency, verify_inclusion
 from ledger.store import LedgerStore
 from tests.unit.ledger.helpers import fill
 
@@ -235,3 +235,24 @@ def test_close_during_appends_never_leaves_a_caller_waiting(tmp_path: Path) -> N
     assert len(outcomes) == 8
     with LedgerStore(tmp_path / "l.db", "alpha") as reopened:
         assert reopened.fsck().size == reopened.size
+
+
+def test_a_writer_failure_fails_callers_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LedgerStore(tmp_path / "l.db", "alpha")
+    store.append({"event": "x.y"})
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(CompactRange, "append", broken)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)
+    with pytest.raises(StorageError, match="writer stopped"):
+        store.append({"event": "x.y"})
+    with pytest.raises(StorageError, match="closed"):
+        store.append({"event": "x.y"})
+    store.close()
+    monkeypatch.undo()
+    with LedgerStore(tmp_path / "l.db", "alpha") as reopened:
+        assert reopened.fsck().size == 1
