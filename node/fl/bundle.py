@@ -13,8 +13,10 @@ elsewhere: a node must never run code other than the FAB it verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import sys
 import threading
 import tomllib
@@ -124,7 +126,9 @@ def install_bundle(bundle: AppBundle, apps_dir: Path) -> Path:
         AppBundleError: the archive is malformed or a file hash does not verify.
     """
     try:
-        return Path(install_from_fab(bundle.data, apps_dir, skip_prompt=True))
+        # Flower's installer prints a success line for a terminal; a node logs instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return Path(install_from_fab(bundle.data, apps_dir, skip_prompt=True))
     except (click.ClickException, ValueError, OSError) as e:
         raise AppBundleError(f"cannot install FAB {bundle.sha256[:12]}: {e}") from e
 

@@ -20,10 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.admin.client import invoke
 from node.localfed import DepartmentSpec, LocalFederation, free_port, provision
 from tests.integration.helpers import fednode
 
@@ -72,8 +74,8 @@ def fl_federation(root: Path) -> tuple[LocalFederation, dict[str, str]]:
     fed.wait_ready()
     fab = root / "traffic-risk.fab"
     fednode("app", "build", APP, "--out", fab, "--home", fed.homes[COORDINATOR], check=True)
-    agreements: dict[str, str] = {}
-    for department in PARTICIPANTS:
+
+    def enrol(department: str) -> str:
         home = fed.homes[department]
         table = SEED_DATA / department / "road_safety.parquet"
         fednode("dataset", "add", "road_safety", table, "--home", home, check=True)
@@ -90,16 +92,16 @@ def fl_federation(root: Path) -> tuple[LocalFederation, dict[str, str]]:
             *[a for c in columns for a in ("--column", f"{c}=plain")],
             "--out", out, "--home", home, check=True,
         )  # fmt: skip
-        fednode(
-            "agreement", "countersign", out, "--push", "--home", fed.homes[COORDINATOR], check=True
-        )
-        listed = json.loads(
-            fednode("agreement", "list", "--json", "--home", home, check=True).stdout
-        )
-        rows = listed["agreements"] if isinstance(listed, dict) else listed
-        active = [a for a in rows if json.dumps(a).find("active") >= 0]
-        agreements[department] = _agreement_id(active[-1])
+        coordinator = fed.homes[COORDINATOR]
+        fednode("agreement", "countersign", out, "--push", "--home", coordinator, check=True)
         fednode("app", "approve", fab, "--home", home, check=True)
+        listed = invoke(home, "agreement.list", {})
+        rows = listed["agreements"] if isinstance(listed, dict) else listed
+        return _agreement_id([a for a in rows if "active" in json.dumps(a)][-1])
+
+    # Each department's operator works independently, so their steps run side by side.
+    with ThreadPoolExecutor(max_workers=len(PARTICIPANTS)) as pool:
+        agreements = dict(zip(PARTICIPANTS, pool.map(enrol, PARTICIPANTS), strict=True))
     return fed, agreements
 
 
@@ -151,13 +153,9 @@ def write_job(
 
 
 def ledger(home: Path, event: str) -> list[dict[str, Any]]:
-    """A node's ledger entries of one event type (via the real CLI)."""
-    out = fednode(
-        "ledger", "show", "--type", event, "--limit", "10000", "--json", "--home", home, check=True
-    )
-    rows = json.loads(out.stdout)
-    entries: list[dict[str, Any]] = rows["entries"] if isinstance(rows, dict) else rows
-    return [e for e in entries if e.get("event") == event or e.get("type") == event]
+    """A running node's ledger entries of one event type (its admin command ``ledger.show``)."""
+    result = invoke(home, "ledger.show", {"limit": 10000, "event": event})
+    return [e for e in result["entries"] if e.get("event") == event]
 
 
 @dataclass
