@@ -190,7 +190,15 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
     # A rate limit keeps the share in flight long enough to cut the cable under it.
     process = city.lab.popen("traffic", [*fetch, "--limit-rate", "300000"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(2.0)
+    # Cut only once the provider is streaming, however slowly the CLI started.
+    deadline = time.monotonic() + 60
+    while not any(
+        e["agreement"] == agreement_id for e in _events(city, "public-security", "share.started")
+    ):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the share never started"
+        time.sleep(0.5)
+    time.sleep(1.5)
     assert process.poll() is None, process.communicate()
     cut_at = time.monotonic()
     city.lab.cut("public-security")
