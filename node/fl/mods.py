@@ -45,6 +45,23 @@ _log = logging.getLogger(__name__)
 _LEGACY_FIT_KEY = "fitins.parameters"
 
 
+def round_of(message: Message) -> int | None:
+    """The FL round of an instruction message, if it says.
+
+    Legacy workflows put it in ``group_id``; message-API strategies send a
+    ``server-round`` config value instead.
+    """
+    group = message.metadata.group_id
+    if group.isdigit():
+        return int(group)
+    if message.has_content():
+        for record in message.content.config_records.values():
+            value = record.get("server-round")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """What the ledger records about the job a message belongs to."""
@@ -60,7 +77,6 @@ class TaskInfo:
     dp: wire.DpConfig | None
 
     def detail(self, message: Message) -> dict[str, object]:
-        group = message.metadata.group_id
         detail: dict[str, object] = {
             "job_id": self.job_id,
             "run_id": self.run_id,
@@ -69,8 +85,9 @@ class TaskInfo:
             "dp": self.dp.to_record() if self.dp else None,
             "secagg": self.secagg,
         }
-        if group.isdigit():
-            detail["round"] = int(group)
+        round_id = round_of(message)
+        if round_id is not None:
+            detail["round"] = round_id
         return detail
 
 

@@ -13,6 +13,11 @@ the mods of :mod:`node.fl.mods`. Invariants:
 * One Flower ``Context`` per job lives for the whole run, as in Flower's
   SuperNode; SecAgg+ keeps its key material in ``context.state`` between
   stages. Messages of one job run one at a time, in arrival order.
+* The ClientApp runs inside the node process (no process per message, as
+  Flower's SuperNode does); that is sound because only FABs the operator
+  reviewed and approved ever run, which is Flower's trusted-entities model.
+* Run state lives only in memory: a restarted node has no jobs, and any data
+  copies left by a crash are deleted at start-up.
 * The app sees its data only as a private Parquet copy of the *treated* table
   (the agreement's column treatments applied), named by the node config key
   ``data-path``; the copy is deleted when the job ends.
@@ -117,6 +122,8 @@ class Participant:
         self._root = runtime.config.data_dir / "fl"
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        # Jobs never survive a restart, so any copy still on disk is a crash's leftover.
+        shutil.rmtree(self._root / "jobs", ignore_errors=True)
 
     # -- job lifecycle -----------------------------------------------------------
 
@@ -149,15 +156,19 @@ class Participant:
             if spec.job_id in self._jobs:
                 raise NodeError(f"job {spec.job_id} already runs at this node")
         workdir = self._root / "jobs" / spec.job_id
-        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        workdir.chmod(0o700)
-        data_path = workdir / "data.parquet"
-        # The copy is created 0600 before any byte is written: no window where others can read.
-        fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as sink:
-            pq.write_table(table, sink)
-        bundle = read_bundle(fab)
-        app = load_client_app(install_bundle(bundle, self._root))
+        try:
+            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            workdir.chmod(0o700)
+            data_path = workdir / "data.parquet"
+            # Created 0600 before any byte is written: no window where others can read it.
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as sink:
+                pq.write_table(table, sink)
+            bundle = read_bundle(fab)
+            app = load_client_app(install_bundle(bundle, self._root))
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         columns = tuple(table.column_names)
         info = TaskInfo(
             job_id=spec.job_id,

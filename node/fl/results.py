@@ -31,6 +31,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from node.fl.grid import GridEvent
+from node.fl.mods import round_of
 
 __all__ = ["RoundLog", "write_json", "write_results"]
 
@@ -58,12 +59,11 @@ def _phase_of(message: Message) -> tuple[str, str]:
     do), else the ``server-round`` config value message-API strategies send.
     Multi-stage protocols (SecAgg+) add their stage to the type.
     """
-    meta = message.metadata
-    round_id, kind = meta.group_id, meta.message_type
+    number = round_of(message)
+    round_id = str(number) if number is not None else message.metadata.group_id
+    kind = message.metadata.message_type
     if message.has_content():
         for record in message.content.config_records.values():
-            if not round_id and isinstance(record.get("server-round"), int):
-                round_id = str(record["server-round"])
             stage = record.get("stage")
             if isinstance(stage, str):
                 kind = f"{kind}/{stage}"
