@@ -130,6 +130,17 @@ def fetch(
 
 
 def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
+    shown = fednode("dataset", "show", "visits", "--json", "--home", pair.homes["health"])
+    labels = {c["name"]: c["label"] for c in json.loads(shown.stdout)["columns"]}
+    assert labels == {
+        "person_id": "personal",
+        "age": "personal",
+        "district": "public",
+        "diagnosis": "personal",
+        "income": "internal",
+    }
+    listing = fednode("dataset", "list", "--home", pair.homes["health"], check=True)
+    assert "visits" in listing.stdout and "5,000" in listing.stdout
     agreement_id, _ = agreement_file(pair, tmp_path)
     listing = fednode("agreement", "list", "--json", "--home", pair.homes["health"], check=True)
     assert json.loads(listing.stdout)["agreements"][0]["state"] == "active"
