@@ -148,6 +148,7 @@ class Cluster:
     def fab(self, app: Path) -> Path:
         path = self.tmp / f"{app.name}.fab"
         if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(build_bundle(app).data)
         return path
 
