@@ -22,6 +22,7 @@ launch waits for the first.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -92,8 +93,6 @@ class JobStatusStore:
         write_json(self.root / f"{status['job_id']}.json", status)
 
     def read_all(self) -> list[dict[str, Any]]:
-        import json  # noqa: PLC0415 -- only the status command reads
-
         out = []
         for path in sorted(self.root.glob("*.json")):
             try:
