@@ -7,6 +7,7 @@ this module does not grow with every subsystem.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,8 +38,13 @@ class AuditSink(Protocol):
         digest: str | None = None,
         outcome: str = "ok",
         detail: dict[str, object] | None = None,
+        sensitive: Iterable[str] = (),
     ) -> int:
-        """Append one entry and return its sequence number once it is durable."""
+        """Append one entry and return its sequence number once it is durable.
+
+        ``sensitive`` names fields (``actor``, ``detail.subject``, ...) that enter the
+        ledger only as salted commitments, so they can later be crypto-shredded.
+        """
         ...
 
 

@@ -28,6 +28,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.agreements.admin",
     "node.exchange.admin",
     "node.audit.admin",
+    "node.fl.admin",
 )
 
 _HANDLERS: dict[str, AdminHandler] = {}
