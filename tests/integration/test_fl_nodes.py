@@ -19,19 +19,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
+from node.fl.coordinator import run_job
+from node.fl.grid import GrpcSender
+from node.fl.jobfile import load_job_file
 from node.fl.wire import DpConfig
 from node.localfed import LocalFederation
+from node.server.app import NodeProcess
 from tests.integration.helpers import fednode
 from tests.integration.test_fl_harness import (
     COORDINATOR,
     PARTICIPANTS,
+    SEED_DATA,
     fl_federation,
     ledger,
     start_node,
     write_job,
 )
+from tests.unit.fl.fl_fakes import task
+from tests.unit.fl.secagg_check import Recording, check_secagg_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -103,6 +111,37 @@ def test_secagg_and_dp_job_over_mtls_with_ledger_records(
         assert len(tasks) == len(replies) == 10
         assert all(expected_dp["noise_stddev"] in json.dumps(e) for e in tasks)
         assert all('"sha256:' in json.dumps(e) for e in replies)
+
+
+def test_secagg_coordinator_receives_only_masked_vectors_over_mtls(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    """The coordinator runs in this process so the test can see every reply its NodeGrid gets."""
+    fed, agreements = setup
+    fed.stop(COORDINATOR)
+    coordinator = NodeProcess(fed.homes[COORDINATOR])
+    coordinator.start()
+    senders: list[Recording] = []
+
+    def factory(job_id: str) -> Recording:
+        senders.append(Recording(GrpcSender(coordinator.runtime.peer_channel, job_id)))
+        return senders[-1]
+
+    try:
+        job = load_job_file(
+            write_job(tmp_path / "job.toml", agreements, rounds=2, min_nodes=3, secagg=True)
+        )
+        summary = run_job(coordinator.runtime, job, lambda _e: None, sender_factory=factory)
+    finally:
+        coordinator.stop()
+        start_node(fed, COORDINATOR)
+        fed.wait_ready([COORDINATOR])
+    assert summary["outcome"] == "ok", summary["error"]
+    splits = {
+        d: task.split_table(pq.read_table(SEED_DATA / d / "road_safety.parquet"))
+        for d in PARTICIPANTS
+    }
+    check_secagg_run(senders[0].pairs, splits, rounds=2)
 
 
 def test_unapproved_app_is_refused_by_every_participant(
