@@ -9,6 +9,7 @@ what is under test. Every refusal must leave no visible output.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import sqlite3
@@ -27,8 +28,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ledger.canonical import dumps
+from node.admin.client import invoke
 from node.agreements.document import SignedAgreement, new_agreement
 from node.config import load_config
+from node.errors import AccessDenied
 from node.exchange.envelope import EnvelopeSealer
 from node.identity import keys
 from node.localfed import DepartmentSpec, LocalFederation
@@ -72,26 +75,60 @@ def visible(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def admin(fed: LocalFederation, department: str, command: str, **args: Any) -> dict[str, Any]:
+    """Call a node's admin socket in-process (setup steps; the CLI itself is tested separately)."""
+    return invoke(fed.homes[department], command, args)
+
+
+VISITS_COLUMNS: dict[str, Any] = {
+    "person_id": {"treatment": "pseudonymize"},
+    "age": {"treatment": "generalize", "params": {"band": 10}},
+    "district": {"treatment": "plain"},
+    "diagnosis": {"treatment": "drop"},
+}
+
+
 def agreement_file(
-    fed: LocalFederation, tmp: Path, *, valid_until: str = "+1d", columns: list[str] | None = None
+    fed: LocalFederation,
+    tmp: Path,
+    *,
+    dataset: str = "visits",
+    valid_seconds: int = 86_400,
+    columns: dict[str, Any] | None = None,
+    cli: bool = False,
 ) -> tuple[str, Path]:
-    """health draws up an agreement with the CLI; statistics countersigns it and pushes it back."""
-    file = tmp / "visits.agreement"
-    cols = columns or [
-        "person_id=pseudonymize",
-        "age=generalize:band=10",
-        "district=plain",
-        "diagnosis=drop",
-    ]
-    fednode(
-        "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
-        "--dataset", "visits", "--purpose-code", "STAT-7", "--purpose", "monthly statistics",
-        "--valid-until", valid_until, "--mode", "transfer",
-        *[a for c in cols for a in ("--column", c)], "--out", file, check=True,
-    )  # fmt: skip
-    fednode(
-        "agreement", "countersign", file, "--push", "--home", fed.homes["statistics"], check=True
-    )
+    """health draws up an agreement; statistics countersigns it and pushes it back."""
+    file = tmp / f"{dataset}.agreement"
+    if cli:
+        fednode(
+            "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
+            "--dataset", dataset, "--purpose-code", "STAT-7", "--purpose", "monthly statistics",
+            "--valid-until", f"+{valid_seconds}s", "--mode", "transfer",
+            "--column", "person_id=pseudonymize", "--column", "age=generalize:band=10",
+            "--column", "district=plain", "--column", "diagnosis=drop", "--out", file, check=True,
+        )  # fmt: skip
+        fednode(
+            "agreement",
+            "countersign",
+            file,
+            "--push",
+            "--home",
+            fed.homes["statistics"],
+            check=True,
+        )
+    else:
+        created = admin(
+            fed, "health", "agreement.create", consumer="statistics", dataset=dataset,
+            purpose_code="STAT-7", purpose_text="monthly statistics",
+            valid_until=int(time.time()) + valid_seconds, modes=["transfer"],
+            columns=columns or VISITS_COLUMNS,
+        )  # fmt: skip
+        file.write_bytes(dumps({k: created[k] for k in ("agreement", "provider_signature")}))
+        pushed = admin(
+            fed, "statistics", "agreement.countersign",
+            agreement_b64=base64.b64encode(file.read_bytes()).decode(), push=True,
+        )  # fmt: skip
+        assert pushed["pushed"] and pushed["provider_state"] == "active", pushed
     agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
     return agreement_id, file
 
@@ -103,16 +140,8 @@ def pair(federation_factory: Any, tmp_path: Path) -> LocalFederation:
     start(fed, "statistics")
     data = tmp_path / "visits.parquet"
     pq.write_table(sample_table(), data, row_group_size=1000)
-    fednode(
-        "dataset",
-        "add",
-        "visits",
-        data,
-        "--home",
-        fed.homes["health"],
-        "--label",
-        "district=public",
-        check=True,
+    admin(
+        fed, "health", "dataset.add", name="visits", path=str(data), labels={"district": "public"}
     )
     return fed
 
@@ -141,7 +170,7 @@ def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
     }
     listing = fednode("dataset", "list", "--home", pair.homes["health"], check=True)
     assert "visits" in listing.stdout and "5,000" in listing.stdout
-    agreement_id, _ = agreement_file(pair, tmp_path)
+    agreement_id, _ = agreement_file(pair, tmp_path, cli=True)
     listing = fednode("agreement", "list", "--json", "--home", pair.homes["health"], check=True)
     assert json.loads(listing.stdout)["agreements"][0]["state"] == "active"
     out_dir = tmp_path / "received"
@@ -192,7 +221,7 @@ def test_column_not_in_agreement_is_refused(pair: LocalFederation, tmp_path: Pat
 
 
 def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> None:
-    agreement_id, _ = agreement_file(pair, tmp_path, valid_until="+3s")
+    agreement_id, _ = agreement_file(pair, tmp_path, valid_seconds=3)
     time.sleep(3.5)
     out = tmp_path / "x.parquet"
     result = fetch(pair, agreement_id, out)
@@ -215,17 +244,10 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     # Larger than the chunks buffered in transit (a few 4 MiB chunks), so the
     # provider is still producing when the revocation lands.
     pq.write_table(big_table(64), big)
-    fednode("dataset", "add", "big", big, "--home", pair.homes["health"], check=True)
-    file = tmp_path / "big.agreement"
-    fednode(
-        "agreement", "create", "--home", pair.homes["health"], "--consumer", "statistics",
-        "--dataset", "big", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
-        "--column", "district=plain", "--out", file, check=True,
-    )  # fmt: skip
-    fednode(
-        "agreement", "countersign", file, "--push", "--home", pair.homes["statistics"], check=True
+    admin(pair, "health", "dataset.add", name="big", path=str(big))
+    agreement_id, _ = agreement_file(
+        pair, tmp_path, dataset="big", columns={"district": {"treatment": "plain"}}
     )
-    agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
     out_dir = tmp_path / "recv"
     out_dir.mkdir()
     # A slow consumer keeps the share in flight while the provider revokes.
@@ -238,16 +260,7 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     )  # fmt: skip
     time.sleep(2.0)
     assert process.poll() is None, process.communicate()
-    fednode(
-        "agreement",
-        "revoke",
-        agreement_id,
-        "--reason",
-        "test",
-        "--home",
-        pair.homes["health"],
-        check=True,
-    )
+    admin(pair, "health", "agreement.revoke", id=agreement_id, reason="test")
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 6, stderr
     assert "revoked" in stderr
@@ -270,17 +283,20 @@ def test_peer_not_in_directory(pair: LocalFederation, tmp_path: Path) -> None:
 
 def test_agreement_import_path_without_push(pair: LocalFederation, tmp_path: Path) -> None:
     file = tmp_path / "manual.agreement"
-    fednode(
-        "agreement", "create", "--home", pair.homes["health"], "--consumer", "statistics",
-        "--dataset", "visits", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
-        "--column", "district=plain", "--out", file, check=True,
+    created = admin(
+        pair, "health", "agreement.create", consumer="statistics", dataset="visits",
+        purpose_code="X", valid_until=int(time.time()) + 600, modes=["transfer"],
+        columns={"district": {"treatment": "plain"}},
     )  # fmt: skip
-    agreement_id = json.loads(file.read_bytes())["agreement"]["id"]
+    file.write_bytes(dumps({k: created[k] for k in ("agreement", "provider_signature")}))
+    agreement_id = created["agreement"]["id"]
     out = tmp_path / "x.parquet"
-    assert fetch(pair, agreement_id, out).returncode == 6  # not countersigned: consumer has none
+    args = {"from": "health", "agreement": agreement_id, "out": str(out)}
+    with pytest.raises(AccessDenied, match="no agreement"):  # the consumer holds none yet
+        admin(pair, "statistics", "share.fetch", **args)
     fednode("agreement", "countersign", file, "--home", pair.homes["statistics"], check=True)
-    refused = fetch(pair, agreement_id, out)
-    assert refused.returncode == 6 and "is proposed, not active" in refused.stderr
+    with pytest.raises(AccessDenied, match="is proposed, not active"):
+        admin(pair, "statistics", "share.fetch", **args)
     tampered = json.loads(file.read_bytes())
     tampered["agreement"]["columns"]["income"] = {"treatment": "plain", "params": {}}
     bad = tmp_path / "bad.agreement"
@@ -288,7 +304,9 @@ def test_agreement_import_path_without_push(pair: LocalFederation, tmp_path: Pat
     result = fednode("agreement", "import", bad, "--home", pair.homes["health"])
     assert result.returncode == 6 and "signature" in result.stderr
     fednode("agreement", "import", file, "--home", pair.homes["health"], check=True)
-    assert fetch(pair, agreement_id, out).returncode == 0
+    fetched = fetch(pair, agreement_id, out)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "rows in" in fetched.stdout and pq.read_table(out).num_rows == PEOPLE
 
 
 # --- a malicious provider -----------------------------------------------------
@@ -365,7 +383,10 @@ def malicious(
     signed = SignedAgreement.sign(doc, keys.load_ed25519(health.signing_key_path))
     file = tmp_path / "evil.agreement"
     file.write_bytes(signed.to_bytes())
-    fednode("agreement", "countersign", file, "--home", fed.homes["statistics"], check=True)
+    admin(
+        fed, "statistics", "agreement.countersign",
+        agreement_b64=base64.b64encode(file.read_bytes()).decode(),
+    )  # fmt: skip
     servicer = MaliciousProvider(
         fed.homes["health"], keys.load_hpke(statistics.hpke_key_path).public_bytes, signed.id
     )
@@ -431,17 +452,11 @@ def test_consumer_refuses_a_replayed_share(
 def _big_agreement(fed: LocalFederation, tmp: Path, rows: int = 200_000) -> str:
     big = tmp / "crash.parquet"
     pq.write_table(pa.table({"district": [f"district-{i}" for i in range(rows)]}), big)
-    fednode("dataset", "add", "crash", big, "--home", fed.homes["health"], check=True)
-    file = tmp / "crash.agreement"
-    fednode(
-        "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
-        "--dataset", "crash", "--purpose-code", "X", "--valid-until", "+1d", "--mode", "transfer",
-        "--column", "district=plain", "--out", file, check=True,
-    )  # fmt: skip
-    fednode(
-        "agreement", "countersign", file, "--push", "--home", fed.homes["statistics"], check=True
+    admin(fed, "health", "dataset.add", name="crash", path=str(big))
+    agreement_id, _ = agreement_file(
+        fed, tmp, dataset="crash", columns={"district": {"treatment": "plain"}}
     )
-    return str(json.loads(file.read_bytes())["agreement"]["id"])
+    return agreement_id
 
 
 def _slow_fetch(fed: LocalFederation, agreement_id: str, out: Path) -> subprocess.Popen[str]:
