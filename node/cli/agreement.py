@@ -271,7 +271,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    table = Table("id", "state", "provider", "consumer", "dataset", "modes", "valid until (UTC)")
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for name in ("state", "provider", "consumer", "dataset", "modes", "valid until (UTC)"):
+        table.add_column(name)
     for r in result["agreements"]:
         a = r["agreement"]
         table.add_row(
@@ -283,7 +286,8 @@ def _list(args: argparse.Namespace) -> int:
             ",".join(a["modes"]),
             f"{dt.datetime.fromtimestamp(a['valid_until'], dt.UTC):%Y-%m-%d %H:%M}",
         )
-    Console().print(table)
+    # Agreement ids are long; give the table room rather than truncating them.
+    Console(width=max(Console().width, 150)).print(table)
     return 0
 
 
