@@ -9,7 +9,9 @@ from typing import Any
 
 import grpc
 
+import ledger.errors as ledger_errors
 import node.errors as node_errors
+from ledger.errors import LedgerError
 from node.errors import AdminError, NodeError
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
 
@@ -34,10 +36,16 @@ def is_running(home: Path) -> bool:
     return True
 
 
-def _error_from(failure: admin_pb2.AdminFailure) -> NodeError:
-    kind = getattr(node_errors, failure.kind, None)
-    cls = kind if isinstance(kind, type) and issubclass(kind, NodeError) else AdminError
-    return cls(failure.message, hint=failure.hint or None)
+def _error_from(failure: admin_pb2.AdminFailure) -> NodeError | LedgerError:
+    node_kind = getattr(node_errors, failure.kind, None)
+    if isinstance(node_kind, type) and issubclass(node_kind, NodeError):
+        return node_kind(failure.message, hint=failure.hint or None)
+    ledger_kind = getattr(ledger_errors, failure.kind, None)
+    if isinstance(ledger_kind, type) and issubclass(ledger_kind, LedgerError):
+        error = ledger_kind(failure.message)
+        error.hint = failure.hint or None  # type: ignore[attr-defined]
+        return error
+    return AdminError(failure.message, hint=failure.hint or None)
 
 
 def invoke(

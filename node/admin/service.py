@@ -34,6 +34,18 @@ def _json(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, default=str, ensure_ascii=False).encode()
 
 
+def _public_kind(error: BaseException) -> str:
+    """The nearest class of ``error`` in ``node.errors`` or ``ledger.errors``.
+
+    Subsystems subclass the public errors; the CLI maps only the public tree to
+    exit codes, so the kind sent is the closest ancestor it knows.
+    """
+    for cls in type(error).__mro__:
+        if cls.__module__ in ("node.errors", "ledger.errors"):
+            return cls.__name__
+    return type(error).__name__
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     def __init__(self, runtime: NodeRuntime, handlers: dict[str, AdminHandler]) -> None:
         self._runtime = runtime
@@ -94,7 +106,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         if error is not None:
             yield admin_pb2.AdminEvent(
                 failure=admin_pb2.AdminFailure(
-                    kind=type(error).__name__,
+                    kind=_public_kind(error),
                     message=str(error),
                     hint=getattr(error, "hint", None) or "",
                 )
