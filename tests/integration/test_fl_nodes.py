@@ -157,7 +157,7 @@ def test_unapproved_app_is_refused_by_every_participant(
     job = write_job(tmp_path / "job.toml", agreements, rounds=1, min_nodes=3)
     job.write_text(job.read_text().replace(f'app = "{source}"', f'app = "{app}"'))
     result = fednode("fl", "launch", job, "--home", fed.homes[COORDINATOR], timeout=120)
-    assert result.returncode != 0, result.stdout + result.stderr
+    assert result.returncode == 10, result.stdout + result.stderr  # federated-job failure
     assert "no participant joined" in result.stderr
     assert result.stdout.count("refused") == 3 and "not approved" in result.stdout
     denied = ledger(fed.homes["traffic"], "access.denied")
