@@ -37,31 +37,6 @@ COORDINATOR = "data-bureau"
 PARTICIPANTS = ["traffic", "public-security", "health"]
 VENV_BIN = Path(sys.executable).parent
 
-# Starts a node with the federated-learning admin commands loaded even when the
-# server's handler list does not name them yet (a no-op once it does).
-_SERVE = """
-import sys
-import node.admin.registry as registry
-if "node.fl.admin" not in registry.HANDLER_MODULES:
-    registry.HANDLER_MODULES = (*registry.HANDLER_MODULES, "node.fl.admin")
-from node.cli.main import main
-sys.exit(main(["serve", "--home", sys.argv[1]]))
-"""
-
-
-def start_node(fed: LocalFederation, department: str) -> subprocess.Popen[bytes]:
-    home = fed.homes[department]
-    log = (home / "node.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, str(home)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    log.close()
-    fed.processes[department] = process
-    return process
-
 
 def fl_federation(root: Path) -> tuple[LocalFederation, dict[str, str]]:
     """A running federation with a coordinator and three participants; returns agreement ids."""
@@ -70,7 +45,7 @@ def fl_federation(root: Path) -> tuple[LocalFederation, dict[str, str]]:
     ]
     fed = provision(root, "riverside", specs)
     for department in fed.homes:
-        start_node(fed, department)
+        fed.start(department)
     fed.wait_ready()
     fab = root / "traffic-risk.fab"
     fednode("app", "build", APP, "--out", fab, "--home", fed.homes[COORDINATOR], check=True)

@@ -35,7 +35,6 @@ from tests.integration.test_fl_harness import (
     SEED_DATA,
     fl_federation,
     ledger,
-    start_node,
     write_job,
 )
 from tests.unit.fl.fl_fakes import task
@@ -135,7 +134,7 @@ def test_secagg_coordinator_receives_only_masked_vectors_over_mtls(
         summary = run_job(coordinator.runtime, job, lambda _e: None, sender_factory=factory)
     finally:
         coordinator.stop()
-        start_node(fed, COORDINATOR)
+        fed.start(COORDINATOR)
         fed.wait_ready([COORDINATOR])
     assert summary["outcome"] == "ok", summary["error"]
     splits = {
@@ -200,7 +199,7 @@ def test_a_killed_node_fails_the_job_clearly_when_minimums_are_unmet(
         survivors = ledger(fed.homes["traffic"], "fl.reply")
         assert any(summary["job_id"] in json.dumps(e) for e in survivors)
     finally:
-        start_node(fed, "health")
+        fed.start("health")
         fed.wait_ready(["health"])
 
 
@@ -230,5 +229,5 @@ def test_a_killed_node_leaves_the_round_complete_when_minimums_hold(
         ]
         assert '"ok"' in json.dumps(end[-1])
     finally:
-        start_node(fed, "public-security")
+        fed.start("public-security")
         fed.wait_ready(["public-security"])
