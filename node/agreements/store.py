@@ -23,6 +23,7 @@ from pathlib import Path
 
 from node.agreements.document import SignedAgreement
 from node.errors import AgreementError
+from node.sqlite_db import open_versioned_db
 
 __all__ = ["STATES", "AgreementRecord", "AgreementStore"]
 
@@ -68,23 +69,8 @@ class AgreementStore:
         Raises:
             AgreementError: the file is unreadable or of an unknown schema version.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SQL)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-            elif row[0] != str(_SCHEMA_VERSION):
-                raise AgreementError(
-                    f"agreement store {path} has schema version {row[0]}, "
-                    f"this node reads {_SCHEMA_VERSION}"
-                )
-        except sqlite3.Error as e:
-            raise AgreementError(f"cannot open agreement store {path}: {e}") from e
+        self._db = open_versioned_db(path, _SQL, _SCHEMA_VERSION, AgreementError, "agreement store")
 
     def close(self) -> None:
         with self._lock:

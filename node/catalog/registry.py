@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 
 from ledger.canonical import dumps, loads
 from node.errors import CatalogError
+from node.sqlite_db import open_versioned_db
 
 __all__ = [
     "FORMATS",
@@ -156,22 +157,8 @@ class Catalog:
         Raises:
             CatalogError: the file is unreadable or of an unknown schema version.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SQL)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-            elif row[0] != str(_SCHEMA_VERSION):
-                raise CatalogError(
-                    f"catalog {path} has schema version {row[0]}, this node reads {_SCHEMA_VERSION}"
-                )
-        except sqlite3.Error as e:
-            raise CatalogError(f"cannot open catalog {path}: {e}") from e
+        self._db = open_versioned_db(path, _SQL, _SCHEMA_VERSION, CatalogError, "catalog")
 
     def close(self) -> None:
         with self._lock:
