@@ -27,7 +27,7 @@ from flwr.common.constant import ErrorCode
 
 from node.errors import NodeError
 from node.fl import wire
-from node.fl.runtime import Audit
+from node.runtime import AuditSink
 
 __all__ = [
     "TaskInfo",
@@ -95,7 +95,7 @@ def _error_reply(message: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
 
-def policy_gate(info: TaskInfo, audit: Audit, check: Callable[[], None]) -> Mod:
+def policy_gate(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> Mod:
     """Refuse a message unless ``check`` passes (FAB approved, agreement allows ``federated``).
 
     A refusal becomes an error reply (``MOD_FAILED_PRECONDITION``) and an
@@ -122,7 +122,7 @@ def policy_gate(info: TaskInfo, audit: Audit, check: Callable[[], None]) -> Mod:
     return gate
 
 
-def ledger_mod(info: TaskInfo, audit: Audit) -> Mod:
+def ledger_mod(info: TaskInfo, audit: AuditSink) -> Mod:
     """Record ``fl.task`` before the app runs and ``fl.reply`` (with a digest) after."""
 
     def record(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -184,7 +184,7 @@ def dp_mod(dp: wire.DpConfig) -> Mod:
     return apply
 
 
-def mods_for(info: TaskInfo, audit: Audit, check: Callable[[], None]) -> list[Mod]:
+def mods_for(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> list[Mod]:
     """The full mod chain for a job, outermost first."""
     mods: list[Mod] = [policy_gate(info, audit, check), ledger_mod(info, audit), guard_mod]
     if info.secagg:

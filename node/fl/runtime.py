@@ -12,26 +12,9 @@ from typing import Protocol
 
 import grpc
 
-__all__ = ["Audit", "FlConfig", "FlRuntime"]
+from node.runtime import AuditSink
 
-
-class Audit(Protocol):
-    """The node's ledger writer; ``record`` returns once the entry is durable."""
-
-    def record(
-        self,
-        event: str,
-        *,
-        actor: str | None = None,
-        peer: str | None = None,
-        agreement: str | None = None,
-        dataset: str | None = None,
-        columns: list[str] | None = None,
-        purpose: str | None = None,
-        digest: str | None = None,
-        outcome: str = "ok",
-        detail: dict[str, object] | None = None,
-    ) -> int: ...
+__all__ = ["FlConfig", "FlRuntime"]
 
 
 class FlConfig(Protocol):
@@ -47,5 +30,5 @@ class FlRuntime(Protocol):
     @property
     def config(self) -> FlConfig: ...
     @property
-    def audit(self) -> Audit: ...
+    def audit(self) -> AuditSink: ...
     def peer_channel(self, department: str) -> grpc.Channel: ...
