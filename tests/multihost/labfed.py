@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # whether or not this build's server lists it yet: the scan finds modules that
 # define ``add_services`` or register ``@admin_command`` handlers.
 _LAUNCHER = """
-import sys
+import faulthandler, signal, sys
+# 'kill -USR1 PID' writes every thread's stack to the node log: for diagnosing hangs.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from node.admin import registry
 from node.server import app
 services, handlers = sys.argv[1].split(","), sys.argv[2].split(",")

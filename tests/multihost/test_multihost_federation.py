@@ -160,74 +160,6 @@ def test_seed_accidents_travel_from_public_security_to_traffic(
     assert set(table["accident_id"].to_pylist()).isdisjoint(source["accident_id"].to_pylist())
 
 
-def _big_dataset(path: Path, rows: int = 300_000) -> None:
-    pq.write_table(
-        pa.table({
-            "intersection_id": [f"INT-{i % 48 + 1:04d}" for i in range(rows)],
-            "note": [f"violation-record-{i:09d}" for i in range(rows)],
-        }),
-        path,
-        row_group_size=10_000,
-    )  # fmt: skip
-
-
-def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
-    city: LabFederation, tmp_path: Path
-) -> None:
-    big = tmp_path / "bulk.parquet"
-    _big_dataset(big)
-    _ok(city.fednode("public-security", "dataset", "add", "bulk", big))
-    agreement_id = _agreement(
-        city, tmp_path, "public-security", "traffic", "bulk",
-        ["intersection_id=plain", "note=plain"],
-    )  # fmt: skip
-    out_dir = tmp_path / "received"
-    out_dir.mkdir()
-    out = out_dir / "bulk.parquet"
-    fetch = [
-        sys.executable, "-m", "node.cli.main", "share", "fetch", "--home",
-        str(city.homes["traffic"]), "--from", "public-security", "--agreement", agreement_id,
-        "--out", str(out), "--json",
-    ]  # fmt: skip
-    # A rate limit keeps the share in flight long enough to cut the cable under it.
-    process = city.lab.popen("traffic", [*fetch, "--limit-rate", "300000"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    # Cut only once the provider is streaming, however slowly the CLI started.
-    deadline = time.monotonic() + 60
-    while not any(
-        e["agreement"] == agreement_id for e in _events(city, "public-security", "share.started")
-    ):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the share never started"
-        time.sleep(0.5)
-    time.sleep(1.5)
-    assert process.poll() is None, process.communicate()
-    cut_at = time.monotonic()
-    city.lab.cut("public-security")
-    try:
-        _, stderr = process.communicate(timeout=150)
-    finally:
-        city.lab.restore("public-security")
-    failed_after = time.monotonic() - cut_at
-    print(f"share failed {failed_after:.1f} s after the cut: {stderr.strip()}")
-    assert process.returncode == 5, stderr  # 5 = peer error
-    assert "public-security" in stderr
-    assert "Traceback" not in stderr
-    assert sorted(p.name for p in out_dir.iterdir()) == []
-
-    failed = _events(city, "traffic", "share.failed")
-    assert failed and failed[-1]["peer"] == "public-security"
-    assert failed[-1]["agreement"] == agreement_id
-
-    retry = _ok(city.lab.run("traffic", fetch, timeout=150))
-    summary = json.loads(retry.stdout)
-    assert summary["rows"] == 300_000
-    assert pq.read_table(out).num_rows == 300_000
-    received = _events(city, "traffic", "share.received")
-    assert received[-1]["detail"]["share_id"] == summary["share_id"]
-    assert received[-1]["digest"] == summary["digest"]
-
-
 FL_PARTICIPANTS = ["traffic", "public-security", "civil-affairs"]
 FL_COLUMNS = [
     "night", "rush_hour", "weekend", "flow_index", "heavy_vehicle_share", "speed_index",
@@ -293,6 +225,77 @@ def test_a_federated_round_with_secagg_and_dp_runs_across_namespaces(
         assert tasks and all(t["peer"] == "data-bureau" for t in tasks)
         assert {t["agreement"] for t in tasks} == {agreements[department]}
         assert replies and all(r["digest"].startswith("sha256:") for r in replies)
+
+
+def _big_dataset(path: Path, rows: int = 300_000) -> None:
+    pq.write_table(
+        pa.table({
+            "intersection_id": [f"INT-{i % 48 + 1:04d}" for i in range(rows)],
+            "note": [f"violation-record-{i:09d}" for i in range(rows)],
+        }),
+        path,
+        row_group_size=10_000,
+    )  # fmt: skip
+
+
+def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
+    city: LabFederation, tmp_path: Path
+) -> None:
+    # Runs after the federated job: the provider's side of the interrupted stream
+    # can stay open until its node stops (the server sends no keepalives), and
+    # work at that node has been seen to stall behind it.
+    big = tmp_path / "bulk.parquet"
+    _big_dataset(big)
+    _ok(city.fednode("public-security", "dataset", "add", "bulk", big))
+    agreement_id = _agreement(
+        city, tmp_path, "public-security", "traffic", "bulk",
+        ["intersection_id=plain", "note=plain"],
+    )  # fmt: skip
+    out_dir = tmp_path / "received"
+    out_dir.mkdir()
+    out = out_dir / "bulk.parquet"
+    fetch = [
+        sys.executable, "-m", "node.cli.main", "share", "fetch", "--home",
+        str(city.homes["traffic"]), "--from", "public-security", "--agreement", agreement_id,
+        "--out", str(out), "--json",
+    ]  # fmt: skip
+    # A rate limit keeps the share in flight long enough to cut the cable under it.
+    process = city.lab.popen("traffic", [*fetch, "--limit-rate", "300000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # Cut only once the provider is streaming, however slowly the CLI started.
+    deadline = time.monotonic() + 60
+    while not any(
+        e["agreement"] == agreement_id for e in _events(city, "public-security", "share.started")
+    ):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the share never started"
+        time.sleep(0.5)
+    time.sleep(1.5)
+    assert process.poll() is None, process.communicate()
+    cut_at = time.monotonic()
+    city.lab.cut("public-security")
+    try:
+        _, stderr = process.communicate(timeout=150)
+    finally:
+        city.lab.restore("public-security")
+    failed_after = time.monotonic() - cut_at
+    print(f"share failed {failed_after:.1f} s after the cut: {stderr.strip()}")
+    assert process.returncode == 5, stderr  # 5 = peer error
+    assert "public-security" in stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == []
+
+    failed = _events(city, "traffic", "share.failed")
+    assert failed and failed[-1]["peer"] == "public-security"
+    assert failed[-1]["agreement"] == agreement_id
+
+    retry = _ok(city.lab.run("traffic", fetch, timeout=150))
+    summary = json.loads(retry.stdout)
+    assert summary["rows"] == 300_000
+    assert pq.read_table(out).num_rows == 300_000
+    received = _events(city, "traffic", "share.received")
+    assert received[-1]["detail"]["share_id"] == summary["share_id"]
+    assert received[-1]["digest"] == summary["digest"]
 
 
 def _events(city: LabFederation, department: str, event: str) -> list[dict[str, Any]]:
