@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PY_SOURCES := node ledger protocols/generate.py tests seeds
-MYPY_SOURCES := node ledger protocols/generate.py
+PY_SOURCES := node ledger protocols/generate.py tests seeds deploy
+MYPY_SOURCES := node ledger protocols/generate.py deploy/healthcheck.py
 
 .PHONY: help setup demo test lint typecheck protocheck unit integration multihost bench proto clean
 

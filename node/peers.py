@@ -148,7 +148,11 @@ class PeerConnector:
             options=[
                 ("grpc.ssl_target_name_override", certs.dns_name(self._federation, department)),
                 ("grpc.default_authority", certs.dns_name(self._federation, department)),
-                ("grpc.keepalive_time_ms", 30_000),
+                # Detect a dead link within ~30 s even while a stream waits for data.
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
             ],
         )
         with self._lock:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from node.config import load_config
-from node.fl.approvals import ApprovalStore
-from node.fl.bundle import build_bundle
+
+if TYPE_CHECKING:
+    from node.fl.approvals import ApprovalStore
 
 __all__ = ["register"]
 
@@ -31,10 +32,14 @@ examples:
 
 
 def _store(args: argparse.Namespace) -> ApprovalStore:
+    from node.fl.approvals import ApprovalStore  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+
     return ApprovalStore.for_data_dir(load_config(args.home).data_dir)
 
 
 def _build(args: argparse.Namespace) -> int:
+    from node.fl.bundle import build_bundle  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+
     bundle = build_bundle(Path(args.app))
     out = Path(args.out) if args.out else Path(f"{bundle.name}.fab")
     out.write_bytes(bundle.data)

@@ -10,7 +10,6 @@ from typing import Any
 from rich.console import Console
 
 from node.demo.plan import default_seeds, load_plan
-from node.demo.run import run_demo
 
 __all__ = ["register"]
 
@@ -46,6 +45,8 @@ def register(subparsers: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from node.demo.run import run_demo  # noqa: PLC0415 -- pulls in Flower; only the demo pays
+
     console = Console()
     plan = load_plan(args.seeds or default_seeds())
     started = time.monotonic()

@@ -13,9 +13,6 @@ from rich.table import Table
 
 from node.admin.client import invoke
 from node.config import load_config
-from node.fl.coordinator import JobStatusStore
-from node.fl.errors import JobFailedError, JobFileError
-from node.fl.jobfile import load_job_file
 
 __all__ = ["register"]
 
@@ -47,7 +44,9 @@ job file (TOML), paths relative to it:
   agreement = "agr-..."
 
 example:
-  fednode fl launch seeds/jobs/traffic-risk.toml --home /var/lib/fednode
+  fednode fl launch road-safety.toml --home /var/lib/fednode
+(the [job] section of seeds/federation.toml is a complete example; `fednode demo`
+writes it out as demo-run/fl/job.toml)
 """
 
 
@@ -94,6 +93,9 @@ class _Live:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    from node.fl.errors import JobFailedError  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+    from node.fl.jobfile import load_job_file  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+
     path = Path(args.job).resolve()
     job = load_job_file(path)  # fail fast on this side, with the same errors
     console = Console()
@@ -112,6 +114,9 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from node.fl.coordinator import JobStatusStore  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+    from node.fl.errors import JobFileError  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+
     jobs = JobStatusStore(load_config(args.home).data_dir).read_all()
     if args.job_id:
         match = [j for j in jobs if j["job_id"] == args.job_id]

@@ -52,6 +52,19 @@ SERVICE_MODULES: tuple[str, ...] = (
 )
 
 _GRACE_S = 5.0
+
+#: A peer whose link dies mid-stream is detected within about 30 s (ping every 20 s,
+#: 10 s to answer), so a cut share or federated call is cancelled on this side too
+#: instead of holding its stream open until its deadline. Peers ping as often as
+#: every 10 s; the server accepts that without counting strikes.
+KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
 _WORKERS = 32
 
 
@@ -112,7 +125,7 @@ class NodeProcess:
                 AuditInterceptor(self._audit, surface="network"),
                 AdmissionInterceptor(lambda: directories.current, config.federation),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", 0), *KEEPALIVE_SERVER_OPTIONS],
         )
         for name in SERVICE_MODULES:
             importlib.import_module(name).add_services(self._network, self.runtime)
