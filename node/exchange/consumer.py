@@ -28,6 +28,7 @@ from node.agreements.policy import authorize
 from node.errors import AccessDenied, ExchangeError, NodeError, PeerError
 from node.exchange import convert
 from node.exchange.envelope import EnvelopeOpener
+from node.exchange.memory import tune_allocator
 from node.exchange.provider import exchange_store_of
 from node.exchange.receipt import make_receipt
 from node.exchange.sink import AtomicTableSink, output_format
@@ -176,6 +177,7 @@ def fetch_share(
         ExchangeError: the output cannot be written.
     """
     runtime.directory.get(provider)
+    tune_allocator()
     record = authorize(runtime, agreement_id, mode="transfer", role="consumer", peer=provider)
     signed = record.signed
     fmt = output_format(out, fmt)

@@ -26,6 +26,7 @@ from node.errors import (
 from node.exchange import convert
 from node.exchange.envelope import SealedChunk
 from node.exchange.errors import ReceiptError
+from node.exchange.memory import tune_allocator
 from node.exchange.provider import accept_receipt, stream_share
 from node.server.peer import caller_department
 from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
@@ -120,8 +121,11 @@ def add_services(server: grpc.Server, runtime: NodeRuntime) -> None:
 
     ``Fetch`` yields ShareFrame messages already in wire form (see
     :func:`node.exchange.convert.chunk_to_wire`), so its serializer passes
-    bytes through; the other methods use the generated message classes.
+    bytes through; the other methods use the generated message classes. It
+    also applies the exchange allocator policy (:mod:`node.exchange.memory`).
     """
+    # Shares stream chunk-sized buffers through this process for as long as it serves.
+    tune_allocator()
     service = ExchangeService(runtime)
     handlers = {
         "Fetch": grpc.unary_stream_rpc_method_handler(

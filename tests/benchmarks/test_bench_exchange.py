@@ -1,17 +1,29 @@
 """Encrypted share throughput against plaintext Arrow Flight, and the receiver's peak RSS.
 
-Both sides serve the same Parquet file through a ``pyarrow.dataset`` scanner
-on loopback and write what they receive to an Arrow IPC file:
+Both sides do the same work on the data, on loopback, and differ only in what
+the share path adds:
 
-* fednode: two real ``fednode serve`` processes, mTLS, envelope v1 (HPKE +
-  AES-256-GCM, signed header and trailer), agreement checks per chunk;
-* Flight: a ``pyarrow.flight`` server process answering DoGet in plaintext.
+* source: the same uncompressed Parquet file (row groups of 256 Ki rows),
+  read through ``pyarrow.dataset`` with the same scanner settings (all four
+  columns, ``batch_size`` 256 Ki rows, ``batch_readahead`` 2,
+  ``fragment_readahead`` 1);
+* sink: the receiver writes every batch to an Arrow IPC file (no Parquet
+  encoding on either side; the fednode Parquet output is reported separately);
+* fednode: two real ``fednode serve`` processes, gRPC over mTLS, envelope v1
+  (HPKE + AES-256-GCM chunks of at most 4 MiB, SHA-256 of the plaintext on both
+  ends, signed header and trailer), plain treatments, agreement checks per chunk,
+  fsync and rename of the output;
+* Flight: a ``pyarrow.flight`` server process answering DoGet in plaintext
+  (no TLS); the client is this test process.
 
-The ratio is fednode throughput / Flight throughput, median over runs
-(target >= 1.0x). The receiver's peak RSS is read from the consumer node's
-``VmHWM`` after resetting it, and compared with the size of the table.
-Nothing here fails on time. ``FEDNODE_BENCH_ROWS`` scales the ratio runs;
-``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0 skips it).
+The ratio is fednode throughput / Flight throughput, median over interleaved
+runs (target >= 1.0x). CPU seconds per GB add user and system time of both
+ends of each. The receiver's peak RSS is read from the consumer node's
+``VmHWM`` after resetting it, and compared with its RSS before the share.
+The load average is printed beside the figures, since other work on the
+machine moves them. Nothing here fails on time. ``FEDNODE_BENCH_ROWS``
+scales the ratio runs; ``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0
+skips it).
 """
 
 from __future__ import annotations
@@ -157,9 +169,11 @@ class Nodes:
     def pids(self) -> list[int]:
         return [self.fed.processes[d].pid for d in ("health", "statistics")]
 
-    def fetch(self, agreement: str) -> tuple[float, dict[str, Any], int, int]:
+    def fetch(
+        self, agreement: str, suffix: str = ".arrow"
+    ) -> tuple[float, dict[str, Any], int, int]:
         self.count += 1
-        out = self.tmp / f"out-{self.count}.arrow"
+        out = self.tmp / f"out-{self.count}{suffix}"
         pid = self.fed.processes["statistics"].pid
         reset_peak(pid)
         before = current_rss(pid)
@@ -173,6 +187,10 @@ class Nodes:
         peak = peak_rss(pid)
         out.unlink()
         return seconds, result, before, peak
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def flight_fetch(port: int, out: Path) -> tuple[float, int]:
@@ -215,22 +233,34 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         theirs: list[float] = []
         peaks: list[int] = []
         ours_cpu: list[float] = []
+        sender_cpu: list[float] = []
+        receiver_cpu: list[float] = []
         theirs_cpu: list[float] = []
+        loads = [load()]
         for _ in range(RUNS):
             # Interleaved, so both see the same machine state (page cache, thermal).
             cpu_before = [cpu_seconds(p) for p in nodes.pids]
             seconds, result, before, peak = nodes.fetch(agreement)
+            cpu_after = [cpu_seconds(p) for p in nodes.pids]
             ours.append(result["bytes"] / seconds)
-            ours_cpu.append(sum(cpu_seconds(p) for p in nodes.pids) - sum(cpu_before))
+            sender_cpu.append(cpu_after[0] - cpu_before[0])
+            receiver_cpu.append(cpu_after[1] - cpu_before[1])
+            ours_cpu.append(sum(cpu_after) - sum(cpu_before))
             peaks.append(peak - before)
             flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
             f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow")
             theirs.append(f_bytes / f_seconds)
             theirs_cpu.append(cpu_seconds(server.pid) + self_cpu_seconds() - flight_cpu)
+            loads.append(load())
+        # The same share into Parquet: the receiver then also encodes Parquet.
+        cpu_before = [cpu_seconds(p) for p in nodes.pids]
+        pq_seconds, pq_result, pq_before, pq_peak = nodes.fetch(agreement, ".parquet")
+        pq_cpu = [cpu_seconds(p) - b for p, b in zip(nodes.pids, cpu_before, strict=True)]
     finally:
         server.terminate()
         server.wait()
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    per_gb = 1e9 / arrow_bytes
     print(
         f"\nexchange benchmark: {RATIO_ROWS:,} rows, {arrow_bytes / 1e6:.0f} MB Arrow, "
         f"{RUNS} runs\n"
@@ -241,10 +271,17 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         f"  ratio (target >= 1.0x)  : median {statistics.median(ratios):.2f}x  "
         f"{[round(r, 2) for r in ratios]}\n"
         f"  CPU seconds per GB (both ends): fednode "
-        f"{statistics.median(ours_cpu) / arrow_bytes * 1e9:.2f}, "
-        f"flight {statistics.median(theirs_cpu) / arrow_bytes * 1e9:.2f}\n"
-        f"  receiver peak RSS growth: {max(peaks) / 2**20:.0f} MiB "
-        f"(table {arrow_bytes / 2**20:.0f} MiB)"
+        f"{statistics.median(ours_cpu) * per_gb:.2f} "
+        f"(sender {statistics.median(sender_cpu) * per_gb:.2f}, "
+        f"receiver {statistics.median(receiver_cpu) * per_gb:.2f}), "
+        f"flight {statistics.median(theirs_cpu) * per_gb:.2f}\n"
+        f"  receiver peak RSS growth: max {max(peaks) / 2**20:.0f} MiB, "
+        f"median {statistics.median(peaks) / 2**20:.0f} MiB "
+        f"(table {arrow_bytes / 2**20:.0f} MiB)\n"
+        f"  Parquet output (one run): {pq_result['bytes'] / pq_seconds / 1e6:.1f} MB/s, "
+        f"CPU s/GB sender {pq_cpu[0] * per_gb:.2f}, receiver {pq_cpu[1] * per_gb:.2f}, "
+        f"RSS growth {(pq_peak - pq_before) / 2**20:.0f} MiB\n"
+        f"  load average (1, 5, 15 min) per run: {' | '.join(loads)}"
     )
 
 
@@ -253,13 +290,18 @@ def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Pa
     data = tmp_path / "scale.parquet"
     arrow_bytes = write_parquet(data, SCALE_ROWS)
     agreement = nodes.share("scale", data)
-    seconds, result, before, peak = nodes.fetch(agreement)
-    assert result["rows"] == SCALE_ROWS
-    print(
-        f"\nscale share: {SCALE_ROWS:,} rows, {result['bytes'] / 1e9:.2f} GB on the wire "
-        f"({arrow_bytes / 1e9:.2f} GB Arrow) in {seconds:.1f}s = "
-        f"{result['bytes'] / seconds / 1e6:.0f} MB/s\n"
-        f"  receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
-        f"growth {(peak - before) / 2**20:.0f} MiB "
-        f"(chunk 4 MiB; table {arrow_bytes / 2**20:.0f} MiB)"
-    )
+    print(f"\nscale share: {SCALE_ROWS:,} rows ({arrow_bytes / 1e9:.2f} GB Arrow)")
+    for suffix in (".arrow", ".parquet"):
+        loads = load()
+        cpu_before = [cpu_seconds(p) for p in nodes.pids]
+        seconds, result, before, peak = nodes.fetch(agreement, suffix)
+        cpu = [cpu_seconds(p) - b for p, b in zip(nodes.pids, cpu_before, strict=True)]
+        assert result["rows"] == SCALE_ROWS
+        print(
+            f"  to {suffix}: {result['bytes'] / 1e9:.2f} GB on the wire in {seconds:.1f}s = "
+            f"{result['bytes'] / seconds / 1e6:.0f} MB/s; CPU s/GB sender "
+            f"{cpu[0] / arrow_bytes * 1e9:.2f}, receiver {cpu[1] / arrow_bytes * 1e9:.2f}\n"
+            f"    receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
+            f"growth {(peak - before) / 2**20:.0f} MiB (chunk 4 MiB; table "
+            f"{arrow_bytes / 2**20:.0f} MiB); load average before {loads}, after {load()}"
+        )
