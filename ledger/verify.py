@@ -52,11 +52,12 @@ from ledger.directory import DirectoryView, parse_directory
 from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, validate_fields
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consistency
+from ledger.scan import node_token, scan_batch
 
 __all__ = ["BundleReport", "Report", "verify_bundle"]
 
 _BATCH = 4096
-_CHUNK = 16384
+_CHUNK = 4096
 _PARALLEL_MIN = 50_000
 _MAX_WORKERS = 8
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
@@ -414,7 +415,27 @@ def _check_run(
     sha = hashlib.sha256
     leaves = [sha(b"\x00" + line).digest() for line in lines]
     kept: list[dict[str, Any]] = []
+    token = node_token(node)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        token = None
     for start in range(0, len(lines), _BATCH):
+        if token is not None:
+            # The grammar scan confirms common-shape batches without parsing them.
+            batch = lines[start : start + _BATCH]
+            scanned = scan_batch(
+                batch,
+                first_seq + start,
+                token,
+                leaves[start : start + len(batch) - 1],
+                data if len(batch) == len(lines) else None,
+            )
+            if scanned is not None:
+                if start == 0:
+                    state["first_prev"] = scanned[0].decode()
+                kept.extend(scanned[1])
+                continue
         parsed = _parse_batch(lines[start : start + _BATCH], first_seq + start, where)
         if start == 0 and parsed and type(parsed[0]) is dict:
             state["first_prev"] = str(parsed[0].get("prev"))
