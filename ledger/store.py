@@ -332,26 +332,33 @@ class LedgerStore:
             stop = False
             deadline = time.monotonic() + _LINGER_MAX
             while len(batch) < _MAX_BATCH:
-                # Group commit: keep collecting while callers keep
-                # arriving, so one fsync covers as many appends as
-                # possible, but never hold the first one back for long.
-                try:
-                    if time.monotonic() < deadline:
-                        nxt = self._queue.get(timeout=_LINGER_GAP)
-                    else:
+                # Group commit: keep collecting while callers keep arriving,
+                # so one fsync covers as many appends as possible, but never
+                # hold the first one back for long. The writer sleeps and
+                # then drains the queue rather than waiting on it: a waiting
+                # writer would be woken (and take the interpreter lock) once
+                # per append, a sleeping one once per gap.
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_LINGER_GAP)
+                arrived = len(batch)
+                while len(batch) < _MAX_BATCH:
+                    try:
                         nxt = self._queue.get_nowait()
-                except queue.Empty:
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    if isinstance(nxt, _Job):
+                        self._commit_batch(conn, batch)
+                        batch = []
+                        self._inflight = batch
+                        self._run_job(conn, nxt)
+                        continue
+                    batch.append(nxt)
+                if stop or len(batch) == arrived:
                     break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                if isinstance(nxt, _Job):
-                    self._commit_batch(conn, batch)
-                    batch = []
-                    self._inflight = batch
-                    self._run_job(conn, nxt)
-                    continue
-                batch.append(nxt)
             if batch:
                 self._commit_batch(conn, batch)
             self._inflight = []
