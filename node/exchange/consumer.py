@@ -62,8 +62,9 @@ class FetchResult:
         return dict(self.__dict__)
 
 
-#: Frames received ahead of verification; bounds memory to a few chunks.
-WINDOW = 2
+#: Frames received ahead of verification: one chunk window (4 chunks of at most 4 MiB),
+#: enough to keep the receive thread busy while a chunk is opened and written.
+WINDOW = 4
 _END = object()
 _WRITE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="share-write")
 
