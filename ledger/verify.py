@@ -321,21 +321,26 @@ def _root_at(levels: list[list[bytes]], size: int) -> bytes:
     return acc
 
 
-_ChunkResult = tuple[bytes, str | None, list[dict[str, Any]], int, str | None]
+_ChunkResult = tuple[bytes | list[bytes], str | None, list[dict[str, Any]], int, str | None]
 
 
-def _check_chunk(data: bytes, first_seq: int, node: str, where: str) -> _ChunkResult:
+def _check_chunk(
+    data: bytes, first_seq: int, node: str, where: str, lines: list[bytes] | None = None
+) -> _ChunkResult:
     """Check a run of entries, returning a violation instead of raising it.
 
     The caller must compare the run's first ``prev`` with the run before it
     before it reports an error from inside the run, so errors stay in seq order.
+    A worker process (no ``lines``) returns the leaf hashes concatenated,
+    which is cheaper to send back than a list.
     """
     state: dict[str, Any] = {"first_prev": None}
     try:
-        blob, shares, count = _check_run(data, first_seq, node, where, state)
+        leaves, shares, count = _check_run(data, first_seq, node, where, state, lines)
     except VerificationError as e:
         return b"", state["first_prev"], [], 0, str(e)
-    return blob, state["first_prev"], shares, count, None
+    hashes: bytes | list[bytes] = leaves if lines is not None else b"".join(leaves)
+    return hashes, state["first_prev"], shares, count, None
 
 
 def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int) -> bool:
@@ -399,19 +404,26 @@ def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], star
 
 
 def _check_run(
-    data: bytes, first_seq: int, node: str, where: str, state: dict[str, Any]
-) -> tuple[bytes, list[dict[str, Any]], int]:
+    data: bytes,
+    first_seq: int,
+    node: str,
+    where: str,
+    state: dict[str, Any],
+    lines: list[bytes] | None = None,
+) -> tuple[list[bytes], list[dict[str, Any]], int]:
     """Check a run of entries (each line ending in a newline) starting at ``first_seq``.
 
-    Returns the concatenated leaf hashes, the share entries and the count, and
-    puts the first entry's ``prev`` (its link to the run before) in ``state``.
-    Runs in a worker process for large bundles, so it takes and returns only
-    plain values.
+    Returns the leaf hashes, the share entries and the count, and puts the
+    first entry's ``prev`` (its link to the run before) in ``state``. Runs in
+    a worker process for large bundles, so it takes and returns only plain
+    values. ``lines``, when the caller has them, are ``data`` split at its
+    newlines.
 
     Raises:
         VerificationError: the first bad entry of the run.
     """
-    lines = data.split(b"\n")[:-1]
+    if lines is None:
+        lines = data.split(b"\n")[:-1]
     sha = hashlib.sha256
     leaves = [sha(b"\x00" + line).digest() for line in lines]
     kept: list[dict[str, Any]] = []
@@ -455,14 +467,19 @@ def _check_run(
                 _check_fields(fields, seq, node, leaves[index - 1].hex(), where)
             if fields["event"] in _SHARE_EVENTS:
                 kept.append(fields)
-    return b"".join(leaves), kept, len(lines)
+    return leaves, kept, len(lines)
 
 
-def _chunks(lines: list[bytes]) -> list[tuple[bytes, int]]:
-    return [
-        (b"".join(line + b"\n" for line in lines[start : start + _CHUNK]), start)
-        for start in range(0, len(lines), _CHUNK)
-    ]
+def _chunks(data: bytes, lines: list[bytes]) -> list[tuple[bytes, int, list[bytes]]]:
+    """Cut ``data`` into runs of ``_CHUNK`` lines: (bytes, first index, lines)."""
+    chunks = []
+    pos = 0
+    for start in range(0, len(lines), _CHUNK):
+        part = lines[start : start + _CHUNK]
+        end = pos + sum(map(len, part)) + len(part)
+        chunks.append((data[pos:end], start, part))
+        pos = end
+    return chunks
 
 
 def _load_entries(
@@ -474,7 +491,7 @@ def _load_entries(
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
     lines = data.split(b"\n")[:-1] if data else []
     node = manifest["node"]
-    chunks = _chunks(lines)
+    chunks = _chunks(data, lines)
     workers = min(os.cpu_count() or 1, _MAX_WORKERS)
     results: Iterator[_ChunkResult]
     pool: ProcessPoolExecutor | None = None
@@ -490,11 +507,11 @@ def _load_entries(
             repeat(where),
         )
     else:
-        results = (_check_chunk(chunk, start, node, where) for chunk, start in chunks)
+        results = (_check_chunk(chunk, start, node, where, part) for chunk, start, part in chunks)
     leaves: list[bytes] = []
     kept: list[dict[str, Any]] = []
     try:
-        for (_, start), (blob, first_prev, shares, _count, error) in zip(
+        for (_, start, _), (hashes, first_prev, shares, _count, error) in zip(
             chunks, results, strict=True
         ):
             expected = GENESIS_PREV if start == 0 else leaves[-1].hex()
@@ -507,7 +524,10 @@ def _load_entries(
                 )
             if error is not None:
                 raise VerificationError(error)
-            leaves.extend(blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE))
+            if isinstance(hashes, bytes):
+                leaves.extend([hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)])
+            else:
+                leaves.extend(hashes)
             kept.extend(shares)
     finally:
         if pool is not None:
