@@ -7,6 +7,7 @@ medians and ratios to the target; they never fail on time.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -32,6 +33,13 @@ _FIELDS = {
     "digest": "sha256:" + "ab" * 32,
     "detail": {"share_id": "cd" * 16, "rows": 1000, "chunks": 2},
 }
+
+
+def _load() -> str:
+    # Other processes share the machine: the load average says how much the
+    # wall-clock figures next to it are worth.
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (5 min {five:.2f}) on {os.cpu_count()} CPUs"
 
 
 def _append_rate(path: Path, threads: int, per_thread: int) -> tuple[float, float]:
@@ -69,7 +77,8 @@ def test_bench_durable_appends(tmp_path: Path) -> None:
         per_cpu = statistics.median(r[1] for r in runs)
         print(
             f"\nledger durable appends, {threads:3d} threads: median {median:,.0f}/s "
-            f"(target 10,000/s, ratio {median / 10_000:.2f}); {per_cpu:,.0f} per CPU-second"
+            f"(target 10,000/s, ratio {median / 10_000:.2f}); {per_cpu:,.0f} per CPU-second; "
+            f"{_load()}"
         )
 
 
@@ -112,7 +121,7 @@ def test_bench_offline_verification(tmp_path: Path) -> None:
         print(
             f"\nledger offline verification ({label}) of {report.entries:,} entries: "
             f"median {median:,.0f} entries/s (target 200,000/s, ratio {median / 200_000:.2f})"
-            f"{extra}"
+            f"{extra}; {_load()}"
         )
     verify_module._PARALLEL_MIN = 50_000
 
