@@ -19,9 +19,12 @@ cross-checked: each ``share.sent`` needs a matching ``share.received`` in the
 recipient's bundle and a receipt signed by the recipient, and each
 ``share.received`` needs its ``share.sent``.
 
-Speed: entries are parsed in batches by the C JSON parser and re-encoded in
-one call to confirm canonical form; a batch that fails is re-checked entry by
-entry to name the first bad one. Every entry is still checked.
+Speed: a batch of entries is first matched against the exact grammar of a
+common-shape entry (:mod:`ledger.scan`, no parsing), and lines outside it are
+parsed strictly one by one; a batch the scan cannot confirm is parsed by the
+C JSON parser and re-encoded in one call to confirm canonical form, and if
+that fails too it is re-checked entry by entry to name the first bad one.
+Every entry is still checked.
 """
 
 from __future__ import annotations
