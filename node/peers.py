@@ -153,6 +153,11 @@ class PeerConnector:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),
+                # A fixed 16 MiB stream window (four envelope chunks) instead of gRPC's
+                # adaptive one, which keeps widening while a receiver writes to disk and
+                # so grows the receiver's memory with the share, not with the chunk size.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024),
             ],
         )
         with self._lock:

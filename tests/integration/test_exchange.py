@@ -451,7 +451,10 @@ def test_consumer_refuses_a_replayed_share(
 
 def _big_agreement(fed: LocalFederation, tmp: Path, rows: int = 200_000) -> str:
     big = tmp / "crash.parquet"
-    pq.write_table(pa.table({"district": [f"district-{i}" for i in range(rows)]}), big)
+    names = pc.binary_join_element_wise(
+        "district-", pc.cast(pa.array(range(rows)), pa.string()), ""
+    )
+    pq.write_table(pa.table({"district": names}), big)
     admin(fed, "health", "dataset.add", name="crash", path=str(big))
     agreement_id, _ = agreement_file(
         fed, tmp, dataset="crash", columns={"district": {"treatment": "plain"}}
@@ -487,7 +490,9 @@ def test_consumer_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_p
 
 
 def test_provider_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_path: Path) -> None:
-    agreement_id = _big_agreement(pair, tmp_path)
+    # Many chunks (~75 MB), so the provider cannot have sent the whole share into the
+    # transport's buffers before it is killed, however wide the flow-control window.
+    agreement_id = _big_agreement(pair, tmp_path, rows=4_000_000)
     out_dir = tmp_path / "recv"
     out_dir.mkdir()
     fetching = _slow_fetch(pair, agreement_id, out_dir / "crash.parquet")
