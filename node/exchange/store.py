@@ -16,6 +16,7 @@ from pathlib import Path
 from ledger.canonical import dumps, loads
 from node.errors import ExchangeError
 from node.exchange.errors import ReplayError
+from node.sqlite_db import open_versioned_db
 
 __all__ = ["ExchangeStore", "SentShare"]
 
@@ -57,23 +58,10 @@ class ExchangeStore:
         Raises:
             ExchangeError: the file is not a database of a known schema version.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-            elif row[0] != str(_SCHEMA_VERSION):
-                raise ExchangeError(
-                    f"exchange database {path} has schema version {row[0]}, "
-                    f"this node reads {_SCHEMA_VERSION}"
-                )
-        except sqlite3.Error as e:
-            raise ExchangeError(f"cannot open exchange database {path}: {e}") from e
+        self._db = open_versioned_db(
+            path, _SCHEMA, _SCHEMA_VERSION, ExchangeError, "exchange database"
+        )
 
     def close(self) -> None:
         with self._lock:
