@@ -7,6 +7,7 @@ log) and the caller's error.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from node.admin.client import invoke
 from node.identity.directory import parse_directory
 from node.identity.home import init_home
 from node.localfed import DepartmentSpec, LocalFederation, free_port
@@ -108,8 +110,11 @@ def test_certificate_from_foreign_ca_is_refused(
     with pytest.raises(grpc.RpcError) as refused:
         _raw_info(endpoint, target="security.city.fednode", **identity)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    # Server side: the handshake failure is in the node's log, and no RPC was served.
-    assert _log_mentions(federation.homes["security"], "handshake", "certificate verify failed")
+    # Server side: no call from the impostor was served; the ledger, which records every
+    # RPC the node serves (refused ones included), holds no Node.Info call at all.
+    served = invoke(federation.homes["security"], "ledger.show", {"event": "rpc", "limit": 1000})
+    assert served["entries"], "the ledger should hold the admin call itself"
+    assert not [e for e in served["entries"] if "Node/Info" in json.dumps(e)]
 
 
 def test_revoked_certificate_is_refused_on_both_sides(federation: LocalFederation) -> None:

@@ -227,7 +227,12 @@ def test_a_federated_round_with_secagg_and_dp_runs_across_namespaces(
         assert replies and all(r["digest"].startswith("sha256:") for r in replies)
 
 
-def _big_dataset(path: Path, rows: int = 300_000) -> None:
+#: Rows of the bulk share: ~70 MB, far more than the transport and receive windows hold
+#: (16 MiB each), so the share is still streaming when the link is cut.
+BULK_ROWS = 2_000_000
+
+
+def _big_dataset(path: Path, rows: int = BULK_ROWS) -> None:
     pq.write_table(
         pa.table({
             "intersection_id": [f"INT-{i % 48 + 1:04d}" for i in range(rows)],
@@ -291,8 +296,8 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
 
     retry = _ok(city.lab.run("traffic", fetch, timeout=150))
     summary = json.loads(retry.stdout)
-    assert summary["rows"] == 300_000
-    assert pq.read_table(out).num_rows == 300_000
+    assert summary["rows"] == BULK_ROWS
+    assert pq.read_table(out).num_rows == BULK_ROWS
     received = _events(city, "traffic", "share.received")
     assert received[-1]["detail"]["share_id"] == summary["share_id"]
     assert received[-1]["digest"] == summary["digest"]
