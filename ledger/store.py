@@ -71,20 +71,6 @@ _LINGER_GAP = float(os.environ.get("FEDNODE_LEDGER_LINGER_GAP", "0.0002"))
 _LINGER_MAX = float(os.environ.get("FEDNODE_LEDGER_LINGER_MAX", "0.002"))
 _SALT_LEN = 16
 _WAL_CHECKPOINT_PAGES = 4000
-_EVENT_FIELDS = frozenset(
-    {
-        "event",
-        "actor",
-        "peer",
-        "agreement",
-        "dataset",
-        "columns",
-        "purpose",
-        "digest",
-        "outcome",
-        "detail",
-    }
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
