@@ -1,4 +1,4 @@
-"""A stand-in runtime for agreement and catalog tests: real stores, a recording audit sink."""
+"""A stand-in runtime for agreement and catalog unit tests: real stores, a recording audit."""
 
 from __future__ import annotations
 
