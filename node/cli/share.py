@@ -46,6 +46,13 @@ def register(subparsers: Any) -> None:
     fetch.add_argument("--columns", default=None, help="comma-separated subset of shared columns")
     fetch.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     fetch.add_argument(
+        "--compression",
+        choices=["zstd", "none"],
+        default="zstd",
+        help="chunk compression before encryption (default zstd: fewer bytes to encrypt, "
+        "hash and send; chunks that do not shrink travel uncompressed either way)",
+    )
+    fetch.add_argument(
         "--limit-rate", type=int, default=None, metavar="BYTES_PER_S", help="cap the transfer rate"
     )
     fetch.add_argument(
@@ -62,6 +69,7 @@ def _fetch(args: argparse.Namespace) -> int:
         "format": args.format,
         "columns": [c for c in (args.columns or "").split(",") if c],
         "overwrite": args.overwrite,
+        "compression": args.compression,
         "limit_rate": args.limit_rate,
     }
     if args.json:

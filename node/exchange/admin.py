@@ -9,6 +9,7 @@ import node.errors as node_errors
 from node.admin.registry import Emit, admin_command
 from node.errors import NodeError
 from node.exchange.consumer import DEFAULT_DEADLINE_S, fetch_share
+from node.exchange.convert import DEFAULT_COMPRESSION
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -30,7 +31,7 @@ def _public(error: NodeError) -> NodeError:
 @admin_command("share.fetch")
 def share_fetch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Fetch a share: args ``from``, ``agreement``, ``out`` (absolute), optional ``format``,
-    ``columns``, ``overwrite``, ``limit_rate`` (bytes/s), ``deadline_s``."""
+    ``columns``, ``compression``, ``overwrite``, ``limit_rate`` (bytes/s), ``deadline_s``."""
     columns = args.get("columns") or None
     try:
         result = fetch_share(
@@ -40,6 +41,7 @@ def share_fetch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
             out=Path(str(args["out"])),
             fmt=args.get("format") or None,
             columns=[str(c) for c in columns] if columns else None,
+            compression=str(args.get("compression") or DEFAULT_COMPRESSION),
             overwrite=bool(args.get("overwrite")),
             limit_rate=int(args["limit_rate"]) if args.get("limit_rate") else None,
             deadline_s=float(args.get("deadline_s") or DEFAULT_DEADLINE_S),

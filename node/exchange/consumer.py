@@ -160,6 +160,7 @@ def fetch_share(
     out: Path,
     fmt: str | None = None,
     columns: list[str] | None = None,
+    compression: str = convert.DEFAULT_COMPRESSION,
     overwrite: bool = False,
     limit_rate: int | None = None,
     deadline_s: float = DEFAULT_DEADLINE_S,
@@ -168,7 +169,8 @@ def fetch_share(
     """Fetch one share from ``provider`` under ``agreement_id`` into ``out``.
 
     ``limit_rate`` caps the receive rate in bytes per second (flow control
-    slows the provider to match).
+    slows the provider to match). ``compression`` is the chunk codec asked of
+    the provider (``zstd`` or ``none``).
 
     Raises:
         UnknownPeerError: the provider is not in the directory.
@@ -198,7 +200,8 @@ def fetch_share(
         request_serializer=convert.share_request_to_wire,
         response_deserializer=convert.frame_from_wire,
     )
-    call = fetch(convert.share_request_to_proto(agreement_id, columns), timeout=deadline_s)
+    request = convert.ShareRequest(agreement_id, columns, compression)
+    call = fetch(convert.share_request_to_proto(request), timeout=deadline_s)
     sink: AtomicTableSink | None = None
     writes = _OrderedWrites()
     received = 0

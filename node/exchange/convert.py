@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -9,14 +10,17 @@ from google.protobuf.message import DecodeError
 from ledger.canonical import dumps, loads
 from ledger.errors import LedgerError
 from node.agreements.document import SignedAgreement
-from node.exchange.envelope import SealedChunk
+from node.errors import ExchangeError
+from node.exchange.envelope import COMPRESSIONS, SealedChunk
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from protocols.fednode.v1 import exchange_pb2
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
     "FETCH_METHOD",
     "FRAME_KINDS",
     "SERVICE_NAME",
+    "ShareRequest",
     "agreement_from_proto",
     "agreement_to_proto",
     "chunk_to_wire",
@@ -34,18 +38,45 @@ __all__ = [
 FRAME_KINDS = ("header", "chunk", "trailer")
 SERVICE_NAME = "fednode.v1.Exchange"
 FETCH_METHOD = f"/{SERVICE_NAME}/Fetch"
+#: zstd unless the consumer asks otherwise: it costs less CPU than it saves on
+#: encryption, hashing and transport for any table that compresses at all.
+DEFAULT_COMPRESSION = "zstd"
 
 
-def share_request_to_proto(agreement_id: str, columns: list[str] | None) -> Any:
-    return exchange_pb2.ShareRequest(agreement_id=agreement_id, columns=columns or [])
+@dataclass(frozen=True)
+class ShareRequest:
+    """What a consumer asks for: the agreement, optionally fewer columns, and a chunk codec."""
+
+    agreement_id: str
+    columns: list[str] | None = None
+    compression: str = DEFAULT_COMPRESSION
+
+
+def share_request_to_proto(request: ShareRequest) -> Any:
+    return exchange_pb2.ShareRequest(
+        agreement_id=request.agreement_id,
+        columns=request.columns or [],
+        compression=request.compression,
+    )
 
 
 def share_request_to_wire(request: Any) -> bytes:
     return bytes(request.SerializeToString())
 
 
-def share_request_from_proto(message: Any) -> tuple[str, list[str] | None]:
-    return str(message.agreement_id), list(message.columns) or None
+def share_request_from_proto(message: Any) -> ShareRequest:
+    """The request as a domain value; an empty compression means the default.
+
+    Raises:
+        ExchangeError: the compression is not one this node knows.
+    """
+    compression = str(message.compression) or DEFAULT_COMPRESSION
+    if compression not in COMPRESSIONS:
+        raise ExchangeError(
+            f"unknown compression {compression!r} requested",
+            hint="ask for " + " or ".join(COMPRESSIONS),
+        )
+    return ShareRequest(str(message.agreement_id), list(message.columns) or None, compression)
 
 
 def frame_to_proto(kind: str, data: bytes) -> Any:

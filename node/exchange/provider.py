@@ -93,6 +93,7 @@ def stream_share(
     consumer: str,
     agreement_id: str,
     columns: list[str] | None = None,
+    compression: str = "zstd",
 ) -> Generator[tuple[str, bytes | SealedChunk], None, None]:
     """Yield the frames of one share to ``consumer``: ``("header", bytes)``, then
     ``("chunk", SealedChunk)`` for each chunk, then ``("trailer", bytes)``.
@@ -114,6 +115,7 @@ def stream_share(
         agreement=agreement_id,
         dataset=signed.dataset,
         schema=scan.schema,
+        compression=compression,
     )
     shared = scan.schema.names
 
@@ -132,7 +134,7 @@ def stream_share(
         dataset=signed.dataset,
         columns=shared,
         purpose=signed.purpose,
-        detail={"share_id": sealer.share_id.hex()},
+        detail={"share_id": sealer.share_id.hex(), "compression": compression},
     )
     yield "header", sealer.header
     producer = _Producer(produce())

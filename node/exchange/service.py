@@ -66,9 +66,18 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
 
     def Fetch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
         consumer = caller_department(context)
-        agreement_id, columns = convert.share_request_from_proto(request)
+        try:
+            share = convert.share_request_from_proto(request)
+        except NodeError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise AssertionError("ServicerContext.abort returned") from e
+        agreement_id = share.agreement_id
         frames = stream_share(
-            self._runtime, consumer=consumer, agreement_id=agreement_id, columns=columns
+            self._runtime,
+            consumer=consumer,
+            agreement_id=agreement_id,
+            columns=share.columns,
+            compression=share.compression,
         )
         try:
             for kind, data in frames:

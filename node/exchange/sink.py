@@ -1,7 +1,10 @@
 """Atomic output of a received share: temp file, fsync, rename, or nothing at all.
 
 Invariant: the destination path either does not change, or holds the complete,
-verified table. Batches go to a hidden temporary file in the destination's
+verified table. While batches arrive, a background thread flushes what was
+written so far every :data:`FLUSH_EVERY` bytes, so the disk writes overlap the
+transfer and the final fsync has only the tail left to do; durability at
+commit is unchanged. Batches go to a hidden temporary file in the destination's
 directory (so the final rename stays on one file system); :meth:`AtomicTableSink.commit`
 fsyncs it, renames it into place and fsyncs the directory. Any other exit
 removes the temporary file; one left by a crashed process (its name carries
@@ -14,6 +17,8 @@ import contextlib
 import glob
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +30,10 @@ from node.errors import ExchangeError
 __all__ = ["FORMATS", "AtomicTableSink", "output_format"]
 
 FORMATS = ("parquet", "arrow")
+#: Bytes written between background flushes: large enough that flushing costs
+#: few system calls, small enough that a flush never lags far behind.
+FLUSH_EVERY = 32 * 1024 * 1024
+_FLUSH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="share-flush")
 _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -53,10 +62,10 @@ def output_format(path: Path, explicit: str | None = None) -> str:
     return fmt
 
 
-def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+def _fsync_path(path: Path, flags: int = os.O_RDONLY, *, datasync: bool = False) -> None:
     fd = os.open(path, flags)
     try:
-        os.fsync(fd)
+        (os.fdatasync if datasync else os.fsync)(fd)
     finally:
         os.close(fd)
 
@@ -113,6 +122,31 @@ class AtomicTableSink:
             raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
         self._open = True
         self.committed = False
+        self._unflushed = 0
+        self._flush: Future[None] | None = None
+        self._flush_lock = threading.Lock()
+
+    def _flush_written(self) -> None:
+        # Errors here surface at commit: its fsync fails the same way, and the
+        # share is then refused and the temporary file removed.
+        with contextlib.suppress(OSError):
+            _fsync_path(self.tmp, datasync=True)
+
+    def _maybe_flush(self, nbytes: int) -> None:
+        self._unflushed += nbytes
+        if self._unflushed < FLUSH_EVERY:
+            return
+        with self._flush_lock:
+            if self._flush is not None and not self._flush.done():
+                return  # one flush at a time; the next write starts another
+            self._unflushed = 0
+            self._flush = _FLUSH_POOL.submit(self._flush_written)
+
+    def _settle_flush(self) -> None:
+        with self._flush_lock:
+            pending, self._flush = self._flush, None
+        if pending is not None:
+            pending.result()
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append one verified batch to the temporary file.
@@ -126,6 +160,7 @@ class AtomicTableSink:
             self._writer.write_batch(batch)
         except (OSError, pa.ArrowException) as e:
             raise ExchangeError(f"cannot write output {self.tmp}: {e}") from e
+        self._maybe_flush(batch.nbytes)
 
     def commit(self) -> None:
         """Close, fsync, rename into place, fsync the directory.
@@ -136,6 +171,7 @@ class AtomicTableSink:
         try:
             self._writer.close()
             self._open = False
+            self._settle_flush()
             _fsync_path(self.tmp)
             self.tmp.replace(self.dest)
             _fsync_path(self.dest.parent)
@@ -150,6 +186,8 @@ class AtomicTableSink:
             self._open = False
             with contextlib.suppress(Exception):
                 self._writer.close()
+        with contextlib.suppress(Exception):
+            self._settle_flush()
         with contextlib.suppress(OSError):
             self.tmp.unlink()
 

@@ -12,13 +12,20 @@ the share path adds:
 * fednode: two real ``fednode serve`` processes, gRPC over mTLS, envelope v1
   (HPKE + AES-256-GCM chunks of at most 4 MiB, SHA-256 of the plaintext on both
   ends, signed header and trailer), plain treatments, agreement checks per chunk,
-  fsync and rename of the output;
+  fsync and rename of the output; chunks zstd-compressed before sealing (the
+  default), and again with ``compression=none``;
 * Flight: a ``pyarrow.flight`` server process answering DoGet in plaintext
-  (no TLS); the client is this test process.
+  (no TLS); the client is this test process. For reference it also answers
+  with zstd IPC body compression, the nearest Flight has to fednode's default.
 
-The ratio is fednode throughput / Flight throughput, median over interleaved
-runs (target >= 1.0x). CPU seconds per GB add user and system time of both
-ends of each. The receiver's peak RSS is read from the consumer node's
+Throughput is the table's Arrow size over wall time for every variant, so
+compression shows up as time saved, never as inflated bytes. The ratio is
+fednode (default) / Flight plaintext, median over interleaved runs (target
+>= 1.0x). The benchmark table's text column repeats a long suffix, so it
+compresses far better (about 12x) than most real tables (the seed data: about
+3.6x); the uncompressed ratio is the floor for incompressible data. CPU
+seconds per GB add user and system time of both ends of each. The receiver's
+peak RSS is read from the consumer node's
 ``VmHWM`` after resetting it, and compared with its RSS before the share.
 The load average is printed beside the figures, since other work on the
 machine moves them. Nothing here fails on time. ``FEDNODE_BENCH_ROWS``
@@ -58,6 +65,7 @@ RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "5"))
 
 FLIGHT_SERVER = """
 import sys
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.flight as fl
 
@@ -68,7 +76,9 @@ class Server(fl.FlightServerBase):
     def do_get(self, context, ticket):
         scanner = ds.dataset(self.path).scanner(batch_size=256 * 1024, batch_readahead=2,
                                                  fragment_readahead=1)
-        return fl.RecordBatchStream(scanner.to_reader())
+        codec = ticket.ticket.decode() or None
+        return fl.RecordBatchStream(scanner.to_reader(),
+                                    options=pa.ipc.IpcWriteOptions(compression=codec))
 
 server = Server(sys.argv[1])
 print(server.port, flush=True)
@@ -170,7 +180,7 @@ class Nodes:
         return [self.fed.processes[d].pid for d in ("health", "statistics")]
 
     def fetch(
-        self, agreement: str, suffix: str = ".arrow"
+        self, agreement: str, suffix: str = ".arrow", compression: str = "zstd"
     ) -> tuple[float, dict[str, Any], int, int]:
         self.count += 1
         out = self.tmp / f"out-{self.count}{suffix}"
@@ -181,7 +191,7 @@ class Nodes:
         result = invoke(
             self.fed.homes["statistics"],
             "share.fetch",
-            {"from": "health", "agreement": agreement, "out": str(out)},
+            {"from": "health", "agreement": agreement, "out": str(out), "compression": compression},
         )
         seconds = time.perf_counter() - started
         peak = peak_rss(pid)
@@ -193,10 +203,10 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def flight_fetch(port: int, out: Path) -> tuple[float, int]:
+def flight_fetch(port: int, out: Path, codec: str = "") -> tuple[float, int]:
     client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
     started = time.perf_counter()
-    reader = client.do_get(flight.Ticket(b"table"))
+    reader = client.do_get(flight.Ticket(codec.encode()))
     nbytes = 0
     with pa.ipc.new_file(str(out), reader.schema) as writer:
         for chunk in reader:
@@ -226,31 +236,35 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", FLIGHT_SERVER, str(data)], stdout=subprocess.PIPE, text=True
     )
+    rates: dict[str, list[float]] = {k: [] for k in ("zstd", "none", "flight", "flight-zstd")}
+    cpu: dict[str, list[float]] = {k: [] for k in rates}
+    sender_cpu: list[float] = []
+    receiver_cpu: list[float] = []
+    wire: list[int] = []
+    peaks: list[int] = []
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        ours: list[float] = []
-        theirs: list[float] = []
-        peaks: list[int] = []
-        ours_cpu: list[float] = []
-        sender_cpu: list[float] = []
-        receiver_cpu: list[float] = []
-        theirs_cpu: list[float] = []
         loads = [load()]
         for _ in range(RUNS):
-            # Interleaved, so both see the same machine state (page cache, thermal).
-            cpu_before = [cpu_seconds(p) for p in nodes.pids]
-            seconds, result, before, peak = nodes.fetch(agreement)
-            cpu_after = [cpu_seconds(p) for p in nodes.pids]
-            ours.append(result["bytes"] / seconds)
-            sender_cpu.append(cpu_after[0] - cpu_before[0])
-            receiver_cpu.append(cpu_after[1] - cpu_before[1])
-            ours_cpu.append(sum(cpu_after) - sum(cpu_before))
-            peaks.append(peak - before)
-            flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
-            f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow")
-            theirs.append(f_bytes / f_seconds)
-            theirs_cpu.append(cpu_seconds(server.pid) + self_cpu_seconds() - flight_cpu)
+            # Interleaved, so every variant sees the same machine state (page cache, thermal).
+            for compression in ("zstd", "none"):
+                cpu_before = [cpu_seconds(p) for p in nodes.pids]
+                seconds, result, before, peak = nodes.fetch(agreement, compression=compression)
+                cpu_after = [cpu_seconds(p) for p in nodes.pids]
+                rates[compression].append(arrow_bytes / seconds)
+                cpu[compression].append(sum(cpu_after) - sum(cpu_before))
+                peaks.append(peak - before)
+                if compression == "zstd":
+                    sender_cpu.append(cpu_after[0] - cpu_before[0])
+                    receiver_cpu.append(cpu_after[1] - cpu_before[1])
+                    wire.append(result["bytes"])
+            for name, codec in (("flight", ""), ("flight-zstd", "zstd")):
+                flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
+                f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow", codec)
+                assert abs(f_bytes - arrow_bytes) < arrow_bytes / 100  # the same table
+                rates[name].append(arrow_bytes / f_seconds)
+                cpu[name].append(cpu_seconds(server.pid) + self_cpu_seconds() - flight_cpu)
             loads.append(load())
         # The same share into Parquet: the receiver then also encodes Parquet.
         cpu_before = [cpu_seconds(p) for p in nodes.pids]
@@ -259,28 +273,40 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait()
-    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     per_gb = 1e9 / arrow_bytes
+
+    def ratio(ours: str, theirs: str) -> str:
+        pairs = [a / b for a, b in zip(rates[ours], rates[theirs], strict=True)]
+        return f"median {statistics.median(pairs):.2f}x  {[round(r, 2) for r in pairs]}"
+
+    def line(name: str, label: str) -> str:
+        values = rates[name]
+        return (
+            f"  {label:<34}: median {statistics.median(values) / 1e6:7.1f} MB/s  "
+            f"{[round(x / 1e6) for x in values]}  CPU {statistics.median(cpu[name]) * per_gb:.2f}"
+            " s/GB\n"
+        )
+
     print(
         f"\nexchange benchmark: {RATIO_ROWS:,} rows, {arrow_bytes / 1e6:.0f} MB Arrow, "
-        f"{RUNS} runs\n"
-        f"  fednode encrypted share : median {statistics.median(ours) / 1e6:8.1f} MB/s  "
-        f"{[round(x / 1e6) for x in ours]}\n"
-        f"  pyarrow.flight DoGet    : median {statistics.median(theirs) / 1e6:8.1f} MB/s  "
-        f"{[round(x / 1e6) for x in theirs]}\n"
-        f"  ratio (target >= 1.0x)  : median {statistics.median(ratios):.2f}x  "
-        f"{[round(r, 2) for r in ratios]}\n"
-        f"  CPU seconds per GB (both ends): fednode "
-        f"{statistics.median(ours_cpu) * per_gb:.2f} "
-        f"(sender {statistics.median(sender_cpu) * per_gb:.2f}, "
-        f"receiver {statistics.median(receiver_cpu) * per_gb:.2f}), "
-        f"flight {statistics.median(theirs_cpu) * per_gb:.2f}\n"
+        f"{RUNS} runs (MB/s of Arrow data; CPU seconds per GB of both ends)\n"
+        + line("zstd", "fednode, zstd chunks (default)")
+        + line("none", "fednode, uncompressed chunks")
+        + line("flight", "pyarrow.flight DoGet, plaintext")
+        + line("flight-zstd", "pyarrow.flight DoGet, zstd IPC")
+        + f"  ratio fednode / Flight plaintext (target >= 1.0x): {ratio('zstd', 'flight')}\n"
+        f"  ratio uncompressed / Flight plaintext: {ratio('none', 'flight')}\n"
+        f"  ratio fednode / Flight zstd: {ratio('zstd', 'flight-zstd')}\n"
+        f"  fednode default: CPU s/GB sender {statistics.median(sender_cpu) * per_gb:.2f}, "
+        f"receiver {statistics.median(receiver_cpu) * per_gb:.2f}; "
+        f"{statistics.median(wire) / 1e6:.0f} MB on the wire "
+        f"({arrow_bytes / statistics.median(wire):.1f}x smaller than the table)\n"
         f"  receiver peak RSS growth: max {max(peaks) / 2**20:.0f} MiB, "
         f"median {statistics.median(peaks) / 2**20:.0f} MiB "
         f"(table {arrow_bytes / 2**20:.0f} MiB)\n"
-        f"  Parquet output (one run): {pq_result['bytes'] / pq_seconds / 1e6:.1f} MB/s, "
+        f"  Parquet output (one run): {arrow_bytes / pq_seconds / 1e6:.1f} MB/s, "
         f"CPU s/GB sender {pq_cpu[0] * per_gb:.2f}, receiver {pq_cpu[1] * per_gb:.2f}, "
-        f"RSS growth {(pq_peak - pq_before) / 2**20:.0f} MiB\n"
+        f"RSS growth {(pq_peak - pq_before) / 2**20:.0f} MiB, {pq_result['rows']:,} rows\n"
         f"  load average (1, 5, 15 min) per run: {' | '.join(loads)}"
     )
 

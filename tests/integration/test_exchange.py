@@ -250,12 +250,13 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     )
     out_dir = tmp_path / "recv"
     out_dir.mkdir()
-    # A slow consumer keeps the share in flight while the provider revokes.
+    # A slow consumer keeps the share in flight while the provider revokes; the
+    # padding would compress to almost nothing, so the chunks travel uncompressed.
     process = subprocess.Popen(
         [sys.executable, "-m", "node.cli.main", "share", "fetch",
          "--home", str(pair.homes["statistics"]), "--from", "health",
          "--agreement", agreement_id, "--out", str(out_dir / "big.parquet"),
-         "--limit-rate", "2000000", "--json"],
+         "--limit-rate", "2000000", "--compression", "none", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(2.0)
@@ -466,7 +467,8 @@ def _slow_fetch(fed: LocalFederation, agreement_id: str, out: Path) -> subproces
     return subprocess.Popen(
         [sys.executable, "-m", "node.cli.main", "share", "fetch", "--json",
          "--home", str(fed.homes["statistics"]), "--from", "health",
-         "--agreement", agreement_id, "--out", str(out), "--limit-rate", "300000"],
+         "--agreement", agreement_id, "--out", str(out), "--limit-rate", "300000",
+         "--compression", "none"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -262,7 +262,7 @@ def test_a_link_cut_mid_share_fails_cleanly_and_the_retry_succeeds(
     fetch = [
         sys.executable, "-m", "node.cli.main", "share", "fetch", "--home",
         str(city.homes["traffic"]), "--from", "public-security", "--agreement", agreement_id,
-        "--out", str(out), "--json",
+        "--out", str(out), "--json", "--compression", "none",
     ]  # fmt: skip
     # A rate limit keeps the share in flight long enough to cut the cable under it.
     process = city.lab.popen("traffic", [*fetch, "--limit-rate", "300000"],

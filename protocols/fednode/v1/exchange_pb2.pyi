@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ShareRequest(_message.Message):
-    __slots__ = ("agreement_id", "columns")
+    __slots__ = ("agreement_id", "columns", "compression")
     AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     agreement_id: str
     columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agreement_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    compression: str
+    def __init__(self, agreement_id: _Optional[str] = ..., columns: _Optional[_Iterable[str]] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class ShareFrame(_message.Message):
     __slots__ = ("header", "chunk", "trailer")

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from node.exchange.envelope import EnvelopeSealer, hpke_info
+from node.exchange.envelope import MAX_CHUNK_PLAINTEXT, EnvelopeSealer, hpke_info
 from node.identity.keys import HPKE_SUITE, ed25519_public_raw, hpke_from_seed
 
 VECTOR_DIR = Path(__file__).resolve().parents[3] / "protocols" / "vectors" / "envelope"
@@ -34,10 +34,14 @@ OTHER_HPKE_SEED = b"".join(
 CONTENT_KEY = hashlib.sha256(b"fednode envelope vector content key").digest()
 SHARE_ID = hashlib.sha256(b"fednode envelope vector share id").digest()[:16]
 
+# zstd output is deterministic for one encoder version; the compressed cases are
+# reproduced byte for byte with the libzstd that pyarrow bundles.
 CASES: dict[str, dict[str, Any]] = {
-    "small": {"rows": 5, "chunk_limit": 4 * 1024 * 1024},
-    "multi-chunk": {"rows": 200, "chunk_limit": 2048},
-    "empty": {"rows": 0, "chunk_limit": 4 * 1024 * 1024},
+    "small": {"rows": 5, "chunk_limit": MAX_CHUNK_PLAINTEXT, "compression": "none"},
+    "multi-chunk": {"rows": 200, "chunk_limit": 2048, "compression": "none"},
+    "empty": {"rows": 0, "chunk_limit": MAX_CHUNK_PLAINTEXT, "compression": "none"},
+    "zstd": {"rows": 400, "chunk_limit": MAX_CHUNK_PLAINTEXT, "compression": "zstd"},
+    "zstd-multi-chunk": {"rows": 400, "chunk_limit": 4096, "compression": "zstd"},
 }
 
 
@@ -73,13 +77,14 @@ def build(name: str, wrapped_key: bytes) -> dict[str, Any]:
         content_key=CONTENT_KEY,
         wrapped_key=wrapped_key,
         chunk_limit=case["chunk_limit"],
+        compression=case["compression"],
     )
     chunks = [frame for batch in data.to_batches() for frame in sealer.add(batch)]
     final, trailer = sealer.finish()
     chunks.append(final)
     return {
         "description": f"envelope v1, case {name!r}: {case['rows']} rows, "
-        f"chunk limit {case['chunk_limit']} bytes",
+        f"chunk limit {case['chunk_limit']} bytes, compression {case['compression']}",
         "sender": "health",
         "recipient": "statistics",
         "sender_ed25519_seed": SENDER_SEED.hex(),
@@ -92,6 +97,7 @@ def build(name: str, wrapped_key: bytes) -> dict[str, Any]:
         "created": 1_700_000_000,
         "expires": 1_700_000_000 + 2**40,
         "chunk_limit": case["chunk_limit"],
+        "compression": case["compression"],
         "rows": case["rows"],
         "table_json": data.to_pylist(),
         "header": sealer.header.hex(),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.errors import EnvelopeError
+from node.errors import EnvelopeError, ExchangeError
 from node.exchange import convert
 from node.exchange.envelope import SealedChunk
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
@@ -59,9 +59,11 @@ def test_receipt_and_request_conversion() -> None:
     assert convert.receipt_from_proto(convert.receipt_to_proto(receipt)) == receipt
     with pytest.raises(ReceiptError, match="not canonical JSON"):
         convert.receipt_from_proto(exchange_pb2.ShareReceipt(receipt_json=b"{ }"))
-    request = convert.share_request_to_proto("agr-1", ["a", "b"])
-    assert convert.share_request_from_proto(request) == ("agr-1", ["a", "b"])
-    assert convert.share_request_from_proto(convert.share_request_to_proto("agr-1", None)) == (
-        "agr-1",
-        None,
-    )
+    request = convert.ShareRequest("agr-1", ["a", "b"], "none")
+    assert convert.share_request_from_proto(convert.share_request_to_proto(request)) == request
+    default = convert.share_request_from_proto(exchange_pb2.ShareRequest(agreement_id="agr-1"))
+    assert default == convert.ShareRequest("agr-1", None, "zstd")
+    with pytest.raises(ExchangeError, match="unknown compression 'brotli'"):
+        convert.share_request_from_proto(
+            exchange_pb2.ShareRequest(agreement_id="agr-1", compression="brotli")
+        )

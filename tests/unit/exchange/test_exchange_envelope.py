@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +58,7 @@ def seal(
     hpke_public: bytes | None = None,
     key: ed25519.Ed25519PrivateKey = SENDER,
     ttl: int = 3600,
+    compression: str = "zstd",
 ) -> tuple[bytes, list[bytes], bytes]:
     sealer = env.EnvelopeSealer(
         signing_key=key,
@@ -68,6 +71,7 @@ def seal(
         ttl_seconds=ttl,
         now=NOW,
         chunk_limit=limit,
+        compression=compression,
     )
     chunks = [f for b in data.to_batches(max_chunksize=50) for f in sealer.add(b)]
     final, trailer = sealer.finish()
@@ -445,3 +449,140 @@ def test_sender_not_in_directory() -> None:
     )
     with pytest.raises(UnexpectedSenderError, match="'health' is not a known peer"):
         forged.open_header(header)
+
+
+# --- compression -------------------------------------------------------------------
+#
+# A hostile sender holds the content key, so it can seal any plaintext it likes;
+# these cases seal crafted chunk bodies and check the recipient refuses each
+# before it allocates more than one chunk's worth.
+
+HOSTILE_KEY = bytes(range(32))
+
+
+def hostile_share(compression: str, body: bytes) -> tuple[bytes, list[bytes]]:
+    sealer = env.EnvelopeSealer(
+        signing_key=SENDER,
+        sender="health",
+        recipient="statistics",
+        recipient_hpke_public=RECIPIENT.public_bytes,
+        agreement="agr-1",
+        dataset="visits",
+        schema=TABLE.schema,
+        now=NOW,
+        content_key=HOSTILE_KEY,
+        compression=compression,
+    )
+    aad = env.parse_header(sealer.header).digest
+    sealed = AESGCM(HOSTILE_KEY).encrypt(env.chunk_nonce(0, True), body, aad)
+    return sealer.header, [env.encode_chunk_frame(0, True, sealed)]
+
+
+def prefix(method: int, size: int, reserved: bytes = b"\x00\x00\x00") -> bytes:
+    return bytes([method]) + reserved + struct.pack(">I", size)
+
+
+MESSAGE = TABLE.to_batches()[0].serialize().to_pybytes()
+ZSTD = pa.Codec("zstd", compression_level=1)
+
+HOSTILE_BODIES = [
+    pytest.param(
+        "none",
+        prefix(1, len(MESSAGE)) + ZSTD.compress(MESSAGE),
+        "header allows only 'none'",
+        id="zstd-chunk-under-an-uncompressed-header",
+    ),
+    pytest.param(
+        "zstd",
+        prefix(1, 64 * 2**20) + ZSTD.compress(bytes(64 * 2**20)),
+        "declares a 67108864-byte message, above the",
+        id="decompression-bomb",
+    ),
+    pytest.param(
+        "zstd",
+        prefix(1, len(MESSAGE) - 1) + ZSTD.compress(MESSAGE),
+        "does not decompress",
+        id="declared-size-too-small",
+    ),
+    pytest.param(
+        "zstd",
+        prefix(1, len(MESSAGE)) + b"not a zstd frame",
+        "does not decompress",
+        id="garbage-zstd-body",
+    ),
+    pytest.param(
+        "zstd",
+        prefix(0, len(MESSAGE) + 1) + MESSAGE,
+        "declares a .* but holds",
+        id="raw-size-mismatch",
+    ),
+    pytest.param(
+        "zstd",
+        prefix(0, len(MESSAGE), b"\x00\x01\x00") + MESSAGE,
+        "malformed body prefix",
+        id="reserved-bytes-set",
+    ),
+    pytest.param("zstd", b"\x00\x00", "malformed body prefix", id="short-body"),
+    pytest.param(
+        "zstd",
+        prefix(7, len(MESSAGE)) + MESSAGE,
+        "method 7",
+        id="unknown-method",
+    ),
+]
+
+
+@pytest.mark.parametrize(("compression", "body", "match"), HOSTILE_BODIES)
+def test_hostile_chunk_bodies_are_refused(compression: str, body: bytes, match: str) -> None:
+    header, chunks = hostile_share(compression, body)
+    o = opener()
+    o.open_header(header)
+    with pytest.raises(MalformedEnvelopeError, match=match):
+        o.open_chunk(chunks[0])
+
+
+def test_well_formed_hostile_body_opens() -> None:
+    # The crafting helper itself is sound: a correct body under the same key opens.
+    header, chunks = hostile_share("zstd", prefix(1, len(MESSAGE)) + ZSTD.compress(MESSAGE))
+    o = opener()
+    o.open_header(header)
+    batch = o.open_chunk(chunks[0])
+    assert batch is not None and batch.equals(TABLE.to_batches()[0])
+
+
+def test_unknown_header_compression_is_malformed() -> None:
+    header = bytearray(seal(TABLE)[0])
+    parsed = env.parse_header(bytes(header))
+    offset = header.index(parsed.wrapped_key) - 3  # the byte before wrapped_len
+    assert header[offset] == env.COMPRESSIONS["zstd"]
+    header[offset] = 0x07
+    with pytest.raises(MalformedEnvelopeError, match="unknown compression 0x07"):
+        env.parse_header(bytes(header))
+
+
+def test_sealer_refuses_an_unknown_compression() -> None:
+    with pytest.raises(ExchangeError, match="unknown compression 'lzma'"):
+        seal(TABLE, compression="lzma")
+
+
+def test_compressed_and_uncompressed_shares_carry_the_same_table() -> None:
+    data = vectors.table(2000)
+    packed = seal(data, limit=env.MAX_CHUNK_PLAINTEXT)
+    plain = seal(data, limit=env.MAX_CHUNK_PLAINTEXT, compression="none")
+    assert env.parse_header(packed[0]).compression == "zstd"
+    assert env.parse_header(plain[0]).compression == "none"
+    assert sum(map(len, packed[1])) * 2 < sum(map(len, plain[1]))
+    assert open_all(*packed).equals(open_all(*plain))
+
+
+def test_incompressible_messages_travel_uncompressed() -> None:
+    noise = pa.table({"b": pa.array([os.urandom(64) for _ in range(500)], pa.binary())})
+    message = noise.to_batches()[0].serialize()
+    assert env.chunk_body(message, ZSTD)[0] == env.COMPRESSIONS["none"]
+    assert env.chunk_body(pa.py_buffer(MESSAGE), ZSTD)[0] == env.COMPRESSIONS["zstd"]
+    assert open_all(*seal(noise, limit=env.MAX_CHUNK_PLAINTEXT)).equals(noise)
+
+
+def test_chunk_body_refuses_an_oversized_message() -> None:
+    with pytest.raises(ExchangeError, match="exceeds"):
+        env.chunk_body(pa.py_buffer(bytes(env.MAX_MESSAGE_LEN + 1)), None)
