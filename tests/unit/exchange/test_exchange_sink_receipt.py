@@ -119,3 +119,31 @@ def test_partials_of_crashed_writers_are_removed(tmp_path: Path) -> None:
         sink.write(BATCH)
         sink.commit()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, live.name, other.name])
+
+
+def test_written_bytes_are_flushed_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.exchange.sink as sink_module
+
+    flushed: list[tuple[Path, bool]] = []
+    real = sink_module._fsync_path
+
+    def counting(path: Path, flags: int = os.O_RDONLY, *, datasync: bool = False) -> None:
+        flushed.append((path, datasync))
+        real(path, flags, datasync=datasync)
+
+    monkeypatch.setattr(sink_module, "FLUSH_EVERY", 1000)
+    monkeypatch.setattr(sink_module, "_fsync_path", counting)
+    batch = pa.record_batch({"x": list(range(1000))})  # 8000 bytes per write
+    dest = tmp_path / "out.arrow"
+    sink = AtomicTableSink(dest, batch.schema, "arrow")
+    for _ in range(5):
+        sink.write(batch)
+    sink._settle_flush()
+    background = [p for p, datasync in flushed if datasync]
+    assert background and all(p == sink.tmp for p in background)
+    assert not dest.exists()  # flushing never publishes the file
+    sink.commit()
+    assert pa.ipc.open_file(dest).read_all().num_rows == 5000
+    assert (dest, False) not in flushed and (sink.tmp, False) in flushed
