@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise, repeat
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,21 @@ from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, validate_field
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consistency
 from ledger.scan import node_token, scan_batch
+from ledger.shapes import ShapeCache
 
 __all__ = ["BundleReport", "Report", "verify_bundle"]
 
 _BATCH = 4096
+#: Lines per run. A power of two keeps each run's subtrees aligned in the whole tree
+#: (a run then returns its own tree levels); any other value still works, with
+#: the levels above the run's largest power-of-two factor built after the runs.
 _CHUNK = 4096
 _PARALLEL_MIN = 50_000
 _MAX_WORKERS = 8
+_RANGES_PER_WORKER = 2
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+#: The unbound digest method of a SHA-256 object, for map().
+_DIGEST: Any = type(hashlib.sha256()).digest
 _NONE = type(None)
 _MAX_NAME = 128
 _STR_OR_NONE = {str, _NONE}
@@ -166,8 +174,8 @@ class _Bundle:
     manifest: dict[str, Any]
     directory: DirectoryView
     count: int
-    leaves: list[bytes]
-    levels: list[list[bytes]]
+    #: Every level of complete aligned subtrees, leaves first, each as 32-byte hashes end to end.
+    levels: list[bytes]
     shares_sent: dict[str, tuple[int, dict[str, Any]]]
     shares_received: dict[str, tuple[int, dict[str, Any]]]
 
@@ -296,27 +304,59 @@ def _str_list(value: Any) -> bool:
     return type(value) is list and all(type(v) is str for v in value)
 
 
-def _build_levels(leaves: list[bytes]) -> list[list[bytes]]:
-    """Return every level of complete aligned subtrees, leaves first."""
-    levels = [leaves]
+def _pair_up(level: bytes) -> bytes:
+    """Return the next level up: the parent of each complete pair of 32-byte hashes."""
     sha = hashlib.sha256
+    pairs = len(level) // (2 * HASH_SIZE) * (2 * HASH_SIZE)
+    step = 2 * HASH_SIZE
+    return b"".join([sha(b"\x01" + level[i : i + step]).digest() for i in range(0, pairs, step)])
+
+
+def _local_levels(leaves: list[bytes], depth: int) -> list[bytes]:
+    """Return levels 0..``depth`` of the complete subtrees within one run of leaves.
+
+    A run starts at a multiple of ``2**depth`` leaves, so its subtrees are
+    aligned subtrees of the whole tree and runs' levels join end to end.
+    """
+    sha = hashlib.sha256
+    digest = _DIGEST
+    levels = [b"".join(leaves)]
     level = leaves
-    while len(level) > 1:
-        level = [
-            sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
-        ]
-        levels.append(level)
+    for _ in range(depth):
+        if len(level) < 2:
+            levels.append(b"")
+            continue
+        pairs = iter(level)
+        # map() keeps the per-node work in C: prefix, hash, digest.
+        level = list(map(digest, map(sha, map(b"\x01".__add__, map(bytes.__add__, pairs, pairs)))))
+        levels.append(b"".join(level))
     return levels
 
 
-def _root_at(levels: list[list[bytes]], size: int) -> bytes:
+def _concat_levels(parts: list[list[bytes]]) -> list[bytes]:
+    """Join the local levels of consecutive aligned runs, level by level."""
+    if not parts:
+        return [b""]
+    return [b"".join(run[j] for run in parts) for j in range(len(parts[0]))]
+
+
+def _complete_levels(levels: list[bytes]) -> list[bytes]:
+    """Build the levels above the runs' own, up to the root."""
+    levels = list(levels)
+    while len(levels[-1]) > HASH_SIZE:
+        levels.append(_pair_up(levels[-1]))
+    return levels
+
+
+def _root_at(levels: list[bytes], size: int) -> bytes:
     if size == 0:
         return EMPTY_ROOT
     parts = []
     start = 0
     for level in range(size.bit_length() - 1, -1, -1):
         if size >> level & 1:
-            parts.append(levels[level][start >> level])
+            index = (start >> level) * HASH_SIZE
+            parts.append(levels[level][index : index + HASH_SIZE])
             start += 1 << level
     acc = parts[-1]
     for h in reversed(parts[:-1]):
@@ -324,26 +364,103 @@ def _root_at(levels: list[list[bytes]], size: int) -> bytes:
     return acc
 
 
-_ChunkResult = tuple[bytes | list[bytes], str | None, list[dict[str, Any]], int, str | None]
+#: A checked range: its local tree levels (leaves first), its first ``prev``, its share
+#: entries, and the violation found in it (None when there is none).
+_RangeResult = tuple[list[bytes], str | None, list[dict[str, Any]], str | None]
+
+#: What worker processes read: the bundle's entries.jsonl bytes, node and name.
+#: Set in the parent just before the workers are forked, so nothing is pickled
+#: for them and they only read these pages (no copy-on-write).
+_SHARED: tuple[bytes, str, str] | None = None
+#: Each worker process keeps the shapes it has learned across the ranges it checks.
+_WORKER_SHAPES: dict[str, ShapeCache] = {}
 
 
-def _check_chunk(
-    data: bytes, first_seq: int, node: str, where: str, lines: list[bytes] | None = None
-) -> _ChunkResult:
-    """Check a run of entries, returning a violation instead of raising it.
+def _link_error(seq: int, first_prev: str, expected: str) -> str:
+    if seq:
+        return f"prev {first_prev} is not the leaf hash of entry seq {seq - 1} ({expected})"
+    return f"prev {first_prev} is not the genesis value"
 
-    The caller must compare the run's first ``prev`` with the run before it
-    before it reports an error from inside the run, so errors stay in seq order.
-    A worker process (no ``lines``) returns the leaf hashes concatenated,
-    which is cheaper to send back than a list.
+
+def _check_range(
+    lines: list[bytes], first_seq: int, node: str, where: str, shapes: ShapeCache
+) -> _RangeResult:
+    """Check consecutive runs of ``_CHUNK`` entries, returning a violation instead of raising it.
+
+    ``first_seq`` is a multiple of ``_CHUNK``, so each run's subtrees are
+    aligned in the whole tree and its local levels join end to end. The
+    caller must compare the range's first ``prev`` with the range before it
+    before it reports an error from inside the range, so errors stay in seq
+    order.
     """
-    state: dict[str, Any] = {"first_prev": None}
-    try:
-        leaves, shares, count = _check_run(data, first_seq, node, where, state, lines)
-    except VerificationError as e:
-        return b"", state["first_prev"], [], 0, str(e)
-    hashes: bytes | list[bytes] = leaves if lines is not None else b"".join(leaves)
-    return hashes, state["first_prev"], shares, count, None
+    depth = (_CHUNK & -_CHUNK).bit_length() - 1
+    parts: list[list[bytes]] = []
+    kept: list[dict[str, Any]] = []
+    head: str | None = None
+    for start in range(0, len(lines), _CHUNK):
+        state: dict[str, Any] = {"first_prev": None}
+        try:
+            leaves, shares, _ = _check_run(
+                b"", first_seq + start, node, where, state, lines[start : start + _CHUNK], shapes
+            )
+        except VerificationError as e:
+            error: str | None = str(e)
+        else:
+            error = None
+        first_prev = state["first_prev"]
+        if start == 0:
+            head = first_prev
+        elif first_prev is not None:
+            expected = parts[-1][0][-HASH_SIZE:].hex()
+            if first_prev != expected:
+                message = _link_error(first_seq + start, first_prev, expected)
+                return (
+                    _concat_levels(parts),
+                    head,
+                    kept,
+                    f"{where}: entry seq {first_seq + start}: {message}",
+                )
+        if error is not None:
+            return _concat_levels(parts), head, kept, error
+        parts.append(_local_levels(leaves, depth))
+        kept.extend(shares)
+    return _concat_levels(parts), head, kept, None
+
+
+def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
+    """Worker process: check the entries in bytes ``start:end`` of the shared entries.jsonl."""
+    assert _SHARED is not None, "worker started without the shared entries"
+    data, node, where = _SHARED
+    start, end, first_seq = task
+    lines = data[start:end].split(b"\n")[:-1]
+    shapes = _WORKER_SHAPES.setdefault(node, ShapeCache(node))
+    return _check_range(lines, first_seq, node, where, shapes)
+
+
+def _ranges(data: bytes, pieces: int) -> list[tuple[int, int, int]]:
+    """Cut entries.jsonl into about ``pieces`` ranges of whole runs: (start, end, first seq).
+
+    Each cut is moved back to the start of a run (a line index that is a
+    multiple of ``_CHUNK``), found by counting newlines up to it.
+    """
+    ranges = []
+    start, start_line = 0, 0
+    counted, counted_to = 0, 0
+    for k in range(1, pieces):
+        cut = len(data) * k // pieces
+        counted += data.count(b"\n", counted_to, cut)
+        counted_to = cut
+        line = counted // _CHUNK * _CHUNK
+        if line <= start_line:
+            continue
+        # Walk back from the cut to the newline that ends line ``line - 1``.
+        pos = cut
+        for _ in range(counted - line + 1):
+            pos = data.rfind(b"\n", 0, pos)
+        ranges.append((start, pos + 1, start_line))
+        start, start_line = pos + 1, line
+    ranges.append((start, len(data), start_line))
+    return ranges
 
 
 def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int) -> bool:
@@ -413,45 +530,64 @@ def _check_run(
     where: str,
     state: dict[str, Any],
     lines: list[bytes] | None = None,
+    shapes: ShapeCache | None = None,
 ) -> tuple[list[bytes], list[dict[str, Any]], int]:
     """Check a run of entries (each line ending in a newline) starting at ``first_seq``.
 
     Returns the leaf hashes, the share entries and the count, and puts the
-    first entry's ``prev`` (its link to the run before) in ``state``. Runs in
-    a worker process for large bundles, so it takes and returns only plain
-    values. ``lines``, when the caller has them, are ``data`` split at its
-    newlines.
+    first entry's ``prev`` (its link to the run before) in ``state``.
+    ``lines``, when the caller has them, are ``data`` split at its newlines;
+    ``shapes`` carries learned entry shapes from run to run.
+
+    Each batch is tried first by its shapes (:mod:`ledger.shapes`), then by
+    the grammar scan (:mod:`ledger.scan`), then by the C JSON parser, and
+    finally entry by entry; every step accepts only what the strict parser
+    accepts, and the last one names the first violation.
 
     Raises:
         VerificationError: the first bad entry of the run.
     """
     if lines is None:
         lines = data.split(b"\n")[:-1]
+    if shapes is None:
+        shapes = ShapeCache(node)
     sha = hashlib.sha256
     leaves = [sha(b"\x00" + line).digest() for line in lines]
     kept: list[dict[str, Any]] = []
-    token = node_token(node)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        token = None
+    token: bytes | None = None
+    utf8: bool | None = None
     for start in range(0, len(lines), _BATCH):
+        batch = lines[start : start + _BATCH]
+        confirmed = shapes.check_batch(
+            batch,
+            first_seq + start,
+            leaves[start - 1].hex().encode() if start else None,
+            b"".join(leaves[start : start + len(batch) - 1]),
+        )
+        if confirmed is not None:
+            if start == 0:
+                state["first_prev"] = confirmed[0]
+            kept.extend(confirmed[1])
+            continue
+        if utf8 is None:
+            # The grammar scan leaves UTF-8 to its caller; checked once, when first needed.
+            utf8 = all(_is_utf8(line) for line in lines)
+            token = node_token(node) if utf8 else None
         if token is not None:
             # The grammar scan confirms common-shape batches without parsing them.
-            batch = lines[start : start + _BATCH]
             scanned = scan_batch(
                 batch,
                 first_seq + start,
                 token,
                 leaves[start : start + len(batch) - 1],
-                data if len(batch) == len(lines) else None,
+                b"".join(line + b"\n" for line in batch) if len(batch) == len(lines) else None,
             )
             if scanned is not None:
                 if start == 0:
                     state["first_prev"] = scanned[0].decode()
                 kept.extend(scanned[1])
                 continue
-        parsed = _parse_batch(lines[start : start + _BATCH], first_seq + start, where)
+        parsed = _parse_batch(batch, first_seq + start, where)
         if start == 0 and parsed and type(parsed[0]) is dict:
             state["first_prev"] = str(parsed[0].get("prev"))
         if _batch_ok(parsed, first_seq + start, node, leaves, start):
@@ -473,74 +609,67 @@ def _check_run(
     return leaves, kept, len(lines)
 
 
-def _chunks(data: bytes, lines: list[bytes]) -> list[tuple[bytes, int, list[bytes]]]:
-    """Cut ``data`` into runs of ``_CHUNK`` lines: (bytes, first index, lines)."""
-    chunks = []
-    pos = 0
-    for start in range(0, len(lines), _CHUNK):
-        part = lines[start : start + _CHUNK]
-        end = pos + sum(map(len, part)) + len(part)
-        chunks.append((data[pos:end], start, part))
-        pos = end
-    return chunks
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _load_entries(
     files: _Files, manifest: dict[str, Any]
 ) -> tuple[int, list[bytes], list[dict[str, Any]]]:
+    """Check every entry; return the count, the tree levels and the share entries."""
+    global _SHARED  # noqa: PLW0603 -- read by forked workers, see _SHARED
     where = str(files.path)
     data = files.require("entries.jsonl")
     if data and not data.endswith(b"\n"):
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
-    lines = data.split(b"\n")[:-1] if data else []
     node = manifest["node"]
-    chunks = _chunks(data, lines)
+    count = data.count(b"\n")
     workers = min(os.cpu_count() or 1, _MAX_WORKERS)
-    results: Iterator[_ChunkResult]
+    results: Iterator[_RangeResult]
     pool: ProcessPoolExecutor | None = None
-    if len(lines) >= _PARALLEL_MIN and workers > 1:
-        # Entry checks are pure CPU; processes sidestep the GIL. Results come
-        # back in seq order, so the first error raised is the first violation.
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(
-            _check_chunk,
-            [c[0] for c in chunks],
-            [c[1] for c in chunks],
-            repeat(node),
-            repeat(where),
-        )
+    if count >= _PARALLEL_MIN and workers > 1 and "fork" in get_all_start_methods():
+        # Entry checks are pure CPU; processes sidestep the GIL. Forked workers
+        # inherit the file's bytes, so a task is three integers and a result
+        # is the range's tree levels as a few byte strings. A few ranges per
+        # worker even out the load. Results come back in seq order, so the
+        # first error raised is the first violation.
+        ranges = _ranges(data, workers * _RANGES_PER_WORKER)
+        _SHARED = (data, node, where)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        results = pool.map(_check_shared_range, ranges)
     else:
-        results = (_check_chunk(chunk, start, node, where, part) for chunk, start, part in chunks)
-    leaves: list[bytes] = []
+        ranges = [(0, len(data), 0)]
+        lines = data.split(b"\n")[:-1]
+        results = iter([_check_range(lines, 0, node, where, ShapeCache(node))])
+    parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
     try:
-        for (_, start, _), (hashes, first_prev, shares, _count, error) in zip(
-            chunks, results, strict=True
+        for (_, _, first_seq), (levels, first_prev, shares, error) in zip(
+            ranges, results, strict=True
         ):
-            expected = GENESIS_PREV if start == 0 else leaves[-1].hex()
+            expected = GENESIS_PREV if first_seq == 0 else parts[-1][0][-HASH_SIZE:].hex()
             if first_prev is not None and first_prev != expected:
                 raise _fail(
-                    f"{where}: entry seq {start}",
-                    f"prev {first_prev} is not the leaf hash of entry seq {start - 1} ({expected})"
-                    if start
-                    else f"prev {first_prev} is not the genesis value",
+                    f"{where}: entry seq {first_seq}", _link_error(first_seq, first_prev, expected)
                 )
             if error is not None:
                 raise VerificationError(error)
-            if isinstance(hashes, bytes):
-                leaves.extend([hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)])
-            else:
-                leaves.extend(hashes)
+            parts.append(levels)
             kept.extend(shares)
     finally:
+        _SHARED = None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    if len(lines) != manifest["size"]:
+    if count != manifest["size"]:
         raise _fail(
             f"{where}: entries.jsonl",
-            f"holds {len(lines)} entries, the manifest says {manifest['size']}",
+            f"holds {count} entries, the manifest says {manifest['size']}",
         )
-    return len(lines), leaves, kept
+    return count, _complete_levels(_concat_levels(parts)), kept
 
 
 def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
@@ -564,10 +693,8 @@ def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
             raise _fail(cp_where, str(e), e) from e
         if checkpoint.size != size:
             raise _fail(cp_where, f"note is for size {checkpoint.size}")
-        if size > len(bundle.leaves):
-            raise _fail(
-                cp_where, f"covers more entries than the bundle holds ({len(bundle.leaves)})"
-            )
+        if size > bundle.count:
+            raise _fail(cp_where, f"covers more entries than the bundle holds ({bundle.count})")
         root = _root_at(bundle.levels, size)
         if checkpoint.root != root:
             raise _fail(
@@ -628,7 +755,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
             str(path),
             f"origin {manifest['origin']!r} is not {directory.origin(manifest['node'])!r}",
         )
-    count, leaves, shares = _load_entries(files, manifest)
+    count, levels, shares = _load_entries(files, manifest)
     sent: dict[str, tuple[int, dict[str, Any]]] = {}
     received: dict[str, tuple[int, dict[str, Any]]] = {}
     for fields in shares:
@@ -643,7 +770,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
                 f"share {share_id} is recorded twice (first at seq {target[share_id][0]})",
             )
         target[share_id] = (fields["seq"], fields)
-    return _Bundle(files, manifest, directory, count, leaves, _build_levels(leaves), sent, received)
+    return _Bundle(files, manifest, directory, count, levels, sent, received)
 
 
 def _check_receipt(

@@ -1,0 +1,173 @@
+"""Confirm batches of entries by their shape: everything but ``prev``, ``seq`` and ``time``.
+
+Audit logs repeat themselves: most entries are the same RPC records by the
+same callers, and differ only in their position (``seq``), their time and
+their link (``prev``). An entry's *shape* is its bytes split around those
+three values::
+
+    head  = bytes before the top-level '"prev":"'
+    mid   = bytes after the 64 hex digits of prev, up to the top-level ',"seq":'
+    entry = head + '"prev":"' + <64 hex> + mid + ',"seq":' S ',"time":' T ',"v":1}'
+
+A shape is learned only from an entry the strict parser
+(:func:`ledger.entry.parse_entry`) has just accepted, recorded by this cache's
+node. Any line made of a learned ``(head, mid)``, 64 lower-case hex digits
+and a tail whose ``seq`` and ``time`` are canonical non-negative integers of
+at most 15 digits is then the canonical encoding of that accepted entry with
+only those three members changed, and so is accepted by the strict parser
+too: the members stay in the same order, each new value is in canonical
+form, and the types the schema asks for (64 lower-case hex digits; safe
+non-negative integers) hold.
+
+Why the split finds the top-level members: ``,"seq":`` is searched only in a
+line's last 60 bytes, and in a valid entry nothing after the top-level
+``seq`` can hold it. Inside a JSON string every ``"`` is escaped, so the
+bytes ``"prev":"`` can only be a key and the start of its string value;
+after the top-level ``prev`` come only ``purpose`` (a string or null),
+``sensitive`` (a list of strings) and integers, none of which can hold a
+key, so the last ``"prev":"`` before ``seq`` is the top-level one.
+
+Invariant: :meth:`ShapeCache.check_batch` accepts a batch only if the strict
+path would accept every entry in it (canonical form, schema, ``seq`` equal to
+the line index, the recording node, and ``prev`` equal to the given links);
+anything else returns ``None`` and the caller re-checks the batch on the
+strict path, which decides what is reported.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from itertools import repeat
+from operator import add
+from typing import Any
+
+from ledger.entry import parse_entry
+from ledger.errors import LedgerError
+
+__all__ = ["ShapeCache"]
+
+#: Longest possible tail: ',"seq":' + 16 digits + ',"time":' + 16 digits + ',"v":1}' is 54 bytes.
+_TAIL_WINDOW = 60
+_SEQ_KEY = b',"seq":'
+_PREV_KEY = b'"prev":"'
+_HEX_START = len(_PREV_KEY)
+_HEX_END = _HEX_START + 64
+#: At most 15 digits: always below 2**53 - 1, so no range check is needed.
+_TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(?:0|[1-9][0-9]{0,14}),"v":1\}\n')
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+_SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+#: Shapes kept per node before the cache starts over (bounded memory for logs of
+#: unique entries, such as share records with their unique ids).
+_MAX_SHAPES = 1 << 16
+#: A batch with more new shapes than this fraction of its lines goes to the strict path,
+#: and the next few batches skip the shape check (a log of unique entries gains nothing).
+_MISS_DIVISOR = 4
+_SKIP_AFTER_MISS = 8
+
+_slice_of = bytes.__getitem__
+
+
+class ShapeCache:
+    """Learned entry shapes of one node's log, and the batch check that uses them."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        # (head, mid) -> True for share events (whose fields the caller needs), else False.
+        self._shapes: dict[tuple[bytes, bytes], bool] = {}
+        self._skip = 0
+
+    def check_batch(
+        self, lines: Sequence[bytes], first_seq: int, first_prev: bytes | None, links: bytes
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """Confirm a batch of entries, or return None to ask for the strict path.
+
+        ``lines`` are entries ``first_seq, first_seq + 1, ...``; ``links`` the
+        concatenated 32-byte leaf hashes that entries after the first must
+        name as ``prev``; ``first_prev`` the lower-case hex the first entry
+        must name, or None when the caller links it (it is then returned).
+        Returns the first entry's ``prev`` and the parsed
+        ``share.sent``/``share.received`` entries.
+        """
+        n = len(lines)
+        if not n or self._skip:
+            self._skip = max(self._skip - 1, 0)
+            return None
+        seqs = list(map(bytes.rfind, lines, repeat(_SEQ_KEY), repeat(-_TAIL_WINDOW)))
+        if -1 in seqs:
+            return None
+        tails = b"\n".join(map(_slice_of, lines, map(slice, seqs, repeat(None)))) + b"\n"
+        # Each tail starts at the last ',"seq":' of its line and holds no newline, so n
+        # matches, each ending at a newline, cover every tail whole.
+        numbers = _TAIL.findall(tails)
+        if len(numbers) != n or b"\n".join(numbers) != _seq_text(first_seq, n):
+            return None
+        prevs = list(map(bytes.rfind, lines, repeat(_PREV_KEY), repeat(0), seqs))
+        if -1 in prevs:
+            return None
+        hex_starts = list(map(add, prevs, repeat(_HEX_START)))
+        hex_ends = list(map(add, prevs, repeat(_HEX_END)))
+        hexes = b"".join(map(_slice_of, lines, map(slice, hex_starts, hex_ends)))
+        if len(hexes) != 64 * n or hexes[64:] != binascii.hexlify(links):
+            return None
+        head_prev = hexes[:64]
+        if first_prev is not None and head_prev != first_prev:
+            return None
+        if _HEX64.fullmatch(head_prev) is None:
+            return None
+        keys = list(
+            zip(
+                map(_slice_of, lines, map(slice, prevs)),
+                map(_slice_of, lines, map(slice, hex_ends, seqs)),
+                strict=True,
+            )
+        )
+        if len(self._shapes) > _MAX_SHAPES:
+            self._shapes.clear()
+        flags = list(map(self._shapes.get, keys))
+        learned: dict[int, dict[str, Any]] = {}
+        if None in flags:
+            unknown: dict[tuple[bytes, bytes], int] = {}
+            for i, flag in enumerate(flags):
+                if flag is None:
+                    unknown.setdefault(keys[i], i)
+            if len(unknown) > n // _MISS_DIVISOR + 1:
+                self._skip = _SKIP_AFTER_MISS
+                return None
+            # The first line of each new shape is checked strictly and teaches the shape;
+            # the other lines of that shape are then confirmed by it.
+            for key, i in unknown.items():
+                fields = self._learn(lines[i], first_seq + i, hexes[64 * i : 64 * i + 64], key)
+                if fields is None:
+                    return None
+                learned[i] = fields
+            flags = list(map(self._shapes.__getitem__, keys))
+        shares: list[dict[str, Any]] = []
+        if True in flags:
+            for i, flag in enumerate(flags):
+                if flag:
+                    shares.append(learned[i] if i in learned else json.loads(lines[i]))
+        return head_prev.decode("ascii"), shares
+
+    def _learn(
+        self, raw: bytes, seq: int, prev: bytes, key: tuple[bytes, bytes]
+    ) -> dict[str, Any] | None:
+        """Check one line strictly; learn its shape if it passes, else return None."""
+        try:
+            fields = dict(parse_entry(raw).fields)
+        except LedgerError:
+            return None
+        if fields["seq"] != seq or fields["node"] != self.node or fields["prev"] != prev.decode():
+            return None
+        head, mid = key
+        # The key was cut from this line; it must put it back together exactly.
+        if head + _PREV_KEY + prev + mid != raw[: raw.rfind(_SEQ_KEY, -_TAIL_WINDOW)]:
+            return None
+        self._shapes[key] = fields["event"] in _SHARE_EVENTS
+        return fields
+
+
+def _seq_text(first: int, n: int) -> bytes:
+    return "\n".join(map(str, range(first, first + n))).encode("ascii")
