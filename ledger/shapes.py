@@ -40,8 +40,8 @@ import binascii
 import json
 import re
 from collections.abc import Sequence
-from itertools import repeat
-from operator import add
+from itertools import compress, repeat
+from operator import add, and_, itemgetter, not_
 from typing import Any
 
 from ledger.entry import parse_entry
@@ -68,6 +68,13 @@ _MISS_DIVISOR = 4
 _SKIP_AFTER_MISS = 8
 
 _slice_of = bytes.__getitem__
+#: A shape in the offset index: heads and mids as 1-tuples for bytes.startswith.
+_Indexed = tuple[tuple[bytes, ...], tuple[bytes, ...], bool]
+#: Empty tuples make bytes.startswith False whatever the line holds.
+_NO_SHAPE: _Indexed = ((), (), False)
+_HEADS = itemgetter(0)
+_MIDS = itemgetter(1)
+_SHARE = itemgetter(2)
 
 
 class ShapeCache:
@@ -77,6 +84,8 @@ class ShapeCache:
         self.node = node
         # (head, mid) -> True for share events (whose fields the caller needs), else False.
         self._shapes: dict[tuple[bytes, bytes], bool] = {}
+        # (offset of prev, offset of seq) -> the one shape with those offsets, or _NO_SHAPE.
+        self._by_length: dict[tuple[int, int], _Indexed] = {}
         self._skip = 0
 
     def check_batch(
@@ -117,33 +126,44 @@ class ShapeCache:
             return None
         if _HEX64.fullmatch(head_prev) is None:
             return None
-        keys = list(
-            zip(
-                map(_slice_of, lines, map(slice, prevs)),
-                map(_slice_of, lines, map(slice, hex_ends, seqs)),
-                strict=True,
-            )
-        )
         if len(self._shapes) > _MAX_SHAPES:
             self._shapes.clear()
-        flags = list(map(self._shapes.get, keys))
+            self._by_length.clear()
+        # Most lines are confirmed without copying their head: the shape indexed by
+        # the line's (prev, seq) offsets is compared in place with startswith.
+        candidates = list(
+            map(self._by_length.get, zip(prevs, seqs, strict=True), repeat(_NO_SHAPE))
+        )
+        hits = list(
+            map(
+                and_,
+                map(bytes.startswith, lines, map(_HEADS, candidates)),
+                map(bytes.startswith, lines, map(_MIDS, candidates), hex_ends),
+            )
+        )
+        flags: list[bool | None] = list(map(_SHARE, candidates))
         learned: dict[int, dict[str, Any]] = {}
-        if None in flags:
+        if False in hits:
+            # The rest are looked up by their exact (head, mid); a new shape is checked
+            # strictly on its first line and then confirms its other lines.
             unknown: dict[tuple[bytes, bytes], int] = {}
-            for i, flag in enumerate(flags):
-                if flag is None:
-                    unknown.setdefault(keys[i], i)
+            keys: dict[int, tuple[bytes, bytes]] = {}
+            for i in compress(range(n), map(not_, hits)):
+                line, p = lines[i], prevs[i]
+                key = keys[i] = (line[:p], line[p + _HEX_END : seqs[i]])
+                flags[i] = self._shapes.get(key)
+                if flags[i] is None:
+                    unknown.setdefault(key, i)
             if len(unknown) > n // _MISS_DIVISOR + 1:
                 self._skip = _SKIP_AFTER_MISS
                 return None
-            # The first line of each new shape is checked strictly and teaches the shape;
-            # the other lines of that shape are then confirmed by it.
             for key, i in unknown.items():
                 fields = self._learn(lines[i], first_seq + i, hexes[64 * i : 64 * i + 64], key)
                 if fields is None:
                     return None
                 learned[i] = fields
-            flags = list(map(self._shapes.__getitem__, keys))
+            for i, key in keys.items():
+                flags[i] = self._shapes[key]
         shares: list[dict[str, Any]] = []
         if True in flags:
             for i, flag in enumerate(flags):
@@ -165,7 +185,17 @@ class ShapeCache:
         # The key was cut from this line; it must put it back together exactly.
         if head + _PREV_KEY + prev + mid != raw[: raw.rfind(_SEQ_KEY, -_TAIL_WINDOW)]:
             return None
-        self._shapes[key] = fields["event"] in _SHARE_EVENTS
+        share = fields["event"] in _SHARE_EVENTS
+        self._shapes[key] = share
+        where = (len(head), len(head) + _HEX_END + len(mid))
+        # Two shapes at the same offsets make the in-place comparison ambiguous;
+        # their lines then always take the exact lookup.
+        known = self._by_length.get(where)
+        self._by_length[where] = (
+            ((head,), (mid,), share)
+            if known is None or known == ((head,), (mid,), share)
+            else _NO_SHAPE
+        )
         return fields
 
 
