@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from node.admin.client import invoke
 
@@ -80,10 +87,12 @@ def _fetch(args: argparse.Namespace) -> int:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
+        TaskProgressColumn(),
         TextColumn("{task.fields[rows]:>12,} rows"),
         TextColumn("{task.fields[mb]:>9.1f} MB"),
         TextColumn("{task.fields[rate]:>8.1f} MB/s"),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     ) as progress:
@@ -92,16 +101,26 @@ def _fetch(args: argparse.Namespace) -> int:
         )
 
         def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "header" and event.get("rows_expected"):
+                # The provider's estimate, for the bar only; the trailer's count is checked.
+                progress.update(task, total=event["rows_expected"])
             if event.get("event") == "progress":
                 progress.update(
                     task,
+                    completed=event["rows"],
                     rows=event["rows"],
                     mb=event["bytes"] / 1e6,
                     rate=event["bytes_per_second"] / 1e6,
                 )
 
         result = invoke(args.home, "share.fetch", request, on_event=on_event)
-        progress.update(task, total=1, completed=1, rows=result["rows"], mb=result["bytes"] / 1e6)
+        progress.update(
+            task,
+            total=result["rows"] or 1,
+            completed=result["rows"] or 1,
+            rows=result["rows"],
+            mb=result["bytes"] / 1e6,
+        )
     print(
         f"{result['rows']:,} rows in {result['chunks']} chunks -> {result['path']} "
         f"({result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s)\n"

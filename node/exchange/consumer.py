@@ -218,6 +218,7 @@ def fetch_share(
                             "event": "header",
                             "share_id": opened.share_id.hex(),
                             "columns": opened.schema.names,
+                            "rows_expected": opened.rows_hint,
                         }
                     )
             elif kind == "chunk":

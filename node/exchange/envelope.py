@@ -251,6 +251,7 @@ class Header:
     created: int
     expires: int
     compression: str
+    rows_hint: int
     wrapped_key: bytes
     schema_bytes: bytes
     signature: bytes
@@ -283,6 +284,7 @@ def _header_body(
     created: int,
     expires: int,
     compression: str,
+    rows_hint: int,
     wrapped_key: bytes,
     schema_bytes: bytes,
 ) -> bytes:
@@ -301,6 +303,7 @@ def _header_body(
             _U64.pack(created),
             _U64.pack(expires),
             bytes([COMPRESSIONS[compression]]),
+            _U64.pack(rows_hint),
             struct.pack(">H", len(wrapped_key)),
             wrapped_key,
             struct.pack(">I", len(schema_bytes)),
@@ -336,6 +339,7 @@ def parse_header(frame: bytes) -> Header:
     compression = _COMPRESSION_NAMES.get(code)
     if compression is None:
         raise MalformedEnvelopeError(f"header names unknown compression 0x{code:02x}")
+    rows_hint = r.uint(8, "rows hint")
     wrapped_key = r.take(r.uint(2, "wrapped key length"), "wrapped key")
     schema_len = r.uint(4, "schema length")
     if schema_len > MAX_SCHEMA_LEN:
@@ -352,6 +356,7 @@ def parse_header(frame: bytes) -> Header:
         created=created,
         expires=expires,
         compression=compression,
+        rows_hint=rows_hint,
         wrapped_key=wrapped_key,
         schema_bytes=schema_bytes,
         signature=signature,
@@ -555,8 +560,13 @@ class EnvelopeSealer:
         wrapped_key: bytes | None = None,
         chunk_limit: int = MAX_CHUNK_PLAINTEXT,
         compression: str = "zstd",
+        rows_hint: int = 0,
     ) -> None:
         """Build the header.
+
+        ``rows_hint`` is the number of rows the sender expects to send (0 if
+        unknown). It only lets the recipient show progress; the signed
+        trailer's row count is what the share is checked against.
 
         ``share_id``, ``content_key`` and ``wrapped_key`` are drawn fresh when
         omitted; fixing them is for test vectors only, since HPKE encapsulation
@@ -596,6 +606,7 @@ class EnvelopeSealer:
             created=created,
             expires=created + ttl_seconds,
             compression=compression,
+            rows_hint=rows_hint,
             wrapped_key=wrapped_key,
             schema_bytes=schema.serialize().to_pybytes(),
         )

@@ -116,6 +116,7 @@ def stream_share(
         dataset=signed.dataset,
         schema=scan.schema,
         compression=compression,
+        rows_hint=scan.info.rows,
     )
     shared = scan.schema.names
 

@@ -78,6 +78,7 @@ def build(name: str, wrapped_key: bytes) -> dict[str, Any]:
         wrapped_key=wrapped_key,
         chunk_limit=case["chunk_limit"],
         compression=case["compression"],
+        rows_hint=case["rows"],
     )
     chunks = [frame for batch in data.to_batches() for frame in sealer.add(batch)]
     final, trailer = sealer.finish()

@@ -553,11 +553,26 @@ def test_well_formed_hostile_body_opens() -> None:
 def test_unknown_header_compression_is_malformed() -> None:
     header = bytearray(seal(TABLE)[0])
     parsed = env.parse_header(bytes(header))
-    offset = header.index(parsed.wrapped_key) - 3  # the byte before wrapped_len
+    offset = header.index(parsed.wrapped_key) - 11  # before rows_hint and wrapped_len
     assert header[offset] == env.COMPRESSIONS["zstd"]
     header[offset] = 0x07
     with pytest.raises(MalformedEnvelopeError, match="unknown compression 0x07"):
         env.parse_header(bytes(header))
+
+
+def test_rows_hint_round_trips_and_is_only_a_hint() -> None:
+    data = vectors.table(120)
+    assert env.parse_header(seal(data)[0]).rows_hint == 0
+    sealer = env.EnvelopeSealer(
+        signing_key=SENDER, sender="health", recipient="statistics",
+        recipient_hpke_public=RECIPIENT.public_bytes, agreement="agr-1", dataset="visits",
+        schema=data.schema, now=NOW, rows_hint=10**6,
+    )  # fmt: skip
+    frames = [f for b in data.to_batches() for f in sealer.add(b)]
+    final, trailer = sealer.finish()
+    assert env.parse_header(sealer.header).rows_hint == 10**6
+    # A wrong estimate does not fail the share: the trailer's count is what is checked.
+    assert open_all(sealer.header, [*frames, final], trailer).num_rows == 120
 
 
 def test_sealer_refuses_an_unknown_compression() -> None:
