@@ -324,8 +324,9 @@ def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Pa
         cpu = [cpu_seconds(p) - b for p, b in zip(nodes.pids, cpu_before, strict=True)]
         assert result["rows"] == SCALE_ROWS
         print(
-            f"  to {suffix}: {result['bytes'] / 1e9:.2f} GB on the wire in {seconds:.1f}s = "
-            f"{result['bytes'] / seconds / 1e6:.0f} MB/s; CPU s/GB sender "
+            f"  to {suffix}: {arrow_bytes / 1e9:.2f} GB of Arrow data in {seconds:.1f}s = "
+            f"{arrow_bytes / seconds / 1e6:.0f} MB/s ({result['bytes'] / 1e9:.2f} GB on the "
+            f"wire); CPU s/GB sender "
             f"{cpu[0] / arrow_bytes * 1e9:.2f}, receiver {cpu[1] / arrow_bytes * 1e9:.2f}\n"
             f"    receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
             f"growth {(peak - before) / 2**20:.0f} MiB (chunk 4 MiB; table "
