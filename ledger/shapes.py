@@ -65,6 +65,7 @@ _MAX_SHAPES = 1 << 16
 #: A batch with more new shapes than this fraction of its lines goes to the strict path,
 #: and the next few batches skip the shape check (a log of unique entries gains nothing).
 _MISS_DIVISOR = 4
+_MISS_SLACK = 16
 _SKIP_AFTER_MISS = 8
 
 _slice_of = bytes.__getitem__
@@ -154,7 +155,7 @@ class ShapeCache:
                 flags[i] = self._shapes.get(key)
                 if flags[i] is None:
                     unknown.setdefault(key, i)
-            if len(unknown) > n // _MISS_DIVISOR + 1:
+            if len(unknown) > n // _MISS_DIVISOR + _MISS_SLACK:
                 self._skip = _SKIP_AFTER_MISS
                 return None
             for key, i in unknown.items():
