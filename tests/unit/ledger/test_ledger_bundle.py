@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -203,7 +204,7 @@ def _note(bundle: Path, size: int) -> Path:
 
 def test_checkpoint_tampering(two_bundles: tuple[Path, Path], tmp_path: Path) -> None:
     a, _ = two_bundles
-    cases = {
+    cases: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         "size": (
             lambda t: t.replace(b"\n20\n", b"\n19\n"),
             r"checkpoint size 20: .*signature .* does not verify",

@@ -158,7 +158,7 @@ EDITS = [
     (b'"purpose":null', b'"purpose":nulL'),
     (b'"code":0', b'"code":x'),
     (b"operator", b"operat\x01r"),
-    (b'"peer":"beta"', b'"peer":"bet\x7f"'),
+    (b'"peer":"beta"', b'"peer":"be\\a"'),
     (b"{", b"{ "),
     (b"}", b"} "),
     (b"}", b"}\x00"),
@@ -245,7 +245,7 @@ SAME_LENGTH = [
     (0, b"operator", b"operat\x01r"),
     (0, b'"v":1}', b'"v":2}'),
     (1, b'"code":0', b'"code":x'),
-    (1, b'"peer":"beta"', b'"peer":"bet\x7f"'),
+    (1, b'"peer":"beta"', b'"peer":"be\\a"'),
     (3, b'"purpose":"p"', b'"purpose":"\x00"'),
 ]
 

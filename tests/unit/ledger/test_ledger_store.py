@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ ORIGIN = "fednode/testfed/alpha"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LedgerStore:
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
     s = LedgerStore(tmp_path / "ledger.db", "alpha")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
