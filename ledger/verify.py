@@ -68,7 +68,7 @@ _BATCH = 4096
 _CHUNK = 4096
 _PARALLEL_MIN = 50_000
 _MAX_WORKERS = 8
-_RANGES_PER_WORKER = 2
+_RANGES_PER_WORKER = 8
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
 #: The unbound digest method of a SHA-256 object, for map().
 _DIGEST: Any = type(hashlib.sha256()).digest
@@ -437,13 +437,13 @@ def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
     return _check_range(lines, first_seq, node, where, shapes)
 
 
-def _ranges(data: bytes, pieces: int) -> list[tuple[int, int, int]]:
+def _ranges(data: bytes, pieces: int) -> Iterator[tuple[int, int, int]]:
     """Cut entries.jsonl into about ``pieces`` ranges of whole runs: (start, end, first seq).
 
     Each cut is moved back to the start of a run (a line index that is a
-    multiple of ``_CHUNK``), found by counting newlines up to it.
+    multiple of ``_CHUNK``), found by counting newlines up to it. A generator,
+    so the first ranges are being checked while the rest are counted.
     """
-    ranges = []
     start, start_line = 0, 0
     counted, counted_to = 0, 0
     for k in range(1, pieces):
@@ -457,10 +457,9 @@ def _ranges(data: bytes, pieces: int) -> list[tuple[int, int, int]]:
         pos = cut
         for _ in range(counted - line + 1):
             pos = data.rfind(b"\n", 0, pos)
-        ranges.append((start, pos + 1, start_line))
+        yield start, pos + 1, start_line
         start, start_line = pos + 1, line
-    ranges.append((start, len(data), start_line))
-    return ranges
+    yield start, len(data), start_line
 
 
 def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int) -> bool:
@@ -621,33 +620,60 @@ def _load_entries(
     files: _Files, manifest: dict[str, Any]
 ) -> tuple[int, list[bytes], list[dict[str, Any]]]:
     """Check every entry; return the count, the tree levels and the share entries."""
-    global _SHARED  # noqa: PLW0603 -- read by forked workers, see _SHARED
     where = str(files.path)
     data = files.require("entries.jsonl")
     if data and not data.endswith(b"\n"):
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
     node = manifest["node"]
-    count = data.count(b"\n")
+    # The manifest's size only picks the strategy; the entries are counted below.
+    size = manifest["size"]
+    parts, kept = _check_ranges(data, node, where, size)
+    count = sum(len(levels[0]) for levels in parts) // HASH_SIZE
+    if count != size:
+        raise _fail(
+            f"{where}: entries.jsonl",
+            f"holds {count} entries, the manifest says {size}",
+        )
+    return count, _complete_levels(_concat_levels(parts)), kept
+
+
+def _check_ranges(
+    data: bytes, node: str, where: str, size: int
+) -> tuple[list[list[bytes]], list[dict[str, Any]]]:
+    """Check entries.jsonl range by range, in worker processes for a large log.
+
+    Returns each range's tree levels and the share entries.
+
+    Raises:
+        VerificationError: the first bad entry.
+    """
+    global _SHARED  # noqa: PLW0603 -- read by forked workers, see _SHARED
     workers = min(os.cpu_count() or 1, _MAX_WORKERS)
-    results: Iterator[_RangeResult]
+    parallel = size >= _PARALLEL_MIN and workers > 1 and "fork" in get_all_start_methods()
     pool: ProcessPoolExecutor | None = None
-    if count >= _PARALLEL_MIN and workers > 1 and "fork" in get_all_start_methods():
-        # Entry checks are pure CPU; processes sidestep the GIL. Forked workers
-        # inherit the file's bytes, so a task is three integers and a result
-        # is the range's tree levels as a few byte strings. A few ranges per
-        # worker even out the load. Results come back in seq order, so the
-        # first error raised is the first violation.
-        ranges = _ranges(data, workers * _RANGES_PER_WORKER)
-        _SHARED = (data, node, where)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
-        results = pool.map(_check_shared_range, ranges)
-    else:
-        ranges = [(0, len(data), 0)]
-        lines = data.split(b"\n")[:-1]
-        results = iter([_check_range(lines, 0, node, where, ShapeCache(node))])
     parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
     try:
+        ranges: list[tuple[int, int, int]] = []
+        results: Iterator[_RangeResult]
+        if parallel:
+            # Entry checks are pure CPU; processes sidestep the GIL. Forked
+            # workers inherit the file's bytes, so a task is three integers and
+            # a result is the range's tree levels as a few byte strings.
+            # Several ranges per worker even out the load when a core is busy
+            # with something else. Results are read in seq order, so the first
+            # error raised is the first violation.
+            _SHARED = (data, node, where)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+            futures = []
+            for task in _ranges(data, workers * _RANGES_PER_WORKER):
+                ranges.append(task)
+                futures.append(pool.submit(_check_shared_range, task))
+            results = (future.result() for future in futures)
+        else:
+            ranges.append((0, len(data), 0))
+            lines = data.split(b"\n")[:-1]
+            results = iter([_check_range(lines, 0, node, where, ShapeCache(node))])
         for (_, _, first_seq), (levels, first_prev, shares, error) in zip(
             ranges, results, strict=True
         ):
@@ -664,12 +690,7 @@ def _load_entries(
         _SHARED = None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    if count != manifest["size"]:
-        raise _fail(
-            f"{where}: entries.jsonl",
-            f"holds {count} entries, the manifest says {manifest['size']}",
-        )
-    return count, _complete_levels(_concat_levels(parts)), kept
+    return parts, kept
 
 
 def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
