@@ -9,15 +9,17 @@ three values::
     mid   = bytes after the 64 hex digits of prev, up to the top-level ',"seq":'
     entry = head + '"prev":"' + <64 hex> + mid + ',"seq":' S ',"time":' T ',"v":1}'
 
-A shape is learned only from an entry the strict parser
-(:func:`ledger.entry.parse_entry`) has just accepted, recorded by this cache's
-node. Any line made of a learned ``(head, mid)``, 64 lower-case hex digits
-and a tail whose ``seq`` and ``time`` are canonical non-negative integers of
-at most 15 digits is then the canonical encoding of that accepted entry with
-only those three members changed, and so is accepted by the strict parser
-too: the members stay in the same order, each new value is in canonical
-form, and the types the schema asks for (64 lower-case hex digits; safe
-non-negative integers) hold.
+A shape is learned only from an entry that passes the strict checks, recorded
+by this cache's node: canonical form (a C parse and re-encode that must give
+the same bytes, see :func:`_parse_lines`) and the entry schema
+(:func:`ledger.entry.validate_fields`), which is what
+:func:`ledger.entry.parse_entry` checks. Any line made of a learned head and
+mid, 64 lower-case hex digits and a tail whose ``seq`` and ``time`` are
+canonical non-negative integers of at most 15 digits is then the canonical
+encoding of that accepted entry with only those three members changed, and so
+is accepted by the strict parser too: the members stay in the same order, each
+new value is in canonical form, and the types the schema asks for (64
+lower-case hex digits; safe non-negative integers) hold.
 
 Why the split finds the top-level members: ``,"seq":`` is searched only in a
 line's last 60 bytes, and in a valid entry nothing after the top-level
@@ -26,6 +28,11 @@ bytes ``"prev":"`` can only be a key and the start of its string value;
 after the top-level ``prev`` come only ``purpose`` (a string or null),
 ``sensitive`` (a list of strings) and integers, none of which can hold a
 key, so the last ``"prev":"`` before ``seq`` is the top-level one.
+
+The offsets index (``(len(head), offset of seq)`` -> shape) lets most lines be
+compared in place with ``bytes.startswith`` instead of copying their head;
+two shapes at the same offsets make that index entry ambiguous, and their
+lines are then looked up by their exact ``(head, mid)``.
 
 Invariant: :meth:`ShapeCache.check_batch` accepts a batch only if the strict
 path would accept every entry in it (canonical form, schema, ``seq`` equal to
@@ -44,7 +51,8 @@ from itertools import compress, repeat
 from operator import add, and_, itemgetter, not_
 from typing import Any
 
-from ledger.entry import parse_entry
+from ledger.canonical import MAX_SAFE_INTEGER
+from ledger.entry import validate_fields
 from ledger.errors import LedgerError
 
 __all__ = ["ShapeCache"]
@@ -59,6 +67,10 @@ _HEX_END = _HEX_START + 64
 _TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(?:0|[1-9][0-9]{0,14}),"v":1\}\n')
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+_FOUR_BYTE = re.compile(rb"[\xf0-\xf4]")
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+)
 #: Shapes kept per node before the cache starts over (bounded memory for logs of
 #: unique entries, such as share records with their unique ids).
 _MAX_SHAPES = 1 << 16
@@ -158,9 +170,13 @@ class ShapeCache:
             if len(unknown) > n // _MISS_DIVISOR + _MISS_SLACK:
                 self._skip = _SKIP_AFTER_MISS
                 return None
-            for key, i in unknown.items():
-                fields = self._learn(lines[i], first_seq + i, hexes[64 * i : 64 * i + 64], key)
-                if fields is None:
+            first_lines = sorted(unknown.values())
+            parsed = _parse_lines([lines[i] for i in first_lines])
+            if parsed is None:
+                return None
+            for i, fields in zip(first_lines, parsed, strict=True):
+                prev = hexes[64 * i : 64 * i + 64]
+                if not self._learn(lines[i], fields, first_seq + i, prev, keys[i]):
                     return None
                 learned[i] = fields
             for i, key in keys.items():
@@ -173,19 +189,21 @@ class ShapeCache:
         return head_prev.decode("ascii"), shares
 
     def _learn(
-        self, raw: bytes, seq: int, prev: bytes, key: tuple[bytes, bytes]
-    ) -> dict[str, Any] | None:
-        """Check one line strictly; learn its shape if it passes, else return None."""
+        self, raw: bytes, fields: Any, seq: int, prev: bytes, key: tuple[bytes, bytes]
+    ) -> bool:
+        """Check one parsed canonical line against the schema; learn its shape if it passes."""
+        if type(fields) is not dict:
+            return False
         try:
-            fields = dict(parse_entry(raw).fields)
+            validate_fields(fields)
         except LedgerError:
-            return None
+            return False
         if fields["seq"] != seq or fields["node"] != self.node or fields["prev"] != prev.decode():
-            return None
+            return False
         head, mid = key
         # The key was cut from this line; it must put it back together exactly.
         if head + _PREV_KEY + prev + mid != raw[: raw.rfind(_SEQ_KEY, -_TAIL_WINDOW)]:
-            return None
+            return False
         share = fields["event"] in _SHARE_EVENTS
         self._shapes[key] = share
         where = (len(head), len(head) + _HEX_END + len(mid))
@@ -197,7 +215,45 @@ class ShapeCache:
             if known is None or known == ((head,), (mid,), share)
             else _NO_SHAPE
         )
-        return fields
+        return True
+
+
+def _parse_lines(lines: list[bytes]) -> list[Any] | None:
+    """Parse lines that are each canonical JSON, or return None ("look closer").
+
+    The C parser reads them as one array and the C encoder writes it back:
+    equal bytes prove every line canonical. Re-encoding drops whitespace,
+    duplicate keys, non-shortest escapes and "-0", so each of them changes
+    the bytes; floats and integers beyond +-(2**53-1) are refused while
+    parsing; invalid UTF-8 and lone surrogates fail to decode or encode. Keys
+    sort by code point here and by UTF-16 code units in RFC 8785, which agree
+    below U+10000, so lines with a 4-byte UTF-8 character are left to the
+    strict parser.
+    """
+    joined = b"[" + b",".join(lines) + b"]"
+    if not joined.isascii() and _FOUR_BYTE.search(joined) is not None:
+        return None
+    try:
+        parsed = json.loads(
+            joined, parse_float=_refuse, parse_constant=_refuse, parse_int=_safe_int
+        )
+        same = _ENCODER.encode(parsed).encode("utf-8") == joined
+    except (ValueError, UnicodeError, RecursionError):
+        return None
+    if not same or type(parsed) is not list or len(parsed) != len(lines):
+        return None
+    return parsed
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise ValueError(f"integer {text} is outside +-(2**53-1)")
+    return value
+
+
+def _refuse(text: str) -> Any:
+    raise ValueError(f"{text} is not allowed")
 
 
 def _seq_text(first: int, n: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -10,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.canonical import loads
+from ledger.canonical import dumps, loads
 from ledger.entry import GENESIS_PREV, parse_entry, prepare_entry
 from ledger.errors import LedgerError
-from ledger.shapes import ShapeCache
+from ledger.shapes import ShapeCache, _parse_lines
 
 #: Recorded events of a few shapes, as a log repeats them.
 EVENTS: list[tuple[dict[str, Any], frozenset[str]]] = [
@@ -261,3 +262,95 @@ def test_a_same_length_edit_of_a_learned_shape_is_refused(
     lines[1] = lines[1].replace(old, new)
     assert not _strict_ok(lines, 2, prev)
     assert cache.check_batch(lines, 2, prev.encode(), _links(lines)) is None
+
+
+JSON_TEXT = st.text(
+    alphabet=st.sampled_from(
+        ['"', "\\", "\n", "\x01", "\x7f", "A", "é", "\u2028", "\uff01", "\U0001f600"]
+    ),
+    max_size=4,
+)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**54), 2**54), JSON_TEXT, st.just(0.5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(JSON_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+#: Byte-level rewrites that keep JSON valid but (usually) not canonical.
+REWRITES = [
+    (b",", b" ,"),
+    (b":", b": "),
+    (b"A", b"\\u0041"),
+    (b"\\n", b"\\u000a"),
+    (b"\\u0001", b"\\u0001".upper()),
+    (b"0", b"-0"),
+    (b"0", b"0.0"),
+    (b"1", b"1e0"),
+    (b"{", b'{"a":1,"a":1,'),
+    (b"\xc3\xa9", b"\\u00e9"),
+    (b"\xc3\xa9", b"\xe9"),
+    (b'"', b"'"),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, st.data())
+def test_the_batch_parser_accepts_only_canonical_json(value: Any, data: st.DataObject) -> None:
+    try:
+        raw = dumps(value)
+    except LedgerError:
+        raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    old, new = data.draw(st.sampled_from([r for r in REWRITES if r[0] in raw] or [(b"", b"")]))
+    if old:
+        at = data.draw(st.integers(0, raw.count(old) - 1))
+        cut = -1
+        for _ in range(at + 1):
+            cut = raw.find(old, cut + 1)
+        raw = raw[:cut] + new + raw[cut + len(old) :]
+    try:
+        expected: Any = loads(raw)
+        canonical = True
+    except LedgerError:
+        canonical = False
+    parsed = _parse_lines([raw, b'{"k":[1]}'])
+    if parsed is not None:
+        assert canonical, raw
+        assert parsed == [expected, {"k": [1]}]
+    elif canonical:
+        # Only keys beyond U+FFFF are left to the strict parser.
+        assert max(raw.decode(), default="a") > "\uffff", raw
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"9007199254740992",
+        b"-9007199254740992",
+        b'{"a":[1,99999999999999999999]}',
+        b"1.0",
+        b"1e3",
+        b"-0",
+        b"NaN",
+        b'{"a":1,"a":1}',
+        b'{"b":1,"a":1}',
+        b'{"a": 1}',
+        b'"\\u0041"',
+        b'"\\/"',
+        b'"\\ud800"',
+        b'"\xff"',
+        b'"\xed\xa0\x80"',
+        b"1,2",
+        b"",
+        # In UTF-16 order U+1F600 (D83D DE00) sorts before U+FF01; by code point after.
+        '{"\uff01":1,"\U0001f600":2}'.encode(),
+        '{"\U0001f600":2,"\uff01":1}'.encode(),
+    ],
+)
+def test_the_batch_parser_refuses_or_defers_each_case(line: bytes) -> None:
+    assert _parse_lines([b"{}", line]) is None
+
+
+def test_the_batch_parser_keeps_the_largest_safe_integers() -> None:
+    parsed = _parse_lines([b"9007199254740991", b"-9007199254740991", b'{"a":"\\u001f"}'])
+    assert parsed == [2**53 - 1, -(2**53 - 1), {"a": "\x1f"}]
