@@ -8,6 +8,7 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -50,6 +51,22 @@ def sender_keys(dept: str) -> bytes:
     return ed25519_public_raw(SENDER)
 
 
+def make_sealer(schema: pa.Schema, **overrides: Any) -> env.EnvelopeSealer:
+    """A sealer from health to statistics at NOW; ``overrides`` replace any argument."""
+    args: dict[str, Any] = {
+        "signing_key": SENDER,
+        "sender": "health",
+        "recipient": "statistics",
+        "recipient_hpke_public": RECIPIENT.public_bytes,
+        "agreement": "agr-1",
+        "dataset": "visits",
+        "schema": schema,
+        "now": NOW,
+    }
+    args.update(overrides)
+    return env.EnvelopeSealer(**args)
+
+
 def seal(
     data: pa.Table,
     *,
@@ -60,16 +77,12 @@ def seal(
     ttl: int = 3600,
     compression: str = "zstd",
 ) -> tuple[bytes, list[bytes], bytes]:
-    sealer = env.EnvelopeSealer(
+    sealer = make_sealer(
+        data.schema,
         signing_key=key,
-        sender="health",
         recipient=recipient,
         recipient_hpke_public=hpke_public or RECIPIENT.public_bytes,
-        agreement="agr-1",
-        dataset="visits",
-        schema=data.schema,
         ttl_seconds=ttl,
-        now=NOW,
         chunk_limit=limit,
         compression=compression,
     )
@@ -134,15 +147,7 @@ def test_split_batch_refuses_a_row_larger_than_the_limit() -> None:
 def test_sealer_refuses_dictionary_columns() -> None:
     schema = pa.schema([("d", pa.dictionary(pa.int32(), pa.string()))])
     with pytest.raises(ExchangeError, match="dictionary-encoded"):
-        env.EnvelopeSealer(
-            signing_key=SENDER,
-            sender="health",
-            recipient="statistics",
-            recipient_hpke_public=RECIPIENT.public_bytes,
-            agreement="a",
-            dataset="d",
-            schema=schema,
-        )
+        make_sealer(schema)
 
 
 def _flip(data: bytes, index: int) -> bytes:
@@ -461,18 +466,7 @@ HOSTILE_KEY = bytes(range(32))
 
 
 def hostile_share(compression: str, body: bytes) -> tuple[bytes, list[bytes]]:
-    sealer = env.EnvelopeSealer(
-        signing_key=SENDER,
-        sender="health",
-        recipient="statistics",
-        recipient_hpke_public=RECIPIENT.public_bytes,
-        agreement="agr-1",
-        dataset="visits",
-        schema=TABLE.schema,
-        now=NOW,
-        content_key=HOSTILE_KEY,
-        compression=compression,
-    )
+    sealer = make_sealer(TABLE.schema, content_key=HOSTILE_KEY, compression=compression)
     aad = env.parse_header(sealer.header).digest
     sealed = AESGCM(HOSTILE_KEY).encrypt(env.chunk_nonce(0, True), body, aad)
     return sealer.header, [env.encode_chunk_frame(0, True, sealed)]
@@ -563,11 +557,7 @@ def test_unknown_header_compression_is_malformed() -> None:
 def test_rows_hint_round_trips_and_is_only_a_hint() -> None:
     data = vectors.table(120)
     assert env.parse_header(seal(data)[0]).rows_hint == 0
-    sealer = env.EnvelopeSealer(
-        signing_key=SENDER, sender="health", recipient="statistics",
-        recipient_hpke_public=RECIPIENT.public_bytes, agreement="agr-1", dataset="visits",
-        schema=data.schema, now=NOW, rows_hint=10**6,
-    )  # fmt: skip
+    sealer = make_sealer(data.schema, rows_hint=10**6)
     frames = [f for b in data.to_batches() for f in sealer.add(b)]
     final, trailer = sealer.finish()
     assert env.parse_header(sealer.header).rows_hint == 10**6
