@@ -49,6 +49,7 @@ __all__ = [
     "commitment",
     "encode_entry",
     "parse_entry",
+    "plain_fields",
     "prepare_entry",
     "validate_fields",
 ]
@@ -193,6 +194,38 @@ def validate_fields(fields: Mapping[str, Any]) -> None:
         and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns))
     ):
         raise _fail(fields, "columns must be a list of strings or null")
+
+
+def plain_fields(fields: dict[str, Any]) -> bool:
+    """Return True if ``fields`` is a well-formed v1 entry without commitments.
+
+    A fast subset of :func:`validate_fields` for the verifier: True means
+    :func:`validate_fields` accepts the fields; False means "look closer"
+    (commitments, or a violation that :func:`validate_fields` names).
+    """
+    f = fields
+    if f.keys() != ENTRY_FIELDS or type(f["v"]) is not int or f["v"] != ENTRY_VERSION:
+        return False
+    if type(f["sensitive"]) is not list or f["sensitive"]:
+        return False
+    seq, moment, node, detail = f["seq"], f["time"], f["node"], f["detail"]
+    if type(seq) is not int or type(moment) is not int or seq < 0 or moment < 0:
+        return False
+    if type(node) is not str or not 0 < len(node) <= _MAX_NAME or type(detail) is not dict:
+        return False
+    event, outcome, prev = f["event"], f["outcome"], f["prev"]
+    if type(event) is not str or type(outcome) is not str or type(prev) is not str:
+        return False
+    if len(event) > _MAX_NAME or len(outcome) > _MAX_NAME:
+        return False
+    if not _EVENT_RE.match(event) or not _OUTCOME_RE.match(outcome) or not _HEX64_RE.match(prev):
+        return False
+    for name in _OPTIONAL_STRINGS:
+        value = f[name]
+        if value is not None and type(value) is not str:
+            return False
+    columns = f["columns"]
+    return columns is None or (type(columns) is list and all(type(c) is str for c in columns))
 
 
 def encode_entry(fields: Mapping[str, Any]) -> bytes:

@@ -52,7 +52,7 @@ from operator import add, and_, itemgetter, not_
 from typing import Any
 
 from ledger.canonical import MAX_SAFE_INTEGER
-from ledger.entry import validate_fields
+from ledger.entry import plain_fields, validate_fields
 from ledger.errors import LedgerError
 
 __all__ = ["ShapeCache"]
@@ -81,13 +81,16 @@ _MISS_SLACK = 16
 _SKIP_AFTER_MISS = 8
 
 _slice_of = bytes.__getitem__
-#: A shape in the offset index: heads and mids as 1-tuples for bytes.startswith.
+#: A shape group in the offset index: its heads, its one mid (as a 1-tuple, for
+#: bytes.startswith), and whether any of them is a share event.
 _Indexed = tuple[tuple[bytes, ...], tuple[bytes, ...], bool]
 #: Empty tuples make bytes.startswith False whatever the line holds.
 _NO_SHAPE: _Indexed = ((), (), False)
 _HEADS = itemgetter(0)
 _MIDS = itemgetter(1)
 _SHARE = itemgetter(2)
+#: Heads per index entry: bytes.startswith tries them in turn.
+_MAX_HEADS = 16
 
 
 class ShapeCache:
@@ -183,9 +186,12 @@ class ShapeCache:
                 flags[i] = self._shapes[key]
         shares: list[dict[str, Any]] = []
         if True in flags:
+            # A flag means the line's shape, or another in its index entry, is a share.
             for i, flag in enumerate(flags):
                 if flag:
-                    shares.append(learned[i] if i in learned else json.loads(lines[i]))
+                    fields = learned[i] if i in learned else json.loads(lines[i])
+                    if fields["event"] in _SHARE_EVENTS:
+                        shares.append(fields)
         return head_prev.decode("ascii"), shares
 
     def _learn(
@@ -194,10 +200,11 @@ class ShapeCache:
         """Check one parsed canonical line against the schema; learn its shape if it passes."""
         if type(fields) is not dict:
             return False
-        try:
-            validate_fields(fields)
-        except LedgerError:
-            return False
+        if not plain_fields(fields):
+            try:
+                validate_fields(fields)
+            except LedgerError:
+                return False
         if fields["seq"] != seq or fields["node"] != self.node or fields["prev"] != prev.decode():
             return False
         head, mid = key
@@ -207,14 +214,15 @@ class ShapeCache:
         share = fields["event"] in _SHARE_EVENTS
         self._shapes[key] = share
         where = (len(head), len(head) + _HEX_END + len(mid))
-        # Two shapes at the same offsets make the in-place comparison ambiguous;
-        # their lines then always take the exact lookup.
-        known = self._by_length.get(where)
-        self._by_length[where] = (
-            ((head,), (mid,), share)
-            if known is None or known == ((head,), (mid,), share)
-            else _NO_SHAPE
-        )
+        # Shapes at the same offsets share an index entry when they share their
+        # mid: a line then matches one of the heads, and each (head, mid) pair
+        # was learned. Shapes with another mid make the entry ambiguous, and
+        # their lines always take the exact lookup.
+        heads, mids, shares = self._by_length.get(where, ((), (mid,), False))
+        if mids != (mid,):
+            self._by_length[where] = _NO_SHAPE
+        elif head not in heads and len(heads) < _MAX_HEADS:
+            self._by_length[where] = ((*heads, head), mids, shares or share)
         return True
 
 

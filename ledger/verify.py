@@ -53,7 +53,7 @@ from ledger.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, checkpoint_name
 from ledger.canonical import MAX_SAFE_INTEGER, dumps, loads
 from ledger.checkpoint import cosignatures, parse_note, verify_checkpoint
 from ledger.directory import DirectoryView, parse_directory
-from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, validate_fields
+from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, plain_fields, validate_fields
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consistency
 from ledger.scan import node_token, scan_batch
@@ -96,9 +96,6 @@ _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
 )
 _ASTRAL_RE = re.compile(rb"[\xf0-\xf4]")
-_OUTCOME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
-_EVENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\Z")
-_OPTIONAL = ("actor", "peer", "agreement", "dataset", "purpose", "digest")
 
 
 @dataclass
@@ -256,33 +253,10 @@ def _refuse(text: str) -> Any:
     raise ValueError(f"{text} is not allowed")
 
 
-def _common_shape(f: dict[str, Any]) -> bool:
-    """Return True if ``f`` is a plain v1 entry (no commitments); False means "look closer"."""
-    if f.keys() != ENTRY_FIELDS or f["v"] != 1 or type(f["v"]) is not int:
-        return False
-    if type(f["sensitive"]) is not list or f["sensitive"]:
-        return False
-    seq, moment, detail, event, outcome = f["seq"], f["time"], f["detail"], f["event"], f["outcome"]
-    if type(seq) is not int or type(moment) is not int or moment < 0 or type(detail) is not dict:
-        return False
-    if type(event) is not str or type(outcome) is not str:
-        return False
-    if not _EVENT_RE.match(event) or not _OUTCOME_RE.match(outcome):
-        return False
-    if len(event) > _MAX_NAME or len(outcome) > _MAX_NAME:
-        return False
-    for name in _OPTIONAL:
-        value = f[name]
-        if value is not None and type(value) is not str:
-            return False
-    columns = f["columns"]
-    return columns is None or _str_list(columns)
-
-
 def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where: str) -> None:
     # The common shape is checked inline; anything unusual (sensitive fields,
     # unexpected types) goes through the full validator for a precise message.
-    if not _common_shape(fields):
+    if not plain_fields(fields):
         try:
             validate_fields(fields)
         except EntryError as e:
@@ -298,10 +272,6 @@ def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where:
             f"{where}: entry seq {seq}",
             f"prev {fields['prev']} is not the leaf hash of entry seq {seq - 1} ({prev})",
         )
-
-
-def _str_list(value: Any) -> bool:
-    return type(value) is list and all(type(v) is str for v in value)
 
 
 def _pair_up(level: bytes) -> bytes:

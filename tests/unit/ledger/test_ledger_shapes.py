@@ -354,3 +354,27 @@ def test_the_batch_parser_refuses_or_defers_each_case(line: bytes) -> None:
 def test_the_batch_parser_keeps_the_largest_safe_integers() -> None:
     parsed = _parse_lines([b"9007199254740991", b"-9007199254740991", b'{"a":"\\u001f"}'])
     assert parsed == [2**53 - 1, -(2**53 - 1), {"a": "\x1f"}]
+
+
+def test_a_share_shape_sharing_offsets_with_another_is_returned_alone() -> None:
+    # "share.sent" and "share.seen" have the same length: one index entry holds both.
+    cache = ShapeCache("alpha")
+    fields: dict[str, Any] = {"peer": "beta", "detail": {"share_id": "s"}}
+    lines = [
+        prepare_entry("alpha", {**fields, "event": event}).render(i, TIME0, None)
+        for i, event in enumerate(["share.seen", "share.sent", "share.seen", "share.sent"])
+    ]
+    _relink(lines, 0)
+    confirmed = cache.check_batch(lines, 0, GENESIS_PREV.encode(), _links(lines))
+    assert confirmed is not None
+    assert [(s["seq"], s["event"]) for s in confirmed[1]] == [(1, "share.sent"), (3, "share.sent")]
+    prev = _leaf(lines[-1]).hex()
+    again = [
+        prepare_entry("alpha", {**fields, "event": event}).render(4 + i, TIME0, None)
+        for i, event in enumerate(["share.sent", "share.seen"])
+    ]
+    again[0] = again[0].replace(GENESIS_PREV.encode(), prev.encode())
+    _relink(again, 0)
+    confirmed = cache.check_batch(again, 4, prev.encode(), _links(again))
+    assert confirmed is not None
+    assert [s["seq"] for s in confirmed[1]] == [4]
