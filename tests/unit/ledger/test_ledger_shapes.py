@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.canonical import dumps, loads
-from ledger.entry import GENESIS_PREV, parse_entry, prepare_entry
+from ledger.entry import (
+    ENTRY_FIELDS,
+    GENESIS_PREV,
+    parse_entry,
+    plain_fields,
+    prepare_entry,
+    validate_fields,
+)
 from ledger.errors import LedgerError
 from ledger.shapes import ShapeCache, _parse_lines
 
@@ -378,3 +385,21 @@ def test_a_share_shape_sharing_offsets_with_another_is_returned_alone() -> None:
     confirmed = cache.check_batch(again, 4, prev.encode(), _links(again))
     assert confirmed is not None
     assert [s["seq"] for s in confirmed[1]] == [4]
+
+
+FIELD_VALUES: st.SearchStrategy[Any] = st.sampled_from(
+    [None, "", "x" * 129, "ok", "OK", "a.b", "a..b", 0, -1, True, 1.5, [], ["a"], [1], {}, "0" * 64]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ENTRY_FIELDS)), FIELD_VALUES, st.booleans())
+def test_plain_fields_is_a_subset_of_the_schema(name: str, value: Any, drop: bool) -> None:
+    fields = dict(loads(prepare_entry("alpha", {"event": "x.y"}).render(0, TIME0, None)))
+    assert plain_fields(fields)
+    if drop:
+        del fields[name]
+    else:
+        fields[name] = value
+    if plain_fields(fields):
+        validate_fields(fields)
