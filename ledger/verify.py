@@ -39,7 +39,7 @@ import os
 import re
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise, repeat
@@ -153,6 +153,13 @@ class _Files:
             return target.read_bytes() if target.is_file() else None
         except (OSError, zipfile.BadZipFile) as e:
             raise VerificationError(f"{self.path}: cannot read {name}: {e}") from e
+
+    def local(self, name: str) -> Path | None:
+        """Return the path of ``name`` in a bundle directory (None in a zip or if absent)."""
+        if self._zip is not None:
+            return None
+        target = self.path / name
+        return target if target.is_file() else None
 
     def require(self, name: str) -> bytes:
         data = self.read(name)
@@ -338,10 +345,11 @@ def _root_at(levels: list[bytes], size: int) -> bytes:
 #: entries, and the violation found in it (None when there is none).
 _RangeResult = tuple[list[bytes], str | None, list[dict[str, Any]], str | None]
 
-#: What worker processes read: the bundle's entries.jsonl bytes, node and name.
-#: Set in the parent just before the workers are forked, so nothing is pickled
-#: for them and they only read these pages (no copy-on-write).
-_SHARED: tuple[bytes, str, str] | None = None
+#: What worker processes read: the bundle's entries.jsonl (its bytes, or its
+#: path in a bundle directory, from which each worker reads its own ranges),
+#: node and name. Set in the parent just before the workers are forked, so
+#: nothing is pickled for them and they only read these pages (no copy-on-write).
+_SHARED: tuple[bytes | Path, str, str] | None = None
 #: Each worker process keeps the shapes it has learned across the ranges it checks.
 _WORKER_SHAPES: dict[str, ShapeCache] = {}
 
@@ -400,24 +408,29 @@ def _check_range(
 def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
     """Worker process: check the entries in bytes ``start:end`` of the shared entries.jsonl."""
     assert _SHARED is not None, "worker started without the shared entries"
-    data, node, where = _SHARED
+    source, node, where = _SHARED
     start, end, first_seq = task
-    lines = data[start:end].split(b"\n")[:-1]
+    lines = _read_range(source, start, end, where).split(b"\n")[:-1]
     shapes = _WORKER_SHAPES.setdefault(node, ShapeCache(node))
     return _check_range(lines, first_seq, node, where, shapes)
 
 
-def _ranges(data: bytes, pieces: int) -> Iterator[tuple[int, int, int]]:
+def _ranges(
+    data: bytes | bytearray, pieces: int, fill: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, int, int]]:
     """Cut entries.jsonl into about ``pieces`` ranges of whole runs: (start, end, first seq).
 
     Each cut is moved back to the start of a run (a line index that is a
     multiple of ``_CHUNK``), found by counting newlines up to it. A generator,
-    so the first ranges are being checked while the rest are counted.
+    so the first ranges are being checked while the rest are counted;
+    ``fill(end)``, when given, is called to make ``data[:end]`` valid first.
     """
     start, start_line = 0, 0
     counted, counted_to = 0, 0
     for k in range(1, pieces):
         cut = len(data) * k // pieces
+        if fill is not None:
+            fill(cut)
         counted += data.count(b"\n", counted_to, cut)
         counted_to = cut
         line = counted // _CHUNK * _CHUNK
@@ -591,13 +604,22 @@ def _load_entries(
 ) -> tuple[int, list[bytes], list[dict[str, Any]]]:
     """Check every entry; return the count, the tree levels and the share entries."""
     where = str(files.path)
-    data = files.require("entries.jsonl")
-    if data and not data.endswith(b"\n"):
-        raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
     node = manifest["node"]
     # The manifest's size only picks the strategy; the entries are counted below.
     size = manifest["size"]
-    parts, kept = _check_ranges(data, node, where, size)
+    path = files.local("entries.jsonl")
+    source: bytes | Path
+    if path is not None and _parallel(size):
+        # Workers read their own ranges from the file while this process is
+        # still counting lines to cut the next ones.
+        source = path
+        last = _last_byte(path, where)
+    else:
+        source = files.require("entries.jsonl")
+        last = source[-1:]
+    if last and last != b"\n":
+        raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
+    parts, kept = _check_ranges(source, node, where, size)
     count = sum(len(levels[0]) for levels in parts) // HASH_SIZE
     if count != size:
         raise _fail(
@@ -607,8 +629,60 @@ def _load_entries(
     return count, _complete_levels(_concat_levels(parts)), kept
 
 
+def _parallel(size: int) -> bool:
+    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+    return size >= _PARALLEL_MIN and workers > 1 and "fork" in get_all_start_methods()
+
+
+def _last_byte(path: Path, where: str) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return b""
+            f.seek(-1, os.SEEK_END)
+            return f.read(1)
+    except OSError as e:
+        raise VerificationError(f"{where}: cannot read entries.jsonl: {e}") from e
+
+
+def _read_range(source: bytes | Path, start: int, end: int, where: str) -> bytes:
+    if isinstance(source, bytes):
+        return source[start:end]
+    try:
+        with source.open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+    except OSError as e:
+        raise VerificationError(f"{where}: cannot read entries.jsonl: {e}") from e
+
+
+class _Filler:
+    """Read a file into a buffer piece by piece, as the range cutter reaches each piece."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        self.buffer = bytearray(os.fstat(self._file.fileno()).st_size)
+        self._view = memoryview(self.buffer)
+        self._filled = 0
+
+    def __call__(self, end: int) -> None:
+        while self._filled < end:
+            got = self._file.readinto(self._view[self._filled : end])
+            if not got:
+                # The file shrank: the rest stays zeros; the workers' own
+                # reads then disagree with the cuts, which fails verification.
+                self._filled = end
+                break
+            self._filled += got
+
+    def close(self) -> None:
+        self._view.release()
+        self._file.close()
+
+
 def _check_ranges(
-    data: bytes, node: str, where: str, size: int
+    source: bytes | Path, node: str, where: str, size: int
 ) -> tuple[list[list[bytes]], list[dict[str, Any]]]:
     """Check entries.jsonl range by range, in worker processes for a large log.
 
@@ -619,8 +693,9 @@ def _check_ranges(
     """
     global _SHARED  # noqa: PLW0603 -- read by forked workers, see _SHARED
     workers = min(os.cpu_count() or 1, _MAX_WORKERS)
-    parallel = size >= _PARALLEL_MIN and workers > 1 and "fork" in get_all_start_methods()
+    parallel = _parallel(size)
     pool: ProcessPoolExecutor | None = None
+    filler: _Filler | None = None
     parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
     try:
@@ -633,16 +708,23 @@ def _check_ranges(
             # Several ranges per worker even out the load when a core is busy
             # with something else. Results are read in seq order, so the first
             # error raised is the first violation.
-            _SHARED = (data, node, where)
+            data: bytes | bytearray
+            if isinstance(source, Path):
+                filler = _Filler(source)
+                data = filler.buffer
+            else:
+                data = source
+            _SHARED = (source, node, where)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
             futures = []
-            for task in _ranges(data, workers * _RANGES_PER_WORKER):
+            for task in _ranges(data, workers * _RANGES_PER_WORKER, filler):
                 ranges.append(task)
                 futures.append(pool.submit(_check_shared_range, task))
             results = (future.result() for future in futures)
         else:
-            ranges.append((0, len(data), 0))
-            lines = data.split(b"\n")[:-1]
+            whole = source if isinstance(source, bytes) else source.read_bytes()
+            ranges.append((0, len(whole), 0))
+            lines = whole.split(b"\n")[:-1]
             results = iter([_check_range(lines, 0, node, where, ShapeCache(node))])
         for (_, _, first_seq), (levels, first_prev, shares, error) in zip(
             ranges, results, strict=True
@@ -660,6 +742,8 @@ def _check_ranges(
         _SHARED = None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if filler is not None:
+            filler.close()
     return parts, kept
 
 

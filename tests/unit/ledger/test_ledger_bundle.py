@@ -437,3 +437,42 @@ def test_erasure_keeps_the_bundle_verifiable(federation: Federation, tmp_path: P
     assert (before / "entries.jsonl").read_bytes() == (after / "entries.jsonl").read_bytes()
     assert b"Jane" not in (after / "entries.jsonl").read_bytes()
     assert verify_bundle([after]).bundles[0].published_size == 4
+
+
+@pytest.mark.parametrize("kind", ["directory", "zip"])
+def test_worker_processes_verify_and_catch_what_the_serial_path_catches(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import ledger.verify as verify_module
+
+    # Many small runs and ranges: workers read their own ranges of a directory
+    # bundle's file, or of the bytes read from a zip.
+    monkeypatch.setattr(verify_module, "_CHUNK", 4)
+    monkeypatch.setattr(verify_module, "_PARALLEL_MIN", 1)
+    fill(federation.store("alpha"), 37)
+    federation.publish("alpha")
+    good = _export(federation, "alpha", tmp_path / "good")
+    report = verify_bundle([good])
+    assert report.bundles[0].entries == 37
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    _edit_entry(bad, 21, actor="someone-else")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(good, truncated)
+    (truncated / "entries.jsonl").write_bytes((good / "entries.jsonl").read_bytes()[:-5])
+    if kind == "zip":
+        bad, truncated = _zipped(bad), _zipped(truncated)
+        assert verify_bundle([_zipped(good)]).bundles[0].root == report.bundles[0].root
+    with pytest.raises(VerificationError, match=r"entry seq 22: prev .* entry seq 21"):
+        verify_bundle([bad])
+    with pytest.raises(VerificationError, match="does not end with a newline"):
+        verify_bundle([truncated])
+
+
+def _zipped(bundle: Path) -> Path:
+    out = bundle.with_suffix(".zip")
+    with zipfile.ZipFile(out, "w") as z:
+        for file in sorted(bundle.rglob("*")):
+            if file.is_file():
+                z.write(file, file.relative_to(bundle).as_posix())
+    return out
