@@ -19,12 +19,21 @@ cross-checked: each ``share.sent`` needs a matching ``share.received`` in the
 recipient's bundle and a receipt signed by the recipient, and each
 ``share.received`` needs its ``share.sent``.
 
-Speed: a batch of entries is first matched against the exact grammar of a
-common-shape entry (:mod:`ledger.scan`, no parsing), and lines outside it are
-parsed strictly one by one; a batch the scan cannot confirm is parsed by the
-C JSON parser and re-encoded in one call to confirm canonical form, and if
-that fails too it is re-checked entry by entry to name the first bad one.
-Every entry is still checked.
+Speed: each batch of entries goes down a ladder of checks, each of which
+accepts a batch only if the strict parser would accept every entry in it, and
+otherwise hands it to the next: the learned entry shapes (:mod:`ledger.shapes`:
+everything but ``prev``, ``seq`` and ``time`` compared in place), the exact
+grammar of a common-shape entry (:mod:`ledger.scan`), one C parse and
+re-encode of the batch, and finally the entry-by-entry walk, which names the
+first bad entry. Every entry is checked, and the hash chain and the leaf
+hashes are computed from the bytes of every line.
+
+Large logs are checked by forked worker processes, each taking ranges of whole
+runs of ``_CHUNK`` entries (a power of two, so each run's Merkle subtrees are
+aligned in the whole tree and a worker returns its run's tree levels, not
+only its leaves). The parent links the ranges' chains, joins their levels and
+builds the levels above them; it reads results in seq order, so the first
+violation it raises is the first in the log.
 """
 
 from __future__ import annotations
