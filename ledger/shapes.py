@@ -73,7 +73,7 @@ _ENCODER = json.JSONEncoder(
 )
 #: Shapes kept per node before the cache starts over (bounded memory for logs of
 #: unique entries, such as share records with their unique ids).
-_MAX_SHAPES = 1 << 16
+_MAX_SHAPES = 1 << 14
 #: A batch with more new shapes than this fraction of its lines goes to the strict path,
 #: and the next few batches skip the shape check (a log of unique entries gains nothing).
 _MISS_DIVISOR = 4
