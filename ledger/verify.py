@@ -669,15 +669,22 @@ def _read_range(source: bytes | Path, start: int, end: int, where: str) -> bytes
 class _Filler:
     """Read a file into a buffer piece by piece, as the range cutter reaches each piece."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("rb")
-        self.buffer = bytearray(os.fstat(self._file.fileno()).st_size)
+    def __init__(self, path: Path, where: str) -> None:
+        self._where = where
+        try:
+            self._file = path.open("rb")
+            self.buffer = bytearray(os.fstat(self._file.fileno()).st_size)
+        except OSError as e:
+            raise VerificationError(f"{where}: cannot read entries.jsonl: {e}") from e
         self._view = memoryview(self.buffer)
         self._filled = 0
 
     def __call__(self, end: int) -> None:
         while self._filled < end:
-            got = self._file.readinto(self._view[self._filled : end])
+            try:
+                got = self._file.readinto(self._view[self._filled : end])
+            except OSError as e:
+                raise VerificationError(f"{self._where}: cannot read entries.jsonl: {e}") from e
             if not got:
                 # The file shrank: the rest stays zeros; the workers' own
                 # reads then disagree with the cuts, which fails verification.
@@ -719,7 +726,7 @@ def _check_ranges(
             # error raised is the first violation.
             data: bytes | bytearray
             if isinstance(source, Path):
-                filler = _Filler(source)
+                filler = _Filler(source, where)
                 data = filler.buffer
             else:
                 data = source
