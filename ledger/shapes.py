@@ -100,7 +100,7 @@ class ShapeCache:
         self.node = node
         # (head, mid) -> True for share events (whose fields the caller needs), else False.
         self._shapes: dict[tuple[bytes, bytes], bool] = {}
-        # (offset of prev, offset of seq) -> the one shape with those offsets, or _NO_SHAPE.
+        # (offset of prev, offset of seq) -> the shapes at those offsets, or _NO_SHAPE.
         self._by_length: dict[tuple[int, int], _Indexed] = {}
         self._skip = 0
 
