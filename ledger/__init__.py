@@ -9,6 +9,7 @@ Modules (the byte formats are specified in ``ledger/FORMAT.md``):
 * ``store``      SQLite storage with one writer thread and group commit; fsck
 * ``witness``    cosigning peer checkpoints that extend the history already seen
 * ``bundle``     writing auditor bundles; ``verify`` checks them offline
+* ``shapes``     the verifier's first fast path: entries equal to a shape learned from strict checks
 * ``scan``       the verifier's batch fast path for common-shape entries (strict parser otherwise)
 
 The package needs only the standard library and ``cryptography``; it never
