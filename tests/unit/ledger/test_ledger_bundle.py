@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -476,3 +477,40 @@ def _zipped(bundle: Path) -> Path:
             if file.is_file():
                 z.write(file, file.relative_to(bundle).as_posix())
     return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=40), max_size=300),
+    pieces=st.integers(min_value=1, max_value=20),
+    chunk=st.sampled_from([1, 2, 4, 8]),
+    block=st.integers(min_value=1, max_value=200),
+)
+def test_file_ranges_tile_the_file_at_run_starts(
+    tmp_path_factory: pytest.TempPathFactory,
+    lengths: list[int],
+    pieces: int,
+    chunk: int,
+    block: int,
+) -> None:
+    import ledger.verify as verify_module
+
+    data = b"".join(b"x" * (n - 1) + b"\n" for n in lengths)
+    path = tmp_path_factory.mktemp("ranges") / "entries.jsonl"
+    path.write_bytes(data)
+    line_starts = [0, *itertools.accumulate(lengths)]
+    old = verify_module._CHUNK, verify_module._CUT_BLOCK
+    verify_module._CHUNK, verify_module._CUT_BLOCK = chunk, block
+    try:
+        ranges = list(verify_module._file_ranges(path, pieces, "test"))
+    finally:
+        verify_module._CHUNK, verify_module._CUT_BLOCK = old
+    # Contiguous, covering every byte once, each starting at a line whose index is
+    # a multiple of the run length and naming that index as its first seq.
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    for (_, end, _), (start, _, _) in itertools.pairwise(ranges):
+        assert end == start
+    for start, end, first_seq in ranges:
+        assert start < end or len(ranges) == 1
+        assert first_seq % chunk == 0 and line_starts[first_seq] == start
+    assert len(ranges) <= pieces
