@@ -51,7 +51,6 @@ from itertools import compress, repeat
 from operator import add, and_, itemgetter, not_
 from typing import Any
 
-from ledger.canonical import MAX_SAFE_INTEGER
 from ledger.entry import plain_fields, validate_fields
 from ledger.errors import LedgerError
 
@@ -67,6 +66,11 @@ _HEX_END = _HEX_START + 64
 _TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(?:0|[1-9][0-9]{0,14}),"v":1\}\n')
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+#: A number token of 16 or more digits: without whitespace every number follows
+#: ":", "," or "[", so none is missed; a match inside a string only sends the
+#: lines to the strict parser. Up to 15 digits is always within +-(2**53 - 1),
+#: which spares the parser a Python call for every integer.
+_LONG_NUMBER = re.compile(rb"[:,\[]-?[0-9]{16,}[,}\]]")
 _FOUR_BYTE = re.compile(rb"[\xf0-\xf4]")
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
@@ -232,32 +236,25 @@ def _parse_lines(lines: list[bytes]) -> list[Any] | None:
     The C parser reads them as one array and the C encoder writes it back:
     equal bytes prove every line canonical. Re-encoding drops whitespace,
     duplicate keys, non-shortest escapes and "-0", so each of them changes
-    the bytes; floats and integers beyond +-(2**53-1) are refused while
-    parsing; invalid UTF-8 and lone surrogates fail to decode or encode. Keys
-    sort by code point here and by UTF-16 code units in RFC 8785, which agree
-    below U+10000, so lines with a 4-byte UTF-8 character are left to the
-    strict parser.
+    the bytes; floats are refused while parsing, and integers of 16 or more
+    digits (possibly beyond +-(2**53-1)) before it; invalid UTF-8 and lone
+    surrogates fail to decode or encode. Keys sort by code point here and by
+    UTF-16 code units in RFC 8785, which agree below U+10000, so lines with a
+    4-byte UTF-8 character are left to the strict parser.
     """
     joined = b"[" + b",".join(lines) + b"]"
     if not joined.isascii() and _FOUR_BYTE.search(joined) is not None:
         return None
+    if _LONG_NUMBER.search(joined) is not None:
+        return None
     try:
-        parsed = json.loads(
-            joined, parse_float=_refuse, parse_constant=_refuse, parse_int=_safe_int
-        )
+        parsed = json.loads(joined, parse_float=_refuse, parse_constant=_refuse)
         same = _ENCODER.encode(parsed).encode("utf-8") == joined
     except (ValueError, UnicodeError, RecursionError):
         return None
     if not same or type(parsed) is not list or len(parsed) != len(lines):
         return None
     return parsed
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > MAX_SAFE_INTEGER:
-        raise ValueError(f"integer {text} is outside +-(2**53-1)")
-    return value
 
 
 def _refuse(text: str) -> Any:

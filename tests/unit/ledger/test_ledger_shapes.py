@@ -358,9 +358,14 @@ def test_the_batch_parser_refuses_or_defers_each_case(line: bytes) -> None:
     assert _parse_lines([b"{}", line]) is None
 
 
-def test_the_batch_parser_keeps_the_largest_safe_integers() -> None:
-    parsed = _parse_lines([b"9007199254740991", b"-9007199254740991", b'{"a":"\\u001f"}'])
-    assert parsed == [2**53 - 1, -(2**53 - 1), {"a": "\x1f"}]
+def test_the_batch_parser_keeps_15_digit_integers_and_defers_longer_ones() -> None:
+    parsed = _parse_lines([b"[999999999999999]", b"[-999999999999999]", b'{"a":"\\u001f"}'])
+    assert parsed == [[10**15 - 1], [-(10**15 - 1)], {"a": "\x1f"}]
+    # Sixteen digits may still be safe; the strict parser decides, not this one.
+    assert _parse_lines([b"[9007199254740991]"]) is None
+    assert _parse_lines([b'{"a":9007199254740991}']) is None
+    # Long digit runs inside strings are not numbers and do not defer the batch.
+    assert _parse_lines([b'{"d":"sha256:12345678901234567890ab"}']) is not None
 
 
 def test_a_share_shape_sharing_offsets_with_another_is_returned_alone() -> None:
