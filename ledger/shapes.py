@@ -11,7 +11,7 @@ three values::
 
 A shape is learned only from an entry that passes the strict checks, recorded
 by this cache's node: canonical form (a C parse and re-encode that must give
-the same bytes, see :func:`_parse_lines`) and the entry schema
+the same bytes, see :func:`parse_canonical_lines`) and the entry schema
 (:func:`ledger.entry.validate_fields`), which is what
 :func:`ledger.entry.parse_entry` checks. Any line made of a learned head and
 mid, 64 lower-case hex digits and a tail whose ``seq`` and ``time`` are
@@ -54,7 +54,7 @@ from typing import Any
 from ledger.entry import plain_fields, validate_fields
 from ledger.errors import LedgerError
 
-__all__ = ["ShapeCache"]
+__all__ = ["ShapeCache", "parse_canonical_lines"]
 
 #: Longest possible tail: ',"seq":' + 16 digits + ',"time":' + 16 digits + ',"v":1}' is 54 bytes.
 _TAIL_WINDOW = 60
@@ -178,7 +178,7 @@ class ShapeCache:
                 self._skip = _SKIP_AFTER_MISS
                 return None
             first_lines = sorted(unknown.values())
-            parsed = _parse_lines([lines[i] for i in first_lines])
+            parsed = parse_canonical_lines([lines[i] for i in first_lines])
             if parsed is None:
                 return None
             for i, fields in zip(first_lines, parsed, strict=True):
@@ -230,7 +230,7 @@ class ShapeCache:
         return True
 
 
-def _parse_lines(lines: list[bytes]) -> list[Any] | None:
+def parse_canonical_lines(lines: list[bytes]) -> list[Any] | None:
     """Parse lines that are each canonical JSON, or return None ("look closer").
 
     The C parser reads them as one array and the C encoder writes it back:

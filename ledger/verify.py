@@ -42,7 +42,6 @@ import base64
 import binascii
 import hashlib
 import itertools
-import json
 import operator
 import os
 import re
@@ -59,14 +58,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 
 from ledger.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, checkpoint_name
-from ledger.canonical import MAX_SAFE_INTEGER, dumps, loads
+from ledger.canonical import dumps, loads
 from ledger.checkpoint import cosignatures, parse_note, verify_checkpoint
 from ledger.directory import DirectoryView, parse_directory
 from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, plain_fields, validate_fields
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consistency
 from ledger.scan import node_token, scan_batch
-from ledger.shapes import ShapeCache
+from ledger.shapes import ShapeCache, parse_canonical_lines
 
 __all__ = ["BundleReport", "Report", "verify_bundle"]
 
@@ -101,10 +100,6 @@ _GET_OPTIONAL = tuple(
 #: Newline-terminated event names and outcomes, matched for a whole batch at once.
 _EVENTS_RE = re.compile(r"(?:[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\n)*")
 _OUTCOMES_RE = re.compile(r"(?:[a-z][a-z0-9_]*\n)*")
-_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
-)
-_ASTRAL_RE = re.compile(rb"[\xf0-\xf4]")
 
 
 @dataclass
@@ -239,34 +234,10 @@ def _check_entry_slow(raw: bytes, seq: int, where: str) -> dict[str, Any]:
 
 
 def _parse_batch(lines: list[bytes], first_seq: int, where: str) -> list[dict[str, Any]]:
-    joined = b"[" + b",".join(lines) + b"]"
-    try:
-        parsed = json.loads(
-            joined, parse_float=_refuse, parse_constant=_refuse, parse_int=_safe_int
-        )
-        canonical = _ENCODER.encode(parsed).encode()
-    except (ValueError, UnicodeError, RecursionError):
-        fast = False
-    else:
-        # Equal bytes prove canonical form for ASCII and BMP keys; an
-        # astral-plane key would sort differently, so such batches take the
-        # exact path.
-        fast = canonical == joined and (joined.isascii() or _ASTRAL_RE.search(joined) is None)
-    if fast and len(parsed) == len(lines):
-        result: list[dict[str, Any]] = parsed
-        return result
+    parsed = parse_canonical_lines(lines)
+    if parsed is not None:
+        return parsed
     return [_check_entry_slow(raw, first_seq + i, where) for i, raw in enumerate(lines)]
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > MAX_SAFE_INTEGER:
-        raise ValueError(f"integer {text} is outside +-(2**53-1)")
-    return value
-
-
-def _refuse(text: str) -> Any:
-    raise ValueError(f"{text} is not allowed")
 
 
 def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where: str) -> None:

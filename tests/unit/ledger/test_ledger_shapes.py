@@ -21,7 +21,7 @@ from ledger.entry import (
     validate_fields,
 )
 from ledger.errors import LedgerError
-from ledger.shapes import ShapeCache, _parse_lines
+from ledger.shapes import ShapeCache, parse_canonical_lines
 
 #: Recorded events of a few shapes, as a log repeats them.
 EVENTS: list[tuple[dict[str, Any], frozenset[str]]] = [
@@ -320,7 +320,7 @@ def test_the_batch_parser_accepts_only_canonical_json(value: Any, data: st.DataO
         canonical = True
     except LedgerError:
         canonical = False
-    parsed = _parse_lines([raw, b'{"k":[1]}'])
+    parsed = parse_canonical_lines([raw, b'{"k":[1]}'])
     if parsed is not None:
         assert canonical, raw
         assert parsed == [expected, {"k": [1]}]
@@ -355,17 +355,19 @@ def test_the_batch_parser_accepts_only_canonical_json(value: Any, data: st.DataO
     ],
 )
 def test_the_batch_parser_refuses_or_defers_each_case(line: bytes) -> None:
-    assert _parse_lines([b"{}", line]) is None
+    assert parse_canonical_lines([b"{}", line]) is None
 
 
 def test_the_batch_parser_keeps_15_digit_integers_and_defers_longer_ones() -> None:
-    parsed = _parse_lines([b"[999999999999999]", b"[-999999999999999]", b'{"a":"\\u001f"}'])
+    parsed = parse_canonical_lines(
+        [b"[999999999999999]", b"[-999999999999999]", b'{"a":"\\u001f"}']
+    )
     assert parsed == [[10**15 - 1], [-(10**15 - 1)], {"a": "\x1f"}]
     # Sixteen digits may still be safe; the strict parser decides, not this one.
-    assert _parse_lines([b"[9007199254740991]"]) is None
-    assert _parse_lines([b'{"a":9007199254740991}']) is None
+    assert parse_canonical_lines([b"[9007199254740991]"]) is None
+    assert parse_canonical_lines([b'{"a":9007199254740991}']) is None
     # Long digit runs inside strings are not numbers and do not defer the batch.
-    assert _parse_lines([b'{"d":"sha256:12345678901234567890ab"}']) is not None
+    assert parse_canonical_lines([b'{"d":"sha256:12345678901234567890ab"}']) is not None
 
 
 def test_a_share_shape_sharing_offsets_with_another_is_returned_alone() -> None:
