@@ -126,21 +126,24 @@ class AtomicTableSink:
         self._flush: Future[None] | None = None
         self._flush_lock = threading.Lock()
 
-    def _flush_written(self) -> None:
-        # Errors here surface at commit: its fsync fails the same way, and the
-        # share is then refused and the temporary file removed.
-        with contextlib.suppress(OSError):
-            _fsync_path(self.tmp, datasync=True)
-
     def _maybe_flush(self, nbytes: int) -> None:
+        """Start a background flush once enough is written; re-raise a failed one.
+
+        A failed flush must fail the share: Linux reports a writeback error
+        only to descriptors open when it happened, so the final fsync, on a
+        fresh descriptor, might not see it.
+        """
         self._unflushed += nbytes
         if self._unflushed < FLUSH_EVERY:
             return
         with self._flush_lock:
-            if self._flush is not None and not self._flush.done():
-                return  # one flush at a time; the next write starts another
+            previous = self._flush
+            if previous is not None:
+                if not previous.done():
+                    return  # one flush at a time; the next write starts another
+                previous.result()
             self._unflushed = 0
-            self._flush = _FLUSH_POOL.submit(self._flush_written)
+            self._flush = _FLUSH_POOL.submit(_fsync_path, self.tmp, datasync=True)
 
     def _settle_flush(self) -> None:
         with self._flush_lock:
@@ -158,9 +161,9 @@ class AtomicTableSink:
             raise ExchangeError("output is already closed")
         try:
             self._writer.write_batch(batch)
+            self._maybe_flush(batch.nbytes)
         except (OSError, pa.ArrowException) as e:
             raise ExchangeError(f"cannot write output {self.tmp}: {e}") from e
-        self._maybe_flush(batch.nbytes)
 
     def commit(self) -> None:
         """Close, fsync, rename into place, fsync the directory.

@@ -147,3 +147,26 @@ def test_written_bytes_are_flushed_in_the_background(
     sink.commit()
     assert pa.ipc.open_file(dest).read_all().num_rows == 5000
     assert (dest, False) not in flushed and (sink.tmp, False) in flushed
+
+
+def test_a_failed_background_flush_fails_the_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.exchange.sink as sink_module
+
+    def failing(path: Path, flags: int = os.O_RDONLY, *, datasync: bool = False) -> None:
+        if datasync:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sink_module, "FLUSH_EVERY", 1000)
+    monkeypatch.setattr(sink_module, "_fsync_path", failing)
+    batch = pa.record_batch({"x": list(range(1000))})
+    dest = tmp_path / "out.arrow"
+    sink = AtomicTableSink(dest, batch.schema, "arrow")
+    sink.write(batch)  # starts a flush, which fails in the background
+    with pytest.raises(ExchangeError, match="Input/output error"):
+        for _ in range(3):
+            sink.write(batch)
+        sink.commit()
+    sink.abort()
+    assert not dest.exists() and not sink.tmp.exists()
