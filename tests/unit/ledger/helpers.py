@@ -21,6 +21,8 @@ from cryptography.x509.oid import NameOID
 
 from ledger.canonical import dumps
 from ledger.checkpoint import log_name
+from ledger.entry import GENESIS_PREV, parse_entry
+from ledger.errors import LedgerError
 from ledger.store import LedgerStore, StoredCheckpoint
 from ledger.witness import Witness, WitnessState
 
@@ -206,3 +208,20 @@ def fill(store: LedgerStore, count: int, start: int = 0) -> None:
                 "detail": {"i": i, "reason": "test"},
             }
         )
+
+
+def strict_chain_ok(
+    lines: list[bytes], first_seq: int = 0, first_prev: str = GENESIS_PREV, node: str = "alpha"
+) -> bool:
+    """The reference the verifier's fast paths are held to: every line parses
+    strictly, and seq, node and prev follow on from ``first_seq`` and ``first_prev``."""
+    prev = first_prev
+    for i, raw in enumerate(lines):
+        try:
+            entry = parse_entry(raw)
+        except LedgerError:
+            return False
+        if entry.seq != first_seq + i or entry.fields["node"] != node or entry.prev != prev:
+            return False
+        prev = entry.leaf.hex()
+    return True

@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.canonical import dumps, loads
-from ledger.entry import GENESIS_PREV, parse_entry, prepare_entry
+from ledger.entry import GENESIS_PREV, prepare_entry
 from ledger.errors import LedgerError, VerificationError
 from ledger.scan import node_token, scan_batch
 from ledger.verify import _check_run
+from tests.unit.ledger.helpers import strict_chain_ok
 
 TEXT = st.text(
     alphabet=st.sampled_from(['"', "\\", "\n", "\x01", "\x7f", "é", "\u2028", "\U0001f600", "a"]),
@@ -60,19 +61,6 @@ def _scan(lines: list[bytes], leaves: list[bytes], blob: bool) -> bool:
     return scan_batch(lines, 0, token, leaves[:-1], data) is not None
 
 
-def _strict_ok(lines: list[bytes]) -> bool:
-    prev = GENESIS_PREV
-    for seq, raw in enumerate(lines):
-        try:
-            entry = parse_entry(raw)
-        except LedgerError:
-            return False
-        if entry.seq != seq or entry.fields["node"] != "alpha" or entry.prev != prev:
-            return False
-        prev = entry.leaf.hex()
-    return True
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.dictionaries(TEXT, DETAIL_VALUES, max_size=3), min_size=1, max_size=4),
@@ -87,7 +75,7 @@ def test_scan_accepts_valid_entries_of_any_content(
     except LedgerError:
         return
     lines, leaves = _chain(entries)
-    assert _strict_ok(lines)
+    assert strict_chain_ok(lines)
     # Four-byte characters in a detail are left to the exact path (UTF-16 key order).
     astral = any(max(dumps(d).decode(), default="a") > "\uffff" for d in details)
     assert _scan(lines, leaves, blob) or astral
@@ -128,7 +116,7 @@ def test_scan_refuses_what_the_parser_refuses(old: bytes, new: bytes, blob: bool
         leaves[1].hex().encode(), hashlib.sha256(b"\0" + lines[1]).hexdigest().encode()
     )
     leaves[1] = hashlib.sha256(b"\0" + lines[1]).digest()
-    assert not _strict_ok(lines)
+    assert not strict_chain_ok(lines)
     assert not _scan(lines, leaves, blob)
 
 

@@ -22,6 +22,7 @@ from ledger.entry import (
 )
 from ledger.errors import LedgerError
 from ledger.shapes import ShapeCache, parse_canonical_lines
+from tests.unit.ledger.helpers import strict_chain_ok
 
 #: Recorded events of a few shapes, as a log repeats them.
 EVENTS: list[tuple[dict[str, Any], frozenset[str]]] = [
@@ -54,19 +55,6 @@ def _leaf(raw: bytes) -> bytes:
 
 def _links(lines: list[bytes]) -> bytes:
     return b"".join(_leaf(raw) for raw in lines[:-1])
-
-
-def _strict_ok(lines: list[bytes], first_seq: int, first_prev: str) -> bool:
-    prev = first_prev
-    for i, raw in enumerate(lines):
-        try:
-            entry = parse_entry(raw)
-        except LedgerError:
-            return False
-        if entry.seq != first_seq + i or entry.fields["node"] != "alpha" or entry.prev != prev:
-            return False
-        prev = entry.leaf.hex()
-    return True
 
 
 def _own_prev(raw: bytes) -> str:
@@ -125,7 +113,7 @@ def test_a_log_of_unique_entries_goes_to_the_strict_path() -> None:
         for i in range(40)
     ]
     _relink(lines, 0)
-    assert _strict_ok(lines, 0, GENESIS_PREV)
+    assert strict_chain_ok(lines, 0, GENESIS_PREV)
     assert cache.check_batch(lines, 0, GENESIS_PREV.encode(), _links(lines)) is None
 
 
@@ -217,7 +205,7 @@ def test_the_shape_check_never_accepts_what_the_parser_refuses(
         lines, len(kinds), prev.encode() if linked else None, _links(lines)
     )
     start = prev if linked else _own_prev(lines[0])
-    strict = _strict_ok(lines, len(kinds), start)
+    strict = strict_chain_ok(lines, len(kinds), start)
     if confirmed is not None and not linked:
         assert confirmed[0] == start
     assert confirmed is None or strict, (how, line)
@@ -244,7 +232,7 @@ def test_shapes_at_the_same_offsets_are_told_apart() -> None:
     swapped[0] = swapped[0].replace(b'"peer":"beta"', b'"peer":"gamb"')
     _relink(swapped, 0)
     assert cache.check_batch(swapped, 4, prev.encode(), _links(swapped)) is not None
-    assert _strict_ok(swapped, 4, prev)
+    assert strict_chain_ok(swapped, 4, prev)
 
 
 SAME_LENGTH = [
@@ -267,7 +255,7 @@ def test_a_same_length_edit_of_a_learned_shape_is_refused(
     lines = _render([kind, kind], 2, prev, [TIME0, TIME0])
     assert old in lines[1]
     lines[1] = lines[1].replace(old, new)
-    assert not _strict_ok(lines, 2, prev)
+    assert not strict_chain_ok(lines, 2, prev)
     assert cache.check_batch(lines, 2, prev.encode(), _links(lines)) is None
 
 
