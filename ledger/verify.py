@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import itertools
 import operator
 import os
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise, repeat
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 
@@ -395,31 +396,6 @@ def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
     return _check_range(lines, first_seq, node, where, shapes)
 
 
-def _ranges(data: bytes, pieces: int) -> Iterator[tuple[int, int, int]]:
-    """Cut entries.jsonl into about ``pieces`` ranges of whole runs: (start, end, first seq).
-
-    Each cut is moved back to the start of a run (a line index that is a
-    multiple of ``_CHUNK``), found by counting newlines up to it. A generator,
-    so the first ranges are being checked while the rest are counted.
-    """
-    start, start_line = 0, 0
-    counted, counted_to = 0, 0
-    for k in range(1, pieces):
-        cut = len(data) * k // pieces
-        counted += data.count(b"\n", counted_to, cut)
-        counted_to = cut
-        line = counted // _CHUNK * _CHUNK
-        if line <= start_line:
-            continue
-        # Walk back from the cut to the newline that ends line ``line - 1``.
-        pos = cut
-        for _ in range(counted - line + 1):
-            pos = data.rfind(b"\n", 0, pos)
-        yield start, pos + 1, start_line
-        start, start_line = pos + 1, line
-    yield start, len(data), start_line
-
-
 def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int) -> bool:
     """Check a whole batch of parsed entries at C speed; False means "look closer".
 
@@ -632,31 +608,33 @@ def _read_range(source: bytes | Path, start: int, end: int, where: str) -> bytes
         raise VerificationError(f"{where}: cannot read entries.jsonl: {e}") from e
 
 
-#: Bytes read at a time while cutting a bundle directory's entries into ranges;
-#: one buffer is reused, so cutting costs one copy of the file and no page faults.
+#: Bytes read at a time while cutting a bundle's entries into ranges; one buffer
+#: is reused, so cutting costs one copy of the entries and no page faults.
 _CUT_BLOCK = 4 * 1024 * 1024
 _NEWLINE = re.compile(b"\n")
 
 
-def _file_ranges(path: Path, pieces: int, where: str) -> Iterator[tuple[int, int, int]]:
-    """Cut entries.jsonl into about ``pieces`` ranges of whole runs, reading it once.
+def _file_ranges(source: bytes | Path, pieces: int, where: str) -> Iterator[tuple[int, int, int]]:
+    """Cut entries.jsonl into about ``pieces`` ranges of whole runs: (start, end, first seq).
 
-    Like :func:`_ranges`, but each cut moves forward to the next line whose
-    index is a multiple of ``_CHUNK``, and the file is read block by block
-    into one reused buffer, so the first ranges are checked while the rest
-    are read. The workers read their own ranges; if the file changes between
-    those reads and this one, their lines no longer line up with the cuts,
-    which fails verification.
+    Each cut moves forward to the next line whose index is a multiple of
+    ``_CHUNK``, so each range's subtrees are aligned in the whole tree. The
+    file (or the bytes read from a zip) is read block by block into one
+    reused buffer, so the first ranges are checked while the rest are read.
+    The workers read their own ranges; if the file changes between those
+    reads and this one, their lines no longer line up with the cuts, which
+    fails verification.
 
     Raises:
         VerificationError: the file cannot be read.
     """
+    file: BinaryIO
     try:
-        file = path.open("rb")
+        file = io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
     except OSError as e:
         raise VerificationError(f"{where}: cannot read entries.jsonl: {e}") from e
     with file:
-        size = os.fstat(file.fileno()).st_size
+        size = len(source) if isinstance(source, bytes) else os.fstat(file.fileno()).st_size
         cuts = [size * k // pieces for k in range(1, pieces)]
         buffer = bytearray(_CUT_BLOCK)
         view = memoryview(buffer)
@@ -728,13 +706,7 @@ def _check_ranges(
             _SHARED = (source, node, where)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
             futures = []
-            pieces = workers * _RANGES_PER_WORKER
-            cutter = (
-                _file_ranges(source, pieces, where)
-                if isinstance(source, Path)
-                else _ranges(source, pieces)
-            )
-            for task in cutter:
+            for task in _file_ranges(source, workers * _RANGES_PER_WORKER, where):
                 ranges.append(task)
                 futures.append(pool.submit(_check_shared_range, task))
             results = (future.result() for future in futures)
