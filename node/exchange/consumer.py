@@ -225,9 +225,9 @@ def fetch_share(
                 if sink is None:
                     opener.open_chunk(data)  # raises: chunk before header
                     continue
-                batch = opener.open_chunk(data)
-                if batch is not None:
-                    writes.submit(sink.write, batch)
+                message = opener.open_chunk(data)
+                if message is not None:
+                    writes.submit(sink.write, message)
             else:
                 opener.open_trailer(data)
             now = time.monotonic()

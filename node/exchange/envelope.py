@@ -4,12 +4,13 @@ A share is a sequence of frames: one header, one or more chunks, one trailer.
 
 * The header is signed by the sender (Ed25519) and carries the HPKE-wrapped
   content key, so only the named recipient can read the chunks.
-* Each chunk is one Arrow IPC record-batch message, optionally compressed
-  with zstd (the header names the codec), behind an 8-byte body prefix, and
-  sealed with AES-256-GCM under the content key. The nonce is the chunk index (11 bytes, big-endian)
-  followed by a final-chunk flag byte, in the manner of the STREAM construction,
-  and the AAD is SHA-256 of the header frame. A chunk therefore cannot be moved
-  to another position, another share, or be presented as the last one.
+* Each chunk is one Arrow IPC record-batch message, its buffers optionally
+  compressed with zstd in Arrow's own ``BodyCompression`` form (the header
+  names the codec), sealed with AES-256-GCM under the content key. The nonce
+  is the chunk index (11 bytes, big-endian) followed by a final-chunk flag
+  byte, in the manner of the STREAM construction, and the AAD is SHA-256 of
+  the header frame. A chunk therefore cannot be moved to another position,
+  another share, or be presented as the last one.
 * The trailer is signed by the sender and binds the header hash, the row and
   chunk counts, and SHA-256 over the plaintext chunks in order.
 
@@ -22,10 +23,12 @@ Invariants:
   digest all match; a share is complete only then.
 * Every parse failure raises an :class:`~node.errors.EnvelopeError` subclass,
   never a bare ``ValueError`` or ``IndexError``.
-* A compressed chunk is decompressed only after it authenticated, and only
-  when its declared size is within :data:`MAX_MESSAGE_LEN`, so neither a
-  forged nor a hostile sender's chunk can make the recipient allocate more
-  than one chunk window.
+* A chunk's message is checked (record batch of the header schema's layout,
+  the header's compression, decoded size within
+  :data:`~node.exchange.ipc_message.MAX_DECODED_LEN`) only after it
+  authenticated and before anything is decompressed, so neither a forged nor
+  a hostile sender's chunk can make the recipient allocate more than one chunk
+  window.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import hashlib
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,16 +65,21 @@ from node.exchange.errors import (
     UnknownVersionError,
     WrongRecipientError,
 )
+from node.exchange.ipc_message import (
+    MAX_DECODED_LEN,
+    BatchTemplate,
+    RecordBatchMessage,
+    read_batch_layout,
+)
 from node.identity.keys import HPKE_SUITE, HpkeKeyPair, hpke_public_from_bytes, verify_ed25519
 
 __all__ = [
-    "BODY_PREFIX_LEN",
     "CHUNK_OVERHEAD",
     "COMPRESSIONS",
+    "ENCODE_AHEAD",
     "HEADER_SIGNATURE_CONTEXT",
     "HPKE_INFO_PREFIX",
     "MAX_CHUNK_PLAINTEXT",
-    "MAX_MESSAGE_LEN",
     "TRAILER_LEN",
     "TRAILER_SIGNATURE_CONTEXT",
     "VERSION",
@@ -78,17 +87,17 @@ __all__ = [
     "EnvelopeOpener",
     "EnvelopeSealer",
     "Header",
+    "MessageEncoder",
     "ReplayGuard",
     "SealedChunk",
     "Trailer",
-    "chunk_body",
     "chunk_nonce",
     "encode_chunk_frame",
+    "encode_within",
     "hpke_info",
     "parse_chunk_frame",
     "parse_header",
     "parse_trailer",
-    "read_chunk_body",
     "split_batch",
 ]
 
@@ -106,19 +115,14 @@ CHUNK_PREFIX_LEN = 9
 CHUNK_OVERHEAD = CHUNK_PREFIX_LEN + TAG_LEN
 #: Plaintext bound per chunk: a sealed frame plus protobuf framing stays below
 #: gRPC's default 4 MiB message limit.
-MAX_CHUNK_PLAINTEXT = 4 * 1024 * 1024 - 16 * 1024
-#: Each chunk's plaintext starts with ``method (u8) || 3 zero bytes || u32 message length``;
-#: eight bytes keep the Arrow message behind it 8-byte aligned, so it is read without a copy.
-BODY_PREFIX_LEN = 8
-#: Bound on one Arrow IPC message, compressed or not: the raw form must fit a chunk
-#: too, because a message that does not shrink is sent uncompressed.
-MAX_MESSAGE_LEN = MAX_CHUNK_PLAINTEXT - BODY_PREFIX_LEN
-#: Codecs by header byte. zstd at level 1 compresses typical tables 3-10x at
-#: about 0.5-1 GB/s per core, which costs less than encrypting, hashing and
-#: carrying the bytes it saves.
+#: A message's plain form must fit, so the same number bounds what a chunk decodes to.
+MAX_CHUNK_PLAINTEXT = MAX_DECODED_LEN
+#: Buffer compression by header byte. zstd at level 1 compresses typical tables
+#: 3-10x at about 0.5-1 GB/s per core, which costs less than encrypting,
+#: hashing, carrying and writing the bytes it saves; the recipient does not
+#: decompress at all when it writes Arrow IPC.
 COMPRESSIONS = {"none": 0, "zstd": 1}
 _COMPRESSION_NAMES = {code: name for name, code in COMPRESSIONS.items()}
-_BODY_PREFIX = struct.Struct(">B3xI")
 _ZSTD_LEVEL = 1
 #: Header fields are bounded so a hostile header cannot make the parser allocate much.
 MAX_NAME_LEN = 256
@@ -131,8 +135,11 @@ _MAX_INDEX = 2**64 - 1
 #: Hashing runs beside the cipher: hashlib releases the GIL on large buffers.
 _HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-hash")
 #: Compression is the costliest step of sealing and releases the GIL, so the
-#: messages of one batch are compressed side by side (sealing stays in order).
-_COMPRESS_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-compress")
+#: messages of one batch are encoded side by side (sealing stays in order).
+_ENCODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-encode")
+#: Messages encoded ahead of sealing: enough to keep both workers busy across
+#: batch boundaries, at most this many plain chunk windows of memory.
+ENCODE_AHEAD = 4
 
 
 class _OrderedHash:
@@ -395,93 +402,74 @@ def parse_chunk_frame(frame: bytes) -> ChunkFrame:
     return ChunkFrame(_U64.unpack_from(frame, 0)[0], flag == 1, view[CHUNK_PREFIX_LEN:])
 
 
-def split_batch(batch: pa.RecordBatch, limit: int = MAX_CHUNK_PLAINTEXT) -> Iterator[pa.Buffer]:
-    """Serialise ``batch`` into IPC messages of at most ``limit`` bytes each.
+class MessageEncoder:
+    """Encode record batches as encapsulated Arrow IPC messages, zstd buffers or plain."""
+
+    def __init__(self, compression: str) -> None:
+        codec = pa.Codec("zstd", compression_level=_ZSTD_LEVEL) if compression == "zstd" else None
+        # Messages of one batch are already encoded in parallel; threads per
+        # message would only contend for the same cores.
+        self._options = pa.ipc.IpcWriteOptions(compression=codec, use_threads=False)
+        self.compressed = codec is not None
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.Buffer:
+        if not self.compressed:
+            return batch.serialize()
+        # pyarrow compresses buffers only inside its stream writer: write a
+        # one-batch stream and keep the record-batch message between the
+        # schema message (no body) and the 8-byte end-of-stream marker.
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema, options=self._options) as writer:
+            writer.write_batch(batch)
+        stream = sink.getvalue()
+        skip = 8 + int.from_bytes(stream[4:8].to_pybytes(), "little")
+        return stream.slice(skip, stream.size - skip - 8)
+
+
+def split_batch(
+    batch: pa.RecordBatch, limit: int = MAX_CHUNK_PLAINTEXT
+) -> Iterator[pa.RecordBatch]:
+    """Slice ``batch`` into pieces whose plain IPC message is at most ``limit`` bytes.
+
+    The plain size bounds what a chunk decodes to, compressed or not.
 
     Raises:
         ExchangeError: a single row serialises to more than ``limit`` bytes.
     """
-    # Slicing by estimated size first avoids serialising a huge batch only to
-    # throw the bytes away; halving afterwards handles padding and metadata.
-    if batch.num_rows > 1 and batch.nbytes > limit:
-        pieces = -(-batch.nbytes // (limit * 7 // 8))
-        step = max(1, -(-batch.num_rows // pieces))
-        for start in range(0, batch.num_rows, step):
-            yield from split_batch(batch.slice(start, step), limit)
-        return
-    message = batch.serialize()
-    if message.size <= limit:
-        yield message
+    size = pa.ipc.get_record_batch_size(batch)
+    if size <= limit:
+        yield batch
         return
     if batch.num_rows <= 1:
-        raise ExchangeError(f"one row serialises to {message.size} bytes, above {limit}")
-    half = batch.num_rows // 2
-    yield from split_batch(batch.slice(0, half), limit)
-    yield from split_batch(batch.slice(half), limit)
+        raise ExchangeError(f"one row serialises to {size} bytes, above {limit}")
+    # Slicing by estimated size first avoids measuring many halves; the
+    # recursion then handles uneven rows, padding and metadata.
+    pieces = max(2, -(-size // (limit * 7 // 8)))
+    step = -(-batch.num_rows // pieces)
+    for start in range(0, batch.num_rows, step):
+        yield from split_batch(batch.slice(start, step), limit)
 
 
-def _codec(compression: str) -> pa.Codec | None:
-    return pa.Codec("zstd", compression_level=_ZSTD_LEVEL) if compression == "zstd" else None
+def encode_within(
+    piece: pa.RecordBatch, encode: Callable[[pa.RecordBatch], pa.Buffer], limit: int
+) -> list[pa.Buffer]:
+    """``encode(piece)``, halved until every message is at most ``limit`` bytes.
 
-
-def chunk_body(message: pa.Buffer, codec: pa.Codec | None) -> bytes:
-    """The plaintext of one chunk: the body prefix, then ``message`` compressed or as is.
-
-    A message that compression does not shrink goes uncompressed (method 0),
-    so incompressible columns cost one comparison, not a bigger chunk.
-
-    Raises:
-        ExchangeError: ``message`` exceeds :data:`MAX_MESSAGE_LEN`.
-    """
-    if message.size > MAX_MESSAGE_LEN:
-        raise ExchangeError(f"IPC message of {message.size} bytes exceeds {MAX_MESSAGE_LEN}")
-    if codec is not None:
-        packed = codec.compress(message, asbytes=False)
-        if packed.size < message.size:
-            return b"".join([_BODY_PREFIX.pack(COMPRESSIONS["zstd"], message.size), packed])
-    return b"".join([_BODY_PREFIX.pack(COMPRESSIONS["none"], message.size), message])
-
-
-def read_chunk_body(
-    plaintext: bytes, compression: str, index: int, codec: pa.Codec | None = None
-) -> pa.Buffer:
-    """The Arrow IPC message inside an authenticated chunk plaintext.
-
-    ``compression`` is the header's codec: a chunk may use it or no compression.
+    Incompressible buffers grow by a few bytes under compression, so a piece
+    that fits plain can overflow encoded.
 
     Raises:
-        MalformedEnvelopeError: the prefix is malformed, names a method the
-            header does not allow, declares a message above
-            :data:`MAX_MESSAGE_LEN` (checked before anything is allocated),
-            or the body does not decompress to exactly the declared size.
+        ExchangeError: a single row encodes to more than ``limit`` bytes.
     """
-    if len(plaintext) < BODY_PREFIX_LEN or plaintext[1:4] != b"\x00\x00\x00":
-        raise MalformedEnvelopeError(f"chunk {index} has a malformed body prefix")
-    method, size = _BODY_PREFIX.unpack_from(plaintext)
-    if size > MAX_MESSAGE_LEN:
-        raise MalformedEnvelopeError(
-            f"chunk {index} declares a {size}-byte message, above the {MAX_MESSAGE_LEN}-byte limit"
-        )
-    body = pa.py_buffer(plaintext)[BODY_PREFIX_LEN:]
-    if method == COMPRESSIONS["none"]:
-        if body.size != size:
-            raise MalformedEnvelopeError(
-                f"chunk {index} declares a {size}-byte message but holds {body.size} bytes"
-            )
-        return body
-    if method != COMPRESSIONS.get(compression, COMPRESSIONS["none"]):
-        raise MalformedEnvelopeError(
-            f"chunk {index} uses compression method {method}, "
-            f"but the header allows only {compression!r}"
-        )
-    codec = codec or _codec(compression)
-    assert codec is not None  # the method equals the header's codec, which is not "none"
-    try:
-        return codec.decompress(body, decompressed_size=size, asbytes=False)
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise MalformedEnvelopeError(
-            f"chunk {index} does not decompress to its declared {size} bytes: {e}"
-        ) from e
+    message = encode(piece)
+    if message.size <= limit:
+        return [message]
+    if piece.num_rows <= 1:
+        raise ExchangeError(f"one row encodes to {message.size} bytes, above {limit}")
+    half = piece.num_rows // 2
+    return encode_within(piece.slice(0, half), encode, limit) + encode_within(
+        piece.slice(half), encode, limit
+    )
 
 
 @dataclass(frozen=True)
@@ -583,7 +571,7 @@ class EnvelopeSealer:
                 f"unknown compression {compression!r}",
                 hint="use " + " or ".join(COMPRESSIONS),
             )
-        if not BODY_PREFIX_LEN < chunk_limit <= MAX_CHUNK_PLAINTEXT:
+        if not 0 < chunk_limit <= MAX_CHUNK_PLAINTEXT:
             raise ExchangeError(f"chunk limit {chunk_limit} is out of range")
         for f in schema:
             if pa.types.is_dictionary(f.type):
@@ -617,30 +605,36 @@ class EnvelopeSealer:
         self._aead = AESGCM(self._key)
         self._hash = _OrderedHash()
         self.compression = compression
-        self._codec = _codec(compression)
-        self._limit = chunk_limit - BODY_PREFIX_LEN
-        self._pending: bytes | None = None
+        self._encode = MessageEncoder(compression)
+        self._limit = chunk_limit
+        self._pending: pa.Buffer | None = None
+        self._encoding: deque[Future[list[pa.Buffer]]] = deque()
         self._pending_rows = 0
         self._index = 0
         self.rows = 0
         self.finished = False
 
-    def _seal(self, plaintext: bytes, final: bool) -> SealedChunk:
+    def _seal(self, plaintext: pa.Buffer, final: bool) -> SealedChunk:
         if self._index >= _MAX_INDEX:
             raise ExchangeError("share exceeds 2**64 - 1 chunks")
-        self._hash.update(plaintext)
-        sealed = self._aead.encrypt(chunk_nonce(self._index, final), plaintext, self._aad)
+        # pyarrow exports signed bytes, which the cipher refuses; the view is unsigned, no copy.
+        view = memoryview(plaintext).cast("B")
+        self._hash.update(view)
+        sealed = self._aead.encrypt(chunk_nonce(self._index, final), view, self._aad)
         chunk = SealedChunk(self._index, final, sealed)
         self._index += 1
         return chunk
 
     def add(self, batch: pa.RecordBatch) -> Iterator[bytes]:
-        """Seal ``batch`` (split to the chunk limit); yields ready chunk frames.
+        """Seal ``batch`` (split to the chunk limit); yields its chunk frames, all but the
+        last message, which is held back in case it is the final one.
 
         Raises:
             ExchangeError: as :meth:`add_sealed`.
         """
         for chunk in self.add_sealed(batch):
+            yield chunk.frame
+        for chunk in self.flush_sealed():
             yield chunk.frame
 
     def finish(self) -> tuple[bytes, bytes]:
@@ -649,59 +643,71 @@ class EnvelopeSealer:
         Raises:
             ExchangeError: the sealer is already finished.
         """
-        final, trailer = self.finish_sealed()
-        return final.frame, trailer
+        chunks, trailer = self.finish_sealed()
+        assert len(chunks) == 1  # add() leaves nothing in flight
+        return chunks[0].frame, trailer
 
     def add_sealed(self, batch: pa.RecordBatch) -> Iterator[SealedChunk]:
-        """Seal ``batch`` (split to the chunk limit); yields sealed chunks not yet framed.
+        """Start sealing ``batch`` (split to the chunk limit); yields the sealed chunks that
+        are ready, in order, not yet framed.
 
-        A transport may frame them itself (see :attr:`SealedChunk.frame`) to
-        save a copy of every chunk.
+        Encoding runs on worker threads, up to :data:`ENCODE_AHEAD` messages
+        ahead, across batch boundaries, so both cores stay busy; the chunks of
+        a batch may therefore come out of a later call, or of
+        :meth:`flush_sealed` and :meth:`finish_sealed`. A transport may frame
+        them itself (see :attr:`SealedChunk.frame`) to save a copy of every chunk.
 
         Raises:
-            ExchangeError: the batch's schema differs from the header's, or the
-                sealer is already finished.
+            ExchangeError: the batch's schema differs from the header's, the
+                sealer is already finished, or one row exceeds the chunk limit.
         """
         if self.finished:
             raise ExchangeError("sealer is finished")
         if not batch.schema.equals(self.schema):
             raise ExchangeError(f"batch schema {batch.schema} differs from header schema")
-        messages = list(split_batch(batch, self._limit))
-        codec = self._codec
-        bodies: Iterator[bytes]
-        if codec is not None and len(messages) > 1:
-            bodies = _COMPRESS_POOL.map(lambda m: chunk_body(m, codec), messages)
-        else:
-            bodies = (chunk_body(m, codec) for m in messages)
-        for body in bodies:
-            if self._pending is not None:
-                yield self._seal(self._pending, final=False)
-            self._pending = body
+        encode, limit = self._encode, self._limit
+        for piece in split_batch(batch, limit):
+            self._encoding.append(_ENCODE_POOL.submit(encode_within, piece, encode, limit))
+            if len(self._encoding) > ENCODE_AHEAD:
+                yield from self._seal_encoded(1)
         self.rows += batch.num_rows
 
-    def finish_sealed(self) -> tuple[SealedChunk, bytes]:
-        """Seal the final chunk and sign the trailer; returns ``(final_chunk, trailer)``.
+    def flush_sealed(self) -> Iterator[SealedChunk]:
+        """Seal everything still being encoded, except the message held back as the last."""
+        yield from self._seal_encoded(len(self._encoding))
+
+    def _seal_encoded(self, count: int) -> Iterator[SealedChunk]:
+        for _ in range(count):
+            for message in self._encoding.popleft().result():
+                if self._pending is not None:
+                    yield self._seal(self._pending, final=False)
+                self._pending = message
+
+    def finish_sealed(self) -> tuple[list[SealedChunk], bytes]:
+        """Seal what is left, the last chunk flagged final, and sign the trailer.
+
+        Returns ``(chunks, trailer)``; ``chunks`` ends with the final chunk.
 
         Raises:
             ExchangeError: the sealer is already finished.
         """
         if self.finished:
             raise ExchangeError("sealer is finished")
+        chunks = list(self.flush_sealed())
         self.finished = True
         # A share always has a final chunk, even for an empty table, so that
         # truncation before the end is always detectable.
         last = self._pending
         if last is None:
-            empty = pa.RecordBatch.from_pylist([], schema=self.schema).serialize()
-            last = chunk_body(empty, self._codec)
-        final = self._seal(last, final=True)
+            last = self._encode(pa.RecordBatch.from_pylist([], schema=self.schema))
+        chunks.append(self._seal(last, final=True))
         self._pending = None
         digest = self._hash.digest()
         message = _trailer_message(self._aad, self.rows, self._index, digest)
         trailer = (
             _U64.pack(self.rows) + _U64.pack(self._index) + digest + self._signing_key.sign(message)
         )
-        return final, trailer
+        return chunks, trailer
 
     @property
     def chunks(self) -> int:
@@ -750,7 +756,7 @@ class EnvelopeOpener:
         self._schema: pa.Schema | None = None
         self._aead: AESGCM | None = None
         self._aad = b""
-        self._codec: pa.Codec | None = None
+        self._template: BatchTemplate | None = None
         self._hash = _OrderedHash()
         self._next = 0
         self._final_seen = False
@@ -828,7 +834,7 @@ class EnvelopeOpener:
         self._schema = schema
         self._aad = header.digest
         self._aead = AESGCM(key)
-        self._codec = _codec(header.compression)
+        self._template = BatchTemplate.of(schema)
         return header
 
     # chunks
@@ -844,11 +850,12 @@ class EnvelopeOpener:
                 "altered in transit, or not sealed for this header and position"
             ) from e
 
-    def open_chunk(self, frame: bytes) -> pa.RecordBatch | None:
-        """Authenticate and decode one chunk frame.
+    def open_chunk(self, frame: bytes) -> RecordBatchMessage | None:
+        """Authenticate one chunk frame and check the record-batch message inside.
 
-        Returns the record batch, or ``None`` when the chunk arrived early and
-        is held to classify the failure on the next frame.
+        Returns the checked message (decoded only on demand), or ``None``
+        when the chunk arrived early and is held to classify the failure on
+        the next frame.
 
         Raises:
             MalformedEnvelopeError: no header yet, or the frame or IPC message is malformed.
@@ -885,15 +892,15 @@ class EnvelopeOpener:
         self._next += 1
         self._final_seen = chunk.final
         assert self.header is not None
-        message = read_chunk_body(plaintext, self.header.compression, chunk.index, self._codec)
-        try:
-            batch = pa.ipc.read_record_batch(message, self._schema)
-        except (pa.ArrowException, ValueError, OSError) as e:
-            raise MalformedEnvelopeError(
-                f"chunk {chunk.index} is not an Arrow record batch for the header schema: {e}"
-            ) from e
-        self.rows += batch.num_rows
-        return batch
+        assert self._template is not None
+        layout = read_batch_layout(
+            plaintext,
+            self._template,
+            allow_zstd=self.header.compression == "zstd",
+            what=f"chunk {chunk.index}",
+        )
+        self.rows += layout.rows
+        return RecordBatchMessage(plaintext, layout, self._schema, chunk.index)
 
     def _raise_gap(self, after: str) -> None:
         raise ChunkGapError(

@@ -124,8 +124,9 @@ def stream_share(
         for batch in scan.batches():
             for chunk in sealer.add_sealed(batch):
                 yield "chunk", chunk
-        final, trailer = sealer.finish_sealed()
-        yield "chunk", final
+        chunks, trailer = sealer.finish_sealed()
+        for chunk in chunks:
+            yield "chunk", chunk
         yield "trailer", trailer
 
     runtime.audit.record(

@@ -1,7 +1,14 @@
 """Atomic output of a received share: temp file, fsync, rename, or nothing at all.
 
 Invariant: the destination path either does not change, or holds the complete,
-verified table. While batches arrive, a background thread flushes what was
+verified table.
+
+Arrow IPC output receives each chunk's record-batch message unchanged (see
+:class:`~node.exchange.ipc_message.IpcMessageFileWriter`), so a share sent
+with zstd lands as a zstd-compressed Arrow IPC file, the form
+``pyarrow.feather`` writes by default, and nothing is decompressed or
+re-encoded on the way to disk. Parquet output decodes each batch and encodes
+Parquet. While batches arrive, a background thread flushes what was
 written so far every :data:`FLUSH_EVERY` bytes, so the disk writes overlap the
 transfer and the final fsync has only the tail left to do; durability at
 commit is unchanged. Batches go to a hidden temporary file in the destination's
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import tempfile
 import threading
@@ -26,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from node.errors import ExchangeError
+from node.exchange.ipc_message import IpcMessageFileWriter, RecordBatchMessage
 
 __all__ = ["FORMATS", "AtomicTableSink", "output_format"]
 
@@ -111,11 +120,15 @@ class AtomicTableSink:
             )
             os.close(fd)
             self.tmp = Path(tmp)
-            self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
+            self._parquet: pq.ParquetWriter | None = None
+            self._arrow: IpcMessageFileWriter | None = None
+            self._file: io.FileIO | None = None
             if fmt == "parquet":
-                self._writer = pq.ParquetWriter(self.tmp, schema)
+                self._parquet = pq.ParquetWriter(self.tmp, schema)
             else:
-                self._writer = pa.ipc.new_file(str(self.tmp), schema)
+                # Unbuffered: every message is one large write, with no copy into a buffer.
+                self._file = self.tmp.open("wb", buffering=0)
+                self._arrow = IpcMessageFileWriter(self._file, schema)
         except (OSError, pa.ArrowException) as e:
             with contextlib.suppress(OSError, UnboundLocalError):
                 Path(tmp).unlink()
@@ -151,19 +164,37 @@ class AtomicTableSink:
         if pending is not None:
             pending.result()
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Append one verified batch to the temporary file.
+    def write(self, message: RecordBatchMessage) -> None:
+        """Append one checked record-batch message to the temporary file.
 
         Raises:
+            MalformedEnvelopeError: Parquet output, and the message does not decode.
             ExchangeError: the write failed (disk full, closed sink).
         """
         if not self._open:
             raise ExchangeError("output is already closed")
         try:
-            self._writer.write_batch(batch)
-            self._maybe_flush(batch.nbytes)
+            if self._arrow is not None:
+                self._arrow.write(message.data, message.layout)
+                self._maybe_flush(len(message.data))
+            else:
+                assert self._parquet is not None
+                batch = message.decode()
+                self._parquet.write_batch(batch)
+                self._maybe_flush(batch.nbytes)
         except (OSError, pa.ArrowException) as e:
             raise ExchangeError(f"cannot write output {self.tmp}: {e}") from e
+
+    def _close(self, *, complete: bool = True) -> None:
+        self._open = False
+        try:
+            if self._arrow is not None and complete:
+                self._arrow.close()
+            elif self._parquet is not None:
+                self._parquet.close()
+        finally:
+            if self._file is not None:
+                self._file.close()
 
     def commit(self) -> None:
         """Close, fsync, rename into place, fsync the directory.
@@ -172,8 +203,7 @@ class AtomicTableSink:
             ExchangeError: any step failed; the temporary file is then removed.
         """
         try:
-            self._writer.close()
-            self._open = False
+            self._close()
             self._settle_flush()
             _fsync_path(self.tmp)
             self.tmp.replace(self.dest)
@@ -186,9 +216,8 @@ class AtomicTableSink:
     def abort(self) -> None:
         """Discard everything written; never raises."""
         if self._open:
-            self._open = False
             with contextlib.suppress(Exception):
-                self._writer.close()
+                self._close(complete=False)
         with contextlib.suppress(Exception):
             self._settle_flush()
         with contextlib.suppress(OSError):

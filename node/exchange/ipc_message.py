@@ -1,0 +1,319 @@
+"""Arrow IPC record-batch messages: checked before they are decoded, and written to a file as is.
+
+A chunk carries one encapsulated Arrow IPC record-batch message
+(``0xFFFFFFFF || int32 metadata length || Message flatbuffer || body``), whose
+buffers are either plain or compressed one by one with zstd (Arrow's
+``BodyCompression``, the same form ``pyarrow.feather`` writes). The receiver
+reads only the metadata: the row count, the buffer layout and, for compressed
+buffers, each buffer's declared decoded size. That is enough to refuse a
+message that would not read back, or that would decode to more than
+:data:`MAX_DECODED_LEN`, without decompressing it; and enough to append the
+message unchanged to an Arrow IPC file, which then stays compressed the way
+the data travelled, so the receiver never pays for decompressing and
+re-encoding.
+
+The flatbuffer reader here is deliberately small: it follows only the fields
+named in Arrow's ``Message.fbs`` and ``File.fbs`` that these checks need, and
+checks every offset against the buffer, because the bytes come from a peer.
+Building a file footer reuses pyarrow's own writer (see :func:`file_footer`),
+so no flatbuffer is ever written by hand.
+
+Invariants:
+
+* :func:`read_batch_layout` returns only for a record-batch message whose
+  node and buffer counts equal the schema's, whose buffers lie inside its
+  body, whose compression is the one the share allows, and whose decoded size
+  is at most :data:`MAX_DECODED_LEN`; every other input raises
+  :class:`~node.exchange.errors.MalformedEnvelopeError`.
+* :class:`IpcMessageFileWriter` writes the layout pyarrow writes: magic,
+  schema message, the messages, an end-of-stream marker, the footer.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from node.exchange.errors import MalformedEnvelopeError
+
+__all__ = [
+    "CONTINUATION",
+    "MAX_DECODED_LEN",
+    "BatchLayout",
+    "BatchTemplate",
+    "IpcMessageFileWriter",
+    "RecordBatchMessage",
+    "file_footer",
+    "read_batch_layout",
+]
+
+#: Bound on the decoded size of one message body, compressed or not: one chunk window.
+MAX_DECODED_LEN = 4 * 1024 * 1024 - 16 * 1024
+CONTINUATION = b"\xff\xff\xff\xff"
+_MAGIC = b"ARROW1"
+_END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
+_METADATA_V5 = 4
+_HEADER_RECORD_BATCH = 3
+_CODEC_ZSTD = 1
+_METHOD_BUFFER = 0
+_STRUCT16 = struct.Struct("<qq")  # FieldNode {length, null_count}; Buffer {offset, length}
+_BLOCK = struct.Struct("<qi4xq")  # Block {offset, metaDataLength, (pad), bodyLength}
+_I64 = struct.Struct("<q")
+
+
+class _Flatbuffer:
+    """Bounds-checked reads from one flatbuffer; every failure is MalformedEnvelopeError."""
+
+    def __init__(self, data: memoryview, what: str) -> None:
+        self.data = data
+        self.what = what
+
+    def _unpack(self, fmt: str, pos: int) -> int:
+        size = struct.calcsize(fmt)
+        if pos < 0 or pos + size > len(self.data):
+            raise MalformedEnvelopeError(f"{self.what}: offset {pos} is outside the metadata")
+        value: int = struct.unpack_from(fmt, self.data, pos)[0]
+        return value
+
+    def root(self) -> _Table:
+        return _Table(self, self._unpack("<I", 0))
+
+
+class _Table:
+    def __init__(self, buf: _Flatbuffer, pos: int) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.vtable = pos - buf._unpack("<i", pos)
+        self.vtable_len = buf._unpack("<H", self.vtable)
+        if self.vtable_len < 4 or self.vtable_len % 2:
+            raise MalformedEnvelopeError(f"{buf.what}: malformed vtable at {self.vtable}")
+
+    def _field(self, index: int) -> int | None:
+        slot = 4 + 2 * index
+        if slot + 2 > self.vtable_len:
+            return None
+        offset = self.buf._unpack("<H", self.vtable + slot)
+        return self.pos + offset if offset else None
+
+    def scalar(self, index: int, fmt: str, default: int) -> int:
+        pos = self._field(index)
+        return default if pos is None else self.buf._unpack(fmt, pos)
+
+    def table(self, index: int) -> _Table | None:
+        pos = self._field(index)
+        return None if pos is None else _Table(self.buf, pos + self.buf._unpack("<I", pos))
+
+    def vector(self, index: int, item_size: int) -> tuple[int, int]:
+        """``(start, count)`` of a vector of fixed-size items; ``(0, 0)`` when absent."""
+        pos = self._field(index)
+        if pos is None:
+            return 0, 0
+        start = pos + self.buf._unpack("<I", pos)
+        count = self.buf._unpack("<I", start)
+        if start + 4 + count * item_size > len(self.buf.data):
+            raise MalformedEnvelopeError(f"{self.buf.what}: a vector runs past the metadata")
+        return start + 4, count
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """What the receiver learns from a record-batch message without decoding it."""
+
+    rows: int
+    metadata_len: int  #: bytes before the body: prefix, flatbuffer and padding
+    body_len: int
+    decoded_len: int  #: the body's size once every buffer is decompressed
+    compressed: bool
+
+
+@dataclass(frozen=True)
+class BatchTemplate:
+    """The node and buffer counts every record-batch message of a schema must have."""
+
+    nodes: int
+    buffers: int
+
+    @classmethod
+    def of(cls, schema: pa.Schema) -> BatchTemplate:
+        """Learn the counts from pyarrow's own encoding of an empty batch of ``schema``.
+
+        Raises:
+            MalformedEnvelopeError: the schema has a type whose buffer count
+                varies per batch (view types); shares do not carry those.
+        """
+        message = pa.RecordBatch.from_pylist([], schema=schema).serialize()
+        header = _record_batch_header(_bytes_view(message), "schema template")[0]
+        if header.vector(4, 8)[1]:
+            raise MalformedEnvelopeError("schema has view columns, which shares do not carry")
+        return cls(nodes=header.vector(1, 16)[1], buffers=header.vector(2, 16)[1])
+
+
+def _bytes_view(data: bytes | memoryview | pa.Buffer) -> memoryview:
+    # pyarrow buffers export signed bytes; compare and slice them as unsigned.
+    return memoryview(data).cast("B")
+
+
+def _record_batch_header(data: memoryview, what: str) -> tuple[_Table, int, int]:
+    """The RecordBatch table of an encapsulated message, its metadata length and body length."""
+    if len(data) < 8 or data[:4] != CONTINUATION:
+        raise MalformedEnvelopeError(f"{what}: not an encapsulated Arrow IPC message")
+    (flatbuffer_len,) = struct.unpack_from("<i", data, 4)
+    metadata_len = 8 + flatbuffer_len
+    if flatbuffer_len <= 0 or metadata_len % 8 or metadata_len > len(data):
+        raise MalformedEnvelopeError(f"{what}: metadata length {flatbuffer_len} is invalid")
+    message = _Flatbuffer(data[8:metadata_len], what).root()
+    version = message.scalar(0, "<h", 0)
+    if version != _METADATA_V5:
+        raise MalformedEnvelopeError(f"{what}: Arrow metadata version {version}, expected V5")
+    kind = message.scalar(1, "<B", 0)
+    if kind != _HEADER_RECORD_BATCH:
+        raise MalformedEnvelopeError(f"{what}: message type {kind} is not a record batch")
+    header = message.table(2)
+    if header is None:
+        raise MalformedEnvelopeError(f"{what}: record batch message without a header")
+    body_len = message.scalar(3, "<q", 0)
+    if body_len != len(data) - metadata_len:
+        raise MalformedEnvelopeError(
+            f"{what}: declares a {body_len}-byte body but carries {len(data) - metadata_len}"
+        )
+    return header, metadata_len, body_len
+
+
+def read_batch_layout(
+    message: bytes | memoryview | pa.Buffer, template: BatchTemplate, *, allow_zstd: bool, what: str
+) -> BatchLayout:
+    """Check one encapsulated record-batch message against ``template`` and bound its size.
+
+    Raises:
+        MalformedEnvelopeError: the message is not a well-formed record batch
+            of the template's shape, uses a compression the share does not
+            allow, or would decode to more than :data:`MAX_DECODED_LEN` bytes.
+    """
+    data = _bytes_view(message)
+    header, metadata_len, body_len = _record_batch_header(data, what)
+    fb = header.buf
+    rows = header.scalar(0, "<q", 0)
+    nodes_at, nodes = header.vector(1, 16)
+    buffers_at, buffers = header.vector(2, 16)
+    if rows < 0 or nodes != template.nodes or buffers != template.buffers:
+        raise MalformedEnvelopeError(
+            f"{what}: {rows} rows in {nodes} nodes and {buffers} buffers does not fit the "
+            f"schema ({template.nodes} nodes, {template.buffers} buffers)"
+        )
+    if header.vector(4, 8)[1]:
+        raise MalformedEnvelopeError(f"{what}: carries variadic buffers the schema has none of")
+    for i in range(nodes):
+        length, nulls = _STRUCT16.unpack_from(fb.data, nodes_at + 16 * i)
+        if length < 0 or not 0 <= nulls <= length:
+            raise MalformedEnvelopeError(f"{what}: field node {i} has invalid counts")
+    compression = header.table(3)
+    compressed = compression is not None
+    if compression is not None:
+        codec = compression.scalar(0, "<b", 0)
+        method = compression.scalar(1, "<b", _METHOD_BUFFER)
+        if not allow_zstd or codec != _CODEC_ZSTD or method != _METHOD_BUFFER:
+            raise MalformedEnvelopeError(
+                f"{what}: body compression (codec {codec}, method {method}) is not allowed "
+                f"by the header ({'zstd buffers' if allow_zstd else 'no compression'})"
+            )
+    body = data[metadata_len:]
+    decoded = 0
+    for i in range(buffers):
+        offset, length = _STRUCT16.unpack_from(fb.data, buffers_at + 16 * i)
+        if offset < 0 or length < 0 or offset + length > body_len:
+            raise MalformedEnvelopeError(f"{what}: buffer {i} lies outside the message body")
+        if compressed and length:
+            if length < 8:
+                raise MalformedEnvelopeError(f"{what}: compressed buffer {i} has no size prefix")
+            (size,) = _I64.unpack_from(body, offset)
+            if size < -1:
+                raise MalformedEnvelopeError(f"{what}: buffer {i} declares a negative size")
+            length = length - 8 if size == -1 else size
+        decoded += length + (-length % 8)
+        if decoded > MAX_DECODED_LEN:
+            raise MalformedEnvelopeError(
+                f"{what}: decodes to more than the {MAX_DECODED_LEN}-byte limit "
+                "(checked before anything is decompressed)"
+            )
+    return BatchLayout(rows, metadata_len, body_len, decoded, compressed)
+
+
+@dataclass(frozen=True)
+class RecordBatchMessage:
+    """A checked record-batch message of one chunk, still in its wire form."""
+
+    data: bytes
+    layout: BatchLayout
+    schema: pa.Schema
+    index: int  #: the chunk it arrived in, for error messages
+
+    @property
+    def rows(self) -> int:
+        return self.layout.rows
+
+    def decode(self) -> pa.RecordBatch:
+        """Decompress (if needed) and read the batch.
+
+        Raises:
+            MalformedEnvelopeError: the buffers do not decode (corrupt zstd,
+                offsets past a buffer) under the header's schema.
+        """
+        try:
+            batch = pa.ipc.read_record_batch(pa.py_buffer(self.data), self.schema)
+        except (pa.ArrowException, ValueError, OSError) as e:
+            raise MalformedEnvelopeError(
+                f"chunk {self.index} does not decode as a record batch of the header schema: {e}"
+            ) from e
+        if batch.num_rows != self.layout.rows:
+            raise MalformedEnvelopeError(f"chunk {self.index} decodes to a different row count")
+        return batch
+
+
+def file_footer(schema: pa.Schema, blocks: list[tuple[int, int, int]]) -> bytes:
+    """The footer of an Arrow IPC file holding record batches at ``blocks``.
+
+    ``blocks`` are ``(offset, metadata_len, body_len)`` per message. pyarrow
+    writes a file of as many empty batches, whose footer already has the
+    schema and one Block per batch; only the Blocks, fixed-size structs, are
+    then overwritten, so no flatbuffer is assembled here.
+    """
+    sink = pa.BufferOutputStream()
+    empty = pa.RecordBatch.from_pylist([], schema=schema)
+    with pa.ipc.new_file(sink, schema) as writer:
+        for _ in blocks:
+            writer.write_batch(empty)
+    written = sink.getvalue().to_pybytes()
+    (footer_len,) = struct.unpack_from("<i", written, len(written) - 10)
+    footer = bytearray(written[len(written) - 10 - footer_len :])
+    start, count = (
+        _Flatbuffer(memoryview(footer)[:footer_len], "file footer").root().vector(3, _BLOCK.size)
+    )
+    if count != len(blocks):
+        raise RuntimeError(f"pyarrow wrote {count} footer blocks for {len(blocks)} batches")
+    for i, block in enumerate(blocks):
+        _BLOCK.pack_into(footer, start + _BLOCK.size * i, *block)
+    return bytes(footer)
+
+
+class IpcMessageFileWriter:
+    """Append checked record-batch messages, unchanged, to an Arrow IPC file."""
+
+    def __init__(self, file: BinaryIO, schema: pa.Schema) -> None:
+        self._file = file
+        self._schema = schema
+        self._blocks: list[tuple[int, int, int]] = []
+        head = _MAGIC + b"\x00\x00" + schema.serialize().to_pybytes()
+        file.write(head)
+        self._pos = len(head)
+
+    def write(self, message: bytes | memoryview | pa.Buffer, layout: BatchLayout) -> None:
+        self._blocks.append((self._pos, layout.metadata_len, layout.body_len))
+        self._file.write(message)
+        self._pos += layout.metadata_len + layout.body_len
+
+    def close(self) -> None:
+        """Write the end-of-stream marker and the footer (the file object stays open)."""
+        self._file.write(_END_OF_STREAM + file_footer(self._schema, self._blocks))
