@@ -56,8 +56,9 @@ def register(subparsers: Any) -> None:
         "--compression",
         choices=["zstd", "none"],
         default="zstd",
-        help="chunk compression before encryption (default zstd: fewer bytes to encrypt, "
-        "hash and send; chunks that do not shrink travel uncompressed either way)",
+        help="buffer compression before encryption (default zstd: fewer bytes to encrypt, "
+        "hash, send and write; an .arrow output stays zstd-compressed, as pyarrow.feather "
+        "writes it; none gives an uncompressed file for memory mapping)",
     )
     fetch.add_argument(
         "--limit-rate", type=int, default=None, metavar="BYTES_PER_S", help="cap the transfer rate"
