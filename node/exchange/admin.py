@@ -31,7 +31,8 @@ def _public(error: NodeError) -> NodeError:
 @admin_command("share.fetch")
 def share_fetch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Fetch a share: args ``from``, ``agreement``, ``out`` (absolute), optional ``format``,
-    ``columns``, ``compression``, ``overwrite``, ``limit_rate`` (bytes/s), ``deadline_s``."""
+    ``columns``, ``compression``, ``overwrite``, ``validate``, ``limit_rate`` (bytes/s),
+    ``deadline_s``."""
     columns = args.get("columns") or None
     try:
         result = fetch_share(
@@ -43,6 +44,7 @@ def share_fetch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
             columns=[str(c) for c in columns] if columns else None,
             compression=str(args.get("compression") or DEFAULT_COMPRESSION),
             overwrite=bool(args.get("overwrite")),
+            validate=bool(args.get("validate")),
             limit_rate=int(args["limit_rate"]) if args.get("limit_rate") else None,
             deadline_s=float(args.get("deadline_s") or DEFAULT_DEADLINE_S),
             emit=emit,

@@ -162,6 +162,7 @@ def fetch_share(
     columns: list[str] | None = None,
     compression: str = convert.DEFAULT_COMPRESSION,
     overwrite: bool = False,
+    validate: bool = False,
     limit_rate: int | None = None,
     deadline_s: float = DEFAULT_DEADLINE_S,
     emit: Callable[[dict[str, Any]], None] | None = None,
@@ -169,8 +170,9 @@ def fetch_share(
     """Fetch one share from ``provider`` under ``agreement_id`` into ``out``.
 
     ``limit_rate`` caps the receive rate in bytes per second (flow control
-    slows the provider to match). ``compression`` is the chunk codec asked of
-    the provider (``zstd`` or ``none``).
+    slows the provider to match). ``compression`` is the buffer codec asked of
+    the provider (``zstd`` or ``none``). ``validate`` decodes and fully
+    validates every batch of an Arrow output too (Parquet output always is).
 
     Raises:
         UnknownPeerError: the provider is not in the directory.
@@ -211,7 +213,9 @@ def fetch_share(
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)
-                sink = AtomicTableSink(out, opened.schema, fmt, overwrite=overwrite)
+                sink = AtomicTableSink(
+                    out, opened.schema, fmt, overwrite=overwrite, validate=validate
+                )
                 if emit:
                     emit(
                         {

@@ -6,8 +6,10 @@ buffers are either plain or compressed one by one with zstd (Arrow's
 ``BodyCompression``, the same form ``pyarrow.feather`` writes). The receiver
 reads only the metadata: the row count, the buffer layout and, for compressed
 buffers, each buffer's declared decoded size. That is enough to refuse a
-message that would not read back, or that would decode to more than
-:data:`MAX_DECODED_LEN`, without decompressing it; and enough to append the
+message whose structure would not read back, or that would decode to more
+than :data:`MAX_DECODED_LEN`, without decompressing it (the buffers' contents
+are checked only when a message is decoded, see
+:meth:`RecordBatchMessage.decode`); and enough to append the
 message unchanged to an Arrow IPC file, which then stays compressed the way
 the data travelled, so the receiver never pays for decompressing and
 re-encoding.
@@ -179,6 +181,9 @@ def _record_batch_header(data: memoryview, what: str) -> tuple[_Table, int, int]
         raise MalformedEnvelopeError(
             f"{what}: declares a {body_len}-byte body but carries {len(data) - metadata_len}"
         )
+    if body_len % 8:
+        # Arrow pads bodies to 8 bytes; an IPC file refuses a block that is not.
+        raise MalformedEnvelopeError(f"{what}: body length {body_len} is not a multiple of 8")
     return header, metadata_len, body_len
 
 
@@ -258,11 +263,15 @@ class RecordBatchMessage:
         """Decompress (if needed) and read the batch.
 
         Raises:
-            MalformedEnvelopeError: the buffers do not decode (corrupt zstd,
-                offsets past a buffer) under the header's schema.
+            MalformedEnvelopeError: the buffers do not decode (corrupt zstd)
+                or do not validate (buffers too short, offsets out of range,
+                invalid UTF-8) under the header's schema.
         """
         try:
             batch = pa.ipc.read_record_batch(pa.py_buffer(self.data), self.schema)
+            # Full validation (buffer sizes, offsets, UTF-8) costs about 0.15 s/GB and
+            # keeps a malformed batch from being read past its buffers downstream.
+            batch.validate(full=True)
         except (pa.ArrowException, ValueError, OSError) as e:
             raise MalformedEnvelopeError(
                 f"chunk {self.index} does not decode as a record batch of the header schema: {e}"

@@ -7,13 +7,16 @@ Arrow IPC output receives each chunk's record-batch message unchanged (see
 :class:`~node.exchange.ipc_message.IpcMessageFileWriter`), so a share sent
 with zstd lands as a zstd-compressed Arrow IPC file, the form
 ``pyarrow.feather`` writes by default, and nothing is decompressed or
-re-encoded on the way to disk. Parquet output decodes each batch and encodes
-Parquet. While batches arrive, a background thread flushes what was
-written so far every :data:`FLUSH_EVERY` bytes, so the disk writes overlap the
-transfer and the final fsync has only the tail left to do; durability at
-commit is unchanged. Batches go to a hidden temporary file in the destination's
-directory (so the final rename stays on one file system); :meth:`AtomicTableSink.commit`
-fsyncs it, renames it into place and fsyncs the directory. Any other exit
+re-encoded on the way to disk. Parquet output decodes and validates each
+batch and encodes Parquet.
+
+While batches arrive, a background thread flushes what was written so far
+every :data:`FLUSH_EVERY` bytes, so the disk writes overlap the transfer and
+the final fsync has only the tail left to do; durability at commit is
+unchanged. Batches go to a hidden temporary file in the destination's
+directory (so the final rename stays on one file system);
+:meth:`AtomicTableSink.commit` fsyncs it, renames it into place and fsyncs the
+directory. Any other exit
 removes the temporary file; one left by a crashed process (its name carries
 the writer's pid) is removed by the next write to the same destination.
 """
@@ -101,8 +104,20 @@ def _remove_stale_partials(dest: Path) -> None:
 class AtomicTableSink:
     """Write record batches to ``dest`` so that it appears complete or not at all."""
 
-    def __init__(self, dest: Path, schema: pa.Schema, fmt: str, *, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        dest: Path,
+        schema: pa.Schema,
+        fmt: str,
+        *,
+        overwrite: bool = False,
+        validate: bool = False,
+    ) -> None:
         """Create the hidden temporary file beside ``dest``.
+
+        ``validate`` decodes and fully validates each message of an Arrow
+        output before it is written; Parquet output decodes (and so
+        validates) every message anyway.
 
         Raises:
             ExchangeError: ``dest`` exists (without ``overwrite``), its directory
@@ -133,6 +148,7 @@ class AtomicTableSink:
             with contextlib.suppress(OSError, UnboundLocalError):
                 Path(tmp).unlink()
             raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+        self._validate = validate
         self._open = True
         self.committed = False
         self._unflushed = 0
@@ -175,6 +191,8 @@ class AtomicTableSink:
             raise ExchangeError("output is already closed")
         try:
             if self._arrow is not None:
+                if self._validate:
+                    message.decode()
                 self._arrow.write(message.data, message.layout)
                 self._maybe_flush(len(message.data))
             else:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.errors import ExchangeError
 from node.exchange.envelope import MessageEncoder
-from node.exchange.errors import ReceiptError
+from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from node.exchange.ipc_message import BatchTemplate, RecordBatchMessage, read_batch_layout
 from node.exchange.receipt import make_receipt, verify_receipt
 from node.exchange.sink import AtomicTableSink, output_format
@@ -59,6 +59,29 @@ def test_commit_makes_the_file_appear_complete(tmp_path: Path, fmt: str) -> None
     table = pq.read_table(dest) if fmt == "parquet" else pa.ipc.open_file(dest).read_all()
     assert table.num_rows == 6
     assert [p.name for p in tmp_path.iterdir()] == [dest.name]
+
+
+def test_corrupt_content_fails_validated_and_parquet_outputs_only(tmp_path: Path) -> None:
+    batch = pa.record_batch({"n": pa.array(range(1000), pa.int64())})
+    good = message_of(batch, "zstd")
+    body_at = len(good.data) - good.layout.body_len
+    corrupt = bytearray(good.data)
+    corrupt[body_at + 8 : body_at + 12] = b"\x00" * 4  # the zstd frame magic of the data buffer
+    bad = RecordBatchMessage(bytes(corrupt), good.layout, batch.schema, 7)
+    for fmt, validate in (("arrow", True), ("parquet", False)):
+        dest = tmp_path / f"out.{fmt}"
+        with AtomicTableSink(dest, batch.schema, fmt, validate=validate) as sink:
+            sink.write(good)
+            with pytest.raises(MalformedEnvelopeError, match="chunk 7 does not decode"):
+                sink.write(bad)
+        assert list(tmp_path.iterdir()) == []
+    # Unvalidated Arrow output stores the message as signed; its reader meets the corruption.
+    dest = tmp_path / "raw.arrow"
+    with AtomicTableSink(dest, batch.schema, "arrow") as sink:
+        sink.write(bad)
+        sink.commit()
+    with pytest.raises(OSError, match="ZSTD decompression failed"):
+        pa.ipc.open_file(dest).read_all()
 
 
 def test_failure_leaves_nothing_visible(tmp_path: Path) -> None:
