@@ -1,8 +1,8 @@
 """Reading a dataset through an agreement: the only way data leaves the catalog.
 
 The loader checks the agreement (active, in its window, allowing the mode, and
-naming this node as the provider of the dataset), then scans the dataset in
-batches with a ``pyarrow.dataset`` scanner and applies the column treatments
+naming this node as the provider of the dataset), then reads the dataset in
+batches (see :mod:`node.catalog.source`) and applies the column treatments
 to each batch. Memory stays bounded by a few batches, never the table.
 
 Invariants:
@@ -24,6 +24,7 @@ from node.agreements.policy import authorize, recheck
 from node.agreements.store import AgreementRecord
 from node.catalog import treatments
 from node.catalog.registry import Catalog
+from node.catalog.source import read_batches
 from node.errors import AgreementError, CatalogError
 
 if TYPE_CHECKING:
@@ -100,13 +101,7 @@ class TreatedScan:
             AgreementError: treatment failed, or ``before_batch`` refused.
         """
         try:
-            scanner = self._dataset.scanner(
-                columns=self.schema.names,
-                batch_size=self._batch_rows,
-                batch_readahead=2,
-                fragment_readahead=1,
-            )
-            for batch in scanner.to_batches():
+            for batch in read_batches(self._dataset, self.schema.names, self._batch_rows):
                 if self._before_batch is not None:
                     self._before_batch()
                 if batch.num_rows:

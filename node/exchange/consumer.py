@@ -13,8 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +28,7 @@ from node.exchange import convert
 from node.exchange.envelope import EnvelopeOpener
 from node.exchange.memory import tune_allocator
 from node.exchange.provider import exchange_store_of
+from node.exchange.readahead import read_ahead
 from node.exchange.receipt import make_receipt
 from node.exchange.sink import AtomicTableSink, output_format
 from protocols.fednode.v1 import exchange_pb2_grpc
@@ -69,53 +68,29 @@ _END = object()
 _WRITE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="share-write")
 
 
+def _paced(call: Iterator[Any], limit_rate: int | None) -> Iterator[Any]:
+    """Pass frames through, sleeping as needed to stay under ``limit_rate`` bytes per second.
+
+    Pacing the reads themselves lets gRPC flow control slow the sender
+    instead of frames piling up here.
+    """
+    started = time.monotonic()
+    received = 0
+    for message in call:
+        yield message
+        if limit_rate:
+            received += len(message[1])
+            ahead = received / limit_rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
 def _prefetch(call: Iterator[Any], limit_rate: int | None = None) -> Iterator[Any]:
     """Receive frames on a helper thread, so receiving overlaps decrypting and writing.
 
     At most :data:`WINDOW` frames wait; transport errors are re-raised in order.
-    ``limit_rate`` (bytes per second) paces the reads themselves, so gRPC flow
-    control slows the sender instead of frames piling up here.
     """
-    frames: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                frames.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        started = time.monotonic()
-        received = 0
-        try:
-            for message in call:
-                if not put(message):
-                    return
-                if limit_rate:
-                    received += len(message[1])
-                    ahead = received / limit_rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
-            put(_END)
-        except BaseException as e:  # noqa: BLE001 -- re-raised in the consuming thread
-            put(e)
-
-    thread = threading.Thread(target=run, name="share-receive", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = frames.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    return read_ahead(_paced(call, limit_rate), WINDOW, "share-receive")
 
 
 class _OrderedWrites:

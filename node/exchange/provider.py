@@ -1,10 +1,11 @@
 """The provider side of a share: authorize, scan, treat, seal and stream.
 
-A producer thread scans the dataset, applies the agreement's treatments and
-seals chunks (AES-GCM and SHA-256 release the GIL), while the caller's thread
-hands frames to gRPC, so reading, sealing and sending overlap. The queue
-between them holds at most :data:`WINDOW` frames, which bounds memory to a
-few chunks whatever the table size.
+Three threads overlap: one reads the dataset and applies the agreement's
+treatments (at most :data:`READ_AHEAD` batches ahead), one encodes and seals
+chunks (compression, AES-GCM and SHA-256 release the GIL; encoding itself
+runs on the envelope's worker threads), and the caller's thread hands frames
+to gRPC (at most :data:`WINDOW` frames ahead). Memory is therefore bounded by
+a few batches and chunks whatever the table size.
 
 Invariants:
 
@@ -20,7 +21,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from node.catalog.loader import treated_scan
 from node.errors import AccessDenied, NodeError
 from node.exchange.envelope import EnvelopeSealer, SealedChunk
 from node.exchange.errors import ReceiptError
+from node.exchange.readahead import read_ahead
 from node.exchange.receipt import verify_receipt
 from node.exchange.store import ExchangeStore, SentShare
 
@@ -42,9 +43,10 @@ log = logging.getLogger("fednode.exchange")
 
 #: Frames buffered between the sealing thread and the sender.
 WINDOW = 4
+#: Treated batches read ahead of sealing (batches of 256 Ki rows: tens of MB each).
+READ_AHEAD = 2
 _EXTENSION = "exchange"
 _lock = threading.Lock()
-_DONE = object()
 
 
 def exchange_store_of(runtime: NodeRuntime) -> ExchangeStore:
@@ -55,36 +57,6 @@ def exchange_store_of(runtime: NodeRuntime) -> ExchangeStore:
             store = ExchangeStore(runtime.config.data_dir / "exchange.db")
             runtime.extensions[_EXTENSION] = store
         return store
-
-
-class _Producer(threading.Thread):
-    def __init__(self, frames: Iterator[tuple[str, bytes | SealedChunk]]) -> None:
-        super().__init__(name="share-sealer", daemon=True)
-        self._frames = frames
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=WINDOW)
-        self.stop = threading.Event()
-
-    def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run(self) -> None:
-        try:
-            for frame in self._frames:
-                if not self._put(frame):
-                    return
-            self._put(_DONE)
-        except BaseException as e:  # noqa: BLE001 -- handed to the consuming thread, which re-raises
-            self._put(e)
-        finally:
-            close = getattr(self._frames, "close", None)
-            if close is not None:
-                close()
 
 
 def stream_share(
@@ -121,7 +93,7 @@ def stream_share(
     shared = scan.schema.names
 
     def produce() -> Iterator[tuple[str, bytes | SealedChunk]]:
-        for batch in scan.batches():
+        for batch in read_ahead(scan.batches(), READ_AHEAD, "share-read"):
             for chunk in sealer.add_sealed(batch):
                 yield "chunk", chunk
         chunks, trailer = sealer.finish_sealed()
@@ -139,16 +111,9 @@ def stream_share(
         detail={"share_id": sealer.share_id.hex(), "compression": compression},
     )
     yield "header", sealer.header
-    producer = _Producer(produce())
-    producer.start()
+    frames = read_ahead(produce(), WINDOW, "share-sealer")
     try:
-        while True:
-            item = producer.queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            kind, frame = item
+        for kind, frame in frames:
             # Re-checked per chunk: a revocation stops the share before the next chunk.
             recheck(runtime, agreement_id)
             if kind == "trailer":
@@ -189,7 +154,7 @@ def stream_share(
         )
         raise
     finally:
-        producer.stop.set()
+        frames.close()
 
 
 def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any]) -> int:

@@ -4,9 +4,9 @@ Both sides do the same work on the data, on loopback, and differ only in what
 the share path adds:
 
 * source: the same uncompressed Parquet file (row groups of 256 Ki rows),
-  read through ``pyarrow.dataset`` with the same scanner settings (all four
-  columns, ``batch_size`` 256 Ki rows, ``batch_readahead`` 2,
-  ``fragment_readahead`` 1);
+  read the same way (``pyarrow.parquet.ParquetFile.iter_batches``, all four
+  columns, batches of 256 Ki rows, no pre-buffering: how fednode reads a
+  Parquet dataset, see ``node/catalog/source.py``);
 * sink: the receiver writes the table to an Arrow IPC file (no Parquet
   encoding on either side; the fednode Parquet output is reported separately);
 * fednode: two real ``fednode serve`` processes, gRPC over mTLS, envelope v1
@@ -33,8 +33,9 @@ fednode (default) / Flight plaintext, median over interleaved runs (target
 compresses far better (about 12x) than most real tables (the seed data: about
 3.6x); the uncompressed ratio is the floor for incompressible data. CPU
 seconds per GB add user and system time of both ends of each. The receiver's
-peak RSS is read from the consumer node's
-``VmHWM`` after resetting it, and compared with its RSS before the share.
+peak RSS is read from the consumer node's ``VmHWM`` after resetting it, and
+compared with its RSS before the share. Dirty pages are written back
+(untimed) before each run, so no run pays for the previous one's writeback.
 The load average is printed beside the figures, since other work on the
 machine moves them. Nothing here fails on time. ``FEDNODE_BENCH_ROWS``
 scales the ratio runs; ``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0
@@ -74,19 +75,19 @@ RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "5"))
 FLIGHT_SERVER = """
 import sys
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.flight as fl
+import pyarrow.parquet as pq
 
 class Server(fl.FlightServerBase):
     def __init__(self, path):
         super().__init__("grpc://127.0.0.1:0")
         self.path = path
     def do_get(self, context, ticket):
-        scanner = ds.dataset(self.path).scanner(batch_size=256 * 1024, batch_readahead=2,
-                                                 fragment_readahead=1)
+        file = pq.ParquetFile(self.path, pre_buffer=False)
+        reader = pa.RecordBatchReader.from_batches(
+            file.schema_arrow, file.iter_batches(batch_size=256 * 1024))
         codec = ticket.ticket.decode() or None
-        return fl.RecordBatchStream(scanner.to_reader(),
-                                    options=pa.ipc.IpcWriteOptions(compression=codec))
+        return fl.RecordBatchStream(reader, options=pa.ipc.IpcWriteOptions(compression=codec))
 
 server = Server(sys.argv[1])
 print(server.port, flush=True)
@@ -208,6 +209,15 @@ class Nodes:
         return seconds, result, before, peak
 
 
+def settle() -> None:
+    """Write back the previous run's output before the next run starts, untimed.
+
+    Flight's client does not fsync, so without this the kernel would write its
+    file back during whichever run came next.
+    """
+    os.sync()
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -267,6 +277,7 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         for _ in range(RUNS):
             # Interleaved, so every variant sees the same machine state (page cache, thermal).
             for compression in ("zstd", "none"):
+                settle()
                 cpu_before = [cpu_seconds(p) for p in nodes.pids]
                 seconds, result, before, peak = nodes.fetch(agreement, compression=compression)
                 cpu_after = [cpu_seconds(p) for p in nodes.pids]
@@ -278,6 +289,7 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
                     receiver_cpu.append(cpu_after[1] - cpu_before[1])
                     wire.append(result["bytes"])
             for name, codec in (("flight", ""), ("flight-zstd", "zstd")):
+                settle()
                 flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
                 f_seconds, f_bytes = flight_fetch(port, tmp_path / "flight.arrow", codec)
                 assert abs(f_bytes - arrow_bytes) < arrow_bytes / 100  # the same table
