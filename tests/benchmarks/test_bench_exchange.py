@@ -1,4 +1,4 @@
-"""Encrypted share throughput against plaintext Arrow Flight, and the receiver's peak RSS.
+"""Encrypted share throughput against plaintext Arrow Flight, and both nodes' peak RSS.
 
 Both sides do the same work on the data, on loopback, and differ only in what
 the share path adds:
@@ -373,8 +373,13 @@ def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Pa
     print(f"\nscale share: {SCALE_ROWS:,} rows ({arrow_bytes / 1e9:.2f} GB Arrow)")
     for suffix in (".arrow", ".parquet"):
         loads = load()
+        settle()
         cpu_before = [cpu_seconds(p) for p in nodes.pids]
+        provider = nodes.pids[0]
+        reset_peak(provider)
+        provider_before = current_rss(provider)
         seconds, result, before, peak = nodes.fetch(agreement, suffix)
+        provider_peak = peak_rss(provider)
         cpu = [cpu_seconds(p) - b for p, b in zip(nodes.pids, cpu_before, strict=True)]
         assert result["rows"] == SCALE_ROWS
         print(
@@ -384,5 +389,8 @@ def test_share_at_scale_keeps_receiver_memory_bounded(nodes: Nodes, tmp_path: Pa
             f"{cpu[0] / arrow_bytes * 1e9:.2f}, receiver {cpu[1] / arrow_bytes * 1e9:.2f}\n"
             f"    receiver RSS before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
             f"growth {(peak - before) / 2**20:.0f} MiB (chunk 4 MiB; table "
-            f"{arrow_bytes / 2**20:.0f} MiB); load average before {loads}, after {load()}"
+            f"{arrow_bytes / 2**20:.0f} MiB); provider RSS before "
+            f"{provider_before / 2**20:.0f} MiB, peak {provider_peak / 2**20:.0f} MiB, growth "
+            f"{(provider_peak - provider_before) / 2**20:.0f} MiB; load average before {loads}, "
+            f"after {load()}"
         )
