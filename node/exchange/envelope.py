@@ -77,6 +77,7 @@ __all__ = [
     "CHUNK_OVERHEAD",
     "COMPRESSIONS",
     "ENCODE_AHEAD",
+    "ENCODE_WORKERS",
     "HEADER_SIGNATURE_CONTEXT",
     "HPKE_INFO_PREFIX",
     "MAX_CHUNK_PLAINTEXT",
@@ -134,12 +135,14 @@ _MAX_INDEX = 2**64 - 1
 
 #: Hashing runs beside the cipher: hashlib releases the GIL on large buffers.
 _HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-hash")
-#: Compression is the costliest step of sealing and releases the GIL, so the
-#: messages of one batch are encoded side by side (sealing stays in order).
-_ENCODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-encode")
-#: Messages encoded ahead of sealing: enough to keep both workers busy across
+#: Compression is the costliest step of sealing and releases the GIL, so
+#: messages are encoded side by side, one worker per core up to 8 (sealing
+#: stays in order). Reading, sealing and sending need the rest of a core.
+ENCODE_WORKERS = max(2, min(8, (os.cpu_count() or 2) - 1))
+_ENCODE_POOL = ThreadPoolExecutor(max_workers=ENCODE_WORKERS, thread_name_prefix="envelope-encode")
+#: Messages encoded ahead of sealing: enough to keep every worker busy across
 #: batch boundaries, at most this many plain chunk windows of memory.
-ENCODE_AHEAD = 4
+ENCODE_AHEAD = 2 * ENCODE_WORKERS
 
 
 class _OrderedHash:
