@@ -34,12 +34,12 @@ compresses far better (about 12x) than most real tables (the seed data: about
 3.6x); the uncompressed ratio is the floor for incompressible data. CPU
 seconds per GB add user and system time of both ends of each. The receiver's
 peak RSS is read from the consumer node's ``VmHWM`` after resetting it, and
-compared with its RSS before the share. Dirty pages are written back
-(untimed) before each run, so no run pays for the previous one's writeback.
-The load average is printed beside the figures, since other work on the
-machine moves them. Nothing here fails on time. ``FEDNODE_BENCH_ROWS``
-scales the ratio runs; ``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0
-skips it).
+compared with its RSS before the share. One untimed round warms both sides
+up. Dirty pages are written back (untimed) before each run, so no run pays
+for the previous one's writeback. The load average is printed beside the
+figures, since other work on the machine moves them. Nothing here fails on
+time. ``FEDNODE_BENCH_ROWS`` scales the ratio runs;
+``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0 skips it).
 """
 
 from __future__ import annotations
@@ -273,6 +273,11 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
+        # One untimed round first: thread pools, allocators and page cache warm up on both sides.
+        for compression in ("zstd", "none"):
+            nodes.fetch(agreement, compression=compression)
+        for codec in ("", "zstd"):
+            flight_fetch(port, tmp_path / "flight.arrow", codec)
         loads = [load()]
         for _ in range(RUNS):
             # Interleaved, so every variant sees the same machine state (page cache, thermal).
