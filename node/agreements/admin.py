@@ -11,6 +11,7 @@ from node.admin.registry import Emit, admin_command
 from node.agreements import workflow
 from node.agreements.document import SignedAgreement
 from node.agreements.policy import agreements_of
+from node.agreements.revocation import send_notice
 from node.errors import AgreementError
 from node.exchange import convert
 from protocols.fednode.v1 import exchange_pb2_grpc
@@ -83,5 +84,20 @@ def agreement_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> di
 
 @admin_command("agreement.revoke")
 def agreement_revoke(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    reason = str(args.get("reason") or "revoked by operator")
-    return workflow.revoke(runtime, str(args["id"]), reason).to_json()
+    """Revoke here at once, then notify the other party unless ``notify`` is false.
+
+    On an agreement already revoked here, only the notice is sent again.
+    """
+    agreement_id = str(args["id"])
+    notify = bool(args.get("notify", True))
+    record = agreements_of(runtime).get(agreement_id)
+    if record.state != "revoked" or not notify:
+        record = workflow.revoke(
+            runtime, agreement_id, str(args.get("reason") or "revoked by operator")
+        )
+    result = record.to_json()
+    if notify:
+        failure = send_notice(runtime, record, record.reason or "revoked")
+        result["peer_notified"] = failure is None
+        result["notice_error"] = failure
+    return result

@@ -164,7 +164,8 @@ def accept_countersigned(
 
 
 def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRecord:
-    """Revoke an agreement here, effective immediately.
+    """Revoke an agreement here, effective immediately (then see
+    :func:`node.agreements.revocation.send_notice` to tell the other party).
 
     Raises:
         AgreementError: unknown or already revoked.

@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -185,11 +186,16 @@ def register(subparsers: Any) -> None:
         "revoke",
         help="revoke an agreement now",
         description="Revoke an agreement on this node, effective immediately: new requests are\n"
-        "refused and shares in flight stop at their next chunk.\n\n"
+        "refused and shares in flight stop at their next chunk. The node then sends the\n"
+        "other party a signed notice, and its node revokes its copy too. If the other\n"
+        "party cannot be reached, the revocation still holds here; the command says so.\n\n"
         "example:\n  fednode agreement revoke agr-... --reason 'purpose ended'",
     )
     revoke.add_argument("id")
     revoke.add_argument("--reason", default="revoked by operator")
+    revoke.add_argument(
+        "--no-notify", action="store_true", help="do not send the other party a notice"
+    )
     revoke.set_defaults(handler=_revoke)
 
 
@@ -297,6 +303,19 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    result = invoke(args.home, "agreement.revoke", {"id": args.id, "reason": args.reason})
+    result = invoke(
+        args.home,
+        "agreement.revoke",
+        {"id": args.id, "reason": args.reason, "notify": not args.no_notify},
+    )
     print(_summary(result))
+    if result.get("peer_notified"):
+        print("the other party was notified and revoked its copy")
+    elif "peer_notified" in result:
+        print(
+            f"warning: the other party was not notified ({result.get('notice_error')}).\n"
+            "The revocation holds on this node. Run the same command again to resend the "
+            "notice.",
+            file=sys.stderr,
+        )
     return 0

@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from ledger.canonical import dumps, loads
 from ledger.errors import LedgerError
 from node.agreements.document import SignedAgreement
-from node.errors import ExchangeError
+from node.errors import AgreementError, ExchangeError
 from node.exchange.envelope import COMPRESSIONS, SealedChunk
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from protocols.fednode.v1 import exchange_pb2
@@ -174,6 +174,22 @@ def receipt_from_proto(message: Any) -> dict[str, Any]:
     if not isinstance(receipt, dict):
         raise ReceiptError("receipt is not a JSON object")
     return receipt
+
+
+def revocation_to_proto(notice: dict[str, Any]) -> Any:
+    return exchange_pb2.RevocationNotice(notice_json=dumps(notice))
+
+
+def revocation_from_proto(message: Any) -> Any:
+    """The notice object (signature not yet checked).
+
+    Raises:
+        AgreementError: the bytes are not canonical JSON.
+    """
+    try:
+        return loads(bytes(message.notice_json))
+    except LedgerError as e:
+        raise AgreementError(f"revocation notice is not canonical JSON: {e}") from e
 
 
 def agreement_to_proto(signed: SignedAgreement) -> Any:

@@ -1,6 +1,7 @@
 """Signed share receipts (format fixed in the cross-subsystem formats note).
 
-A receipt is ``{"receipt": R, "signature": base64(Ed25519 over dumps(R))}``.
+A receipt is ``{"receipt": R, "signature": base64(Ed25519 over dumps(R))}``
+(see :mod:`node.identity.signed_document`).
 The receiver makes it only after the trailer verified and the output file was
 renamed into place; the sender checks it against the share it streamed and
 keeps it in its ledger entry.
@@ -8,16 +9,12 @@ keeps it in its ledger entry.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ledger.canonical import dumps
-from node.errors import IdentityError
 from node.exchange.errors import ReceiptError
-from node.identity.keys import verify_ed25519
+from node.identity.signed_document import open_document, sign_document
 
 __all__ = ["make_receipt", "verify_receipt"]
 
@@ -60,8 +57,7 @@ def make_receipt(
         "agreement": agreement,
         "time": time,
     }
-    signature = signing_key.sign(dumps(body))
-    return {"receipt": body, "signature": base64.b64encode(signature).decode()}
+    return sign_document(signing_key, "receipt", body)
 
 
 def verify_receipt(receipt: Any, public_raw: bytes, expected: dict[str, Any]) -> None:
@@ -70,26 +66,17 @@ def verify_receipt(receipt: Any, public_raw: bytes, expected: dict[str, Any]) ->
     Raises:
         ReceiptError: the receipt is malformed, badly signed, or a field differs.
     """
-    if not isinstance(receipt, dict) or set(receipt) != {"receipt", "signature"}:
-        raise ReceiptError("receipt must be an object with exactly 'receipt' and 'signature'")
-    body = receipt["receipt"]
-    if not isinstance(body, dict) or set(body) != set(_FIELDS):
-        raise ReceiptError(f"receipt body must have exactly the fields {sorted(_FIELDS)}")
-    for name, kind in _FIELDS.items():
-        if not isinstance(body[name], kind) or isinstance(body[name], bool):
-            raise ReceiptError(f"receipt field {name!r} must be {kind.__name__}")
-    if body["v"] != 1 or body["type"] != "fednode.receipt":
-        raise ReceiptError(f"unknown receipt version/type {body['v']!r}/{body['type']!r}")
-    try:
-        signature = base64.b64decode(str(receipt["signature"]), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ReceiptError("receipt signature is not base64") from e
-    try:
-        verify_ed25519(public_raw, signature, dumps(body), what="share receipt")
-    except IdentityError as e:
-        raise ReceiptError(
-            f"receipt signature does not verify under {body['recipient']}'s key"
-        ) from e
+    claimed = receipt.get("receipt") if isinstance(receipt, dict) else None
+    recipient = claimed.get("recipient") if isinstance(claimed, dict) else None
+    body = open_document(
+        receipt,
+        kind="receipt",
+        type_name="fednode.receipt",
+        fields=_FIELDS,
+        public_raw=public_raw,
+        signer=str(recipient),
+        error=ReceiptError,
+    )
     for name, value in expected.items():
         if body.get(name) != value:
             raise ReceiptError(f"receipt {name} is {body.get(name)!r}, expected {value!r}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
+from node.agreements.revocation import accept_notice
 from node.agreements.workflow import accept_countersigned
 from node.errors import (
     AccessDenied,
@@ -120,6 +121,22 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
             _abort(context, e)
         return exchange_pb2.AgreementAck(state=record.state)
 
+    def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        caller = caller_department(context)
+        try:
+            record = accept_notice(self._runtime, caller, convert.revocation_from_proto(request))
+        except AgreementError as e:
+            self._runtime.audit.record(
+                "access.denied",
+                peer=caller,
+                outcome="denied",
+                detail={"reason": f"revocation notice refused: {e}"},
+            )
+            _abort(context, e)
+        except DirectoryError as e:
+            _abort(context, e)
+        return exchange_pb2.RevocationAck(state=record.state)
+
 
 def _raw(data: bytes) -> bytes:
     return data
@@ -151,6 +168,11 @@ def add_services(server: grpc.Server, runtime: NodeRuntime) -> None:
             service.SubmitAgreement,
             request_deserializer=exchange_pb2.AgreementSubmission.FromString,
             response_serializer=exchange_pb2.AgreementAck.SerializeToString,
+        ),
+        "Revoke": grpc.unary_unary_rpc_method_handler(
+            service.Revoke,
+            request_deserializer=exchange_pb2.RevocationNotice.FromString,
+            response_serializer=exchange_pb2.RevocationAck.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers(

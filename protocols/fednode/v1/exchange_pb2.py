@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protocols/fednode/v1/exchange.proto\x12\nfednode.v1\"J\n\x0cShareRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x13\n\x0b\x63ompression\x18\x03 \x01(\t\"K\n\nShareFrame\x12\x10\n\x06header\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x11\n\x07trailer\x18\x03 \x01(\x0cH\x00\x42\x07\n\x05\x66rame\"$\n\x0cShareReceipt\x12\x14\n\x0creceipt_json\x18\x01 \x01(\x0c\" \n\nReceiptAck\x12\x12\n\nledger_seq\x18\x01 \x01(\x04\"-\n\x13\x41greementSubmission\x12\x16\n\x0e\x61greement_json\x18\x01 \x01(\x0c\"\x1d\n\x0c\x41greementAck\x12\r\n\x05state\x18\x01 \x01(\t2\xd6\x01\n\x08\x45xchange\x12;\n\x05\x46\x65tch\x12\x18.fednode.v1.ShareRequest\x1a\x16.fednode.v1.ShareFrame0\x01\x12?\n\x0b\x41\x63knowledge\x12\x18.fednode.v1.ShareReceipt\x1a\x16.fednode.v1.ReceiptAck\x12L\n\x0fSubmitAgreement\x12\x1f.fednode.v1.AgreementSubmission\x1a\x18.fednode.v1.AgreementAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protocols/fednode/v1/exchange.proto\x12\nfednode.v1\"J\n\x0cShareRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x13\n\x0b\x63ompression\x18\x03 \x01(\t\"K\n\nShareFrame\x12\x10\n\x06header\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x11\n\x07trailer\x18\x03 \x01(\x0cH\x00\x42\x07\n\x05\x66rame\"$\n\x0cShareReceipt\x12\x14\n\x0creceipt_json\x18\x01 \x01(\x0c\" \n\nReceiptAck\x12\x12\n\nledger_seq\x18\x01 \x01(\x04\"-\n\x13\x41greementSubmission\x12\x16\n\x0e\x61greement_json\x18\x01 \x01(\x0c\"\x1d\n\x0c\x41greementAck\x12\r\n\x05state\x18\x01 \x01(\t\"\'\n\x10RevocationNotice\x12\x13\n\x0bnotice_json\x18\x01 \x01(\x0c\"\x1e\n\rRevocationAck\x12\r\n\x05state\x18\x01 \x01(\t2\x99\x02\n\x08\x45xchange\x12;\n\x05\x46\x65tch\x12\x18.fednode.v1.ShareRequest\x1a\x16.fednode.v1.ShareFrame0\x01\x12?\n\x0b\x41\x63knowledge\x12\x18.fednode.v1.ShareReceipt\x1a\x16.fednode.v1.ReceiptAck\x12L\n\x0fSubmitAgreement\x12\x1f.fednode.v1.AgreementSubmission\x1a\x18.fednode.v1.AgreementAck\x12\x41\n\x06Revoke\x12\x1c.fednode.v1.RevocationNotice\x1a\x19.fednode.v1.RevocationAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGREEMENTSUBMISSION']._serialized_end=321
   _globals['_AGREEMENTACK']._serialized_start=323
   _globals['_AGREEMENTACK']._serialized_end=352
-  _globals['_EXCHANGE']._serialized_start=355
-  _globals['_EXCHANGE']._serialized_end=569
+  _globals['_REVOCATIONNOTICE']._serialized_start=354
+  _globals['_REVOCATIONNOTICE']._serialized_end=393
+  _globals['_REVOCATIONACK']._serialized_start=395
+  _globals['_REVOCATIONACK']._serialized_end=425
+  _globals['_EXCHANGE']._serialized_start=428
+  _globals['_EXCHANGE']._serialized_end=709
 # @@protoc_insertion_point(module_scope)

@@ -49,3 +49,15 @@ class AgreementAck(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: str
     def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class RevocationNotice(_message.Message):
+    __slots__ = ("notice_json",)
+    NOTICE_JSON_FIELD_NUMBER: _ClassVar[int]
+    notice_json: bytes
+    def __init__(self, notice_json: _Optional[bytes] = ...) -> None: ...
+
+class RevocationAck(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...

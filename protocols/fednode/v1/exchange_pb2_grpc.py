@@ -49,6 +49,11 @@ class ExchangeStub:
                 request_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.SerializeToString,
                 response_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.FromString,
                 _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/fednode.v1.Exchange/Revoke',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationNotice.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationAck.FromString,
+                _registered_method=True)
 
 
 class ExchangeServicer:
@@ -76,6 +81,14 @@ class ExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revoke(self, request, context):
+        """One party of an agreement tells the other that it revoked it, with a notice
+        signed by its Ed25519 key; the other party revokes its copy at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_ExchangeServicer_to_server(servicer, server):
                     servicer.SubmitAgreement,
                     request_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.FromString,
                     response_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationNotice.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class Exchange:
             '/fednode.v1.Exchange/SubmitAgreement',
             protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementSubmission.SerializeToString,
             protocols_dot_fednode_dot_v1_dot_exchange__pb2.AgreementAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Exchange/Revoke',
+            protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationNotice.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_exchange__pb2.RevocationAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,154 @@
+"""Revocation notices between real node processes.
+
+``health`` provides and ``statistics`` consumes, as in ``test_exchange.py``.
+Whichever side revokes, the other side's copy must follow at once, on a
+notice signed by the revoking department; forged notices must change nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from node.agreements.revocation import make_notice
+from node.config import load_config
+from node.errors import AccessDenied
+from node.exchange import convert
+from node.identity import certs, keys
+from node.localfed import LocalFederation
+from protocols.fednode.v1 import exchange_pb2_grpc
+from tests.integration.helpers import fednode
+from tests.integration.test_exchange import (  # noqa: F401 -- pair is a fixture
+    admin,
+    agreement_file,
+    fetch,
+    ledger_events,
+    pair,
+    start,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fed(request: pytest.FixtureRequest) -> LocalFederation:
+    """health and statistics running, health holding the visits dataset (test_exchange's pair)."""
+    federation: LocalFederation = request.getfixturevalue("pair")
+    return federation
+
+
+def events(fed: LocalFederation, department: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in ledger_events(fed.homes[department]) if e["event"] == name]
+
+
+def state(fed: LocalFederation, department: str, agreement_id: str) -> dict[str, Any]:
+    return admin(fed, department, "agreement.show", id=agreement_id)
+
+
+def test_a_provider_revocation_reaches_the_consumer(fed: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    revoked = fednode(
+        "agreement", "revoke", agreement_id, "--reason", "purpose ended",
+        "--home", fed.homes["health"],
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    assert "the other party was notified" in revoked.stdout
+    consumer = state(fed, "statistics", agreement_id)
+    assert consumer["state"] == "revoked"
+    assert consumer["reason"] == "revoked by health: purpose ended"
+    [entry] = events(fed, "statistics", "agreement.revoked")
+    assert entry["actor"] == "health" and entry["agreement"] == agreement_id
+    [sent] = events(fed, "health", "agreement.revocation_sent")
+    assert sent["outcome"] == "ok"
+    # The consumer's own node now refuses to ask for the share at all.
+    refused = fetch(fed, agreement_id, tmp_path / "out.parquet")
+    assert refused.returncode != 0 and "revoked" in refused.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_consumer_revocation_reaches_the_provider(fed: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    result = admin(
+        fed, "statistics", "agreement.revoke", id=agreement_id, reason="no longer needed"
+    )
+    assert result["state"] == "revoked" and result["peer_notified"] is True
+    provider = state(fed, "health", agreement_id)
+    assert provider["state"] == "revoked"
+    assert provider["reason"] == "revoked by statistics: no longer needed"
+
+
+def test_an_unreachable_peer_is_reported_and_the_notice_can_be_sent_again(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    fed.stop("statistics")
+    revoked = fednode(
+        "agreement", "revoke", agreement_id, "--reason", "audit finding",
+        "--home", fed.homes["health"],
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    assert "was not notified" in revoked.stderr and "Run the same command again" in revoked.stderr
+    assert state(fed, "health", agreement_id)["state"] == "revoked"
+    [failed] = events(fed, "health", "agreement.revocation_sent")
+    assert failed["outcome"] == "error"
+    start(fed, "statistics")
+    assert state(fed, "statistics", agreement_id)["state"] == "active"
+    again = fednode("agreement", "revoke", agreement_id, "--home", fed.homes["health"])
+    assert again.returncode == 0 and "the other party was notified" in again.stdout
+    assert state(fed, "statistics", agreement_id)["reason"] == "revoked by health: audit finding"
+
+
+def _stub_as(fed: LocalFederation, sender: str, target: str) -> Any:
+    """An Exchange stub on a real mTLS channel holding ``sender``'s certificate."""
+    own = load_config(fed.homes[sender])
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=own.ca_cert_path.read_bytes(),
+        private_key=own.tls_key_path.read_bytes(),
+        certificate_chain=own.cert_path.read_bytes(),
+    )
+    name = certs.dns_name(fed.federation, target)
+    channel = grpc.secure_channel(
+        load_config(fed.homes[target]).endpoint,
+        credentials,
+        options=[("grpc.ssl_target_name_override", name), ("grpc.default_authority", name)],
+    )
+    return exchange_pb2_grpc.ExchangeStub(channel)
+
+
+def test_forged_notices_change_nothing(fed: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    digest = state(fed, "health", agreement_id)["digest"]
+    statistics_key = keys.load_ed25519(load_config(fed.homes["statistics"]).signing_key_path)
+    fields = {"agreement": agreement_id, "digest": digest, "by": "statistics",
+              "reason": "forged", "time": int(time.time())}  # fmt: skip
+    forged = [
+        (make_notice(ed25519.Ed25519PrivateKey.generate(), **fields), "does not verify"),
+        (make_notice(statistics_key, **{**fields, "digest": "sha256:" + "00" * 32}), "version"),
+        (make_notice(statistics_key, **{**fields, "by": "health"}), "but statistics sent it"),
+        (make_notice(statistics_key, **{**fields, "agreement": "agr-" + "0" * 32}), "agr-"),
+    ]
+    stub = _stub_as(fed, "statistics", "health")
+    for notice, match in forged:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Revoke(convert.revocation_to_proto(notice), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert match in str(refused.value.details())
+    assert state(fed, "health", agreement_id)["state"] == "active"
+    assert len(events(fed, "health", "access.denied")) >= len(forged)
+    # The same notice, signed by the right key, is taken.
+    honest = make_notice(statistics_key, **fields)
+    ack = stub.Revoke(convert.revocation_to_proto(honest), timeout=10)
+    assert ack.state == "revoked"
+    assert state(fed, "health", agreement_id)["state"] == "revoked"
+    with pytest.raises(AccessDenied):
+        admin(
+            fed,
+            "statistics",
+            "share.fetch",
+            **{"from": "health", "agreement": agreement_id, "out": str(tmp_path / "x.parquet")},
+        )
