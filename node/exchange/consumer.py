@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +85,7 @@ def _paced(call: Iterator[Any], limit_rate: int | None) -> Iterator[Any]:
                 time.sleep(ahead)
 
 
-def _prefetch(call: Iterator[Any], limit_rate: int | None = None) -> Iterator[Any]:
+def _prefetch(call: Iterator[Any], limit_rate: int | None = None) -> Generator[Any, None, None]:
     """Receive frames on a helper thread, so receiving overlaps decrypting and writing.
 
     At most :data:`WINDOW` frames wait; transport errors are re-raised in order.
@@ -183,8 +183,9 @@ def fetch_share(
     writes = _OrderedWrites()
     received = 0
     last = 0.0
+    frames = _prefetch(call, limit_rate)
     try:
-        for kind, data in _prefetch(call, limit_rate):
+        for kind, data in frames:
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)
@@ -235,6 +236,7 @@ def fetch_share(
         _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
         raise
     finally:
+        frames.close()
         call.cancel()
         writes.settle(raise_errors=False)
         if sink is not None and not sink.committed:

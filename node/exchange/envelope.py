@@ -66,10 +66,12 @@ from node.exchange.errors import (
     WrongRecipientError,
 )
 from node.exchange.ipc_message import (
+    MAX_CHUNK_ROWS,
     MAX_DECODED_LEN,
     BatchTemplate,
     RecordBatchMessage,
     read_batch_layout,
+    unsupported_type,
 )
 from node.identity.keys import HPKE_SUITE, HpkeKeyPair, hpke_public_from_bytes, verify_ed25519
 
@@ -136,12 +138,14 @@ _MAX_INDEX = 2**64 - 1
 #: Hashing runs beside the cipher: hashlib releases the GIL on large buffers.
 _HASH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="envelope-hash")
 #: Compression is the costliest step of sealing and releases the GIL, so
-#: messages are encoded side by side, one worker per core up to 8 (sealing
-#: stays in order). Reading, sealing and sending need the rest of a core.
+#: messages are encoded side by side: one worker per core but one (reading,
+#: sealing and sending need the rest of a core), at least 2 and at most 8.
+#: Sealing stays in order.
 ENCODE_WORKERS = max(2, min(8, (os.cpu_count() or 2) - 1))
 _ENCODE_POOL = ThreadPoolExecutor(max_workers=ENCODE_WORKERS, thread_name_prefix="envelope-encode")
-#: Messages encoded ahead of sealing: enough to keep every worker busy across
-#: batch boundaries, at most this many plain chunk windows of memory.
+#: Pieces encoded ahead of sealing: enough to keep every worker busy across
+#: batch boundaries. Memory is about this many plain chunk windows (a piece
+#: that does not fit once compressed is split, never grown).
 ENCODE_AHEAD = 2 * ENCODE_WORKERS
 
 
@@ -432,13 +436,18 @@ class MessageEncoder:
 def split_batch(
     batch: pa.RecordBatch, limit: int = MAX_CHUNK_PLAINTEXT
 ) -> Iterator[pa.RecordBatch]:
-    """Slice ``batch`` into pieces whose plain IPC message is at most ``limit`` bytes.
+    """Slice ``batch`` into pieces whose plain IPC message is at most ``limit`` bytes
+    and which hold at most :data:`~node.exchange.ipc_message.MAX_CHUNK_ROWS` rows.
 
     The plain size bounds what a chunk decodes to, compressed or not.
 
     Raises:
         ExchangeError: a single row serialises to more than ``limit`` bytes.
     """
+    if batch.num_rows > MAX_CHUNK_ROWS:
+        for start in range(0, batch.num_rows, MAX_CHUNK_ROWS):
+            yield from split_batch(batch.slice(start, MAX_CHUNK_ROWS), limit)
+        return
     size = pa.ipc.get_record_batch_size(batch)
     if size <= limit:
         yield batch
@@ -565,8 +574,8 @@ class EnvelopeSealer:
 
         Raises:
             ExchangeError: a name is empty or too long, the compression is
-                unknown, or the schema holds a dictionary type (chunks are
-                plain record-batch messages).
+                unknown, or the schema holds a type chunks cannot carry (see
+                :func:`~node.exchange.ipc_message.unsupported_type`).
             IdentityError: the recipient's HPKE public key is malformed.
         """
         if compression not in COMPRESSIONS:
@@ -576,9 +585,9 @@ class EnvelopeSealer:
             )
         if not 0 < chunk_limit <= MAX_CHUNK_PLAINTEXT:
             raise ExchangeError(f"chunk limit {chunk_limit} is out of range")
-        for f in schema:
-            if pa.types.is_dictionary(f.type):
-                raise ExchangeError(f"column {f.name!r} is dictionary-encoded; decode it first")
+        unsupported = unsupported_type(schema)
+        if unsupported is not None:
+            raise ExchangeError(f"a share cannot carry this schema: {unsupported}")
         self.share_id = share_id if share_id is not None else os.urandom(SHARE_ID_LEN)
         self._key = content_key if content_key is not None else AESGCM.generate_key(256)
         if wrapped_key is None:
@@ -647,7 +656,8 @@ class EnvelopeSealer:
             ExchangeError: the sealer is already finished.
         """
         chunks, trailer = self.finish_sealed()
-        assert len(chunks) == 1  # add() leaves nothing in flight
+        if len(chunks) != 1:
+            raise ExchangeError("finish() follows add_sealed(); use finish_sealed() with it")
         return chunks[0].frame, trailer
 
     def add_sealed(self, batch: pa.RecordBatch) -> Iterator[SealedChunk]:
@@ -818,6 +828,8 @@ class EnvelopeOpener:
                 f"expected {self._expected_agreement!r}"
             )
         schema = header.schema
+        # Before the share id is claimed: a schema no chunk could match fails here.
+        template = BatchTemplate.of(schema)
         try:
             key = HPKE_SUITE.decrypt(
                 header.wrapped_key,
@@ -837,7 +849,7 @@ class EnvelopeOpener:
         self._schema = schema
         self._aad = header.digest
         self._aead = AESGCM(key)
-        self._template = BatchTemplate.of(schema)
+        self._template = template
         return header
 
     # chunks

@@ -43,6 +43,7 @@ from node.exchange.errors import MalformedEnvelopeError
 
 __all__ = [
     "CONTINUATION",
+    "MAX_CHUNK_ROWS",
     "MAX_DECODED_LEN",
     "BatchLayout",
     "BatchTemplate",
@@ -50,10 +51,15 @@ __all__ = [
     "RecordBatchMessage",
     "file_footer",
     "read_batch_layout",
+    "unsupported_type",
 ]
 
 #: Bound on the decoded size of one message body, compressed or not: one chunk window.
 MAX_DECODED_LEN = 4 * 1024 * 1024 - 16 * 1024
+#: Bound on the rows of one message. Columns can be narrower than a bit per row
+#: (a null column has no buffers at all), so the byte bound alone would let a
+#: tiny chunk declare billions of rows for the receiver to write.
+MAX_CHUNK_ROWS = 1 << 20
 CONTINUATION = b"\xff\xff\xff\xff"
 _MAGIC = b"ARROW1"
 _END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
@@ -93,6 +99,10 @@ class _Table:
         if self.vtable_len < 4 or self.vtable_len % 2:
             raise MalformedEnvelopeError(f"{buf.what}: malformed vtable at {self.vtable}")
 
+    def field_position(self, index: int) -> int | None:
+        """Where field ``index`` is stored in the buffer; ``None`` when absent."""
+        return self._field(index)
+
     def _field(self, index: int) -> int | None:
         slot = 4 + 2 * index
         if slot + 2 > self.vtable_len:
@@ -131,26 +141,74 @@ class BatchLayout:
     compressed: bool
 
 
+def unsupported_type(schema: pa.Schema) -> str | None:
+    """Why a share cannot carry ``schema`` (``None`` if it can).
+
+    Shares carry plain record batches of a fixed layout, so no column may be,
+    or contain, a dictionary (its values travel in other messages), a union
+    or a view type (their buffer counts vary), and there must be a column.
+    """
+    if not len(schema):
+        return "the schema has no columns"
+    pending = [(f.name, f.type) for f in schema]
+    while pending:
+        name, kind = pending.pop()
+        if pa.types.is_dictionary(kind):
+            return f"column {name!r} is or holds a dictionary type; decode it first"
+        if pa.types.is_union(kind):
+            return f"column {name!r} is or holds a union type"
+        if isinstance(kind, pa.ExtensionType):
+            kind = kind.storage_type
+        if (
+            kind in (pa.string_view(), pa.binary_view())
+            or pa.types.is_list_view(kind)
+            or (pa.types.is_large_list_view(kind))
+        ):
+            return f"column {name!r} is or holds a view type"
+        pending += [(name, kind.field(i).type) for i in range(kind.num_fields)]
+    return None
+
+
+def _node_count(kind: pa.DataType) -> int:
+    """Field nodes one column of ``kind`` takes: itself and, depth first, its children."""
+    if isinstance(kind, pa.ExtensionType):
+        kind = kind.storage_type
+    return 1 + sum(_node_count(kind.field(i).type) for i in range(kind.num_fields))
+
+
 @dataclass(frozen=True)
 class BatchTemplate:
-    """The node and buffer counts every record-batch message of a schema must have."""
+    """The layout every record-batch message of a schema must have."""
 
     nodes: int
     buffers: int
+    #: Index of each top-level column's field node; its length is the batch's row count.
+    top_level: tuple[int, ...]
 
     @classmethod
     def of(cls, schema: pa.Schema) -> BatchTemplate:
         """Learn the counts from pyarrow's own encoding of an empty batch of ``schema``.
 
         Raises:
-            MalformedEnvelopeError: the schema has a type whose buffer count
-                varies per batch (view types); shares do not carry those.
+            MalformedEnvelopeError: a share cannot carry the schema (see
+                :func:`unsupported_type`).
         """
-        message = pa.RecordBatch.from_pylist([], schema=schema).serialize()
+        reason = unsupported_type(schema)
+        if reason is not None:
+            raise MalformedEnvelopeError(f"the share's schema is not supported: {reason}")
+        try:
+            message = pa.RecordBatch.from_pylist([], schema=schema).serialize()
+        except (pa.ArrowException, ValueError, TypeError) as e:
+            raise MalformedEnvelopeError(f"the share's schema is not supported: {e}") from e
         header = _record_batch_header(_bytes_view(message), "schema template")[0]
-        if header.vector(4, 8)[1]:
-            raise MalformedEnvelopeError("schema has view columns, which shares do not carry")
-        return cls(nodes=header.vector(1, 16)[1], buffers=header.vector(2, 16)[1])
+        top_level, at = [], 0
+        for field in schema:
+            top_level.append(at)
+            at += _node_count(field.type)
+        nodes = header.vector(1, 16)[1]
+        if at != nodes or header.vector(4, 8)[1]:
+            raise MalformedEnvelopeError("the share's schema has a layout shares do not carry")
+        return cls(nodes=nodes, buffers=header.vector(2, 16)[1], top_level=tuple(top_level))
 
 
 def _bytes_view(data: bytes | memoryview | pa.Buffer) -> memoryview:
@@ -184,6 +242,12 @@ def _record_batch_header(data: memoryview, what: str) -> tuple[_Table, int, int]
     if body_len % 8:
         # Arrow pads bodies to 8 bytes; an IPC file refuses a block that is not.
         raise MalformedEnvelopeError(f"{what}: body length {body_len} is not a multiple of 8")
+    try:
+        # pyarrow's own flatbuffer verifier (alignment, bounds, nesting) on the
+        # metadata; the body is only sliced, never read.
+        pa.ipc.read_message(pa.py_buffer(data))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise MalformedEnvelopeError(f"{what}: Arrow rejects the message metadata: {e}") from e
     return header, metadata_len, body_len
 
 
@@ -203,17 +267,26 @@ def read_batch_layout(
     rows = header.scalar(0, "<q", 0)
     nodes_at, nodes = header.vector(1, 16)
     buffers_at, buffers = header.vector(2, 16)
-    if rows < 0 or nodes != template.nodes or buffers != template.buffers:
+    if not 0 <= rows <= MAX_CHUNK_ROWS:
+        raise MalformedEnvelopeError(
+            f"{what}: declares {rows} rows; a chunk holds 0 to {MAX_CHUNK_ROWS}"
+        )
+    if nodes != template.nodes or buffers != template.buffers:
         raise MalformedEnvelopeError(
             f"{what}: {rows} rows in {nodes} nodes and {buffers} buffers does not fit the "
             f"schema ({template.nodes} nodes, {template.buffers} buffers)"
         )
     if header.vector(4, 8)[1]:
         raise MalformedEnvelopeError(f"{what}: carries variadic buffers the schema has none of")
+    top_level = set(template.top_level)
     for i in range(nodes):
         length, nulls = _STRUCT16.unpack_from(fb.data, nodes_at + 16 * i)
         if length < 0 or not 0 <= nulls <= length:
             raise MalformedEnvelopeError(f"{what}: field node {i} has invalid counts")
+        if i in top_level and length != rows:
+            raise MalformedEnvelopeError(
+                f"{what}: column node {i} has {length} rows, the batch says {rows}"
+            )
     compression = header.table(3)
     compressed = compression is not None
     if compression is not None:
@@ -230,6 +303,8 @@ def read_batch_layout(
         offset, length = _STRUCT16.unpack_from(fb.data, buffers_at + 16 * i)
         if offset < 0 or length < 0 or offset + length > body_len:
             raise MalformedEnvelopeError(f"{what}: buffer {i} lies outside the message body")
+        if offset % 8:
+            raise MalformedEnvelopeError(f"{what}: buffer {i} is not 8-byte aligned")
         if compressed and length:
             if length < 8:
                 raise MalformedEnvelopeError(f"{what}: compressed buffer {i} has no size prefix")
@@ -282,29 +357,42 @@ class RecordBatchMessage:
 
 
 def file_footer(schema: pa.Schema, blocks: list[tuple[int, int, int]]) -> bytes:
-    """The footer of an Arrow IPC file holding record batches at ``blocks``.
+    """The footer of an Arrow IPC file holding record batches at ``blocks``, with its
+    length and closing magic.
 
     ``blocks`` are ``(offset, metadata_len, body_len)`` per message. pyarrow
-    writes a file of as many empty batches, whose footer already has the
-    schema and one Block per batch; only the Blocks, fixed-size structs, are
-    then overwritten, so no flatbuffer is assembled here.
+    writes the footer of a one-batch file, which holds the schema; a vector of
+    ``blocks`` is appended to it and the footer's ``recordBatches`` offset is
+    pointed at it (flatbuffer offsets are relative and point forward, so the
+    rest stays valid and the old one-block vector is simply unreferenced).
+    Memory is 24 bytes per block, and no flatbuffer table is written here.
     """
     sink = pa.BufferOutputStream()
-    empty = pa.RecordBatch.from_pylist([], schema=schema)
     with pa.ipc.new_file(sink, schema) as writer:
-        for _ in blocks:
-            writer.write_batch(empty)
+        writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
     written = sink.getvalue().to_pybytes()
     (footer_len,) = struct.unpack_from("<i", written, len(written) - 10)
-    footer = bytearray(written[len(written) - 10 - footer_len :])
-    start, count = (
-        _Flatbuffer(memoryview(footer)[:footer_len], "file footer").root().vector(3, _BLOCK.size)
-    )
-    if count != len(blocks):
-        raise RuntimeError(f"pyarrow wrote {count} footer blocks for {len(blocks)} batches")
-    for i, block in enumerate(blocks):
-        _BLOCK.pack_into(footer, start + _BLOCK.size * i, *block)
-    return bytes(footer)
+    footer = bytearray(written[len(written) - 10 - footer_len : len(written) - 10])
+    field = _Flatbuffer(memoryview(footer), "file footer").root().field_position(3)
+    if field is None:
+        raise RuntimeError("pyarrow wrote a file footer without record batches")
+    # The blocks hold 8-byte integers, so they start on a multiple of 8.
+    footer += bytes(-(len(footer) + 4) % 8)
+    vector = len(footer)
+    footer += struct.pack("<I", len(blocks))
+    footer += b"".join(_BLOCK.pack(*block) for block in blocks)
+    struct.pack_into("<I", footer, field, vector - field)
+    return bytes(footer) + struct.pack("<i", len(footer)) + _MAGIC
+
+
+def _write_all(file: BinaryIO, data: bytes | memoryview | pa.Buffer) -> None:
+    """Write every byte: a raw file may take fewer than asked (a full disk, a size limit)."""
+    view = _bytes_view(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(f"could not write {len(view)} more bytes")
+        view = view[written:]
 
 
 class IpcMessageFileWriter:
@@ -315,14 +403,23 @@ class IpcMessageFileWriter:
         self._schema = schema
         self._blocks: list[tuple[int, int, int]] = []
         head = _MAGIC + b"\x00\x00" + schema.serialize().to_pybytes()
-        file.write(head)
+        _write_all(file, head)
         self._pos = len(head)
 
     def write(self, message: bytes | memoryview | pa.Buffer, layout: BatchLayout) -> None:
+        """Append one message checked by :func:`read_batch_layout`.
+
+        Raises:
+            OSError: the write failed.
+        """
+        _write_all(self._file, message)
         self._blocks.append((self._pos, layout.metadata_len, layout.body_len))
-        self._file.write(message)
         self._pos += layout.metadata_len + layout.body_len
 
     def close(self) -> None:
-        """Write the end-of-stream marker and the footer (the file object stays open)."""
-        self._file.write(_END_OF_STREAM + file_footer(self._schema, self._blocks))
+        """Write the end-of-stream marker and the footer (the file object stays open).
+
+        Raises:
+            OSError: the write failed.
+        """
+        _write_all(self._file, _END_OF_STREAM + file_footer(self._schema, self._blocks))

@@ -134,20 +134,28 @@ class AtomicTableSink:
                 prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent
             )
             os.close(fd)
-            self.tmp = Path(tmp)
-            self._parquet: pq.ParquetWriter | None = None
-            self._arrow: IpcMessageFileWriter | None = None
-            self._file: io.FileIO | None = None
+        except OSError as e:
+            raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+        self.tmp = Path(tmp)
+        self._parquet: pq.ParquetWriter | None = None
+        self._arrow: IpcMessageFileWriter | None = None
+        self._file: io.FileIO | None = None
+        try:
             if fmt == "parquet":
                 self._parquet = pq.ParquetWriter(self.tmp, schema)
             else:
                 # Unbuffered: every message is one large write, with no copy into a buffer.
                 self._file = self.tmp.open("wb", buffering=0)
                 self._arrow = IpcMessageFileWriter(self._file, schema)
-        except (OSError, pa.ArrowException) as e:
-            with contextlib.suppress(OSError, UnboundLocalError):
-                Path(tmp).unlink()
-            raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+        except BaseException as e:
+            # Whatever went wrong, no temporary file outlives the failed constructor.
+            if self._file is not None:
+                self._file.close()
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            if isinstance(e, OSError | pa.ArrowException):
+                raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+            raise
         self._validate = validate
         self._open = True
         self.committed = False

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from node.errors import EnvelopeError, ExchangeError, UnknownPeerError
 from node.exchange import envelope as env
+from node.exchange import ipc_message
 from node.exchange.errors import (
     ChunkAfterFinalError,
     ChunkGapError,
@@ -147,7 +148,7 @@ def test_split_batch_refuses_a_row_larger_than_the_limit() -> None:
 
 def test_sealer_refuses_dictionary_columns() -> None:
     schema = pa.schema([("d", pa.dictionary(pa.int32(), pa.string()))])
-    with pytest.raises(ExchangeError, match="dictionary-encoded"):
+    with pytest.raises(ExchangeError, match="holds a dictionary type"):
         make_sealer(schema)
 
 
@@ -632,3 +633,31 @@ def test_sealing_runs_ahead_across_batches_and_finish_drains_in_order() -> None:
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert open_all(sealer.header, [c.frame for c in chunks], trailer).equals(data)
+
+
+def test_split_batch_bounds_rows_as_well_as_bytes() -> None:
+    # A null column has no buffers: only the row bound keeps its chunks small.
+    nulls = pa.record_batch({"z": pa.nulls(3 * ipc_message.MAX_CHUNK_ROWS + 5)})
+    pieces = list(env.split_batch(nulls))
+    assert [p.num_rows for p in pieces] == [ipc_message.MAX_CHUNK_ROWS] * 3 + [5]
+
+
+def test_a_header_schema_no_chunk_could_match_fails_before_the_share_id_is_claimed(
+    tmp_path: Path,
+) -> None:
+    union = pa.schema({"u": pa.dense_union([pa.field("x", pa.int8())])})
+    with pytest.raises(ExchangeError, match="holds a union type"):
+        make_sealer(union)
+    # A sender that builds such a header anyway: the opener refuses it and claims nothing.
+    header = make_sealer(TABLE.schema).header
+    parsed = env.parse_header(header)
+    forged = env._header_body(
+        share_id=parsed.share_id, sender="health", recipient="statistics", agreement="agr-1",
+        dataset="visits", created=NOW, expires=NOW + 3600, compression="zstd", rows_hint=0,
+        wrapped_key=parsed.wrapped_key, schema_bytes=union.serialize().to_pybytes(),
+    )  # fmt: skip
+    forged_header = forged + SENDER.sign(env.HEADER_SIGNATURE_CONTEXT + forged)
+    store = ExchangeStore(tmp_path / "exchange.db")
+    with pytest.raises(MalformedEnvelopeError, match="holds a union type"):
+        opener(replay=store).open_header(forged_header)
+    opener(replay=store).open_header(header)  # the same share id was not taken

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import io
 import struct
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -362,7 +364,7 @@ def test_a_batch_of_another_schema_is_refused() -> None:
             layout_of(encode(wider, compression), INT_SCHEMA, allow_zstd=True)
     # A null column adds a node but no buffer: the node count alone must refuse it.
     with_nulls = pa.schema({"z": pa.null(), "n": pa.int64()})
-    assert im.BatchTemplate.of(with_nulls) == im.BatchTemplate(nodes=2, buffers=2)
+    assert im.BatchTemplate.of(with_nulls) == im.BatchTemplate(nodes=2, buffers=2, top_level=(0, 1))
     with pytest.raises(
         MalformedEnvelopeError,
         match=r"100 rows in 1 nodes and 2 buffers does not fit the schema \(2 nodes, 2 buffers\)",
@@ -455,7 +457,9 @@ def test_header_fields_out_of_range_are_refused() -> None:
     zstd_data_descriptor = buffer_descriptors(ZSTD)[1][0]
     cases = [
         (_patched(PLAIN, version_at, "<h", 3), "Arrow metadata version 3, expected V5"),
-        (_patched(PLAIN, rows_at, "<q", -1), "-1 rows in 1 nodes"),
+        (_patched(PLAIN, rows_at, "<q", -1), "declares -1 rows"),
+        (_patched(PLAIN, rows_at, "<q", im.MAX_CHUNK_ROWS + 1), "a chunk holds 0 to"),
+        (_patched(PLAIN, rows_at, "<q", 1000), "column node 0 has 100 rows, the batch says 1000"),
         (_patched(PLAIN, nodes_at, "<q", -1), "field node 0 has invalid counts"),
         (_patched(PLAIN, nodes_at + 8, "<q", 101), "field node 0 has invalid counts"),
         (_patched(PLAIN, data_descriptor, "<q", 8), "buffer 1 lies outside the message body"),
@@ -485,14 +489,14 @@ def test_a_body_length_off_the_8_byte_grid_is_refused(compression: str) -> None:
     ids=["string_view", "binary_view", "nested"],
 )
 def test_templates_refuse_view_columns(column: pa.DataType) -> None:
-    with pytest.raises(MalformedEnvelopeError, match="schema has view columns"):
+    with pytest.raises(MalformedEnvelopeError, match="'v' is or holds a view type"):
         im.BatchTemplate.of(pa.schema({"n": pa.int64(), "v": column}))
 
 
 def test_template_counts_nodes_and_buffers() -> None:
     schema = pa.schema({"n": pa.int64(), "s": pa.string(), "l": pa.list_(pa.int32())})
     # int64: validity, data; string: validity, offsets, data; list: validity, offsets + child.
-    assert im.BatchTemplate.of(schema) == im.BatchTemplate(nodes=4, buffers=9)
+    assert im.BatchTemplate.of(schema) == im.BatchTemplate(nodes=4, buffers=9, top_level=(0, 1, 2))
 
 
 # -- Robustness -------------------------------------------------------------------------
@@ -523,3 +527,93 @@ def test_mutated_messages_are_checked_or_refused_never_crash(
     assert isinstance(layout, im.BatchLayout)
     assert layout.metadata_len + layout.body_len == len(message)
     assert 0 <= layout.decoded_len <= im.MAX_DECODED_LEN
+
+
+def test_a_buffer_off_the_8_byte_grid_is_refused() -> None:
+    # An unaligned buffer would be written to the file as is, and no reader opens it.
+    schema = pa.schema({"s": pa.string()})
+    message = bytearray(encode(pa.record_batch({"s": ["ab", "cd", "ef"]}), "none"))
+    descriptor, offset, length = buffer_descriptors(bytes(message))[2]
+    assert offset % 8 == 0 and length > 4
+    struct.pack_into("<qq", message, descriptor, offset + 4, length - 4)
+    with pytest.raises(MalformedEnvelopeError, match="buffer 2 is not 8-byte aligned"):
+        layout_of(bytes(message), schema, allow_zstd=False)
+
+
+def test_a_misaligned_flatbuffer_is_refused_by_arrows_verifier() -> None:
+    # Every relative offset still holds when the whole flatbuffer moves by one
+    # byte, but Arrow's reader refuses unaligned tables.
+    flatbuffer_len = int(struct.unpack_from("<i", PLAIN, 4)[0])
+    flatbuffer, body = PLAIN[8 : 8 + flatbuffer_len], PLAIN[8 + flatbuffer_len :]
+    root = int(struct.unpack_from("<I", flatbuffer, 0)[0])
+    shifted = struct.pack("<I", root + 1) + b"\x00" + flatbuffer[4:]
+    shifted += bytes(-len(shifted) % 8)
+    message = im.CONTINUATION + struct.pack("<i", len(shifted)) + shifted + body
+    with pytest.raises(MalformedEnvelopeError, match="Arrow rejects the message metadata"):
+        layout_of(message, INT_SCHEMA, allow_zstd=False)
+
+
+@pytest.mark.parametrize(
+    ("column", "match"),
+    [
+        (pa.list_(pa.dictionary(pa.int8(), pa.string())), "holds a dictionary type"),
+        (pa.dense_union([pa.field("x", pa.int8())]), "holds a union type"),
+        (pa.struct([("v", pa.binary_view())]), "holds a view type"),
+    ],
+    ids=["nested-dictionary", "union", "nested-view"],
+)
+def test_templates_refuse_what_a_file_could_not_hold(column: pa.DataType, match: str) -> None:
+    with pytest.raises(MalformedEnvelopeError, match=match):
+        im.BatchTemplate.of(pa.schema({"n": pa.int64(), "c": column}))
+    with pytest.raises(MalformedEnvelopeError, match="no columns"):
+        im.BatchTemplate.of(pa.schema([]))
+
+
+def test_templates_know_which_nodes_are_columns() -> None:
+    schema = pa.schema(
+        {
+            "m": pa.map_(pa.string(), pa.int32()),
+            "s": pa.struct([("x", pa.list_(pa.int8())), ("y", pa.string())]),
+            "i": pa.int8(),
+        }
+    )
+    # map: itself, entries struct, key, value; struct: itself, list x, its item, y.
+    assert im.BatchTemplate.of(schema).top_level == (0, 4, 8)
+
+
+def test_a_footer_for_many_blocks_stays_small(tmp_path: Path) -> None:
+    # 24 bytes a block, whatever the schema's width: no file of empty batches is built.
+    schema = pa.schema([(f"c{i}", pa.string()) for i in range(50)])
+    blocks = [(8 * i, 8, 0) for i in range(20_000)]
+    footer = im.file_footer(schema, blocks)
+    assert 20_000 * 24 < len(footer) < 20_000 * 24 + 64 * 1024
+    assert footer.endswith(b"ARROW1")
+
+
+class ShortWrites(io.RawIOBase):
+    """A raw file that takes at most 7 bytes a call, as a nearly full disk may."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        taken = bytes(memoryview(b)[:7])
+        self.data += taken
+        return len(taken)
+
+
+def test_short_writes_are_completed() -> None:
+    batch = ints(100)
+    sink = ShortWrites()
+    writer = im.IpcMessageFileWriter(sink, batch.schema)  # type: ignore[arg-type]
+    message = encode(batch, "zstd")
+    writer.write(message, layout_of(message, batch.schema, allow_zstd=True))
+    writer.close()
+    assert (
+        pa.ipc.open_file(pa.py_buffer(bytes(sink.data)))
+        .read_all()
+        .equals(pa.Table.from_batches([batch]))
+    )
