@@ -118,8 +118,7 @@ CHUNK_PREFIX_LEN = 9
 CHUNK_OVERHEAD = CHUNK_PREFIX_LEN + TAG_LEN
 #: Plaintext bound per chunk: a sealed frame plus protobuf framing stays below
 #: gRPC's default 4 MiB message limit.
-#: A message's plain form must fit, so the same number bounds what a chunk decodes to.
-MAX_CHUNK_PLAINTEXT = MAX_DECODED_LEN
+MAX_CHUNK_PLAINTEXT = 4 * 1024 * 1024 - 16 * 1024
 #: Buffer compression by header byte. zstd at level 1 compresses typical tables
 #: 3-10x at about 0.5-1 GB/s per core, which costs less than encrypting,
 #: hashing, carrying and writing the bytes it saves; the recipient does not
@@ -147,6 +146,7 @@ _ENCODE_POOL = ThreadPoolExecutor(max_workers=ENCODE_WORKERS, thread_name_prefix
 #: batch boundaries. Memory is about this many plain chunk windows (a piece
 #: that does not fit once compressed is split, never grown).
 ENCODE_AHEAD = 2 * ENCODE_WORKERS
+_TYPICAL_RATIO = 4.0
 
 
 class _OrderedHash:
@@ -462,6 +462,13 @@ def split_batch(
         yield from split_batch(batch.slice(start, step), limit)
 
 
+def _encode_piece(
+    piece: pa.RecordBatch, encode: Callable[[pa.RecordBatch], pa.Buffer], limit: int
+) -> tuple[list[pa.Buffer], int]:
+    """``encode_within`` and the piece's plain size, from which the sealer learns the ratio."""
+    return encode_within(piece, encode, limit), pa.ipc.get_record_batch_size(piece)
+
+
 def encode_within(
     piece: pa.RecordBatch, encode: Callable[[pa.RecordBatch], pa.Buffer], limit: int
 ) -> list[pa.Buffer]:
@@ -620,7 +627,10 @@ class EnvelopeSealer:
         self._encode = MessageEncoder(compression)
         self._limit = chunk_limit
         self._pending: pa.Buffer | None = None
-        self._encoding: deque[Future[list[pa.Buffer]]] = deque()
+        self._encoding: deque[Future[tuple[list[pa.Buffer], int]]] = deque()
+        # Plain bytes per encoded byte so far, to size compressed pieces so that
+        # each fills about one chunk; starts at a typical table's ratio.
+        self._ratio = _TYPICAL_RATIO
         self._pending_rows = 0
         self._index = 0
         self.rows = 0
@@ -679,8 +689,8 @@ class EnvelopeSealer:
         if not batch.schema.equals(self.schema):
             raise ExchangeError(f"batch schema {batch.schema} differs from header schema")
         encode, limit = self._encode, self._limit
-        for piece in split_batch(batch, limit):
-            self._encoding.append(_ENCODE_POOL.submit(encode_within, piece, encode, limit))
+        for piece in split_batch(batch, self._piece_limit()):
+            self._encoding.append(_ENCODE_POOL.submit(_encode_piece, piece, encode, limit))
             if len(self._encoding) > ENCODE_AHEAD:
                 yield from self._seal_encoded(1)
         self.rows += batch.num_rows
@@ -689,9 +699,19 @@ class EnvelopeSealer:
         """Seal everything still being encoded, except the message held back as the last."""
         yield from self._seal_encoded(len(self._encoding))
 
+    def _piece_limit(self) -> int:
+        """Plain bytes per piece: one chunk uncompressed; compressed, what should
+        fill about four fifths of a chunk at the ratio seen so far, within the
+        decoded bound."""
+        if not self._encode.compressed:
+            return self._limit
+        return int(min(MAX_DECODED_LEN, max(self._limit, self._limit * self._ratio * 0.8)))
+
     def _seal_encoded(self, count: int) -> Iterator[SealedChunk]:
         for _ in range(count):
-            for message in self._encoding.popleft().result():
+            messages, plain = self._encoding.popleft().result()
+            self._ratio = plain / max(1, sum(m.size for m in messages))
+            for message in messages:
                 if self._pending is not None:
                     yield self._seal(self._pending, final=False)
                 self._pending = message

@@ -54,8 +54,11 @@ __all__ = [
     "unsupported_type",
 ]
 
-#: Bound on the decoded size of one message body, compressed or not: one chunk window.
-MAX_DECODED_LEN = 4 * 1024 * 1024 - 16 * 1024
+#: Bound on the decoded size of one message body. A compressed message decodes
+#: to at most four times the largest chunk: large enough that per-chunk costs
+#: stay small next to the data, small enough that decoding one stays a small
+#: multiple of the chunk window.
+MAX_DECODED_LEN = 16 * 1024 * 1024
 #: Bound on the rows of one message. Columns can be narrower than a bit per row
 #: (a null column has no buffers at all), so the byte bound alone would let a
 #: tiny chunk declare billions of rows for the receiver to write.

@@ -41,7 +41,7 @@ CASES: dict[str, dict[str, Any]] = {
     "multi-chunk": {"rows": 200, "chunk_limit": 2048, "compression": "none"},
     "empty": {"rows": 0, "chunk_limit": MAX_CHUNK_PLAINTEXT, "compression": "none"},
     "zstd": {"rows": 400, "chunk_limit": MAX_CHUNK_PLAINTEXT, "compression": "zstd"},
-    "zstd-multi-chunk": {"rows": 400, "chunk_limit": 4096, "compression": "zstd"},
+    "zstd-multi-chunk": {"rows": 1200, "chunk_limit": 1024, "compression": "zstd"},
 }
 
 
