@@ -9,12 +9,13 @@ recorded in the ledger by the policy layer before the status is returned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
 from node.agreements.revocation import accept_notice
+from node.agreements.store import AgreementRecord
 from node.agreements.workflow import accept_countersigned
 from node.errors import (
     AccessDenied,
@@ -104,38 +105,46 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
 
     def SubmitAgreement(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         submitter = caller_department(context)
-        try:
+
+        def submit() -> AgreementRecord:
             signed = convert.agreement_from_proto(request)
             if signed.provider != self._runtime.department:
                 raise AgreementError(f"agreement {signed.id} is not provided by this node")
-            record = accept_countersigned(self._runtime, signed, submitted_by=submitter)
-        except AgreementError as e:
-            self._runtime.audit.record(
-                "access.denied",
-                peer=submitter,
-                outcome="denied",
-                detail={"reason": f"agreement submission refused: {e}"},
-            )
-            _abort(context, e)
-        except DirectoryError as e:
-            _abort(context, e)
+            return accept_countersigned(self._runtime, signed, submitted_by=submitter)
+
+        record = self._agreement_call(context, submitter, "agreement submission", submit)
         return exchange_pb2.AgreementAck(state=record.state)
 
     def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         caller = caller_department(context)
+        record = self._agreement_call(
+            context,
+            caller,
+            "revocation notice",
+            lambda: accept_notice(self._runtime, caller, convert.revocation_from_proto(request)),
+        )
+        return exchange_pb2.RevocationAck(state=record.state)
+
+    def _agreement_call(
+        self,
+        context: grpc.ServicerContext,
+        caller: str,
+        what: str,
+        call: Callable[[], AgreementRecord],
+    ) -> AgreementRecord:
+        """Run ``call``; a refused agreement step is recorded as access.denied, then aborted."""
         try:
-            record = accept_notice(self._runtime, caller, convert.revocation_from_proto(request))
+            return call()
         except AgreementError as e:
             self._runtime.audit.record(
                 "access.denied",
                 peer=caller,
                 outcome="denied",
-                detail={"reason": f"revocation notice refused: {e}"},
+                detail={"reason": f"{what} refused: {e}"},
             )
             _abort(context, e)
         except DirectoryError as e:
             _abort(context, e)
-        return exchange_pb2.RevocationAck(state=record.state)
 
 
 def _raw(data: bytes) -> bytes:
