@@ -16,16 +16,19 @@ re-encoding.
 
 The flatbuffer reader here is deliberately small: it follows only the fields
 named in Arrow's ``Message.fbs`` and ``File.fbs`` that these checks need, and
-checks every offset against the buffer, because the bytes come from a peer.
-Building a file footer reuses pyarrow's own writer (see :func:`file_footer`),
-so no flatbuffer is ever written by hand.
+checks every offset against the buffer, because the bytes come from a peer;
+pyarrow's own flatbuffer verifier runs on the metadata as well. A file footer
+is pyarrow's own, with a vector of blocks appended (see :func:`file_footer`),
+so no flatbuffer table is ever written by hand.
 
 Invariants:
 
-* :func:`read_batch_layout` returns only for a record-batch message whose
-  node and buffer counts equal the schema's, whose buffers lie inside its
-  body, whose compression is the one the share allows, and whose decoded size
-  is at most :data:`MAX_DECODED_LEN`; every other input raises
+* :func:`read_batch_layout` returns only for a record-batch message that
+  Arrow's verifier accepts, whose node and buffer counts equal the schema's,
+  whose columns are as long as the batch (at most :data:`MAX_CHUNK_ROWS`
+  rows), whose buffers are aligned and lie inside its body, whose
+  compression is the one the share allows, and whose decoded size is at most
+  :data:`MAX_DECODED_LEN`; every other input raises
   :class:`~node.exchange.errors.MalformedEnvelopeError`.
 * :class:`IpcMessageFileWriter` writes the layout pyarrow writes: magic,
   schema message, the messages, an end-of-stream marker, the footer.
