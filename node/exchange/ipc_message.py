@@ -107,9 +107,6 @@ class _Table:
 
     def field_position(self, index: int) -> int | None:
         """Where field ``index`` is stored in the buffer; ``None`` when absent."""
-        return self._field(index)
-
-    def _field(self, index: int) -> int | None:
         slot = 4 + 2 * index
         if slot + 2 > self.vtable_len:
             return None
@@ -117,16 +114,16 @@ class _Table:
         return self.pos + offset if offset else None
 
     def scalar(self, index: int, fmt: str, default: int) -> int:
-        pos = self._field(index)
+        pos = self.field_position(index)
         return default if pos is None else self.buf._unpack(fmt, pos)
 
     def table(self, index: int) -> _Table | None:
-        pos = self._field(index)
+        pos = self.field_position(index)
         return None if pos is None else _Table(self.buf, pos + self.buf._unpack("<I", pos))
 
     def vector(self, index: int, item_size: int) -> tuple[int, int]:
         """``(start, count)`` of a vector of fixed-size items; ``(0, 0)`` when absent."""
-        pos = self._field(index)
+        pos = self.field_position(index)
         if pos is None:
             return 0, 0
         start = pos + self.buf._unpack("<I", pos)

@@ -82,8 +82,8 @@ import pyarrow.flight as fl
 import pyarrow.parquet as pq
 
 class Server(fl.FlightServerBase):
-    def __init__(self, path):
-        super().__init__("grpc://127.0.0.1:0")
+    def __init__(self, path, location):
+        super().__init__(location)
         self.path = path
     def do_get(self, context, ticket):
         file = pq.ParquetFile(self.path, pre_buffer=False)
@@ -92,7 +92,8 @@ class Server(fl.FlightServerBase):
         codec = ticket.ticket.decode() or None
         return fl.RecordBatchStream(reader, options=pa.ipc.IpcWriteOptions(compression=codec))
 
-server = Server(sys.argv[1])
+# argv: the Parquet file, then where to listen (loopback, any free port, by default).
+server = Server(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "grpc://127.0.0.1:0")
 print(server.port, flush=True)
 server.serve()
 """

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from node.localfed import DepartmentSpec
-from tests.benchmarks.test_bench_exchange import load, settle, write_parquet
+from tests.benchmarks.test_bench_exchange import FLIGHT_SERVER, load, settle, write_parquet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "multihost"))
 
@@ -41,25 +41,6 @@ ROWS = int(os.environ.get("FEDNODE_BENCH_ROWS", "3000000"))
 RUNS = int(os.environ.get("FEDNODE_BENCH_RUNS", "3"))
 LINK = os.environ.get("FEDNODE_BENCH_LINK", "1gbit")
 FLIGHT_PORT = 7500
-
-FLIGHT_SERVER = """
-import sys
-import pyarrow as pa
-import pyarrow.flight as fl
-import pyarrow.parquet as pq
-
-class Server(fl.FlightServerBase):
-    def __init__(self, location, path):
-        super().__init__(location)
-        self.path = path
-    def do_get(self, context, ticket):
-        file = pq.ParquetFile(self.path, pre_buffer=False)
-        reader = pa.RecordBatchReader.from_batches(
-            file.schema_arrow, file.iter_batches(batch_size=256 * 1024))
-        return fl.RecordBatchStream(reader)
-
-Server(sys.argv[1], sys.argv[2]).serve()
-"""
 
 FLIGHT_CLIENT = """
 import json, sys, time
@@ -131,7 +112,7 @@ def test_encrypted_share_vs_flight_over_a_shaped_link(
     lab = linked.lab
     location = f"grpc://{lab.address('health')}:{FLIGHT_PORT}"
     server = lab.popen(
-        "health", [sys.executable, "-c", FLIGHT_SERVER, location, str(data)],
+        "health", [sys.executable, "-c", FLIGHT_SERVER, str(data), location],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     rates: dict[str, list[float]] = {"fednode": [], "flight": []}
