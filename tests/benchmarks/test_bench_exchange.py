@@ -31,24 +31,26 @@ output file back into memory), so the comparison hides nothing.
 
 Throughput is the table's Arrow size over wall time for every variant, so
 compression shows up as time saved, never as inflated bytes. The ratio is
-fednode (default) / Flight plaintext, median over interleaved runs (target
->= 1.0x). The benchmark table's text column repeats a long suffix, so it
-compresses far better (about 12x) than most real tables (the seed data: about
-3.6x); the uncompressed ratio is the floor for incompressible data. CPU
-seconds per GB add user and system time of both ends of each. The receiver's
-peak RSS is read from the consumer node's ``VmHWM`` after resetting it, and
-compared with its RSS before the share. One untimed round warms both sides
-up. Dirty pages are written back (untimed) before each run, so no run pays
-for the previous one's writeback. The load average is printed beside the
-figures, since other work on the machine moves them. Nothing here fails on
-time. ``FEDNODE_BENCH_ROWS`` scales the ratio runs;
-``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0 skips it).
+fednode (default) / Flight plaintext, median over interleaved runs (target >=
+1.0x), with a bootstrap 90% interval of that median, since the noise of a
+shared machine moves single runs by a fifth either way. The benchmark table's
+text column repeats a long suffix, so it compresses far better (about 12x)
+than most real tables (the seed data: about 3.6x); the uncompressed ratio is
+the floor for incompressible data. CPU seconds per GB add user and system time
+of both ends of each. The receiver's peak RSS is read from the consumer node's
+``VmHWM`` after resetting it, and compared with its RSS before the share. One
+untimed round warms both sides up. Dirty pages are written back (untimed)
+before each run, so no run pays for the previous one's writeback. The load
+average is printed beside the figures, since other work on the machine moves
+them. Nothing here fails on time. ``FEDNODE_BENCH_ROWS`` scales the ratio
+runs; ``FEDNODE_BENCH_SCALE_ROWS`` the >= 1 GB scale run (0 skips it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -234,6 +236,17 @@ def read_back_seconds(path: Path) -> float:
     return time.perf_counter() - started
 
 
+def median_interval(values: list[float], level: float = 0.9) -> tuple[float, float]:
+    """Bootstrap interval of the median: how far the noise of this machine moves it.
+
+    Seeded, so the same runs always print the same interval.
+    """
+    draw = random.Random(0)
+    medians = sorted(statistics.median(draw.choices(values, k=len(values))) for _ in range(2000))
+    tail = (1 - level) / 2
+    return medians[int(tail * len(medians))], medians[int((1 - tail) * len(medians)) - 1]
+
+
 def flight_fetch(
     port: int, out: Path, codec: str = "", *, keep: bool = False, durable: bool = False
 ) -> tuple[float, int]:
@@ -342,7 +355,11 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
 
     def ratio(ours: str, theirs: str) -> str:
         pairs = [a / b for a, b in zip(rates[ours], rates[theirs], strict=True)]
-        return f"median {statistics.median(pairs):.2f}x  {[round(r, 2) for r in pairs]}"
+        low, high = median_interval(pairs)
+        return (
+            f"median {statistics.median(pairs):.2f}x (90% interval {low:.2f}-{high:.2f})  "
+            f"{[round(r, 2) for r in pairs]}"
+        )
 
     def with_read_back(name: str, reader: str) -> float:
         """Arrow bytes over (median share time + time to read the output back)."""
