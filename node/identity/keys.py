@@ -23,6 +23,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from node.errors import IdentityError
 
@@ -99,14 +100,8 @@ def _read(path: Path, what: str) -> bytes:
         ) from e
 
 
-# --- TLS (ECDSA P-256) -----------------------------------------------------
-
-
-def generate_tls_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def save_tls_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _save_pkcs8(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    """Unencrypted PKCS#8 PEM: the file's 0600 mode and the host protect it."""
     write_private_file(
         path,
         key.private_bytes(
@@ -117,12 +112,27 @@ def save_tls_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
 
 
-def load_tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    data = _read(path, "TLS key")
+def _load_pem_private(path: Path, what: str) -> PrivateKeyTypes:
+    data = _read(path, what)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(data, password=None)
     except ValueError as e:
-        raise IdentityError(f"TLS key at {path} is not a PEM private key") from e
+        raise IdentityError(f"{what} at {path} is not a PEM private key") from e
+
+
+# --- TLS (ECDSA P-256) -----------------------------------------------------
+
+
+def generate_tls_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def save_tls_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    _save_pkcs8(path, key)
+
+
+def load_tls_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = _load_pem_private(path, "TLS key")
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise IdentityError(f"TLS key at {path} is not an ECDSA P-256 key")
     return key
@@ -136,22 +146,11 @@ def generate_ed25519() -> ed25519.Ed25519PrivateKey:
 
 
 def save_ed25519(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
-    write_private_file(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    _save_pkcs8(path, key)
 
 
 def load_ed25519(path: Path) -> ed25519.Ed25519PrivateKey:
-    data = _read(path, "Ed25519 signing key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except ValueError as e:
-        raise IdentityError(f"signing key at {path} is not a PEM private key") from e
+    key = _load_pem_private(path, "signing key")
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise IdentityError(f"signing key at {path} is not an Ed25519 key")
     return key
