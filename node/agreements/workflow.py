@@ -70,14 +70,10 @@ def create(
     treatments.treated_schema(info.schema, doc["columns"])
     signed = SignedAgreement.sign(doc, runtime.signing_key)
     record = agreements_of(runtime).add_proposed(signed)
-    runtime.audit.record(
+    _record(
+        runtime,
         "agreement.signed",
-        peer=consumer,
-        agreement=signed.id,
-        dataset=dataset,
-        columns=sorted(signed.columns),
-        purpose=signed.purpose,
-        digest=signed.digest,
+        signed,
         detail={
             "modes": signed.modes,
             "valid_from": signed.valid_from,
@@ -108,15 +104,7 @@ def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecor
     signed.verify(runtime.directory.get(signed.provider).ed25519_public, None)
     both = signed.countersign(runtime.signing_key)
     record = agreements_of(runtime).activate(both)
-    runtime.audit.record(
-        "agreement.countersigned",
-        peer=signed.provider,
-        agreement=signed.id,
-        dataset=signed.dataset,
-        columns=sorted(signed.columns),
-        purpose=signed.purpose,
-        digest=signed.digest,
-    )
+    _record(runtime, "agreement.countersigned", signed)
     return record
 
 
@@ -150,16 +138,7 @@ def accept_countersigned(
             hint="only agreements created here with 'fednode agreement create' can be activated",
         )
     record = store.activate(signed)
-    runtime.audit.record(
-        "agreement.activated",
-        actor=submitted_by,
-        peer=signed.consumer if me == signed.provider else signed.provider,
-        agreement=signed.id,
-        dataset=signed.dataset,
-        columns=sorted(signed.columns),
-        purpose=signed.purpose,
-        digest=signed.digest,
-    )
+    _record(runtime, "agreement.activated", signed, actor=submitted_by)
     return record
 
 
@@ -172,13 +151,27 @@ def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRec
     """
     record = agreements_of(runtime).revoke(agreement_id, reason)
     signed = record.signed
+    _record(runtime, "agreement.revoked", signed, detail={"reason": reason})
+    return record
+
+
+def _record(
+    runtime: NodeRuntime,
+    event: str,
+    signed: SignedAgreement,
+    *,
+    actor: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """Record one step of an agreement's life, with the other party as the peer."""
     runtime.audit.record(
-        "agreement.revoked",
+        event,
+        actor=actor,
         peer=signed.consumer if signed.provider == runtime.department else signed.provider,
-        agreement=agreement_id,
+        agreement=signed.id,
         dataset=signed.dataset,
+        columns=sorted(signed.columns),
         purpose=signed.purpose,
         digest=signed.digest,
-        detail={"reason": reason},
+        detail=detail,
     )
-    return record
