@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementRecord
+from node.agreements.workflow import check_reason
 from node.errors import AgreementError, NodeError
 from node.exchange import convert
 from node.identity.signed_document import open_document, sign_document
@@ -80,9 +81,11 @@ def open_notice(notice: Any, public_raw: bytes, signer: str) -> dict[str, Any]:
     """The notice's body, once its shape and its signature by ``signer`` are checked.
 
     Raises:
-        AgreementError: malformed, or not signed by ``signer``'s key.
+        AgreementError: malformed (a reason is empty or too long, see
+            :func:`~node.agreements.workflow.check_reason`), or not signed by
+            ``signer``'s key.
     """
-    return open_document(
+    body = open_document(
         notice,
         kind="revocation",
         type_name=_TYPE,
@@ -91,6 +94,8 @@ def open_notice(notice: Any, public_raw: bytes, signer: str) -> dict[str, Any]:
         signer=signer,
         error=AgreementError,
     )
+    check_reason(body["reason"])
+    return body
 
 
 def accept_notice(runtime: NodeRuntime, caller: str, notice: Any) -> AgreementRecord:

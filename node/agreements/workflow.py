@@ -29,7 +29,19 @@ from node.errors import AgreementError
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
-__all__ = ["accept_countersigned", "countersign", "create", "revoke"]
+__all__ = [
+    "MAX_REASON_LEN",
+    "accept_countersigned",
+    "check_reason",
+    "countersign",
+    "create",
+    "revoke",
+]
+
+#: Longest revocation reason, in characters. The reason travels to the other
+#: party and enters both ledgers, so a party cannot make either ledger carry
+#: megabytes of text.
+MAX_REASON_LEN = 500
 
 
 def create(
@@ -147,12 +159,29 @@ def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRec
     :func:`node.agreements.revocation.send_notice` to tell the other party).
 
     Raises:
-        AgreementError: unknown or already revoked.
+        AgreementError: unknown or already revoked, or the reason is empty or
+            longer than :data:`MAX_REASON_LEN`.
     """
+    check_reason(reason)
     record = agreements_of(runtime).revoke(agreement_id, reason)
     signed = record.signed
     _record(runtime, "agreement.revoked", signed, detail={"reason": reason})
     return record
+
+
+def check_reason(reason: str) -> None:
+    """Refuse an empty revocation reason, or one over :data:`MAX_REASON_LEN` characters.
+
+    Raises:
+        AgreementError: as above.
+    """
+    if not reason.strip():
+        raise AgreementError("a revocation needs a reason", hint="pass --reason TEXT")
+    if len(reason) > MAX_REASON_LEN:
+        raise AgreementError(
+            f"revocation reason is {len(reason)} characters, above {MAX_REASON_LEN}",
+            hint="give a short reason; keep the full story in your case file",
+        )
 
 
 def _record(

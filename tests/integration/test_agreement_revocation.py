@@ -131,6 +131,8 @@ def test_forged_notices_change_nothing(fed: LocalFederation, tmp_path: Path) -> 
         (make_notice(statistics_key, **{**fields, "digest": "sha256:" + "00" * 32}), "version"),
         (make_notice(statistics_key, **{**fields, "by": "health"}), "but statistics sent it"),
         (make_notice(statistics_key, **{**fields, "agreement": "agr-" + "0" * 32}), "agr-"),
+        # Rightly signed, but it would make both ledgers carry a novel.
+        (make_notice(statistics_key, **{**fields, "reason": "x" * 501}), "above 500"),
     ]
     stub = _stub_as(fed, "statistics", "health")
     for notice, match in forged:
@@ -152,3 +154,18 @@ def test_forged_notices_change_nothing(fed: LocalFederation, tmp_path: Path) -> 
             "share.fetch",
             **{"from": "health", "agreement": agreement_id, "out": str(tmp_path / "x.parquet")},
         )
+
+
+def test_an_overlong_reason_is_refused_before_anything_changes(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    refused = fednode(
+        "agreement", "revoke", agreement_id, "--reason", "x" * 501,
+        "--home", fed.homes["health"],
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "revocation reason is 501 characters, above 500" in refused.stderr
+    assert state(fed, "health", agreement_id)["state"] == "active"
+    assert state(fed, "statistics", agreement_id)["state"] == "active"
+    assert not events(fed, "health", "agreement.revoked")

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.agreements.revocation import make_notice, open_notice
+from node.agreements.workflow import MAX_REASON_LEN, check_reason
 from node.errors import AgreementError
 from node.exchange.receipt import make_receipt
 from node.identity.keys import ed25519_public_raw
@@ -67,3 +68,21 @@ def test_a_receipt_is_not_a_notice() -> None:
     )  # fmt: skip
     with pytest.raises(AgreementError, match="exactly 'revocation' and 'signature'"):
         open_notice(receipt, PUBLIC, "health")
+
+
+@pytest.mark.parametrize(
+    ("reason", "match"),
+    [("", "needs a reason"), ("  ", "needs a reason"), ("x" * 501, "501 characters, above 500")],
+)
+def test_rightly_signed_notices_with_an_empty_or_overlong_reason_are_refused(
+    reason: str, match: str
+) -> None:
+    notice = make_notice(KEY, **{**FIELDS, "reason": reason})
+    with pytest.raises(AgreementError, match=match):
+        open_notice(notice, PUBLIC, "health")
+
+
+def test_a_reason_of_exactly_the_limit_is_taken() -> None:
+    check_reason("x" * MAX_REASON_LEN)
+    notice = make_notice(KEY, **{**FIELDS, "reason": "x" * MAX_REASON_LEN})
+    assert open_notice(notice, PUBLIC, "health")["reason"] == "x" * MAX_REASON_LEN
