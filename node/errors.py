@@ -83,3 +83,15 @@ class FederatedError(NodeError):
 
 class AdminError(NodeError):
     """The local admin socket is missing, refused the call, or returned an error."""
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters.
+
+    For echoing a value a peer sent into an error message, a log line or a
+    ledger entry: a peer must not be able to make any of them arbitrarily long.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"

@@ -40,7 +40,7 @@ from node.catalog.treatments import validate_spec
 from node.errors import AgreementError, IdentityError
 from node.identity.keys import verify_ed25519
 
-__all__ = ["MODES", "SignedAgreement", "new_agreement", "validate_document"]
+__all__ = ["MODES", "SignedAgreement", "is_agreement_id", "new_agreement", "validate_document"]
 
 MODES = ("aggregate", "federated", "transfer")
 _ID = re.compile(r"^agr-[0-9a-f]{32}$")
@@ -79,7 +79,7 @@ def validate_document(doc: Any) -> None:
     _need(isinstance(doc, dict), "not an object")
     _need(set(doc) == _KEYS, f"fields must be exactly {sorted(_KEYS)}, got {sorted(doc)}")
     _need(doc["v"] == 1 and doc["type"] == "fednode.agreement", "unknown version or type")
-    _need(isinstance(doc["id"], str) and bool(_ID.match(doc["id"])), "id must be agr-<32 hex>")
+    _need(is_agreement_id(doc["id"]), "id must be agr-<32 hex>")
     for name in ("federation", "provider", "consumer", "dataset"):
         _need(isinstance(doc[name], str) and bool(doc[name]), f"{name} must be a non-empty string")
     _need(doc["provider"] != doc["consumer"], "provider and consumer must differ")
@@ -323,3 +323,12 @@ class SignedAgreement:
         except LedgerError as e:
             raise AgreementError(f"agreement file is not canonical JSON: {e}") from e
         return cls.from_json(obj)
+
+
+def is_agreement_id(value: object) -> bool:
+    """Whether ``value`` has the shape of an agreement id (``agr-`` and 32 hex digits).
+
+    Checked wherever an id arrives from a peer, before it is looked up,
+    recorded or echoed.
+    """
+    return isinstance(value, str) and bool(_ID.match(value))

@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from node.agreements.document import is_agreement_id
 from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementRecord
 from node.agreements.workflow import check_reason
-from node.errors import AgreementError, NodeError
+from node.errors import AgreementError, NodeError, brief
 from node.exchange import convert
+from node.identity.certs import IDENTIFIER
 from node.identity.signed_document import open_document, sign_document
 from protocols.fednode.v1 import exchange_pb2_grpc
 
@@ -94,6 +96,11 @@ def open_notice(notice: Any, public_raw: bytes, signer: str) -> dict[str, Any]:
         signer=signer,
         error=AgreementError,
     )
+    # Fields a forger chooses are checked for shape before anything looks them up or quotes them.
+    if not is_agreement_id(body["agreement"]):
+        raise AgreementError(f"revocation notice names no agreement id: {brief(body['agreement'])}")
+    if not IDENTIFIER.match(body["by"]):
+        raise AgreementError(f"revocation notice is by no department: {brief(body['by'])}")
     check_reason(body["reason"])
     return body
 

@@ -31,6 +31,7 @@ __all__ = [
     "DatasetInfo",
     "detect_format",
     "infer_label",
+    "is_dataset_name",
     "open_dataset",
 ]
 
@@ -55,6 +56,13 @@ CREATE TABLE IF NOT EXISTS datasets (
     schema BLOB NOT NULL, rows INTEGER NOT NULL, labels TEXT NOT NULL,
     description TEXT NOT NULL, added INTEGER NOT NULL);
 """
+
+
+def is_dataset_name(value: object) -> bool:
+    """Whether ``value`` is a valid dataset name (1-64 of ``a-z 0-9 _ . -``, starting
+    with a letter or digit). Checked at registration and wherever a name arrives from a peer.
+    """
+    return isinstance(value, str) and bool(_NAME.match(value))
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ class Catalog:
             CatalogError: bad name, duplicate name, unreadable data, a label for
                 a column that does not exist, or an unknown label.
         """
-        if not _NAME.match(name):
+        if not is_dataset_name(name):
             raise CatalogError(
                 f"dataset name {name!r} is not valid",
                 hint="use 1-64 lowercase letters, digits, '_', '.', '-'",

@@ -9,8 +9,8 @@ from google.protobuf.message import DecodeError
 
 from ledger.canonical import dumps, loads
 from ledger.errors import LedgerError
-from node.agreements.document import SignedAgreement
-from node.errors import AgreementError, ExchangeError
+from node.agreements.document import SignedAgreement, is_agreement_id
+from node.errors import AgreementError, ExchangeError, brief
 from node.exchange.envelope import COMPRESSIONS, SealedChunk
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from protocols.fednode.v1 import exchange_pb2
@@ -19,6 +19,8 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "FETCH_METHOD",
     "FRAME_KINDS",
+    "MAX_REQUEST_COLUMNS",
+    "MAX_REQUEST_COLUMN_CHARS",
     "SERVICE_NAME",
     "ShareRequest",
     "agreement_from_proto",
@@ -30,6 +32,8 @@ __all__ = [
     "frame_to_wire",
     "receipt_from_proto",
     "receipt_to_proto",
+    "revocation_from_proto",
+    "revocation_to_proto",
     "share_request_from_proto",
     "share_request_to_proto",
     "share_request_to_wire",
@@ -38,6 +42,9 @@ __all__ = [
 FRAME_KINDS = ("header", "chunk", "trailer")
 SERVICE_NAME = "fednode.v1.Exchange"
 FETCH_METHOD = f"/{SERVICE_NAME}/Fetch"
+#: Most columns a share request may name, and their most characters in all.
+MAX_REQUEST_COLUMNS = 4096
+MAX_REQUEST_COLUMN_CHARS = 64 * 1024
 #: zstd unless the consumer asks otherwise: it costs less CPU than it saves on
 #: encryption, hashing and transport for any table that compresses at all.
 DEFAULT_COMPRESSION = "zstd"
@@ -67,16 +74,33 @@ def share_request_to_wire(request: Any) -> bytes:
 def share_request_from_proto(message: Any) -> ShareRequest:
     """The request as a domain value; an empty compression means the default.
 
+    The agreement id and the column names are what the provider looks up and
+    records (also when it refuses), so their shape and size are checked here.
+
     Raises:
-        ExchangeError: the compression is not one this node knows.
+        ExchangeError: the agreement id is malformed, the columns exceed
+            :data:`MAX_REQUEST_COLUMNS` names or :data:`MAX_REQUEST_COLUMN_CHARS`
+            characters, or the compression is not one this node knows.
     """
+    agreement_id = str(message.agreement_id)
+    if not is_agreement_id(agreement_id):
+        raise ExchangeError(
+            f"share request names no agreement id: {brief(agreement_id)}",
+            hint="agreement ids are agr- and 32 hex digits ('fednode agreement list')",
+        )
+    columns = [str(name) for name in message.columns]
+    if len(columns) > MAX_REQUEST_COLUMNS or sum(map(len, columns)) > MAX_REQUEST_COLUMN_CHARS:
+        raise ExchangeError(
+            f"share request names {len(columns)} columns of {sum(map(len, columns))} characters, "
+            f"above {MAX_REQUEST_COLUMNS} or {MAX_REQUEST_COLUMN_CHARS}"
+        )
     compression = str(message.compression) or DEFAULT_COMPRESSION
     if compression not in COMPRESSIONS:
         raise ExchangeError(
-            f"unknown compression {compression!r} requested",
+            f"unknown compression {brief(compression)} requested",
             hint="ask for " + " or ".join(COMPRESSIONS),
         )
-    return ShareRequest(str(message.agreement_id), list(message.columns) or None, compression)
+    return ShareRequest(agreement_id, columns or None, compression)
 
 
 def frame_to_proto(kind: str, data: bytes) -> Any:

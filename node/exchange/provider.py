@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from node.agreements.policy import agreements_of, deny, recheck
 from node.catalog.loader import treated_scan
 from node.errors import AccessDenied, NodeError
-from node.exchange.envelope import EnvelopeSealer, SealedChunk
+from node.exchange.envelope import SHARE_ID_LEN, EnvelopeSealer, SealedChunk
 from node.exchange.errors import ReceiptError
 from node.exchange.readahead import read_ahead
 from node.exchange.receipt import verify_receipt
@@ -172,6 +172,8 @@ def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any])
         share_id = bytes.fromhex(str(share_hex))
     except ValueError as e:
         raise ReceiptError("receipt share_id is not hex") from e
+    if len(share_id) != SHARE_ID_LEN:
+        raise ReceiptError(f"receipt share_id is {len(share_id)} bytes, not {SHARE_ID_LEN}")
     store = exchange_store_of(runtime)
     sent = store.sent(share_id)
     if sent is None or sent.consumer != consumer:

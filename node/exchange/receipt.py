@@ -13,6 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from node.errors import brief
 from node.exchange.errors import ReceiptError
 from node.identity.signed_document import open_document, sign_document
 
@@ -74,9 +75,9 @@ def verify_receipt(receipt: Any, public_raw: bytes, expected: dict[str, Any]) ->
         type_name="fednode.receipt",
         fields=_FIELDS,
         public_raw=public_raw,
-        signer=str(recipient),
+        signer=brief(recipient),
         error=ReceiptError,
     )
     for name, value in expected.items():
         if body.get(name) != value:
-            raise ReceiptError(f"receipt {name} is {body.get(name)!r}, expected {value!r}")
+            raise ReceiptError(f"receipt {name} is {brief(body.get(name))}, expected {value!r}")

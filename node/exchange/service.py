@@ -71,6 +71,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[misc]
         try:
             share = convert.share_request_from_proto(request)
         except NodeError as e:
+            # Recorded like any refused access; the message quotes the request only briefly.
+            self._runtime.audit.record(
+                "access.denied",
+                peer=consumer,
+                outcome="denied",
+                detail={"reason": f"malformed share request: {e}"},
+            )
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise AssertionError("ServicerContext.abort returned") from e
         agreement_id = share.agreement_id

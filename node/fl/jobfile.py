@@ -30,7 +30,7 @@ Example::
     [[participants]]
     department = "transport"
     dataset = "incidents"
-    agreement = "agr-transport-fl-2026"
+    agreement = "agr-5f1c9e0b7a3d4e2f8c6b1a0d9e8f7a6b"
 
 A Flower App chooses its strategy in its ServerApp, so the job influences it
 the standard Flower way: through run config keys the app declares in
@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.agreements.document import is_agreement_id
+from node.catalog.registry import is_dataset_name
+from node.errors import brief
 from node.fl.errors import JobFileError, WireError
 from node.fl.wire import DpConfig
 
@@ -146,13 +149,22 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
         if not isinstance(entry, dict):
             raise JobFileError(f"participants[{index}] must be a table", hint=_HINT)
         where = f"participants[{index}]"
-        participants.append(
-            ParticipantSpec(
-                _text(entry, "department", where),
-                _text(entry, "dataset", where),
-                _text(entry, "agreement", where),
-            )
+        participant = ParticipantSpec(
+            _text(entry, "department", where),
+            _text(entry, "dataset", where),
+            _text(entry, "agreement", where),
         )
+        if not is_agreement_id(participant.agreement):
+            raise JobFileError(
+                f"{where}.agreement {brief(participant.agreement)} is not an agreement id",
+                hint="ids look like agr- and 32 hex digits; 'fednode agreement list' shows them",
+            )
+        if not is_dataset_name(participant.dataset):
+            raise JobFileError(
+                f"{where}.dataset {brief(participant.dataset)} is not a dataset name",
+                hint="use the name the participant catalogued it under ('fednode dataset list')",
+            )
+        participants.append(participant)
     departments = [p.department for p in participants]
     if len(set(departments)) != len(departments):
         raise JobFileError("a department is listed twice in [[participants]]", hint=_HINT)

@@ -26,6 +26,9 @@ from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 from google.protobuf.message import DecodeError
 
+from node.agreements.document import is_agreement_id
+from node.catalog.registry import is_dataset_name
+from node.errors import brief
 from node.fl.errors import WireError
 from protocols.fednode.v1 import federated_pb2 as pb
 
@@ -176,6 +179,10 @@ def _spec_from_proto(proto: pb.JobSpec) -> JobSpec:
     for name in ("job_id", "agreement", "dataset"):
         if not getattr(proto, name):
             raise WireError(f"job spec has no {name}")
+    if not is_agreement_id(proto.agreement):
+        raise WireError(f"job spec names no agreement id: {brief(proto.agreement)}")
+    if not is_dataset_name(proto.dataset):
+        raise WireError(f"job spec names no dataset: {brief(proto.dataset)}")
     if not _JOB_ID.match(proto.job_id):
         raise WireError("job id must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'")
     digest = proto.fab_sha256

@@ -1,4 +1,4 @@
-"""Helpers for integration tests: run the real ``fednode`` CLI."""
+"""Helpers for integration tests: run the real ``fednode`` CLI, call a node as a peer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import grpc
+
+from node.config import load_config
+from node.identity import certs
+from node.localfed import LocalFederation
+from protocols.fednode.v1 import exchange_pb2_grpc
 
 
 def fednode(
@@ -32,3 +39,20 @@ def status(home: Path) -> dict[str, Any]:
     result = fednode("status", "--json", "--home", home, check=True)
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
+
+
+def exchange_stub(fed: LocalFederation, sender: str, target: str) -> Any:
+    """An Exchange stub on a real mTLS channel holding ``sender``'s certificate."""
+    own = load_config(fed.homes[sender])
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=own.ca_cert_path.read_bytes(),
+        private_key=own.tls_key_path.read_bytes(),
+        certificate_chain=own.cert_path.read_bytes(),
+    )
+    name = certs.dns_name(fed.federation, target)
+    channel = grpc.secure_channel(
+        load_config(fed.homes[target]).endpoint,
+        credentials,
+        options=[("grpc.ssl_target_name_override", name), ("grpc.default_authority", name)],
+    )
+    return exchange_pb2_grpc.ExchangeStub(channel)

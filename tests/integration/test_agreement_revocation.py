@@ -19,10 +19,9 @@ from node.agreements.revocation import make_notice
 from node.config import load_config
 from node.errors import AccessDenied
 from node.exchange import convert
-from node.identity import certs, keys
+from node.identity import keys
 from node.localfed import LocalFederation
-from protocols.fednode.v1 import exchange_pb2_grpc
-from tests.integration.helpers import fednode
+from tests.integration.helpers import exchange_stub, fednode
 from tests.integration.test_exchange import (  # noqa: F401 -- pair is a fixture
     admin,
     agreement_file,
@@ -103,23 +102,6 @@ def test_an_unreachable_peer_is_reported_and_the_notice_can_be_sent_again(
     assert state(fed, "statistics", agreement_id)["reason"] == "revoked by health: audit finding"
 
 
-def _stub_as(fed: LocalFederation, sender: str, target: str) -> Any:
-    """An Exchange stub on a real mTLS channel holding ``sender``'s certificate."""
-    own = load_config(fed.homes[sender])
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=own.ca_cert_path.read_bytes(),
-        private_key=own.tls_key_path.read_bytes(),
-        certificate_chain=own.cert_path.read_bytes(),
-    )
-    name = certs.dns_name(fed.federation, target)
-    channel = grpc.secure_channel(
-        load_config(fed.homes[target]).endpoint,
-        credentials,
-        options=[("grpc.ssl_target_name_override", name), ("grpc.default_authority", name)],
-    )
-    return exchange_pb2_grpc.ExchangeStub(channel)
-
-
 def test_forged_notices_change_nothing(fed: LocalFederation, tmp_path: Path) -> None:
     agreement_id, _ = agreement_file(fed, tmp_path)
     digest = state(fed, "health", agreement_id)["digest"]
@@ -134,7 +116,7 @@ def test_forged_notices_change_nothing(fed: LocalFederation, tmp_path: Path) -> 
         # Rightly signed, but it would make both ledgers carry a novel.
         (make_notice(statistics_key, **{**fields, "reason": "x" * 501}), "above 500"),
     ]
-    stub = _stub_as(fed, "statistics", "health")
+    stub = exchange_stub(fed, "statistics", "health")
     for notice, match in forged:
         with pytest.raises(grpc.RpcError) as refused:
             stub.Revoke(convert.revocation_to_proto(notice), timeout=10)

@@ -36,7 +36,7 @@ from node.exchange.envelope import EnvelopeSealer
 from node.identity import keys
 from node.localfed import DepartmentSpec, LocalFederation
 from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
-from tests.integration.helpers import fednode
+from tests.integration.helpers import exchange_stub, fednode
 
 pytestmark = pytest.mark.integration
 
@@ -218,6 +218,30 @@ def test_column_not_in_agreement_is_refused(pair: LocalFederation, tmp_path: Pat
     assert visible(out.parent) == []
     denied = [e for e in ledger_events(pair.homes["health"]) if e.get("event") == "access.denied"]
     assert len(denied) == 2 and denied[0]["peer"] == "statistics"
+
+
+def test_malformed_and_oversized_requests_are_refused_and_recorded_briefly(
+    pair: LocalFederation,
+) -> None:
+    """A peer cannot make the provider's ledger carry what it likes: a request
+    whose agreement id is not one, or that names megabytes of columns, is
+    refused before any lookup, and the denial quotes it only briefly."""
+    stub = exchange_stub(pair, "statistics", "health")
+    requests = [
+        exchange_pb2.ShareRequest(agreement_id="a" * 3_000_000),
+        exchange_pb2.ShareRequest(agreement_id="agr-" + "0" * 32, columns=["c" * 1000] * 3000),
+    ]
+    before = len(ledger_events(pair.homes["health"]))
+    for request in requests:
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.Fetch(request, timeout=30))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(str(refused.value.details())) < 300
+    entries = ledger_events(pair.homes["health"])[before:]
+    denied = [e for e in entries if e["event"] == "access.denied"]
+    assert len(denied) == 2 and all(e["peer"] == "statistics" for e in denied)
+    assert "malformed share request" in denied[0]["detail"]["reason"]
+    assert max(len(json.dumps(e)) for e in entries) < 2000
 
 
 def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> None:

@@ -86,3 +86,21 @@ def test_a_reason_of_exactly_the_limit_is_taken() -> None:
     check_reason("x" * MAX_REASON_LEN)
     notice = make_notice(KEY, **{**FIELDS, "reason": "x" * MAX_REASON_LEN})
     assert open_notice(notice, PUBLIC, "health")["reason"] == "x" * MAX_REASON_LEN
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("agreement", "agr-1", "names no agreement id: 'agr-1'"),
+        ("agreement", "a" * 1_000_000, r"names no agreement id: 'a+\.\.\. \(1000002 characters"),
+        ("by", "Health Dept", "is by no department: 'Health Dept'"),
+        ("by", "h" * 1_000_000, r"is by no department: 'h+\.\.\. \(1000002 characters"),
+    ],
+)
+def test_rightly_signed_notices_naming_no_agreement_or_department_are_refused_briefly(
+    field: str, value: str, match: str
+) -> None:
+    notice = make_notice(KEY, **{**FIELDS, field: value})
+    with pytest.raises(AgreementError, match=match) as refused:
+        open_notice(notice, PUBLIC, "health")
+    assert len(str(refused.value)) < 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,8 @@ from node.exchange import convert
 from node.exchange.envelope import SealedChunk
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from protocols.fednode.v1 import exchange_pb2
+
+AGREEMENT = "agr-" + "0123456789abcdef" * 2
 
 
 @pytest.mark.parametrize("size", [0, 1, 118, 119, 120, 16_374, 16_375, 2_097_143, 4_194_000])
@@ -59,11 +62,35 @@ def test_receipt_and_request_conversion() -> None:
     assert convert.receipt_from_proto(convert.receipt_to_proto(receipt)) == receipt
     with pytest.raises(ReceiptError, match="not canonical JSON"):
         convert.receipt_from_proto(exchange_pb2.ShareReceipt(receipt_json=b"{ }"))
-    request = convert.ShareRequest("agr-1", ["a", "b"], "none")
+    request = convert.ShareRequest(AGREEMENT, ["a", "b"], "none")
     assert convert.share_request_from_proto(convert.share_request_to_proto(request)) == request
-    default = convert.share_request_from_proto(exchange_pb2.ShareRequest(agreement_id="agr-1"))
-    assert default == convert.ShareRequest("agr-1", None, "zstd")
+    default = convert.share_request_from_proto(exchange_pb2.ShareRequest(agreement_id=AGREEMENT))
+    assert default == convert.ShareRequest(AGREEMENT, None, "zstd")
     with pytest.raises(ExchangeError, match="unknown compression 'brotli'"):
         convert.share_request_from_proto(
-            exchange_pb2.ShareRequest(agreement_id="agr-1", compression="brotli")
+            exchange_pb2.ShareRequest(agreement_id=AGREEMENT, compression="brotli")
         )
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"agreement_id": "agr-1"}, "names no agreement id: 'agr-1'"),
+        ({"agreement_id": "AGR-" + "0" * 32}, "names no agreement id"),
+        ({"agreement_id": ""}, "names no agreement id"),
+        # A request this long is refused, and the refusal quotes only its start.
+        ({"agreement_id": "x" * 3_000_000}, r"names no agreement id: 'x+\.\.\. \(3000002 char"),
+        (
+            {"agreement_id": AGREEMENT, "columns": ["c"] * (convert.MAX_REQUEST_COLUMNS + 1)},
+            "4097 columns",
+        ),
+        ({"agreement_id": AGREEMENT, "columns": ["c" * 70_000]}, "70000 characters"),
+        ({"agreement_id": AGREEMENT, "compression": "z" * 1000}, r"'z+\.\.\. \(1002 char"),
+    ],
+)
+def test_malformed_or_oversized_share_requests_are_refused_with_brief_messages(
+    fields: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ExchangeError, match=match) as refused:
+        convert.share_request_from_proto(exchange_pb2.ShareRequest(**fields))
+    assert len(str(refused.value)) < 200

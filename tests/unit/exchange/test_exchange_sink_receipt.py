@@ -160,6 +160,17 @@ def test_receipt_field_mismatch_and_wrong_key() -> None:
         verify_receipt(receipt, other, {})
 
 
+def test_receipt_refusals_quote_oversized_fields_briefly() -> None:
+    huge = "x" * 1_000_000
+    receipt = make_receipt(KEY, **{**FIELDS, "digest": huge, "recipient": huge})  # type: ignore[arg-type]
+    with pytest.raises(ReceiptError, match=r"digest is 'x+\.\.\. \(1000002 char") as mismatch:
+        verify_receipt(receipt, ed25519_public_raw(KEY), {"digest": "sha256:00"})
+    other = ed25519_public_raw(ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(ReceiptError, match="does not verify under") as unsigned:
+        verify_receipt(receipt, other, {})
+    assert len(str(mismatch.value)) < 200 and len(str(unsigned.value)) < 200
+
+
 def test_partials_of_crashed_writers_are_removed(tmp_path: Path) -> None:
     dest = tmp_path / "out.parquet"
     stale = tmp_path / ".out.parquet.2147483646.x1.partial"

@@ -8,6 +8,7 @@ caller's department is fixed by the test instead of read from a certificate).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from concurrent import futures
@@ -25,6 +26,12 @@ from node.fl.bundle import build_bundle
 from node.fl.participant import Participant
 from node.fl.service import FederatedServicer
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
+
+
+def agreement_id(name: str) -> str:
+    """A well-formed agreement id standing for ``name`` (``agr-`` and 32 hex digits)."""
+    return "agr-" + hashlib.sha256(name.encode()).hexdigest()[:32]
+
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "seeds" / "apps" / "traffic-risk"

@@ -11,14 +11,15 @@ import pytest
 
 from node.fl.coordinator import JobStatusStore, run_job
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, Cluster, seed_table, task
+from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id, seed_table, task
 
 
 def _job(tmp: Path, app: Path, departments: list[str], **extra: Any) -> Any:
     doc: dict[str, Any] = {
         "job": {"app": str(app), "output": str(tmp / "out"), "rounds": extra.pop("rounds", 3)},
         "participants": [
-            {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"} for d in departments
+            {"department": d, "dataset": "incidents", "agreement": agreement_id(d)}
+            for d in departments
         ],
     }
     for key, value in extra.items():

@@ -13,7 +13,7 @@ from node.fl.coordinator import run_job
 from node.fl.errors import NodesUnavailableError
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, Cluster
+from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id
 
 
 def _job(
@@ -30,7 +30,7 @@ def _job(
             },
             "strategy": {"min-nodes": min_nodes},
             "participants": [
-                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                {"department": d, "dataset": "incidents", "agreement": agreement_id(d)}
                 for d in cluster.nodes
             ],
         },

@@ -35,7 +35,7 @@ delta = 1e-5
 [[participants]]
 department = "traffic"
 dataset = "incidents"
-agreement = "agr-1"
+agreement = "agr-00000000000000000000000000000001"
 """
 
 
@@ -45,14 +45,14 @@ def test_a_job_file_parses_with_paths_relative_to_it(tmp_path: Path) -> None:
     assert job.app == tmp_path / "app" and job.output == tmp_path / "out"
     assert job.overrides == {"min-nodes": 2, "learning-rate": 0.25, "num-server-rounds": 4}
     assert job.secagg and job.dp is not None and job.dp.sensitivity == 1.0
-    assert job.message_timeout == 30.0 and job.participants[0].agreement == "agr-1"
+    assert job.message_timeout == 30.0 and job.participants[0].agreement == "agr-" + "0" * 31 + "1"
+
+
+PARTICIPANT = {"department": "a", "dataset": "d", "agreement": "agr-" + "a" * 32}
 
 
 def _doc(**changes: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "job": {"app": "app"},
-        "participants": [{"department": "a", "dataset": "d", "agreement": "x"}],
-    }
+    doc: dict[str, Any] = {"job": {"app": "app"}, "participants": [PARTICIPANT]}
     for key, value in changes.items():
         doc[key] = value
     return doc
@@ -65,10 +65,12 @@ def _doc(**changes: Any) -> dict[str, Any]:
         (_doc(job={}), "needs a non-empty string 'app'"),
         (_doc(participants=[]), "lists no"),
         (_doc(participants=[{"department": "a", "dataset": "d"}]), "'agreement'"),
+        (_doc(participants=[PARTICIPANT] * 2), "listed twice"),
         (
-            _doc(participants=[{"department": "a", "dataset": "d", "agreement": "x"}] * 2),
-            "listed twice",
+            _doc(participants=[{**PARTICIPANT, "agreement": "agr-transport-2026"}]),
+            r"participants\[0\].agreement 'agr-transport-2026' is not an agreement id",
         ),
+        (_doc(participants=[{**PARTICIPANT, "dataset": "Incidents!"}]), "is not a dataset name"),
         (_doc(job={"app": "a", "rounds": 0}), "positive integer"),
         (_doc(job={"app": "a", "secagg": "yes"}), "true or false"),
         (_doc(job={"app": "a", "timeouts": {"message": -1}}), "positive number"),

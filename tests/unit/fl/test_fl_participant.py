@@ -18,7 +18,7 @@ from node.fl.bundle import build_bundle
 from node.fl.coordinator import run_job
 from node.fl.errors import AppNotApprovedError, UnknownJobError
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, seed_table, task
+from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id, seed_table, task
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
         "node_id": 77,
         "fab_sha256": hashlib.sha256(fab).hexdigest(),
         "fab_size": len(fab),
-        "agreement": "agr-traffic",
+        "agreement": agreement_id("traffic"),
         "dataset": "incidents",
         "run_config": {
             "local-epochs": 5,
@@ -81,7 +81,7 @@ def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, f
     reply = node.participant.deliver(COORDINATOR, "job-1", _train())
     assert not reply.has_error()
     (entry,) = node.runtime.audit.events("fl.task")
-    assert entry["peer"] == COORDINATOR and entry["agreement"] == "agr-traffic"
+    assert entry["peer"] == COORDINATOR and entry["agreement"] == agreement_id("traffic")
     assert entry["columns"] == table.column_names
     assert entry["detail"] | {} == entry["detail"]
     assert {k: entry["detail"][k] for k in ("job_id", "round", "message_type", "secagg", "dp")} == {
@@ -155,7 +155,7 @@ def test_dp_clips_and_noises_updates_and_the_ledger_records_its_parameters(
             "strategy": {"min-nodes": 3},
             "dp": dp,
             "participants": [
-                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                {"department": d, "dataset": "incidents", "agreement": agreement_id(d)}
                 for d in cluster.nodes
             ],
         },

@@ -20,7 +20,7 @@ from flwr.app import Message
 from node.fl.coordinator import run_job
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, Cluster, seed_table, task
+from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id, seed_table, task
 from tests.unit.fl.secagg_check import Recording, check_secagg_run, leaks
 
 
@@ -42,7 +42,7 @@ def test_secaggplus_hides_updates_and_matches_fedavg(cluster: Cluster, tmp_path:
                 "secagg": True,
             },
             "participants": [
-                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                {"department": d, "dataset": "incidents", "agreement": agreement_id(d)}
                 for d in departments
             ],
         },
@@ -79,7 +79,7 @@ def test_secaggplus_survives_one_dropout_above_threshold(
             },
             "run-config": {"min-nodes": 2},
             "participants": [
-                {"department": d, "dataset": "incidents", "agreement": f"agr-{d}"}
+                {"department": d, "dataset": "incidents", "agreement": agreement_id(d)}
                 for d in departments
             ],
         },

@@ -11,7 +11,7 @@ from node.fl import wire
 from node.fl.bundle import build_bundle
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
-from tests.unit.fl.fl_fakes import APP, Cluster
+from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id
 
 
 def _spec(fab: bytes, **kw: object) -> wire.JobSpec:
@@ -21,7 +21,7 @@ def _spec(fab: bytes, **kw: object) -> wire.JobSpec:
         "node_id": 6,
         "fab_sha256": hashlib.sha256(fab).hexdigest(),
         "fab_size": len(fab),
-        "agreement": "agr-1",
+        "agreement": agreement_id("1"),
         "dataset": "road_safety",
         "run_config": {"secure-aggregation": False},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,11 @@ def test_job_participants_hold_federated_agreements_with_the_coordinator() -> No
 
 
 def _as_job_file(job: dict[str, Any]) -> dict[str, Any]:
-    """The job file `fednode fl launch` reads, made from the [job] section."""
+    """The job file `fednode fl launch` reads, made from the [job] section.
+
+    The section names agreements by their plan names; the demo puts in the ids
+    the nodes gave them, as this does with stand-in ids.
+    """
     head = {
         k: v for k, v in job.items() if k not in ("strategy", "run-config", "dp", "participants")
     }
@@ -103,7 +108,10 @@ def _as_job_file(job: dict[str, Any]) -> dict[str, Any]:
         "strategy": job.get("strategy", {}),
         "run-config": job.get("run-config", {}),
         "dp": job["dp"],
-        "participants": job["participants"],
+        "participants": [
+            {**p, "agreement": "agr-" + hashlib.sha256(p["agreement"].encode()).hexdigest()[:32]}
+            for p in job["participants"]
+        ],
     }
 
 
