@@ -68,9 +68,13 @@ def invoke(
             f"no running node in {home} (no {SOCKET_NAME})",
             hint=f"start it with 'fednode serve --home {home}'",
         )
+    result: dict[str, Any] | None = None
+    failure: NodeError | LedgerError | None = None
     with grpc.insecure_channel(_target(home)) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         try:
+            # Read to the end of the stream, past the result or failure: leaving
+            # early would cancel the call, which the node's ledger would record.
             for event in stub.Invoke(
                 admin_pb2.AdminCall(command=command, args_json=json.dumps(args).encode()),
                 timeout=timeout,
@@ -80,10 +84,9 @@ def invoke(
                     if on_event is not None:
                         on_event(json.loads(event.progress_json))
                 elif which == "result_json":
-                    result: dict[str, Any] = json.loads(event.result_json)
-                    return result
+                    result = json.loads(event.result_json)
                 elif which == "failure":
-                    raise _error_from(event.failure)
+                    failure = _error_from(event.failure)
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.UNAVAILABLE:
@@ -92,4 +95,8 @@ def invoke(
                     hint=f"check that 'fednode serve --home {home}' is running",
                 ) from e
             raise AdminError(f"admin call {command} failed: {e}") from e
-    raise AdminError(f"admin call {command} ended without a result")
+    if failure is not None:
+        raise failure
+    if result is None:
+        raise AdminError(f"admin call {command} ended without a result")
+    return result

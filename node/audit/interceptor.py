@@ -4,7 +4,8 @@ The interceptor sits first on both servers, so even calls that admission
 refuses are recorded. For a response stream the second record is written when
 the stream ends (exhausted, failed or cancelled), not when the handler returns
 its iterator. The recorded outcome comes from the status code the call ended
-with: ``ok``, ``denied`` (PERMISSION_DENIED, UNAUTHENTICATED) or ``error``.
+with: ``ok``, ``denied`` (PERMISSION_DENIED, UNAUTHENTICATED), ``cancelled``
+(the client cancelled, or left a response stream before its end) or ``error``.
 
 Who called comes only from the verified client certificate
 (:func:`node.server.peer.caller_department`); on the admin socket the actor is
@@ -36,6 +37,8 @@ def _outcome(code: grpc.StatusCode | None, raised: bool) -> tuple[str, str]:
         code = grpc.StatusCode.UNKNOWN if raised else grpc.StatusCode.OK
     if code == grpc.StatusCode.OK:
         return "ok", code.name
+    if code == grpc.StatusCode.CANCELLED:
+        return "cancelled", code.name
     return ("denied" if code in _DENIED else "error"), code.name
 
 
@@ -84,9 +87,15 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 return actor, peer
 
             def finished(
-                context: grpc.ServicerContext, actor: str | None, peer: str | None, raised: bool
+                context: grpc.ServicerContext,
+                actor: str | None,
+                peer: str | None,
+                raised: bool,
+                *,
+                cancelled: bool = False,
             ) -> None:
-                outcome, code = _outcome(_status_code(context), raised)
+                code = grpc.StatusCode.CANCELLED if cancelled else _status_code(context)
+                outcome, code = _outcome(code, raised)
                 audit.record(
                     "rpc.finished",
                     actor=actor,
@@ -111,13 +120,17 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 actor, peer = started(context)
-                raised = True
                 try:
                     yield from behavior(request, context)
-                    raised = False
-                finally:
-                    # Also runs when the client cancels: gRPC closes the generator.
-                    finished(context, actor, peer, raised)
+                except GeneratorExit:
+                    # The client went away (cancelled, or stopped reading after what it
+                    # needed) and gRPC closed the generator: nothing failed here.
+                    finished(context, actor, peer, True, cancelled=True)
+                    raise
+                except BaseException:
+                    finished(context, actor, peer, True)
+                    raise
+                finished(context, actor, peer, False)
 
             return stream
 

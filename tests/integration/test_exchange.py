@@ -202,6 +202,14 @@ def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
     result = fetch(pair, agreement_id, arrow, "--columns", "district", "--json")
     assert result.returncode == 0, result.stderr
     assert pa.ipc.open_file(arrow).read_all().column_names == ["district"]
+    # Every operator command above succeeded, and each node's ledger says so.
+    for department in ("health", "statistics"):
+        outcomes = {
+            e["outcome"]
+            for e in ledger_events(pair.homes[department])
+            if e["event"] == "rpc.finished" and e["detail"]["method"].endswith("Admin/Invoke")
+        }
+        assert outcomes == {"ok"}, (department, outcomes)
 
 
 # --- refusals by the real provider --------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -44,6 +45,12 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield bytes([i])
 
 
+def _slow_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for _ in range(100):  # at most 5 s, if nobody cancels
+        yield b"\x00"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[grpc.Channel, LedgerStore]]:
     store = LedgerStore(tmp_path / "l.db", "alpha")
@@ -56,6 +63,7 @@ def server(tmp_path: Path) -> Iterator[tuple[grpc.Channel, LedgerStore]]:
         "Denied": grpc.unary_unary_rpc_method_handler(_denied),
         "Broken": grpc.unary_unary_rpc_method_handler(_broken),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+        "SlowStream": grpc.unary_stream_rpc_method_handler(_slow_stream),
     }
     srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
     port = srv.add_insecure_port("127.0.0.1:0")
@@ -99,3 +107,18 @@ def test_stream_is_recorded_when_it_ends(server: tuple[grpc.Channel, LedgerStore
     assert replies == [b"\x00", b"\x01", b"\x02"]
     events = [(e["event"], e["outcome"]) for e in _entries(store)]
     assert events == [("rpc.started", "ok"), ("rpc.finished", "ok")]
+
+
+def test_a_stream_the_client_leaves_is_recorded_as_cancelled_not_failed(
+    server: tuple[grpc.Channel, LedgerStore],
+) -> None:
+    channel, store = server
+    call = channel.unary_stream("/t.T/SlowStream")(b"", timeout=10)
+    assert next(call) == b"\x00"
+    call.cancel()
+    deadline = time.monotonic() + 10
+    while len(_entries(store)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started, finished = _entries(store)
+    assert (started["event"], finished["event"]) == ("rpc.started", "rpc.finished")
+    assert (finished["outcome"], finished["detail"]["code"]) == ("cancelled", "CANCELLED")
