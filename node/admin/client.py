@@ -88,6 +88,9 @@ def invoke(
                 elif which == "failure":
                     failure = _error_from(event.failure)
         except grpc.RpcError as e:
+            if failure is not None:
+                # The node ends a failed command's call with an error status too.
+                raise failure from None
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise AdminError(

@@ -19,7 +19,7 @@ import grpc
 
 from ledger.errors import LedgerError
 from node.admin.registry import AdminHandler
-from node.errors import NodeError
+from node.errors import AccessDenied, NodeError
 from node.runtime import NodeRuntime
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
 
@@ -46,6 +46,15 @@ def _public_kind(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _status_of(error: BaseException) -> grpc.StatusCode:
+    """The status a failed command ends its call with: refusals are ``PERMISSION_DENIED``."""
+    if isinstance(error, AccessDenied):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, NodeError | LedgerError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     def __init__(self, runtime: NodeRuntime, handlers: dict[str, AdminHandler]) -> None:
         self._runtime = runtime
@@ -63,6 +72,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                     hint="this node's fednode version may be older than the CLI's",
                 )
             )
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             return
         try:
             args = json.loads(request.args_json or b"{}")
@@ -72,6 +82,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             yield admin_pb2.AdminEvent(
                 failure=admin_pb2.AdminFailure(kind="AdminError", message=f"bad arguments: {e}")
             )
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             return
         events: queue.Queue[object] = queue.Queue()
         outcome: dict[str, Any] = {}
@@ -111,5 +122,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                     hint=getattr(error, "hint", None) or "",
                 )
             )
+            # The call's status carries the outcome too, so the ledger's rpc.finished
+            # entry says the command failed (the event above says how).
+            context.set_code(_status_of(error))
+            context.set_details(f"{request.command} failed")
         else:
             yield admin_pb2.AdminEvent(result_json=_json(outcome.get("result") or {}))

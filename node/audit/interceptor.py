@@ -7,6 +7,10 @@ its iterator. The recorded outcome comes from the status code the call ended
 with: ``ok``, ``denied`` (PERMISSION_DENIED, UNAUTHENTICATED), ``cancelled``
 (the client cancelled, or left a response stream before its end) or ``error``.
 
+On the admin socket both entries also name the command run (``share.fetch``,
+``agreement.revoke``, ...); a command that fails ends its call with an error
+status, so its ``rpc.finished`` says so.
+
 Who called comes only from the verified client certificate
 (:func:`node.server.peer.caller_department`); on the admin socket the actor is
 the local operator. Handlers never write these access records themselves.
@@ -30,6 +34,8 @@ __all__ = ["AuditInterceptor"]
 log = logging.getLogger("fednode.audit")
 
 _DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+#: Admin command names are short (``share.fetch``); an unknown one is recorded cut to this.
+_MAX_COMMAND = 64
 
 
 def _outcome(code: grpc.StatusCode | None, raised: bool) -> tuple[str, str]:
@@ -48,6 +54,15 @@ def _status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     except AttributeError:
         return None
     return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _call_detail(method: str, surface: str, request: Any) -> dict[str, object]:
+    """What both entries of a call record: the method, and on the admin socket the command run."""
+    detail: dict[str, object] = {"method": method, "surface": surface}
+    command = getattr(request, "command", None) if surface == "admin" else None
+    if isinstance(command, str):
+        detail["command"] = command[:_MAX_COMMAND]
+    return detail
 
 
 class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -78,59 +93,62 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         surface = self._surface
 
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
-            def started(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
+            def started(
+                request: Any, context: grpc.ServicerContext
+            ) -> tuple[str | None, str | None, dict[str, object]]:
                 actor, peer, problem = self._who(context)
-                detail: dict[str, object] = {"method": method, "surface": surface}
+                base = _call_detail(method, surface, request)
+                detail = dict(base)
                 if problem is not None:
                     detail["caller_problem"] = problem
                 audit.record("rpc.started", actor=actor, peer=peer, detail=detail)
-                return actor, peer
+                return actor, peer, base
 
             def finished(
                 context: grpc.ServicerContext,
-                actor: str | None,
-                peer: str | None,
+                call: tuple[str | None, str | None, dict[str, object]],
                 raised: bool,
                 *,
                 cancelled: bool = False,
             ) -> None:
-                code = grpc.StatusCode.CANCELLED if cancelled else _status_code(context)
-                outcome, code = _outcome(code, raised)
+                actor, peer, base = call
+                status = grpc.StatusCode.CANCELLED if cancelled else _status_code(context)
+                outcome, code = _outcome(status, raised)
                 audit.record(
                     "rpc.finished",
                     actor=actor,
                     peer=peer,
                     outcome=outcome,
-                    detail={"method": method, "surface": surface, "code": code},
+                    detail={**base, "code": code},
                 )
 
             if not streaming:
 
                 def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                    actor, peer = started(context)
+                    call = started(request, context)
                     raised = True
                     try:
                         response = behavior(request, context)
                         raised = False
                         return response
                     finally:
-                        finished(context, actor, peer, raised)
+                        finished(context, call, raised)
 
                 return unary
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                actor, peer = started(context)
+                call = started(request, context)
                 try:
                     yield from behavior(request, context)
                 except GeneratorExit:
                     # The client went away (cancelled, or stopped reading after what it
                     # needed) and gRPC closed the generator: nothing failed here.
-                    finished(context, actor, peer, True, cancelled=True)
+                    finished(context, call, True, cancelled=True)
                     raise
                 except BaseException:
-                    finished(context, actor, peer, True)
+                    finished(context, call, True)
                     raise
-                finished(context, actor, peer, False)
+                finished(context, call, False)
 
             return stream
 

@@ -226,6 +226,15 @@ def test_column_not_in_agreement_is_refused(pair: LocalFederation, tmp_path: Pat
     assert visible(out.parent) == []
     denied = [e for e in ledger_events(pair.homes["health"]) if e.get("event") == "access.denied"]
     assert len(denied) == 2 and denied[0]["peer"] == "statistics"
+    # The consumer's ledger records the operator's two refused commands as refused.
+    fetches = [
+        e
+        for e in ledger_events(pair.homes["statistics"])
+        if e["event"] == "rpc.finished" and e["detail"].get("command") == "share.fetch"
+    ]
+    assert [(e["outcome"], e["detail"]["code"]) for e in fetches] == [
+        ("denied", "PERMISSION_DENIED")
+    ] * 2
 
 
 def test_malformed_and_oversized_requests_are_refused_and_recorded_briefly(

@@ -14,6 +14,7 @@ import pytest
 from ledger.canonical import loads
 from ledger.store import LedgerStore
 from node.audit.interceptor import AuditInterceptor
+from protocols.fednode.v1 import admin_pb2
 
 
 class StoreSink:
@@ -45,6 +46,10 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield bytes([i])
 
 
+def _ok_call(request: admin_pb2.AdminCall, context: grpc.ServicerContext) -> bytes:
+    return b""
+
+
 def _slow_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
     for _ in range(100):  # at most 5 s, if nobody cancels
         yield b"\x00"
@@ -64,6 +69,9 @@ def server(tmp_path: Path) -> Iterator[tuple[grpc.Channel, LedgerStore]]:
         "Broken": grpc.unary_unary_rpc_method_handler(_broken),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "SlowStream": grpc.unary_stream_rpc_method_handler(_slow_stream),
+        "Admin": grpc.unary_unary_rpc_method_handler(
+            _ok_call, request_deserializer=admin_pb2.AdminCall.FromString
+        ),
     }
     srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
     port = srv.add_insecure_port("127.0.0.1:0")
@@ -122,3 +130,14 @@ def test_a_stream_the_client_leaves_is_recorded_as_cancelled_not_failed(
     started, finished = _entries(store)
     assert (started["event"], finished["event"]) == ("rpc.started", "rpc.finished")
     assert (finished["outcome"], finished["detail"]["code"]) == ("cancelled", "CANCELLED")
+
+
+def test_admin_calls_name_their_command_in_both_entries(
+    server: tuple[grpc.Channel, LedgerStore],
+) -> None:
+    channel, store = server
+    call = admin_pb2.AdminCall(command="share.fetch", args_json=b"{}").SerializeToString()
+    channel.unary_unary("/t.T/Admin")(call, timeout=5)
+    started, finished = _entries(store)
+    assert started["detail"]["command"] == finished["detail"]["command"] == "share.fetch"
+    assert finished["outcome"] == "ok"
