@@ -194,7 +194,8 @@ class Demo:
             )
         self.report.artefacts["share"] = out
         # The coordinator holds a federated-only agreement; asking to download the rows is refused
-        # by the provider and recorded in its ledger as a denial.
+        # by its own node before any request leaves, and recorded in its ledger as a denial
+        # (the provider checks the same agreement and would refuse too).
         federated = next((a for a in self.plan.agreements if a.modes == ("federated",)), None)
         if federated is not None:
             try:
@@ -210,7 +211,9 @@ class Demo:
             except NodeError as e:
                 self.console.print(
                     f"  {federated.consumer} asks {federated.provider} for raw "
-                    f"{federated.dataset} rows under a federated-only agreement: refused ({e})"
+                    f"{federated.dataset} rows under a federated-only agreement: refused by "
+                    f"{federated.consumer}'s own node before asking, and recorded in its "
+                    f"ledger ({e})"
                 )
                 self.report.stayed.append(
                     f"{federated.provider}/{federated.dataset}: raw rows refused to "
@@ -301,7 +304,9 @@ class Demo:
         bundles: list[Path] = []
         published = 0
         # Witnessing writes entries into the witnesses' own ledgers, so a second round
-        # checkpoints those too and leaves each exported ledger fully covered.
+        # checkpoints most of those too. What a node records after its last checkpoint
+        # (cosignatures it gives later, the export call itself) is still hash-chained, and
+        # the verifier reports it as not yet covered by a published checkpoint.
         for round_ in (1, 2):
             published = 0
             for department in self.federation.homes:
