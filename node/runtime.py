@@ -42,6 +42,10 @@ class AuditSink(Protocol):
     ) -> int:
         """Append one entry and return its sequence number once it is durable.
 
+        ``actor`` is who acted locally; left out, it is the operator inside an
+        admin command (:mod:`node.audit.actor`) and nobody otherwise, since a
+        peer's request names the peer in ``peer``.
+
         ``sensitive`` names fields (``actor``, ``detail.subject``, ...) that enter the
         ledger only as salted commitments, so they can later be crypto-shredded.
         """

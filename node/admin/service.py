@@ -19,8 +19,10 @@ import grpc
 
 from ledger.errors import LedgerError
 from node.admin.registry import AdminHandler
+from node.audit.actor import acting_as
 from node.errors import AccessDenied, NodeError
 from node.runtime import NodeRuntime
+from node.server.peer import OPERATOR
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["AdminService"]
@@ -89,11 +91,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
 
         def run() -> None:
             try:
-                outcome["result"] = handler(
-                    self._runtime,
-                    args,
-                    lambda ev: events.put(admin_pb2.AdminEvent(progress_json=_json(ev))),
-                )
+                # Whoever can reach the admin socket is the node's operator.
+                with acting_as(OPERATOR):
+                    outcome["result"] = handler(
+                        self._runtime,
+                        args,
+                        lambda ev: events.put(admin_pb2.AdminEvent(progress_json=_json(ev))),
+                    )
             except (NodeError, LedgerError) as e:
                 outcome["error"] = e
             except Exception as e:  # an unexpected bug; the operator still gets one line

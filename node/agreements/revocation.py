@@ -133,7 +133,6 @@ def accept_notice(runtime: NodeRuntime, caller: str, notice: Any) -> AgreementRe
     record = store.revoke(signed.id, reason)
     runtime.audit.record(
         "agreement.revoked",
-        actor=caller,
         peer=caller,
         agreement=signed.id,
         dataset=signed.dataset,

@@ -150,7 +150,7 @@ def accept_countersigned(
             hint="only agreements created here with 'fednode agreement create' can be activated",
         )
     record = store.activate(signed)
-    _record(runtime, "agreement.activated", signed, actor=submitted_by)
+    _record(runtime, "agreement.activated", signed)
     return record
 
 
@@ -189,13 +189,11 @@ def _record(
     event: str,
     signed: SignedAgreement,
     *,
-    actor: str | None = None,
     detail: dict[str, object] | None = None,
 ) -> None:
     """Record one step of an agreement's life, with the other party as the peer."""
     runtime.audit.record(
         event,
-        actor=actor,
         peer=signed.consumer if signed.provider == runtime.department else signed.provider,
         agreement=signed.id,
         dataset=signed.dataset,

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ledger.checkpoint import log_name
 from ledger.store import LedgerStore
 from ledger.witness import Witness, WitnessState
+from node.audit.actor import current_actor
 from node.config import NodeConfig
 from node.errors import UnknownPeerError
 from node.identity.directory import Directory
@@ -102,7 +103,7 @@ class AuditRecorder:
         """
         fields: dict[str, Any] = {
             "event": event,
-            "actor": actor,
+            "actor": actor if actor is not None else current_actor(),
             "peer": peer,
             "agreement": agreement,
             "dataset": dataset,

@@ -199,7 +199,6 @@ def run_job(
     status_store.write(status)
     runtime.audit.record(
         "fl.job",
-        actor=runtime.config.department,
         digest="sha256:" + bundle.sha256,
         outcome="ok",
         detail={
@@ -356,7 +355,6 @@ def run_job(
         status_store.write(status)
         runtime.audit.record(
             "fl.job",
-            actor=runtime.config.department,
             digest="sha256:" + bundle.sha256,
             outcome=outcome,
             detail={

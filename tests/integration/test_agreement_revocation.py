@@ -61,7 +61,11 @@ def test_a_provider_revocation_reaches_the_consumer(fed: LocalFederation, tmp_pa
     assert consumer["state"] == "revoked"
     assert consumer["reason"] == "revoked by health: purpose ended"
     [entry] = events(fed, "statistics", "agreement.revoked")
-    assert entry["actor"] == "health" and entry["agreement"] == agreement_id
+    # Revoked at health's request: health is the peer; nobody acted on this node.
+    assert entry["peer"] == "health" and entry["actor"] is None
+    assert entry["agreement"] == agreement_id
+    [own] = events(fed, "health", "agreement.revoked")
+    assert own["actor"] == "operator"
     [sent] = events(fed, "health", "agreement.revocation_sent")
     assert sent["outcome"] == "ok"
     # The consumer's own node now refuses to ask for the share at all.

@@ -192,6 +192,8 @@ def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
         e for e in ledger_events(pair.homes["statistics"]) if e.get("event") == "share.received"
     ]
     assert len(sent) == 1 and len(received) == 1
+    # The consumer's operator fetched; the provider acted on a peer's request alone.
+    assert received[0]["actor"] == "operator" and sent[0]["actor"] is None
     assert sent[0]["digest"] == received[0]["digest"] == summary["digest"]
     assert sent[0]["detail"]["share_id"] == received[0]["detail"]["share_id"] == summary["share_id"]
     receipt = sent[0]["detail"]["receipt"]["receipt"]
