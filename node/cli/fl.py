@@ -99,6 +99,9 @@ def _launch(args: argparse.Namespace) -> int:
     path = Path(args.job).resolve()
     job = load_job_file(path)  # fail fast on this side, with the same errors
     console = Console()
+    weakness = job.dp.weakness() if job.dp else None
+    if weakness:
+        console.print(f"[yellow]warning: {weakness}[/]")
     live = _Live(console)
     with live.progress:
         summary = invoke(args.home, "fl.launch", {"job_file": str(path)}, on_event=live)

@@ -26,6 +26,8 @@ from node.demo.plan import DemoPlan
 from node.errors import ConfigError, NodeError
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle
+from node.fl.errors import WireError
+from node.fl.wire import DpConfig
 from node.localfed import DepartmentSpec, LocalFederation, provision
 
 __all__ = ["DemoReport", "run_demo"]
@@ -287,7 +289,7 @@ class Demo:
         self.report.moved.append(
             f"{', '.join(joined)} → {self.plan.coordinator}: masked model updates only "
             f"({summary['rounds']} rounds, SecAgg+ {'on' if summary['secagg'] else 'off'}, "
-            f"DP clip {dp.get('clipping-norm', 'off')})"
+            f"DP clip {dp.get('clipping-norm', 'off')}{_dp_caveat(dp)})"
         )
         trained = sum(int(p["rows"] or 0) for p in summary["participants"] if p["joined"])
         self.report.stayed.append(
@@ -387,3 +389,22 @@ def run_demo(plan: DemoPlan, workdir: Path, *, keep: bool, console: Console) -> 
         if not keep:
             demo.stop()
     return demo.report
+
+
+def _dp_caveat(dp: dict[str, Any]) -> str:
+    """The plan's DP values are for show; say what they guarantee, not only what they state."""
+    try:
+        config = DpConfig(
+            clipping_norm=float(dp["clipping-norm"]),
+            sensitivity=float(dp.get("sensitivity", dp["clipping-norm"])),
+            epsilon=float(dp["epsilon"]),
+            delta=float(dp["delta"]),
+        )
+    except (KeyError, TypeError, ValueError, WireError):
+        return ""
+    if config.weakness() is None:
+        return f", epsilon {config.epsilon:g}"
+    return (
+        f", epsilon {config.epsilon:g} stated but {config.effective_epsilon:.4g} for a clipped "
+        "update: demo noise, not a privacy budget"
+    )

@@ -96,6 +96,30 @@ class DpConfig:
         """Standard deviation of the Gaussian noise added to each update."""
         return self.sensitivity * math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon
 
+    @property
+    def effective_epsilon(self) -> float:
+        """The epsilon this noise gives an update clipped to ``clipping_norm``.
+
+        A clipped update can move by the clipping norm, so that, not
+        ``sensitivity``, is what the noise has to hide: with a smaller
+        ``sensitivity`` the guarantee is ``epsilon * clipping_norm / sensitivity``
+        (infinite without noise).
+        """
+        if self.sensitivity == 0:
+            return math.inf
+        return self.epsilon * self.clipping_norm / self.sensitivity
+
+    def weakness(self) -> str | None:
+        """A warning when the noise is calibrated below the clipping norm, else ``None``."""
+        if self.sensitivity >= self.clipping_norm:
+            return None
+        return (
+            f"DP sensitivity {self.sensitivity:g} is below the clipping norm "
+            f"{self.clipping_norm:g}: a clipped update gets epsilon "
+            f"{self.effective_epsilon:.4g}, not {self.epsilon:g}; a sensitivity equal to "
+            "the clipping norm gives the stated guarantee"
+        )
+
     def to_record(self) -> dict[str, str]:
         """The settings for the ledger: decimal strings, since ledger JSON has no floats."""
         return {
@@ -105,6 +129,7 @@ class DpConfig:
             "epsilon": repr(self.epsilon),
             "delta": repr(self.delta),
             "noise_stddev": repr(self.noise_stddev),
+            "effective_epsilon": repr(self.effective_epsilon),
         }
 
 

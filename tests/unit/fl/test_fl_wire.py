@@ -151,3 +151,14 @@ def test_dp_noise_follows_the_gaussian_mechanism() -> None:
     assert dp.noise_stddev == pytest.approx(2.0 * np.sqrt(2 * np.log(1.25 / 1e-5)) / 4.0)
     record = dp.to_record()
     assert all(isinstance(v, str) for v in record.values())  # ledger JSON carries no floats
+
+
+def test_dp_noise_below_the_clipping_norm_is_flagged_with_its_real_epsilon() -> None:
+    weak = wire.DpConfig(clipping_norm=25.0, sensitivity=0.05, epsilon=5.0, delta=1e-5)
+    assert weak.effective_epsilon == pytest.approx(2500.0)
+    assert "epsilon 2500, not 5" in (weak.weakness() or "")
+    assert weak.to_record()["effective_epsilon"] == "2500.0"
+    sound = wire.DpConfig(clipping_norm=1.0, sensitivity=1.0, epsilon=5.0, delta=1e-5)
+    assert sound.weakness() is None and sound.effective_epsilon == 5.0
+    silent = wire.DpConfig(clipping_norm=1.0, sensitivity=0.0, epsilon=5.0, delta=1e-5)
+    assert silent.effective_epsilon == float("inf") and silent.weakness() is not None
