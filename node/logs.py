@@ -13,8 +13,10 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "route_to_json"]
 
+#: Loggers of libraries that install their own handlers (Flower does, on import).
+_LIBRARY_LOGGERS = ("flwr",)
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -50,3 +52,25 @@ def configure_logging(level: str = "INFO", *, department: str | None = None) -> 
             return record
 
         logging.setLogRecordFactory(factory)
+    # Libraries imported before logging was set up get the same treatment now.
+    for name in _LIBRARY_LOGGERS:
+        if name in logging.Logger.manager.loggerDict:
+            route_to_json(name)
+
+
+def route_to_json(name: str) -> None:
+    """Send logger ``name`` (a library's, such as Flower's ``flwr``) through the JSON lines.
+
+    Flower installs its own coloured console handler on import, which would
+    put plain-text lines among a node's JSON lines (and print each record
+    twice). Once :func:`configure_logging` has run, the library's handlers are
+    removed and its records go to the root handler at the root's level.
+    Without JSON logging (a CLI command) nothing changes.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(root.level)

@@ -31,6 +31,10 @@ from node.fl.errors import (
     WireError,
 )
 from node.fl.grid import GridEvent, GrpcSender, NodeGrid, Sender
+from node.logs import route_to_json
+
+# Importing the grid imported Flower, which set up its own console logging.
+route_to_json("flwr")
 
 __all__ = [
     "AppBundleError",
