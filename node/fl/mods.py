@@ -24,6 +24,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.mod import LocalDpMod
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from node.errors import NodeError
 from node.fl import wire
@@ -43,6 +44,8 @@ _log = logging.getLogger(__name__)
 
 #: Content key Flower's legacy (Ins/Res) messages use for training parameters.
 _LEGACY_FIT_KEY = "fitins.parameters"
+#: Longest SecAgg+ stage name recorded (Flower's are short words; anything else is dropped).
+_MAX_STAGE = 32
 
 
 def round_of(message: Message) -> int | None:
@@ -88,7 +91,23 @@ class TaskInfo:
         round_id = round_of(message)
         if round_id is not None:
             detail["round"] = round_id
+        stage = _secagg_stage(message)
+        if stage is not None:
+            detail["secagg_stage"] = stage
         return detail
+
+
+def _secagg_stage(message: Message) -> str | None:
+    """The SecAgg+ stage a training message is in (setup, share_keys, ...), if it is one.
+
+    Four SecAgg+ messages make one round; without the stage their ledger
+    entries would look alike.
+    """
+    if message.has_error():
+        return None
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    stage = configs.get(Key.STAGE) if configs is not None else None
+    return stage if isinstance(stage, str) and len(stage) <= _MAX_STAGE else None
 
 
 def _error_reply(message: Message, code: int, reason: str) -> Message:

@@ -198,6 +198,21 @@ class Participant:
             self._policy.recheck(spec.agreement)
 
         handler = make_ffn(app, mods_for(info, audit, check))
+        # The treated table now sits in the job's private copy: that read is an access.
+        audit.record(
+            "fl.admitted",
+            peer=coordinator,
+            agreement=spec.agreement,
+            dataset=spec.dataset,
+            columns=list(columns),
+            detail={
+                **base,
+                "run_id": spec.run_id,
+                "rows": table.num_rows,
+                "secagg": spec.secagg,
+                "dp": spec.dp.to_record() if spec.dp else None,
+            },
+        )
         with self._lock:
             self._jobs[spec.job_id] = _Job(spec, coordinator, workdir, info, context, handler)
         _log.info("joined job %s from %s (%d rows)", spec.job_id, coordinator, table.num_rows)

@@ -78,6 +78,11 @@ def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, f
     info = node.participant.start_job(COORDINATOR, _spec(fab), fab)
     table = seed_table("traffic")
     assert info.rows == table.num_rows and info.columns == tuple(table.column_names)
+    # Admission read the treated table: recorded before any task runs.
+    (admitted,) = node.runtime.audit.events("fl.admitted")
+    assert admitted["peer"] == COORDINATOR and admitted["agreement"] == agreement_id("traffic")
+    assert admitted["columns"] == table.column_names
+    assert admitted["detail"]["rows"] == table.num_rows and admitted["detail"]["job_id"] == "job-1"
     reply = node.participant.deliver(COORDINATOR, "job-1", _train())
     assert not reply.has_error()
     (entry,) = node.runtime.audit.events("fl.task")

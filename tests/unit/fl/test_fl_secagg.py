@@ -61,6 +61,9 @@ def test_secaggplus_hides_updates_and_matches_fedavg(cluster: Cluster, tmp_path:
     for node in cluster.nodes.values():
         details = [e["detail"] for e in node.runtime.audit.events("fl.task")]
         assert details and all(d["secagg"] is True for d in details)
+        # Each training round is four SecAgg+ messages; the ledger tells them apart.
+        stages = [d.get("secagg_stage") for d in details if d["message_type"] == "train"]
+        assert stages == ["setup", "share_keys", "collect_masked_vectors", "unmask"] * 2
 
 
 @pytest.mark.parametrize("dropped", ["health"])
