@@ -88,6 +88,8 @@ def test_secagg_and_dp_job_over_mtls_with_ledger_records(
     result = fednode("fl", "launch", job, "--home", fed.homes[COORDINATOR], timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train/collect_masked_vectors ok: health, public-security, traffic" in result.stdout
+    # These DP values are for show, and the launch says what they really give.
+    assert "a clipped update gets epsilon 2500, not 5" in " ".join(result.stdout.split())
     summary = _summary(job)
     assert summary["outcome"] == "ok" and summary["rounds"] == 2 and summary["secagg"] is True
     assert (job.parent / "results" / "model.npz").exists()
@@ -109,6 +111,12 @@ def test_secagg_and_dp_job_over_mtls_with_ledger_records(
         ]
         # Per round: four SecAgg+ stages and one evaluation.
         assert len(tasks) == len(replies) == 10
+        admitted = [
+            e
+            for e in ledger(fed.homes[department], "fl.admitted")
+            if summary["job_id"] in json.dumps(e)
+        ]
+        assert len(admitted) == 1 and admitted[0]["agreement"] == agreements[department]
         assert all(expected_dp["noise_stddev"] in json.dumps(e) for e in tasks)
         assert all('"sha256:' in json.dumps(e) for e in replies)
 
