@@ -30,6 +30,8 @@ __all__ = ["AdminService"]
 log = logging.getLogger("fednode.admin")
 
 _DONE = object()
+#: How often a command's event relay checks that its caller is still there.
+_POLL_S = 0.5
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -109,14 +111,21 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         worker = threading.Thread(target=run, name=f"admin-{request.command}", daemon=True)
         worker.start()
         while True:
-            item = events.get()
+            try:
+                item = events.get(timeout=_POLL_S)
+            except queue.Empty:
+                item = None
             if item is _DONE:
                 break
             if not context.is_active():
-                # The operator went away (Ctrl-C); the command keeps its own cancellation rules.
-                continue
-            assert isinstance(item, admin_pb2.AdminEvent)
-            yield item
+                # The operator went away (Ctrl-C), or the node is stopping. The command
+                # keeps its own cancellation rules on its own thread; relaying its events
+                # would only hold this server thread, and with it the node's exit.
+                context.set_code(grpc.StatusCode.CANCELLED)
+                return
+            if item is not None:
+                assert isinstance(item, admin_pb2.AdminEvent)
+                yield item
         error = outcome.get("error")
         if error is not None:
             yield admin_pb2.AdminEvent(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -83,6 +84,10 @@ def _random_id(taken: set[int]) -> int:
             return value
 
 
+#: Job states that only a running coordinator process can be in.
+_LIVE_STATES = ("starting", "running")
+
+
 class JobStatusStore:
     """Status files of the jobs this node coordinated: ``<data>/fl/coordinated/<id>.json``."""
 
@@ -93,12 +98,22 @@ class JobStatusStore:
         write_json(self.root / f"{status['job_id']}.json", status)
 
     def read_all(self) -> list[dict[str, Any]]:
+        """Every status; a job left ``starting`` or ``running`` by an earlier node
+        process (it stopped or crashed during the job) is marked ``interrupted``."""
         out = []
         for path in sorted(self.root.glob("*.json")):
             try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
+                status = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 _log.warning("unreadable job status file %s", path)
+                continue
+            if status.get("state") in _LIVE_STATES and status.get("node_pid") != os.getpid():
+                status.update(
+                    state="interrupted",
+                    error="the node stopped during the job; launch it again",
+                )
+                self.write(status)
+            out.append(status)
         return sorted(out, key=lambda s: s.get("started_at", 0))
 
 
@@ -195,6 +210,7 @@ def run_job(
         "output": str(job.output),
         "participants": [p.department for p in job.participants],
         "round": None,
+        "node_pid": os.getpid(),
     }
     status_store.write(status)
     runtime.audit.record(
@@ -282,6 +298,9 @@ def run_job(
         grid = NodeGrid(
             joined,
             send,
+            refused={
+                s.node_id: (s.spec.department, s.error or "unknown") for s in started if not s.ok
+            },
             message_timeout=job.message_timeout,
             node_wait_timeout=job.node_wait_timeout,
             on_reply=observe,

@@ -122,7 +122,12 @@ class NodeGrid(Grid):
         on_reply: Callable[[GridEvent], None] | None = None,
         on_send: Callable[[Message], None] | None = None,
         max_workers: int | None = None,
+        refused: Mapping[int, tuple[str, str]] | None = None,
     ) -> None:
+        """``participants`` maps node ids to the departments that joined; ``refused``
+        maps the others' node ids to ``(department, why)``. Those count as lost from
+        the start, so a strategy that waits for them fails after ``node_wait_timeout``
+        instead of waiting for ever."""
         if not participants:
             raise ValueError("NodeGrid needs at least one participant")
         self._departments = dict(participants)
@@ -138,6 +143,9 @@ class NodeGrid(Grid):
         self._lock = threading.Lock()
         self._pending: dict[str, Future[Message]] = {}
         self._unavailable: dict[int, str] = {}
+        for node_id, (department, why) in (refused or {}).items():
+            self._departments[node_id] = department
+            self._unavailable[node_id] = f"refused the job: {why}"
         self._short_since: float | None = None
         self._run: Run | None = None
         self._failed = threading.Event()

@@ -97,6 +97,9 @@ class NodeProcess:
     def __init__(self, home: Path) -> None:
         self.config = load_config(home)
         config = self.config
+        # Before anything opens the ledger or binds the port: a second process on
+        # one home would otherwise fail on the port, with advice to change it.
+        _refuse_if_running(config.home)
         cert_pem = _check_certificate(config)
         key_pem = config.tls_key_path.read_bytes()
         keys.load_tls_key(config.tls_key_path)
@@ -151,11 +154,7 @@ class NodeProcess:
         socket_path = self.config.admin_socket
         if socket_path.exists():
             # A socket left by a crashed node; a live node would still be answering on it.
-            if is_running(self.config.home):
-                raise ConfigError(
-                    f"a node is already running in {self.config.home}",
-                    hint="stop it first, or use another --home",
-                )
+            _refuse_if_running(self.config.home)
             socket_path.unlink()
         old_umask = os.umask(0o077)
         try:
@@ -198,6 +197,14 @@ class NodeProcess:
         self.config.admin_socket.unlink(missing_ok=True)
         self.config.pid_path.unlink(missing_ok=True)
         log.info("node stopped", extra={"event": "node.stopped"})
+
+
+def _refuse_if_running(home: Path) -> None:
+    if is_running(home):
+        raise ConfigError(
+            f"a node is already running in {home}",
+            hint="stop it first ('fednode status' shows it), or use another --home",
+        )
 
 
 def serve(home: Path) -> int:

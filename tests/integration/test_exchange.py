@@ -506,11 +506,13 @@ def _big_agreement(fed: LocalFederation, tmp: Path, rows: int = 200_000) -> str:
     return agreement_id
 
 
-def _slow_fetch(fed: LocalFederation, agreement_id: str, out: Path) -> subprocess.Popen[str]:
+def _slow_fetch(
+    fed: LocalFederation, agreement_id: str, out: Path, rate: int = 300_000
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "node.cli.main", "share", "fetch", "--json",
          "--home", str(fed.homes["statistics"]), "--from", "health",
-         "--agreement", agreement_id, "--out", str(out), "--limit-rate", "300000",
+         "--agreement", agreement_id, "--out", str(out), "--limit-rate", str(rate),
          "--compression", "none"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -532,6 +534,32 @@ def test_consumer_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_p
     assert result.returncode == 0, result.stderr
     # The crashed writer's temporary file is gone; only the complete output remains.
     assert visible(out_dir) == ["crash.parquet"]
+
+
+def test_a_node_stops_cleanly_on_sigterm_during_an_operator_command(
+    pair: LocalFederation, tmp_path: Path
+) -> None:
+    """SIGTERM while the CLI waits on a long share: the node exits by itself, code 0.
+
+    The share would take about a minute at this rate; the node must not wait for it.
+    """
+    agreement_id = _big_agreement(pair, tmp_path)
+    out = tmp_path / "recv.parquet"
+    fetching = _slow_fetch(pair, agreement_id, out, rate=50_000)
+    time.sleep(1.5)
+    started = time.monotonic()
+    assert pair.stop("statistics", sig=signal.SIGTERM, timeout=20) == 0
+    assert time.monotonic() - started < 20
+    fetching.communicate(timeout=60)
+    assert fetching.returncode != 0 and not out.exists()
+
+
+def test_a_second_serve_on_a_running_home_says_so(pair: LocalFederation) -> None:
+    again = fednode("serve", "--home", pair.homes["health"], timeout=60)
+    assert again.returncode != 0
+    assert "a node is already running in" in again.stderr
+    assert "cannot listen" not in again.stderr
+    assert admin(pair, "health", "dataset.list")["datasets"]  # the first one still serves
 
 
 def test_provider_killed_mid_share_leaves_no_output(pair: LocalFederation, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import pytest
 from flwr.app import Message
 
-from node.fl.coordinator import run_job
+from node.fl.approvals import ApprovalStore
+from node.fl.bundle import build_bundle
+from node.fl.coordinator import JobStatusStore, run_job
 from node.fl.errors import NodesUnavailableError
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
@@ -95,6 +98,22 @@ def test_job_fails_clearly_when_minimums_cannot_be_met(cluster: Cluster, tmp_pat
     assert '"outcome": "error"' in summary
 
 
+def test_a_participant_refusing_at_start_fails_the_job_when_minimums_cannot_be_met(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The refused node never joins; a strategy that needs it fails after node-wait."""
+    fab = build_bundle(APP)
+    ApprovalStore.for_data_dir(cluster.nodes["health"].runtime.config.data_dir).revoke(fab.sha256)
+    started = time.monotonic()
+    with pytest.raises(NodesUnavailableError, match=r"only 2 of 3 .*health \(refused the job"):
+        run_job(
+            cluster.coordinator,
+            _job(tmp_path, APP, cluster, rounds=2, min_nodes=3),
+            lambda _e: None,
+        )
+    assert time.monotonic() - started < 30
+
+
 # Flower's client-manager thread polls the Grid and dies on the error; that is expected here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
@@ -108,3 +127,17 @@ def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
             lambda _e: None,
             sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
         )
+
+
+def test_a_job_left_running_by_an_earlier_node_process_reads_as_interrupted(
+    tmp_path: Path,
+) -> None:
+    store = JobStatusStore(tmp_path)
+    store.write({"job_id": "old", "state": "running", "started_at": 1, "node_pid": -1})
+    store.write({"job_id": "mine", "state": "running", "started_at": 2, "node_pid": os.getpid()})
+    store.write({"job_id": "done", "state": "finished", "started_at": 3, "node_pid": -1})
+    states = {s["job_id"]: s["state"] for s in store.read_all()}
+    assert states == {"old": "interrupted", "mine": "running", "done": "finished"}
+    # Persisted: it stays interrupted, with a reason.
+    (old,) = [s for s in JobStatusStore(tmp_path).read_all() if s["job_id"] == "old"]
+    assert old["state"] == "interrupted" and "stopped during the job" in old["error"]
