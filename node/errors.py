@@ -15,7 +15,8 @@ with the cause and a hint. The tree::
     │   └── AccessDenied       a request asked for something no agreement grants
     ├── CatalogError           a dataset is missing, unreadable, or of an unsupported format
     ├── ExchangeError          an encrypted share failed (envelope, stream, receipt)
-    │   └── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
+    │   ├── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
+    │   └── OutputError        the output path exists, its folder is missing, or it is not writable
     ├── FederatedError         a federated job failed (policy gate, app approval, strategy minimums)
     └── AdminError             the local admin socket is missing, refused, or returned an error
 
@@ -75,6 +76,11 @@ class ExchangeError(NodeError):
 
 class EnvelopeError(ExchangeError):
     """Envelope bytes are malformed, tampered, truncated, reordered or replayed."""
+
+
+class OutputError(ExchangeError):
+    """A share's output path cannot be used: it exists, its folder is missing, or it is
+    not writable. Checked before the provider is asked for anything."""
 
 
 class FederatedError(NodeError):

@@ -7,7 +7,7 @@ code meaning
 ==== =================================================================
 0    success
 1    unexpected internal error (a bug; rerun with --debug and report it)
-2    usage error: unknown command or bad option
+2    usage error: unknown command, bad option, or an unusable output path
 3    configuration: missing or malformed config, key or file
 4    identity: certificate or federation directory refused
 5    peer: another node could not be reached or refused the call
@@ -32,10 +32,11 @@ from node.errors import (
     ExchangeError,
     FederatedError,
     IdentityError,
+    OutputError,
     PeerError,
 )
 
-__all__ = ["ADMIN", "INTERNAL", "USAGE", "code_for"]
+__all__ = ["ADMIN", "INTERNAL", "PEER", "USAGE", "code_for"]
 
 OK = 0
 INTERNAL = 1
@@ -59,6 +60,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (PeerError, PEER),
     (AgreementError, POLICY),
     (EnvelopeError, INTEGRITY),
+    (OutputError, USAGE),
     (ExchangeError, PEER),
     (AdminError, ADMIN),
     (CatalogError, CATALOG),

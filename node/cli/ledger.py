@@ -28,6 +28,7 @@ from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
 from node.admin.client import invoke
 from node.audit.recorder import ledger_path
+from node.cli import exit_codes
 from node.config import load_config
 from node.identity.keys import load_ed25519
 
@@ -77,7 +78,9 @@ def register(subparsers: Any) -> None:
         "checkpoint",
         help="sign a checkpoint and collect witness cosignatures",
         description="Sign a checkpoint over every entry so far and send it, with a consistency\n"
-        "proof, to each witness department. Prints who cosigned.\n\n"
+        "proof, to each witness department. Prints who cosigned. Exits 0 once the\n"
+        "witness threshold is met, and 5 (peer) if too few witnesses cosigned: retry\n"
+        "later; a witness reporting an inconsistent checkpoint is an incident.\n\n"
         "example:\n  fednode ledger checkpoint",
     )
     checkpoint.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -174,15 +177,18 @@ def _checkpoint(args: argparse.Namespace) -> int:
                 )
 
     result = _invoke(args, "ledger.checkpoint", {}, on_event)
+    # Too few cosignatures means witnesses were unreachable or refused: a peer
+    # problem (exit 5) for a scheduled run to retry, not an integrity failure.
+    code = 0 if result["published"] else exit_codes.PEER
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+        return code
     state = "published" if result["published"] else "NOT published"
     console.print(
         f"size {result['size']}: {len(result['cosigners'])} cosignature(s), "
         f"threshold {result['threshold']}: {state}"
     )
-    return 0 if result["published"] else 7
+    return code
 
 
 def _export(args: argparse.Namespace) -> int:

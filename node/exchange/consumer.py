@@ -30,7 +30,7 @@ from node.exchange.memory import tune_allocator
 from node.exchange.provider import exchange_store_of
 from node.exchange.readahead import read_ahead
 from node.exchange.receipt import make_receipt
-from node.exchange.sink import AtomicTableSink, output_format
+from node.exchange.sink import AtomicTableSink, check_output, output_format
 from protocols.fednode.v1 import exchange_pb2_grpc
 
 if TYPE_CHECKING:
@@ -161,6 +161,8 @@ def fetch_share(
     record = authorize(runtime, agreement_id, mode="transfer", role="consumer", peer=provider)
     signed = record.signed
     fmt = output_format(out, fmt)
+    # Before the provider is asked: a bad --out must not cost it a share.
+    check_output(out, overwrite=overwrite)
     started = time.monotonic()
     opener = EnvelopeOpener(
         recipient=runtime.department,
@@ -230,8 +232,9 @@ def fetch_share(
         writes.settle()
         sink.commit()
     except grpc.RpcError as e:
-        _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
-        raise _peer_error(provider, e) from e
+        error = _peer_error(provider, e)
+        _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(error))
+        raise error from e
     except NodeError as e:
         _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
         raise

@@ -36,10 +36,10 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from node.errors import ExchangeError
+from node.errors import ExchangeError, OutputError
 from node.exchange.ipc_message import IpcMessageFileWriter, RecordBatchMessage
 
-__all__ = ["FORMATS", "AtomicTableSink", "output_format"]
+__all__ = ["FORMATS", "AtomicTableSink", "check_output", "output_format"]
 
 FORMATS = ("parquet", "arrow")
 #: Bytes written between background flushes: large enough that flushing costs
@@ -101,6 +101,29 @@ def _remove_stale_partials(dest: Path) -> None:
                 leftover.unlink()
 
 
+def check_output(dest: Path, *, overwrite: bool = False) -> None:
+    """Refuse an output path that cannot take a share, before anything is fetched.
+
+    Raises:
+        OutputError: ``dest`` exists (without ``overwrite``) or is a directory,
+            or its directory is missing or not writable.
+    """
+    if dest.is_dir():
+        raise OutputError(
+            f"{dest} is a directory", hint="give a file name, such as DIR/data.parquet"
+        )
+    if dest.exists() and not overwrite:
+        raise OutputError(
+            f"{dest} already exists", hint="choose a new path, remove it, or pass --overwrite"
+        )
+    if not dest.parent.is_dir():
+        raise OutputError(
+            f"output directory {dest.parent} does not exist", hint="create it first (mkdir -p)"
+        )
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {dest.parent} is not writable by this node")
+
+
 class AtomicTableSink:
     """Write record batches to ``dest`` so that it appears complete or not at all."""
 
@@ -124,10 +147,7 @@ class AtomicTableSink:
                 is missing, or the file cannot be created.
         """
         self.dest = dest
-        if dest.exists() and not overwrite:
-            raise ExchangeError(f"{dest} already exists", hint="choose a new path or remove it")
-        if not dest.parent.is_dir():
-            raise ExchangeError(f"output directory {dest.parent} does not exist")
+        check_output(dest, overwrite=overwrite)
         try:
             _remove_stale_partials(dest)
             fd, tmp = tempfile.mkstemp(
@@ -135,7 +155,7 @@ class AtomicTableSink:
             )
             os.close(fd)
         except OSError as e:
-            raise ExchangeError(f"cannot create output beside {dest}: {e}") from e
+            raise OutputError(f"cannot create output beside {dest}: {e}") from e
         self.tmp = Path(tmp)
         self._parquet: pq.ParquetWriter | None = None
         self._arrow: IpcMessageFileWriter | None = None

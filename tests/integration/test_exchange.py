@@ -263,6 +263,18 @@ def test_malformed_and_oversized_requests_are_refused_and_recorded_briefly(
     assert max(len(json.dumps(e)) for e in entries) < 2000
 
 
+def test_an_unusable_output_path_is_refused_before_the_provider_is_asked(
+    pair: LocalFederation, tmp_path: Path
+) -> None:
+    agreement_id, _ = agreement_file(pair, tmp_path)
+    before = len(ledger_events(pair.homes["health"]))
+    result = fetch(pair, agreement_id, tmp_path / "no-such-folder" / "x.parquet")
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and "mkdir" in result.stderr
+    # The provider never heard of it: no share started, no call at all.
+    assert ledger_events(pair.homes["health"])[before:] == []
+
+
 def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> None:
     agreement_id, _ = agreement_file(pair, tmp_path, valid_seconds=3)
     time.sleep(3.5)

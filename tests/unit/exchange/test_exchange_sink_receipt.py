@@ -11,12 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from node.errors import ExchangeError
+from node.cli.exit_codes import code_for
+from node.errors import ExchangeError, OutputError
 from node.exchange.envelope import MessageEncoder
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from node.exchange.ipc_message import BatchTemplate, RecordBatchMessage, read_batch_layout
 from node.exchange.receipt import make_receipt, verify_receipt
-from node.exchange.sink import AtomicTableSink, output_format
+from node.exchange.sink import AtomicTableSink, check_output, output_format
 from node.identity.keys import ed25519_public_raw
 
 BATCH = pa.record_batch({"a": [1, 2, 3], "b": ["x", "y", "z"]})
@@ -233,3 +234,19 @@ def test_a_failed_background_flush_fails_the_share(
         sink.commit()
     sink.abort()
     assert not dest.exists() and not sink.tmp.exists()
+
+
+def test_unusable_output_paths_are_refused_as_output_errors(tmp_path: Path) -> None:
+    (tmp_path / "taken.parquet").write_bytes(b"x")
+    cases = [
+        (tmp_path / "taken.parquet", "already exists"),
+        (tmp_path / "missing" / "x.parquet", "does not exist"),
+        (tmp_path, "is a directory"),
+    ]
+    for dest, match in cases:
+        with pytest.raises(OutputError, match=match) as refused:
+            check_output(dest)
+        # A bad --out is the operator's to fix: exit code 2, not a peer failure (5).
+        assert code_for(refused.value) == 2
+    check_output(tmp_path / "taken.parquet", overwrite=True)
+    check_output(tmp_path / "new.arrow")
