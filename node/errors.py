@@ -15,8 +15,8 @@ with the cause and a hint. The tree::
     │   └── AccessDenied       a request asked for something no agreement grants
     ├── CatalogError           a dataset is missing, unreadable, or of an unsupported format
     ├── ExchangeError          an encrypted share failed (envelope, stream, receipt)
-    │   ├── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
-    │   └── OutputError        the output path exists, its folder is missing, or it is not writable
+    │   └── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
+    ├── OutputError            an output path exists, its folder is missing, or it is not writable
     ├── FederatedError         a federated job failed (policy gate, app approval, strategy minimums)
     └── AdminError             the local admin socket is missing, refused, or returned an error
 
@@ -78,9 +78,9 @@ class EnvelopeError(ExchangeError):
     """Envelope bytes are malformed, tampered, truncated, reordered or replayed."""
 
 
-class OutputError(ExchangeError):
-    """A share's output path cannot be used: it exists, its folder is missing, or it is
-    not writable. Checked before the provider is asked for anything."""
+class OutputError(NodeError):
+    """An output path cannot be used: it exists, its folder is missing, or it is not
+    writable. Checked before any work whose result would have nowhere to go."""
 
 
 class FederatedError(NodeError):

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ledger.canonical import dumps
 from node.admin.client import invoke
-from node.errors import AgreementError
+from node.errors import AgreementError, OutputError
 
 __all__ = ["parse_column", "parse_time", "register"]
 
@@ -205,7 +205,20 @@ def _write(path: Path, result: dict[str, Any]) -> None:
         for k in ("agreement", "provider_signature", "consumer_signature")
         if k in result
     }
-    path.write_bytes(dumps(body))
+    try:
+        path.write_bytes(dumps(body))
+    except OSError as e:
+        raise AgreementError(f"cannot write agreement file {path}: {e.strerror}") from e
+
+
+def _check_new_file(path: Path) -> None:
+    """Refuse an --out the signed agreement could not be written to, before it is signed."""
+    if path.exists():
+        raise OutputError(
+            f"{path} already exists", hint="choose a new file name; agreement files are evidence"
+        )
+    if not path.parent.is_dir():
+        raise OutputError(f"folder {path.parent} does not exist", hint="create it first (mkdir -p)")
 
 
 def _read(path: Path) -> str:
@@ -226,6 +239,7 @@ def _summary(result: dict[str, Any]) -> str:
 
 def _create(args: argparse.Namespace) -> int:
     columns = dict(parse_column(c) for c in args.column)
+    _check_new_file(args.out)
     result = invoke(
         args.home,
         "agreement.create",

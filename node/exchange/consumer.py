@@ -154,6 +154,8 @@ def fetch_share(
         AccessDenied: this node's agreement, or the provider, refused.
         EnvelopeError: the stream failed verification (tampered, truncated, ...).
         PeerError: the provider could not be reached or the stream broke.
+        OutputError: ``out`` exists (without ``overwrite``), or its folder is
+            missing or not writable (checked before the provider is asked).
         ExchangeError: the output cannot be written.
     """
     runtime.directory.get(provider)

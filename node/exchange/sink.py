@@ -143,7 +143,7 @@ class AtomicTableSink:
         validates) every message anyway.
 
         Raises:
-            ExchangeError: ``dest`` exists (without ``overwrite``), its directory
+            OutputError: ``dest`` exists (without ``overwrite``), its directory
                 is missing, or the file cannot be created.
         """
         self.dest = dest

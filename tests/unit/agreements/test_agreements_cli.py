@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +56,22 @@ def test_parse_column(text: str, expected: tuple[str, dict[str, Any]]) -> None:
 def test_parse_column_refuses(text: str) -> None:
     with pytest.raises(AgreementError):
         parse_column(text)
+
+
+def test_create_refuses_an_out_it_could_not_write_before_anything_is_signed(
+    tmp_path: Path,
+) -> None:
+    # No node runs in this home: the check comes first, so the error is about --out.
+    for out, message in ((tmp_path / "missing" / "a.agreement", "does not exist"),
+                         (tmp_path / "taken.agreement", "already exists")):  # fmt: skip
+        (tmp_path / "taken.agreement").write_bytes(b"{}")
+        done = subprocess.run(
+            [sys.executable, "-m", "node.cli.main", "agreement", "create",
+             "--home", str(tmp_path / "home"), "--consumer", "statistics", "--dataset", "d",
+             "--purpose-code", "P", "--valid-until", "+1d", "--mode", "transfer",
+             "--column", "a=plain", "--out", str(out)],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+    assert (tmp_path / "taken.agreement").read_bytes() == b"{}"

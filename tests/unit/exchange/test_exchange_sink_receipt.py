@@ -95,10 +95,10 @@ def test_failure_leaves_nothing_visible(tmp_path: Path) -> None:
 
 def test_refuses_existing_output_and_missing_directory(tmp_path: Path) -> None:
     (tmp_path / "x.parquet").write_bytes(b"keep")
-    with pytest.raises(ExchangeError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         AtomicTableSink(tmp_path / "x.parquet", BATCH.schema, "parquet")
     assert (tmp_path / "x.parquet").read_bytes() == b"keep"
-    with pytest.raises(ExchangeError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         AtomicTableSink(tmp_path / "no" / "x.parquet", BATCH.schema, "parquet")
 
 
