@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 from node.agreements.store import AgreementRecord, AgreementStore
 from node.errors import AccessDenied, AgreementError
+from node.timefmt import utc_text
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
 __all__ = ["agreements_of", "authorize", "check", "deny", "recheck"]
+
+_REVOKED_HINT = "the parties need a new agreement; 'fednode agreement show ID' gives the reason"
+_EXPIRED_HINT = "the provider can draw up a new agreement with a later --valid-until"
 
 _EXTENSION = "agreements"
 _lock = threading.Lock()
@@ -82,7 +86,10 @@ def check(
     """
     signed = record.signed
     if record.state == "revoked":
-        raise AccessDenied(f"agreement {signed.id} was revoked at {record.revoked_at}")
+        raise AccessDenied(
+            f"agreement {signed.id} was revoked at {utc_text(record.revoked_at)}",
+            hint=_REVOKED_HINT,
+        )
     if record.state != "active":
         raise AccessDenied(
             f"agreement {signed.id} is {record.state}, not active",
@@ -96,9 +103,13 @@ def check(
         other = "consumer" if role == "provider" else "provider"
         raise AccessDenied(f"agreement {signed.id} names {theirs} as {other}, not {peer}")
     if now < signed.valid_from:
-        raise AccessDenied(f"agreement {signed.id} is not valid until {signed.valid_from}")
+        raise AccessDenied(
+            f"agreement {signed.id} is not valid until {utc_text(signed.valid_from)}"
+        )
     if now >= signed.valid_until:
-        raise AccessDenied(f"agreement {signed.id} expired at {signed.valid_until}")
+        raise AccessDenied(
+            f"agreement {signed.id} expired at {utc_text(signed.valid_until)}", hint=_EXPIRED_HINT
+        )
     if mode not in signed.modes:
         raise AccessDenied(
             f"agreement {signed.id} does not allow mode {mode!r} (allows {', '.join(signed.modes)})"
@@ -162,6 +173,12 @@ def recheck(runtime: NodeRuntime, agreement_id: str) -> None:
     """
     record = agreements_of(runtime).get(agreement_id)
     if record.state == "revoked":
-        raise AccessDenied(f"agreement {agreement_id} was revoked at {record.revoked_at}")
+        raise AccessDenied(
+            f"agreement {agreement_id} was revoked at {utc_text(record.revoked_at)}",
+            hint=_REVOKED_HINT,
+        )
     if int(time.time()) >= record.signed.valid_until:
-        raise AccessDenied(f"agreement {agreement_id} expired at {record.signed.valid_until}")
+        raise AccessDenied(
+            f"agreement {agreement_id} expired at {utc_text(record.signed.valid_until)}",
+            hint=_EXPIRED_HINT,
+        )

@@ -15,19 +15,25 @@ if TYPE_CHECKING:
 
 @admin_command("dataset.add")
 def dataset_add(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    """Register a dataset: args ``name``, ``path`` (absolute), optional ``format``, ``labels``."""
+    """Register a dataset: args ``name``, ``path`` (absolute), optional ``format``, ``labels``,
+    ``description`` and ``replace`` (re-register an existing name)."""
     labels = args.get("labels") or {}
     if not isinstance(labels, dict):
         raise CatalogError("labels must map column names to labels")
-    info = catalog_of(runtime).add(
-        str(args["name"]),
+    catalog = catalog_of(runtime)
+    name = str(args["name"])
+    replace = bool(args.get("replace"))
+    replaced = replace and any(d.name == name for d in catalog.list())
+    info = catalog.add(
+        name,
         Path(str(args["path"])),
         fmt=args.get("format") or None,
         labels={str(k): str(v) for k, v in labels.items()},
         description=str(args.get("description") or ""),
+        replace=replace,
     )
     runtime.audit.record(
-        "dataset.added",
+        "dataset.replaced" if replaced else "dataset.added",
         dataset=info.name,
         columns=info.schema.names,
         detail={"rows": info.rows, "format": info.format, "labels": info.labels},

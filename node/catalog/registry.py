@@ -49,6 +49,7 @@ _PERSONAL_HINTS = re.compile(
     re.IGNORECASE,
 )
 _SCHEMA_VERSION = 1
+_INSERT_VALUES = " INTO datasets VALUES (?,?,?,?,?,?,?,?)"
 _SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS datasets (
@@ -180,12 +181,17 @@ class Catalog:
         fmt: str | None = None,
         labels: dict[str, str] | None = None,
         description: str = "",
+        replace: bool = False,
     ) -> DatasetInfo:
         """Register a dataset, reading its schema and row count.
 
+        ``replace`` re-registers an existing name (its data changed shape); the
+        agreements naming it then apply to the new schema, column by column.
+
         Raises:
-            CatalogError: bad name, duplicate name, unreadable data, a label for
-                a column that does not exist, or an unknown label.
+            CatalogError: bad name, duplicate name (without ``replace``),
+                unreadable data, a label for a column that does not exist, or an
+                unknown label.
         """
         if not is_dataset_name(name):
             raise CatalogError(
@@ -217,7 +223,7 @@ class Catalog:
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO datasets VALUES (?,?,?,?,?,?,?,?)",
+                    ("INSERT OR REPLACE" if replace else "INSERT") + _INSERT_VALUES,
                     (
                         name,
                         str(path),
@@ -231,7 +237,8 @@ class Catalog:
                 )
             except sqlite3.IntegrityError as e:
                 raise CatalogError(
-                    f"dataset {name!r} is already registered", hint="choose another name"
+                    f"dataset {name!r} is already registered",
+                    hint="choose another name, or pass --replace if its data changed shape",
                 ) from e
         return info
 
@@ -288,6 +295,7 @@ class Catalog:
         if not current.equals(info.schema):
             raise CatalogError(
                 f"dataset {name!r} at {info.path} changed its schema since it was registered",
-                hint="register it again under a new name and review its labels",
+                hint="review the change and its labels, then 'fednode dataset add NAME PATH "
+                "--replace'",
             )
         return info, dataset

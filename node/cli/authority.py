@@ -42,6 +42,18 @@ examples:
 """
 
 
+def positive_days(text: str) -> int:
+    """An argparse type: a validity of at least one day (a shorter one is refused up front,
+    before anything is signed or a serial is used up)."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"validity must be at least 1 day, got {days}")
+    return days
+
+
 def _add(sub: Any, name: str, help_: str, description: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=description)
     return parser
@@ -60,7 +72,7 @@ def register(subparsers: Any) -> None:
     init = _add(ca_sub, "init", "create the federation CA", "Create the CA key and certificate.")
     _ca_folder(init)
     init.add_argument("--federation", required=True, help="federation id, e.g. 'city'")
-    init.add_argument("--days", type=int, default=3650, help="CA validity (default 3650)")
+    init.add_argument("--days", type=positive_days, default=3650, help="CA validity (default 3650)")
     init.set_defaults(handler=_ca_init)
 
     issue = _add(
@@ -74,7 +86,9 @@ def register(subparsers: Any) -> None:
     _ca_folder(issue)
     issue.add_argument("--request", type=Path, required=True, help="the department's request.json")
     issue.add_argument("--out", type=Path, required=True, help="where to write the certificate")
-    issue.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    issue.add_argument(
+        "--days", type=positive_days, default=365, help="validity in days (default 365)"
+    )
     issue.add_argument(
         "--not-before",
         type=dt.datetime.fromisoformat,
@@ -114,7 +128,9 @@ def register(subparsers: Any) -> None:
     )
     _ca_folder(publish)
     publish.add_argument("--out", type=Path, required=True, help="where to write directory.json")
-    publish.add_argument("--days", type=int, default=30, help="validity in days (default 30)")
+    publish.add_argument(
+        "--days", type=positive_days, default=30, help="validity in days (default 30)"
+    )
     publish.add_argument(
         "--witness-threshold",
         type=int,

@@ -59,6 +59,12 @@ def register(subparsers: Any) -> None:
     )
     add.add_argument("--format", choices=["parquet", "csv", "arrow"], help="override detection")
     add.add_argument("--description", default="", help="free text shown in listings")
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="re-register an existing name after its data changed shape (review the labels "
+        "and the agreements that name it first); recorded as dataset.replaced",
+    )
     add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(handler=_add)
     listing = commands.add_parser(
@@ -116,6 +122,7 @@ def _add(args: argparse.Namespace) -> int:
             "format": args.format,
             "labels": _labels(args.label),
             "description": args.description,
+            "replace": args.replace,
         },
     )
     if args.json:

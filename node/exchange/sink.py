@@ -6,7 +6,7 @@ verified table.
 Arrow IPC output receives each chunk's record-batch message unchanged (see
 :class:`~node.exchange.ipc_message.IpcMessageFileWriter`), so a share sent
 with zstd lands as a zstd-compressed Arrow IPC file, the form
-``pyarrow.feather`` writes by default, and nothing is decompressed or
+``pyarrow.feather`` writes with zstd, and nothing is decompressed or
 re-encoded on the way to disk. Parquet output decodes and validates each
 batch and encodes Parquet.
 

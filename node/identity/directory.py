@@ -35,6 +35,7 @@ from ledger import canonical
 from ledger.errors import CanonicalJSONError
 from node.errors import DirectoryError, UnknownPeerError
 from node.identity.keys import write_private_file
+from node.timefmt import utc_text
 
 __all__ = [
     "DepartmentEntry",
@@ -168,7 +169,7 @@ def parse_directory(
     current = time.time() if now is None else now
     if expires_at <= current:
         raise DirectoryError(
-            f"federation directory serial {doc.get('serial')} expired at {expires_at}",
+            f"federation directory serial {doc.get('serial')} expired at {utc_text(expires_at)}",
             hint="ask the federation authority to publish a fresh directory",
         )
     entries: dict[str, DepartmentEntry] = {}

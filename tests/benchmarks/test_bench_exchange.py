@@ -15,7 +15,7 @@ the share path adds:
   fsync and rename of the output; Arrow buffers zstd-compressed before sealing
   (the default), and again with ``compression=none``. The receiver appends each
   checked message unchanged, so the default output is a zstd-compressed Arrow
-  IPC file (the form ``pyarrow.feather`` writes by default) and the receiver
+  IPC file (the form ``pyarrow.feather`` writes with zstd) and the receiver
   never decompresses;
 * Flight: a ``pyarrow.flight`` server process answering DoGet in plaintext
   (no TLS); the client is this test process and writes the batches it

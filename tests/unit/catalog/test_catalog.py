@@ -118,8 +118,14 @@ def test_open_refuses_a_changed_schema(tmp_path: Path, files: dict[str, Path]) -
     catalog = Catalog(tmp_path / "catalog.db")
     catalog.add("visits", files["parquet"])
     pq.write_table(TABLE.drop_columns(["secret"]), files["parquet"])
-    with pytest.raises(CatalogError, match="changed its schema"):
+    with pytest.raises(CatalogError, match="changed its schema") as changed:
         catalog.open("visits")
+    assert "--replace" in (changed.value.hint or "")
+    # Reviewed: re-registered under the same name, with the new schema.
+    info = catalog.add("visits", files["parquet"], replace=True)
+    assert "secret" not in info.schema.names and [d.name for d in catalog.list()] == ["visits"]
+    info, _ = catalog.open("visits")
+    assert info.schema.names == TABLE.drop_columns(["secret"]).column_names
 
 
 # --- treatments -------------------------------------------------------------

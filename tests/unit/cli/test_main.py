@@ -8,6 +8,7 @@ import pytest
 
 from node.cli import exit_codes
 from node.cli.main import main
+from node.timefmt import utc_text
 
 
 def test_help_groups_commands_by_role(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,3 +86,20 @@ def test_authority_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert (home / "directory.serial").read_text().strip() == "1"
     assert main(["directory", "show", str(out), "--ca-cert", f"{ca}/ca.pem"]) == 0
     assert "tax" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "soon"])
+def test_a_validity_under_one_day_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    out = tmp_path / "directory.json"
+    with pytest.raises(SystemExit) as done:
+        main(["directory", "publish", "--ca", str(tmp_path), "--out", str(out), "--days", days])
+    assert done.value.code == exit_codes.USAGE
+    assert "argument --days" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_times_in_messages_are_utc_text() -> None:
+    assert utc_text(1_798_675_200) == "2026-12-31 00:00:00 UTC"
+    assert utc_text(None) == "unknown"
