@@ -256,9 +256,12 @@ class DirectoryHolder:
     def install(self, data: bytes) -> Directory:
         """Verify ``data`` and make it current if its serial is newer.
 
+        Installing the bytes already installed is a no-op, as on a stopped node,
+        so provisioning scripts can be re-run against a running one.
+
         Raises:
             DirectoryError: bad signature, expired, wrong federation, or a serial
-                that is not newer than the current one.
+                that is not newer than the current one (other than the same file).
         """
         directory = parse_directory(data, self._ca_cert)
         with self._lock:
@@ -268,6 +271,8 @@ class DirectoryHolder:
                     f"directory is for federation {directory.federation!r}, "
                     f"this node is in {current.federation!r}"
                 )
+            if directory.serial == current.serial and self._installed_bytes() == data:
+                return current
             if directory.serial <= current.serial:
                 raise DirectoryError(
                     f"directory serial {directory.serial} is not newer than the installed "
@@ -278,6 +283,12 @@ class DirectoryHolder:
             write_private_file(self._serial_path, f"{directory.serial}\n".encode())
             self._current = directory
         return directory
+
+    def _installed_bytes(self) -> bytes | None:
+        try:
+            return self._path.read_bytes()
+        except OSError:
+            return None
 
 
 def install_directory_file(

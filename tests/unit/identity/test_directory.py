@@ -105,6 +105,8 @@ def test_holder_only_moves_forward(authority: Authority, tmp_path: Path) -> None
     holder = DirectoryHolder(path, serial_path, authority.ca_certificate())
     holder.install(second)
     assert holder.current.serial == json.loads(second)["directory"]["serial"]
+    # The same file again is a no-op, as on a stopped node.
+    assert holder.install(second).serial == holder.current.serial
     with pytest.raises(DirectoryError, match="not newer"):
         holder.install(first)
     # A restart from a stale copy on disk is refused too: the accepted serial is persisted.
