@@ -258,7 +258,7 @@ def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where:
     if fields["prev"] != prev:
         raise _fail(
             f"{where}: entry seq {seq}",
-            f"prev {fields['prev']} is not the leaf hash of entry seq {seq - 1} ({prev})",
+            _link_error(seq, fields["prev"], prev),
         )
 
 
@@ -337,7 +337,12 @@ _WORKER_SHAPES: dict[str, ShapeCache] = {}
 
 def _link_error(seq: int, first_prev: str, expected: str) -> str:
     if seq:
-        return f"prev {first_prev} is not the leaf hash of entry seq {seq - 1} ({expected})"
+        # The chain breaks here when either entry changed: say so, since the
+        # altered one is as likely to be the earlier entry as this one.
+        return (
+            f"prev {first_prev} is not the leaf hash of entry seq {seq - 1} ({expected}): "
+            f"entry {seq - 1} or {seq} was altered"
+        )
     return f"prev {first_prev} is not the genesis value"
 
 

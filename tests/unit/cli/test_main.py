@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,22 @@ def test_a_validity_under_one_day_is_a_usage_error_before_anything_is_written(
 def test_times_in_messages_are_utc_text() -> None:
     assert utc_text(1_798_675_200) == "2026-12-31 00:00:00 UTC"
     assert utc_text(None) == "unknown"
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
+    """`fednode ... | head`: the closed pipe ends the command quietly, exit 0."""
+    command = [sys.executable, "-m", "node.cli.main"]
+    authority = str(tmp_path / "ca")
+    subprocess.run([*command, "ca", "init", "--ca", authority, "--federation", "city"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    listing = subprocess.Popen(
+        [*command, "ca", "list", "--ca", authority],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # the reader is gone before the first line is written
+    err = listing.stderr.read()
+    assert listing.wait(timeout=60) == 0, err
+    assert "internal error" not in err and "Traceback" not in err
