@@ -79,6 +79,9 @@ def test_secaggplus_survives_one_dropout_above_threshold(
                 "output": str(tmp_path / "out"),
                 "rounds": 1,
                 "secagg": True,
+                # Flower's legacy client manager polls the Grid all run long; on a slow
+                # machine the server's unmasking alone may outlast the default 10 s.
+                "timeouts": {"node-wait": 60},
             },
             "run-config": {"min-nodes": 2},
             "participants": [
