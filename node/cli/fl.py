@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,8 @@ def _status(args: argparse.Namespace) -> int:
     from node.fl.coordinator import JobStatusStore  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
     from node.fl.errors import JobFileError  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
 
-    jobs = JobStatusStore(load_config(args.home).data_dir).read_all()
+    config = load_config(args.home)
+    jobs = JobStatusStore(config.data_dir).read_all(_serving_pid(config.pid_path))
     if args.job_id:
         match = [j for j in jobs if j["job_id"] == args.job_id]
         if not match:
@@ -143,6 +145,16 @@ def _status(args: argparse.Namespace) -> int:
         )
     Console().print(table if jobs else "no federated jobs coordinated by this node")
     return 0
+
+
+def _serving_pid(pid_path: Path) -> int | None:
+    """The process of the node serving this home, from its pid file, if it is alive."""
+    try:
+        pid = int(pid_path.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def register(subparsers: Any) -> None:

@@ -8,6 +8,7 @@ the operator's terminal and returns the job summary.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,4 +38,4 @@ def fl_launch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[st
 @admin_command("fl.status")
 def fl_status(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """The status records of the jobs this node coordinated."""
-    return {"jobs": JobStatusStore(runtime.config.data_dir).read_all()}
+    return {"jobs": JobStatusStore(runtime.config.data_dir).read_all(os.getpid())}

@@ -97,9 +97,11 @@ class JobStatusStore:
     def write(self, status: dict[str, Any]) -> None:
         write_json(self.root / f"{status['job_id']}.json", status)
 
-    def read_all(self) -> list[dict[str, Any]]:
-        """Every status; a job left ``starting`` or ``running`` by an earlier node
-        process (it stopped or crashed during the job) is marked ``interrupted``."""
+    def read_all(self, serving_pid: int | None) -> list[dict[str, Any]]:
+        """Every status. ``serving_pid`` is the process of the node now serving this
+        home (``None`` if none runs): a job left ``starting`` or ``running`` by
+        another process (the node stopped or crashed during it) reads as
+        ``interrupted``, and is stored so only when the node itself reads it."""
         out = []
         for path in sorted(self.root.glob("*.json")):
             try:
@@ -107,12 +109,13 @@ class JobStatusStore:
             except (OSError, ValueError):
                 _log.warning("unreadable job status file %s", path)
                 continue
-            if status.get("state") in _LIVE_STATES and status.get("node_pid") != os.getpid():
+            if status.get("state") in _LIVE_STATES and status.get("node_pid") != serving_pid:
                 status.update(
                     state="interrupted",
                     error="the node stopped during the job; launch it again",
                 )
-                self.write(status)
+                if serving_pid == os.getpid():
+                    self.write(status)
             out.append(status)
         return sorted(out, key=lambda s: s.get("started_at", 0))
 

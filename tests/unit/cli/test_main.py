@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,16 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
     err = listing.stderr.read()
     assert listing.wait(timeout=60) == 0, err
     assert "internal error" not in err and "Traceback" not in err
+
+
+def test_the_serving_node_is_read_from_its_pid_file_only_while_it_lives(tmp_path: Path) -> None:
+    from node.cli.fl import _serving_pid
+
+    pid_file = tmp_path / "node.pid"
+    assert _serving_pid(pid_file) is None
+    pid_file.write_text(f"{os.getpid()}\n")
+    assert _serving_pid(pid_file) == os.getpid()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          check=True, capture_output=True, text=True, timeout=60)  # fmt: skip
+    pid_file.write_text(gone.stdout)
+    assert _serving_pid(pid_file) is None

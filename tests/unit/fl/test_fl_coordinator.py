@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,4 +71,5 @@ def test_fedavg_job_writes_results_and_beats_every_local_model(
         "start",
         "end",
     ]
-    assert JobStatusStore(cluster.coordinator.config.data_dir).read_all()[0]["state"] == "finished"
+    statuses = JobStatusStore(cluster.coordinator.config.data_dir).read_all(os.getpid())
+    assert statuses[0]["state"] == "finished"

@@ -136,8 +136,14 @@ def test_a_job_left_running_by_an_earlier_node_process_reads_as_interrupted(
     store.write({"job_id": "old", "state": "running", "started_at": 1, "node_pid": -1})
     store.write({"job_id": "mine", "state": "running", "started_at": 2, "node_pid": os.getpid()})
     store.write({"job_id": "done", "state": "finished", "started_at": 3, "node_pid": -1})
-    states = {s["job_id"]: s["state"] for s in store.read_all()}
-    assert states == {"old": "interrupted", "mine": "running", "done": "finished"}
-    # Persisted: it stays interrupted, with a reason.
-    (old,) = [s for s in JobStatusStore(tmp_path).read_all() if s["job_id"] == "old"]
+    # Read by the CLI (another process) while this "node" serves: only the old job is stale,
+    # and the CLI does not rewrite the node's files.
+    cli_view = {s["job_id"]: s["state"] for s in store.read_all(serving_pid=os.getpid() + 1)}
+    assert cli_view == {"old": "interrupted", "mine": "interrupted", "done": "finished"}
+    node_view = {s["job_id"]: s["state"] for s in store.read_all(serving_pid=os.getpid())}
+    assert node_view == {"old": "interrupted", "mine": "running", "done": "finished"}
+    # The node stored its finding; a later read by anyone agrees, with the reason.
+    (old,) = [s for s in store.read_all(serving_pid=None) if s["job_id"] == "old"]
     assert old["state"] == "interrupted" and "stopped during the job" in old["error"]
+    (mine,) = [s for s in store.read_all(serving_pid=os.getpid()) if s["job_id"] == "mine"]
+    assert mine["state"] == "running"
