@@ -18,6 +18,7 @@ from rich.table import Table
 from ledger.canonical import dumps
 from node.admin.client import invoke
 from node.errors import AgreementError, OutputError
+from node.timefmt import utc_text
 
 __all__ = ["parse_column", "parse_time", "register"]
 
@@ -180,6 +181,7 @@ def register(subparsers: Any) -> None:
         description="Show an agreement.\n\nexample:\n  fednode agreement show agr-...",
     )
     show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print the stored record as JSON")
     show.set_defaults(handler=_show)
 
     revoke = commands.add_parser(
@@ -312,7 +314,29 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(json.dumps(invoke(args.home, "agreement.show", {"id": args.id}), indent=2))
+    result = invoke(args.home, "agreement.show", {"id": args.id})
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    a = result["agreement"]
+    purpose = a.get("purpose") or {}
+    lines = [
+        f"{a['id']}  [{result['state']}]",
+        f"  {a['provider']} -> {a['consumer']}, dataset {a['dataset']}",
+        f"  purpose   {purpose.get('code', '')}: {purpose.get('text', '')}",
+        f"  modes     {', '.join(a['modes'])}",
+        f"  valid     {utc_text(a['valid_from'])} to {utc_text(a['valid_until'])}",
+        "  signed    by the provider"
+        + (", countersigned by the consumer" if result.get("countersigned") else ""),
+        f"  digest    {result['digest']}",
+    ]
+    if result.get("revoked_at") is not None:
+        lines.append(f"  revoked   {utc_text(result['revoked_at'])}: {result.get('reason') or ''}")
+    lines.append("  columns")
+    for name, spec in sorted(a["columns"].items()):
+        params = ", ".join(f"{k}={v}" for k, v in sorted(spec.get("params", {}).items()))
+        lines.append(f"    {name:<24} {spec['treatment']}{f' ({params})' if params else ''}")
+    print("\n".join(lines))
     return 0
 
 

@@ -173,6 +173,11 @@ def test_share_end_to_end(pair: LocalFederation, tmp_path: Path) -> None:
     agreement_id, _ = agreement_file(pair, tmp_path, cli=True)
     listing = fednode("agreement", "list", "--json", "--home", pair.homes["health"], check=True)
     assert json.loads(listing.stdout)["agreements"][0]["state"] == "active"
+    shown = fednode("agreement", "show", agreement_id, "--home", pair.homes["health"], check=True)
+    assert f"{agreement_id}  [active]" in shown.stdout and " UTC to " in shown.stdout
+    assert "person_id" in shown.stdout and "generalize (band=10)" in shown.stdout
+    raw = fednode("agreement", "show", agreement_id, "--json", "--home", pair.homes["health"])
+    assert json.loads(raw.stdout)["state"] == "active"
     out_dir = tmp_path / "received"
     out_dir.mkdir()
     out = out_dir / "visits.parquet"
