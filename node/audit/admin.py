@@ -146,7 +146,6 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
         raise AdminError("argument 'field' must name a sensitive field, e.g. actor or detail.ssn")
     recorder = recorder_of(runtime)
     recorder.store.erase(seq, path)
-    erased_at = recorder.record(
-        "ledger.erased", actor="operator", detail={"seq": seq, "field": path}
-    )
+    # The admin service marks the operator as the actor (node.audit.actor).
+    erased_at = recorder.record("ledger.erased", detail={"seq": seq, "field": path})
     return {"seq": seq, "field": path, "recorded_as": erased_at}

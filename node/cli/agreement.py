@@ -17,7 +17,8 @@ from rich.table import Table
 
 from ledger.canonical import dumps
 from node.admin.client import invoke
-from node.errors import AgreementError, OutputError
+from node.errors import AgreementError
+from node.output_path import check_output
 from node.timefmt import utc_text
 
 __all__ = ["parse_column", "parse_time", "register"]
@@ -213,16 +214,6 @@ def _write(path: Path, result: dict[str, Any]) -> None:
         raise AgreementError(f"cannot write agreement file {path}: {e.strerror}") from e
 
 
-def _check_new_file(path: Path) -> None:
-    """Refuse an --out the signed agreement could not be written to, before it is signed."""
-    if path.exists():
-        raise OutputError(
-            f"{path} already exists", hint="choose a new file name; agreement files are evidence"
-        )
-    if not path.parent.is_dir():
-        raise OutputError(f"folder {path.parent} does not exist", hint="create it first (mkdir -p)")
-
-
 def _read(path: Path) -> str:
     try:
         return base64.b64encode(path.read_bytes()).decode()
@@ -241,7 +232,8 @@ def _summary(result: dict[str, Any]) -> str:
 
 def _create(args: argparse.Namespace) -> int:
     columns = dict(parse_column(c) for c in args.column)
-    _check_new_file(args.out)
+    # Before anything is signed; an agreement file is evidence, never replaced.
+    check_output(args.out)
     result = invoke(
         args.home,
         "agreement.create",

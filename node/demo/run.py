@@ -26,8 +26,8 @@ from node.demo.plan import DemoPlan
 from node.errors import ConfigError, NodeError
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle
-from node.fl.errors import WireError
-from node.fl.wire import DpConfig
+from node.fl.errors import JobFileError
+from node.fl.jobfile import dp_config
 from node.localfed import DepartmentSpec, LocalFederation, provision
 
 __all__ = ["DemoReport", "run_demo"]
@@ -394,13 +394,8 @@ def run_demo(plan: DemoPlan, workdir: Path, *, keep: bool, console: Console) -> 
 def _dp_caveat(dp: dict[str, Any]) -> str:
     """The plan's DP values are for show; say what they guarantee, not only what they state."""
     try:
-        config = DpConfig(
-            clipping_norm=float(dp["clipping-norm"]),
-            sensitivity=float(dp.get("sensitivity", dp["clipping-norm"])),
-            epsilon=float(dp["epsilon"]),
-            delta=float(dp["delta"]),
-        )
-    except (KeyError, TypeError, ValueError, WireError):
+        config = dp_config(dp)
+    except JobFileError:
         return ""
     if config.weakness() is None:
         return f", epsilon {config.epsilon:g}"

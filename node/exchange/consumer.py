@@ -30,7 +30,8 @@ from node.exchange.memory import tune_allocator
 from node.exchange.provider import exchange_store_of
 from node.exchange.readahead import read_ahead
 from node.exchange.receipt import make_receipt
-from node.exchange.sink import AtomicTableSink, check_output, output_format
+from node.exchange.sink import OVERWRITE_FLAG, AtomicTableSink, output_format
+from node.output_path import check_output
 from protocols.fednode.v1 import exchange_pb2_grpc
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def fetch_share(
     signed = record.signed
     fmt = output_format(out, fmt)
     # Before the provider is asked: a bad --out must not cost it a share.
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, overwrite_flag=OVERWRITE_FLAG)
     started = time.monotonic()
     opener = EnvelopeOpener(
         recipient=runtime.department,

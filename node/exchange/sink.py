@@ -38,8 +38,12 @@ import pyarrow.parquet as pq
 
 from node.errors import ExchangeError, OutputError
 from node.exchange.ipc_message import IpcMessageFileWriter, RecordBatchMessage
+from node.output_path import check_output
 
-__all__ = ["FORMATS", "AtomicTableSink", "check_output", "output_format"]
+__all__ = ["FORMATS", "OVERWRITE_FLAG", "AtomicTableSink", "output_format"]
+
+#: The ``share fetch`` option that lets an output replace an existing file.
+OVERWRITE_FLAG = "--overwrite"
 
 FORMATS = ("parquet", "arrow")
 #: Bytes written between background flushes: large enough that flushing costs
@@ -101,29 +105,6 @@ def _remove_stale_partials(dest: Path) -> None:
                 leftover.unlink()
 
 
-def check_output(dest: Path, *, overwrite: bool = False) -> None:
-    """Refuse an output path that cannot take a share, before anything is fetched.
-
-    Raises:
-        OutputError: ``dest`` exists (without ``overwrite``) or is a directory,
-            or its directory is missing or not writable.
-    """
-    if dest.is_dir():
-        raise OutputError(
-            f"{dest} is a directory", hint="give a file name, such as DIR/data.parquet"
-        )
-    if dest.exists() and not overwrite:
-        raise OutputError(
-            f"{dest} already exists", hint="choose a new path, remove it, or pass --overwrite"
-        )
-    if not dest.parent.is_dir():
-        raise OutputError(
-            f"output directory {dest.parent} does not exist", hint="create it first (mkdir -p)"
-        )
-    if not os.access(dest.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {dest.parent} is not writable by this node")
-
-
 class AtomicTableSink:
     """Write record batches to ``dest`` so that it appears complete or not at all."""
 
@@ -147,7 +128,7 @@ class AtomicTableSink:
                 is missing, or the file cannot be created.
         """
         self.dest = dest
-        check_output(dest, overwrite=overwrite)
+        check_output(dest, overwrite=overwrite, overwrite_flag=OVERWRITE_FLAG)
         try:
             _remove_stale_partials(dest)
             fd, tmp = tempfile.mkstemp(

@@ -51,7 +51,7 @@ from node.errors import brief
 from node.fl.errors import JobFileError, WireError
 from node.fl.wire import DpConfig
 
-__all__ = ["JobFile", "ParticipantSpec", "load_job_file", "parse_job"]
+__all__ = ["JobFile", "ParticipantSpec", "dp_config", "load_job_file", "parse_job"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,23 @@ class JobFile:
 
 
 _HINT = "see 'fednode fl launch --help' for the job file format"
+
+
+def dp_config(d: dict[str, Any]) -> DpConfig:
+    """The ``[dp]`` table as DP settings; ``sensitivity`` defaults to ``clipping-norm``.
+
+    Raises:
+        JobFileError: a value is missing, not a number, or out of range.
+    """
+    try:
+        return DpConfig(
+            clipping_norm=_number(d, "clipping-norm", 0, "[dp]"),
+            sensitivity=float(d.get("sensitivity", d.get("clipping-norm", 0))),
+            epsilon=_number(d, "epsilon", 0, "[dp]"),
+            delta=_number(d, "delta", 0, "[dp]"),
+        )
+    except WireError as e:
+        raise JobFileError(f"[dp] settings rejected: {e}", hint=_HINT) from e
 
 
 def _table(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
@@ -129,18 +146,7 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
     secagg = job.get("secagg", False)
     if not isinstance(secagg, bool):
         raise JobFileError("[job].secagg must be true or false", hint=_HINT)
-    dp = None
-    if "dp" in doc:
-        d = _table(doc, "dp")
-        try:
-            dp = DpConfig(
-                clipping_norm=_number(d, "clipping-norm", 0, "[dp]"),
-                sensitivity=float(d.get("sensitivity", d.get("clipping-norm", 0))),
-                epsilon=_number(d, "epsilon", 0, "[dp]"),
-                delta=_number(d, "delta", 0, "[dp]"),
-            )
-        except WireError as e:
-            raise JobFileError(f"[dp] settings rejected: {e}", hint=_HINT) from e
+    dp = dp_config(_table(doc, "dp")) if "dp" in doc else None
     raw_participants = doc.get("participants")
     if not isinstance(raw_participants, list) or not raw_participants:
         raise JobFileError("job file lists no [[participants]]", hint=_HINT)

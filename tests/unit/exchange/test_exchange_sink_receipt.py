@@ -17,8 +17,9 @@ from node.exchange.envelope import MessageEncoder
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
 from node.exchange.ipc_message import BatchTemplate, RecordBatchMessage, read_batch_layout
 from node.exchange.receipt import make_receipt, verify_receipt
-from node.exchange.sink import AtomicTableSink, check_output, output_format
+from node.exchange.sink import AtomicTableSink, output_format
 from node.identity.keys import ed25519_public_raw
+from node.output_path import check_output
 
 BATCH = pa.record_batch({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 
