@@ -10,7 +10,8 @@ code meaning
 2    usage error: unknown command, bad option, or an unusable output path
 3    configuration: missing or malformed config, key or file
 4    identity: certificate or federation directory refused
-5    peer: another node could not be reached or refused the call
+5    peer: another node could not be reached or refused the call (``status``:
+     at least one peer did not answer)
 6    policy: no agreement grants this, or the agreement is not valid now
 7    integrity: a ledger, proof, envelope or bundle failed verification
 8    admin: no node is running in --home, or its admin socket failed
@@ -36,7 +37,7 @@ from node.errors import (
     PeerError,
 )
 
-__all__ = ["ADMIN", "INTERNAL", "PEER", "USAGE", "code_for"]
+__all__ = ["ADMIN", "INTERNAL", "OK", "PEER", "USAGE", "code_for"]
 
 OK = 0
 INTERNAL = 1

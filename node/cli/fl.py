@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from node.admin.client import invoke
+from node.cli.job_report import job_report
 from node.config import load_config
 
 __all__ = ["register"]
@@ -131,7 +132,10 @@ def _status(args: argparse.Namespace) -> int:
         summary = Path(status["output"]) / "summary.json"
         if summary.exists():
             status = {**status, "summary": json.loads(summary.read_text(encoding="utf-8"))}
-        print(json.dumps(status, indent=2, sort_keys=True))
+        if args.json:
+            print(json.dumps(status, indent=2, sort_keys=True))
+        else:
+            Console(highlight=False).print(job_report(status))
         return 0
     table = Table("job", "app", "state", "round", "participants", "output")
     for j in jobs:
@@ -176,7 +180,10 @@ def register(subparsers: Any) -> None:
         help="list the jobs this node coordinated, or show one",
         description="Show federated jobs this node coordinated (read from the node's data folder; "
         "works while the node is down).\n\nexamples:\n  fednode fl status\n"
-        "  fednode fl status JOB_ID",
+        "  fednode fl status JOB_ID\n  fednode fl status JOB_ID --json   (for scripts)",
     )
     status.add_argument("job_id", nargs="?", help="show this job's status and summary")
+    status.add_argument(
+        "--json", action="store_true", help="print the job's status and summary as JSON"
+    )
     status.set_defaults(handler=_status)

@@ -6,12 +6,14 @@ import argparse
 import datetime as dt
 import json
 import socket
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from node.admin.client import invoke
+from node.cli import exit_codes
 from node.config import CONFIG_FILE, DEFAULT_PORT
 from node.errors import ConfigError
 from node.identity import certs
@@ -70,6 +72,10 @@ def register(subparsers: Any) -> None:
         help="department operator: this node, its directory, and which peers answer",
         description="Ask the running node (through its admin socket) for its identity and\n"
         "directory serial, and make a real mTLS Node.Info call to every peer.\n\n"
+        "Exits 0 when every peer answers and 5 when any does not (the table, or\n"
+        "the JSON, is printed either way); 8 when no node is running in --home.\n"
+        "Each peer call is an entry in that peer's ledger, so for periodic\n"
+        "monitoring use deploy/healthcheck.py, which records nothing.\n\n"
         "example:\n  fednode status --home /var/lib/fednode",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -106,7 +112,7 @@ def _status(args: argparse.Namespace) -> int:
     result = invoke(args.home, "node.status", {})
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+        return _peers_verdict(result["peers"])
     console = Console()
     expires = dt.datetime.fromtimestamp(result["directory_expires_at"], dt.UTC)
     console.print(
@@ -122,4 +128,18 @@ def _status(args: argparse.Namespace) -> int:
         mark = "[green]yes[/green]" if peer["reachable"] else "[red]no[/red]"
         table.add_row(peer["department"], peer["endpoint"], mark, peer["detail"])
     console.print(table)
-    return 0
+    return _peers_verdict(result["peers"])
+
+
+def _peers_verdict(peers: list[dict[str, Any]]) -> int:
+    """0 when every peer answered; otherwise say which did not, on stderr, and return 5."""
+    silent = [p["department"] for p in peers if not p["reachable"]]
+    if not silent:
+        return exit_codes.OK
+    print(
+        f"fednode: {len(silent)} of {len(peers)} peers did not answer: {', '.join(silent)}\n"
+        "hint: the detail column says why; a peer that is down or unreachable needs its\n"
+        "operator, a refused certificate needs the federation authority",
+        file=sys.stderr,
+    )
+    return exit_codes.PEER

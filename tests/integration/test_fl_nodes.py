@@ -92,8 +92,12 @@ def test_secagg_and_dp_job_over_mtls_with_ledger_records(
     assert "a clipped update gets epsilon 2500, not 5" in " ".join(result.stdout.split())
     summary = _summary(job)
     assert summary["outcome"] == "ok" and summary["rounds"] == 2 and summary["secagg"] is True
-    shown = fednode("fl", "status", summary["job_id"], "--home", fed.homes[COORDINATOR])
+    status = ("fl", "status", summary["job_id"], "--home", fed.homes[COORDINATOR])
+    shown = fednode(*status, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["state"] == "finished"
+    told = " ".join(fednode(*status, check=True).stdout.split())  # the same job, for people
+    assert f"job {summary['job_id']}" in told and "finished, outcome ok" in told
+    assert "SecAgg+ (masked updates)" in told and "2 of 2" in told
     assert (job.parent / "results" / "model.npz").exists()
     expected_dp = DpConfig(25.0, 0.05, 5.0, 1e-5).to_record()
     assert summary["dp"] == expected_dp

@@ -89,6 +89,16 @@ def test_status_table_output_names_every_peer(federation: LocalFederation) -> No
     assert "yes" in result.stdout
 
 
+def test_status_exits_5_and_names_a_peer_that_is_down(federation: LocalFederation) -> None:
+    federation.stop("health")
+    result = fednode("status", "--home", federation.homes["security"])
+    assert result.returncode == 5, result.stderr
+    assert "traffic" in result.stdout and "health" in result.stdout  # the table still prints
+    assert "1 of 2 peers did not answer: health" in result.stderr
+    as_json = status(federation.homes["security"])  # exit 5 agrees with the JSON
+    assert [p["department"] for p in as_json["peers"] if not p["reachable"]] == ["health"]
+
+
 def test_admin_socket_is_private(federation: LocalFederation) -> None:
     mode = (federation.homes["traffic"] / "admin.sock").stat().st_mode & 0o777
     assert mode == 0o600
