@@ -92,7 +92,9 @@ def _fetch(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     console = Console(stderr=True)
-    with Progress(
+    # Shown from the provider's header on, so a share refused before any data
+    # ends with its error alone, not under an empty bar.
+    progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
@@ -103,24 +105,27 @@ def _fetch(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as progress:
-        task = progress.add_task(
-            f"{args.provider} -> {args.out.name}", total=None, rows=0, mb=0.0, rate=0.0
-        )
+    )
+    task = progress.add_task(
+        f"{args.provider} -> {args.out.name}", total=None, rows=0, mb=0.0, rate=0.0
+    )
 
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "header" and event.get("rows_expected"):
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "header":
+            progress.start()
+            if event.get("rows_expected"):
                 # The provider's estimate, for the bar only; the trailer's count is checked.
                 progress.update(task, total=event["rows_expected"])
-            if event.get("event") == "progress":
-                progress.update(
-                    task,
-                    completed=event["rows"],
-                    rows=event["rows"],
-                    mb=event["bytes"] / 1e6,
-                    rate=event["bytes_per_second"] / 1e6,
-                )
+        if event.get("event") == "progress":
+            progress.update(
+                task,
+                completed=event["rows"],
+                rows=event["rows"],
+                mb=event["bytes"] / 1e6,
+                rate=event["bytes_per_second"] / 1e6,
+            )
 
+    try:
         result = invoke(args.home, "share.fetch", request, on_event=on_event)
         progress.update(
             task,
@@ -129,6 +134,9 @@ def _fetch(args: argparse.Namespace) -> int:
             rows=result["rows"],
             mb=result["bytes"] / 1e6,
         )
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     print(
         f"{result['rows']:,} rows in {result['chunks']} chunks -> {result['path']} "
         f"({result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s)\n"

@@ -287,6 +287,7 @@ def test_expired_agreement_is_refused(pair: LocalFederation, tmp_path: Path) -> 
     result = fetch(pair, agreement_id, out)
     assert result.returncode == 6
     assert f"agreement {agreement_id} expired at" in result.stderr
+    assert "rows" not in result.stderr  # refused before any data: the error alone, no bar
     assert not out.exists()
 
 
@@ -368,6 +369,7 @@ def test_agreement_import_path_without_push(pair: LocalFederation, tmp_path: Pat
     fetched = fetch(pair, agreement_id, out)
     assert fetched.returncode == 0, fetched.stderr
     assert "rows in" in fetched.stdout and pq.read_table(out).num_rows == PEOPLE
+    assert f"{PEOPLE:,} rows" in fetched.stderr  # the progress bar, once data flows
 
 
 # --- a malicious provider -----------------------------------------------------
