@@ -40,6 +40,7 @@ _ROLES = """\
 command groups by role:
   federation authority   ca, directory           run the CA offline, publish the directory
   department operator    init, serve, status     enrol and run this department's node
+                         request                 re-enrol with a new endpoint or name
                          dataset, agreement      catalog data, sign sharing agreements
                          share, app              fetch encrypted shares, approve Flower apps
   coordinator            fl                      launch and follow federated jobs

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -14,10 +15,12 @@ from rich.table import Table
 
 from node.admin.client import invoke
 from node.cli import exit_codes
-from node.config import CONFIG_FILE, DEFAULT_PORT
+from node.config import CONFIG_FILE, DEFAULT_PORT, load_config
 from node.errors import ConfigError
-from node.identity import certs
+from node.identity import certs, keys
+from node.identity.enrolment import make_request
 from node.identity.home import init_home
+from node.output_path import check_output
 from node.server.app import serve
 
 __all__ = ["register"]
@@ -37,6 +40,33 @@ then, from the authority:
 """
 
 
+_REQUEST_HELP = """\
+Write a new enrolment request from this node's existing keys, for when its
+endpoint (the address peers dial) or display name changes. Peers learn the
+new address only from a directory the authority signs, so the change goes
+through the authority like a certificate rotation; the keys stay the same.
+
+steps:
+  1. fednode request --endpoint traffic.new.example:7443 --home /var/lib/fednode
+  2. the authority: fednode ca issue --request request.json --out node.pem ...
+                    fednode directory publish ...
+  3. at the agreed time: set endpoint in node.toml, install node.pem as
+     tls/node.pem, restart, and every node installs the new directory
+"""
+
+
+def endpoint_arg(text: str) -> str:
+    """``HOST:PORT`` as peers dial it (argparse type; a bad value is a usage error)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or any(c.isspace() for c in host) or "/" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT (for example traffic.city.example:7443)"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
+
+
 def register(subparsers: Any) -> None:
     init = subparsers.add_parser(
         "init",
@@ -54,9 +84,29 @@ def register(subparsers: Any) -> None:
     init.add_argument(
         "--endpoint",
         default=None,
+        type=endpoint_arg,
         help=f"address peers dial, published in the directory (default: <hostname>:{DEFAULT_PORT})",
     )
     init.set_defaults(handler=_init)
+
+    request = subparsers.add_parser(
+        "request",
+        help="department operator: a new enrolment request (new endpoint or name), same keys",
+        description=_REQUEST_HELP,
+    )
+    request.add_argument(
+        "--endpoint",
+        type=endpoint_arg,
+        default=None,
+        help="the address peers will dial (default: node.toml's endpoint)",
+    )
+    request.add_argument(
+        "--display-name", default=None, help="human name shown to peers (default: node.toml's)"
+    )
+    request.add_argument(
+        "--out", type=Path, default=None, help="where to write it (default: HOME/request.json)"
+    )
+    request.set_defaults(handler=_request)
 
     serve_parser = subparsers.add_parser(
         "serve",
@@ -105,6 +155,35 @@ def _init(args: argparse.Namespace) -> int:
     print(f"initialised node '{args.department}' of federation '{args.federation}' in {home}")
     print(f"  send {home / 'request.json'} to the federation authority ('fednode ca issue')")
     print(f"  then place the certificate at {home / 'tls' / 'node.pem'} and install the directory")
+    return 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    config = load_config(args.home)
+    endpoint = args.endpoint or config.endpoint
+    display_name = args.display_name or config.display_name
+    out = args.out or config.home / "request.json"
+    check_output(out, overwrite=True)  # a new request replaces the old one
+    keys_dir = config.home / "keys"
+    csr_pem, request = make_request(
+        federation=config.federation,
+        department=config.department,
+        display_name=display_name,
+        endpoint=endpoint,
+        tls_key=keys.load_tls_key(keys_dir / "tls.key"),
+        signing_key=keys.load_ed25519(keys_dir / "signing.key"),
+        hpke_public=keys.load_hpke(keys_dir / "hpke.key").public_bytes,
+    )
+    keys.write_private_file(config.home / "tls" / "node.csr.pem", csr_pem)
+    keys.write_private_file(out, request)
+    print(f"wrote {out}: {config.department} at {endpoint} ({display_name}), same keys")
+    print("  send it to the federation authority ('fednode ca issue', then 'directory publish')")
+    if endpoint != config.endpoint:
+        print(
+            f'  when the new directory is out: set endpoint = "{endpoint}" in '
+            f"{config.home / 'node.toml'},\n  install the new certificate as tls/node.pem, "
+            "restart the node, and install the directory"
+        )
     return 0
 
 

@@ -138,3 +138,49 @@ def test_the_serving_node_is_read_from_its_pid_file_only_while_it_lives(tmp_path
                           check=True, capture_output=True, text=True, timeout=60)  # fmt: skip
     pid_file.write_text(gone.stdout)
     assert _serving_pid(pid_file) is None
+
+
+def test_an_endpoint_change_goes_through_the_authority_with_the_same_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.identity.authority import Authority
+    from node.identity.directory import parse_directory
+    from node.identity.enrolment import parse_request
+
+    ca, home = tmp_path / "ca", tmp_path / "tax"
+    assert main(["ca", "init", "--ca", str(ca), "--federation", "city"]) == 0
+    init = ["init", "--home", str(home), "--federation", "city", "--department", "tax"]
+    assert main([*init, "--endpoint", "old.example:7443"]) == 0
+    first = parse_request((home / "request.json").read_bytes())
+    issue = ["ca", "issue", "--ca", str(ca), "--request", str(home / "request.json")]
+    assert main([*issue, "--out", str(tmp_path / "1.pem")]) == 0
+    capsys.readouterr()
+
+    assert main(["request", "--endpoint", "new.example:8443", "--home", str(home)]) == 0
+    told = capsys.readouterr().out
+    assert "tax at new.example:8443" in told and 'endpoint = "new.example:8443"' in told
+    second = parse_request((home / "request.json").read_bytes())  # verifies its signatures
+    assert second.endpoint == "new.example:8443"
+    assert second.ed25519_public == first.ed25519_public
+    assert second.hpke_public == first.hpke_public
+    assert second.csr.public_key() == first.csr.public_key()
+    # The authority re-issues from it, and the next directory carries the new address.
+    assert main([*issue, "--out", str(tmp_path / "2.pem")]) == 0
+    published = tmp_path / "directory.json"
+    assert main(["directory", "publish", "--ca", str(ca), "--out", str(published)]) == 0
+    directory = parse_directory(published.read_bytes(), Authority(ca).ca_certificate())
+    assert directory.get("tax").endpoint == "new.example:8443"
+
+
+@pytest.mark.parametrize("endpoint", ["new.example", "new.example:0", "new.example:http", ":7443"])
+def test_a_malformed_endpoint_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoint: str
+) -> None:
+    home = tmp_path / "tax"
+    with pytest.raises(SystemExit) as done:
+        main(["init", "--home", str(home), "--federation", "city", "--department", "tax",
+              "--endpoint", endpoint])  # fmt: skip
+    assert done.value.code == exit_codes.USAGE
+    error = capsys.readouterr().err
+    assert "argument --endpoint" in error and ("HOST:PORT" in error or "the port must be" in error)
+    assert not home.exists()
