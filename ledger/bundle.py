@@ -44,6 +44,11 @@ class ExportSummary:
     skipped_checkpoints: list[int]
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether a bundle written to ``path`` is a zip: its name ends in ``.zip``, in any case."""
+    return path.suffix.lower() == ".zip"
+
+
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*"), reverse=True):
         fd = os.open(path, os.O_RDONLY)
@@ -66,7 +71,8 @@ def export_bundle(
     origin: str,
     ca_pem: bytes | None = None,
 ) -> ExportSummary:
-    """Write an auditor bundle of ``store`` to ``out`` (a ``.zip`` if the name ends so).
+    """Write an auditor bundle of ``store`` to ``out`` (a zip if the name ends in ``.zip``,
+    in any case; otherwise a directory).
 
     Only checkpoints with at least ``witness_threshold`` valid cosignatures
     from the directory's witnesses are included: an unpublished checkpoint
@@ -74,12 +80,15 @@ def export_bundle(
     as an uncheckpointed tail.
 
     Raises:
-        StorageError: ``out`` exists, or the store cannot be read or written out.
+        StorageError: ``out`` exists, its parent is not a directory that can
+            be created, or the store cannot be read or written out.
         LedgerError: the directory is malformed.
     """
     out = Path(out)
     if out.exists():
         raise StorageError(f"{out} already exists; choose a new bundle path")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise StorageError(f"cannot write bundle {out}: {out.parent} is not a directory")
     directory = parse_directory(directory_json, ca_pem)
     witnesses = directory.witness_keys(exclude=store.node)
     size = store.size
@@ -115,8 +124,11 @@ def export_bundle(
         "size": size,
         "checkpoints": published,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise StorageError(f"cannot write bundle {out}: {e.strerror or e}") from e
     try:
         work = tmp / "bundle"
         (work / "checkpoints").mkdir(parents=True)
@@ -131,7 +143,7 @@ def export_bundle(
         if ca_pem is not None:
             (work / "ca.pem").write_bytes(ca_pem)
         (work / "manifest.json").write_bytes(dumps(manifest) + b"\n")
-        if out.suffix == ".zip":
+        if _is_zip(out):
             archive = tmp / "bundle.zip"
             with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
                 for path in sorted(work.rglob("*")):

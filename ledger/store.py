@@ -18,6 +18,10 @@ Invariants:
 * Sensitive values and their salts live only in ``secrets``; erasing a row
   (crypto-shredding) changes no entry, leaf or proof.
 * The schema carries a version; a file with any other version is refused.
+* Damage to the file itself (missing or corrupt entries, a file SQLite cannot
+  read as a database, a signing record ahead of the stored checkpoints) is
+  reported as :class:`LedgerDamageError`, never as a configuration problem:
+  the fix is a restore from backup, not a settings change.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ledger.canonical import loads
 from ledger.checkpoint import (
     SignatureLine,
     add_signatures,
+    cosignatures,
     parse_checkpoint,
     parse_note,
     sign_checkpoint,
@@ -89,6 +94,24 @@ CREATE TABLE IF NOT EXISTS signed (
 """
 
 T = TypeVar("T")
+
+#: SQLite's primary result codes for a file that is damaged or not a database at all.
+_SQLITE_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+class LedgerDamageError(StorageError):
+    """The ledger file is damaged: entries or checkpoints are missing or corrupt,
+    or SQLite cannot read it as a database. The remedy is a restore from backup."""
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGE_CODES
+
+
+def _storage_error(message: str, error: sqlite3.Error) -> StorageError:
+    kind = LedgerDamageError if _is_damage(error) else StorageError
+    return kind(f"{message}: {error}")
 
 
 @dataclass(frozen=True)
@@ -159,7 +182,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         # still syncs the WAL before it returns.
         conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
     except sqlite3.Error as e:
-        raise StorageError(f"cannot open ledger store {path}: {e}") from e
+        raise _storage_error(f"cannot open ledger store {path}", e) from e
     return conn
 
 
@@ -170,8 +193,10 @@ class LedgerStore:
         """Open (creating if needed) the store at ``path`` for department ``node``.
 
         Raises:
-            StorageError: the file is unreadable, of another schema version,
-                belongs to another department, or is internally inconsistent.
+            LedgerDamageError: the file is not a readable database, has gaps
+                in its entries, or its last entry is corrupt.
+            StorageError: the file cannot be opened, is of another schema
+                version, or belongs to another department.
         """
         self.path = Path(path)
         self.node = node
@@ -185,7 +210,7 @@ class LedgerStore:
             self._load_state()
         except sqlite3.Error as e:
             self._read.close()
-            raise StorageError(f"ledger store {self.path} is unreadable: {e}") from e
+            raise _storage_error(f"ledger store {self.path} is unreadable", e) from e
         except LedgerError:
             self._read.close()
             raise
@@ -232,7 +257,7 @@ class LedgerStore:
         row = conn.execute("SELECT MAX(seq), COUNT(*) FROM entries").fetchone()
         size = 0 if row[0] is None else row[0] + 1
         if size != row[1]:
-            raise StorageError(
+            raise LedgerDamageError(
                 f"ledger store {self.path} has gaps: {row[1]} entries up to seq {size - 1}"
             )
         self._size = size
@@ -246,7 +271,9 @@ class LedgerStore:
             try:
                 self._last_time = parse_entry(bytes(body)).fields["time"]
             except EntryError as e:
-                raise StorageError(f"ledger store {self.path}: last entry is corrupt: {e}") from e
+                raise LedgerDamageError(
+                    f"ledger store {self.path}: last entry (seq {size - 1}) is corrupt: {e}"
+                ) from e
         self._range = CompactRange.from_subtrees(size, self._subtree_hashes(conn, size))
 
     def _subtree_hashes(self, conn: sqlite3.Connection, size: int) -> list[bytes]:
@@ -464,7 +491,7 @@ class LedgerStore:
             try:
                 return self._read.execute(sql, args).fetchall()
             except sqlite3.Error as e:
-                raise StorageError(f"ledger store {self.path}: {e}") from e
+                raise _storage_error(f"ledger store {self.path}", e) from e
 
     def entry(self, seq: int) -> bytes:
         """Return the canonical bytes of entry ``seq``.
@@ -688,22 +715,30 @@ class LedgerStore:
         public_key: Ed25519PublicKey | None = None,
         origin: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        witnesses: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> FsckReport:
         """Rebuild the tree from the stored entries and check everything against it.
 
         Checks every body parses and re-hashes to its leaf, seq is dense, the
         ``prev`` chain, every cached node, every checkpoint's root (and its
-        signature when ``public_key`` and ``origin`` are given), and that each
-        stored sensitive value matches its commitment.
+        signature when ``public_key`` and ``origin`` are given), every
+        cosignature by a known witness (when ``witnesses`` maps their key
+        names to keys), the compare-and-swap signing record against the
+        entries and checkpoints, and that each stored sensitive value matches
+        its commitment.
 
         Raises:
-            StorageError: the first inconsistency found, naming the entry,
-                node or checkpoint.
+            LedgerDamageError: the first inconsistency found, naming the entry,
+                node, checkpoint or record.
+            StorageError: the file could not be read.
         """
         size = self._size
         stored = {c.size: c for c in self.checkpoints()}
+        signed_rows = self._query("SELECT size, root FROM signed WHERE id=1")
+        signed = (signed_rows[0][0], bytes(signed_rows[0][1])) if signed_rows else None
+        wanted = set(stored) | ({signed[0]} if signed else set())
         roots: dict[int, bytes] = {}
-        if 0 in stored:
+        if 0 in wanted:
             roots[0] = EMPTY_ROOT
         computed: dict[int, list[bytes]] = {}
 
@@ -714,53 +749,47 @@ class LedgerStore:
         prev = GENESIS_PREV
         for seq, body, leaf in self.iter_entries(0, size):
             if seq != rng.size:
-                raise StorageError(f"entry seq {rng.size} is missing (found seq {seq})")
+                raise LedgerDamageError(f"entry seq {rng.size} is missing (found seq {seq})")
             try:
                 entry = parse_entry(body)
             except EntryError as e:
-                raise StorageError(f"entry seq {seq} is corrupt: {e}") from e
+                raise LedgerDamageError(f"entry seq {seq} is corrupt: {e}") from e
             if entry.seq != seq:
-                raise StorageError(f"entry stored at seq {seq} says seq {entry.seq}")
+                raise LedgerDamageError(f"entry stored at seq {seq} says seq {entry.seq}")
             if entry.leaf != leaf:
-                raise StorageError(f"entry seq {seq}: stored leaf hash does not match its bytes")
+                raise LedgerDamageError(
+                    f"entry seq {seq}: stored leaf hash does not match its bytes"
+                )
             if entry.prev != prev:
-                raise StorageError(
+                raise LedgerDamageError(
                     f"entry seq {seq}: prev does not match the leaf of seq {seq - 1}"
                 )
             if entry.fields["node"] != self.node:
-                raise StorageError(f"entry seq {seq} was recorded by {entry.fields['node']!r}")
+                raise LedgerDamageError(f"entry seq {seq} was recorded by {entry.fields['node']!r}")
             prev = leaf.hex()
             rng.append(leaf, on_node)
-            if rng.size in stored:
+            if rng.size in wanted:
                 roots[rng.size] = rng.root()
             if progress is not None and rng.size % 65536 == 0:
                 progress(rng.size, size)
         if rng.size != size:
-            raise StorageError(f"ledger should hold {size} entries, found {rng.size}")
+            raise LedgerDamageError(f"ledger should hold {size} entries, found {rng.size}")
         node_count = 0
         for level, idx, digest in self._query(
             "SELECT level, idx, hash FROM nodes ORDER BY level, idx"
         ):
             level_nodes = computed.get(level, [])
             if idx >= len(level_nodes) or level_nodes[idx] != bytes(digest):
-                raise StorageError(f"cached tree node level {level} index {idx} is wrong")
+                raise LedgerDamageError(f"cached tree node level {level} index {idx} is wrong")
             node_count += 1
         expected_nodes = sum(len(v) for v in computed.values())
         if node_count != expected_nodes:
-            raise StorageError(f"tree cache holds {node_count} nodes, expected {expected_nodes}")
+            raise LedgerDamageError(
+                f"tree cache holds {node_count} nodes, expected {expected_nodes}"
+            )
         for cp in stored.values():
-            if cp.size > size:
-                raise StorageError(f"checkpoint size {cp.size} exceeds the {size} stored entries")
-            if roots.get(cp.size) != cp.root:
-                raise StorageError(f"checkpoint size {cp.size}: root does not match the entries")
-            try:
-                parsed = parse_checkpoint(parse_note(cp.note).text)
-                if public_key is not None and origin is not None:
-                    parsed = verify_checkpoint(cp.note, origin, public_key)
-            except CheckpointError as e:
-                raise StorageError(f"checkpoint size {cp.size}: {e}") from e
-            if parsed.size != cp.size or parsed.root != cp.root:
-                raise StorageError(f"checkpoint size {cp.size}: note disagrees with its record")
+            self._fsck_checkpoint(cp, size, roots, public_key, origin, witnesses)
+        self._fsck_signed(signed, size, stored, roots)
         secrets = self._query("SELECT seq, path, salt, value FROM secrets")
         for seq, path, salt, value in secrets:
             fields = loads(self.entry(seq))
@@ -770,7 +799,7 @@ class LedgerStore:
             if path not in fields["sensitive"] or committed != commitment(
                 bytes(salt), loads(bytes(value))
             ):
-                raise StorageError(
+                raise LedgerDamageError(
                     f"entry seq {seq}: stored value for {path!r} does not match its commitment"
                 )
         if progress is not None:
@@ -782,6 +811,74 @@ class LedgerStore:
             nodes=node_count,
             secrets=len(secrets),
         )
+
+    @staticmethod
+    def _fsck_checkpoint(
+        cp: StoredCheckpoint,
+        size: int,
+        roots: Mapping[int, bytes],
+        public_key: Ed25519PublicKey | None,
+        origin: str | None,
+        witnesses: Mapping[str, Ed25519PublicKey] | None,
+    ) -> None:
+        if cp.size > size:
+            raise LedgerDamageError(
+                f"checkpoint size {cp.size} exceeds the {size} stored entries: "
+                "entries were lost after it was signed"
+            )
+        if roots.get(cp.size) != cp.root:
+            raise LedgerDamageError(f"checkpoint size {cp.size}: root does not match the entries")
+        try:
+            note = parse_note(cp.note)
+            parsed = parse_checkpoint(note.text)
+            if public_key is not None and origin is not None:
+                parsed = verify_checkpoint(cp.note, origin, public_key)
+            if witnesses is not None:
+                # Export and proofs read the cosignatures: a corrupt one must
+                # show here, not first when an auditor asks for a bundle.
+                cosignatures(note, witnesses)
+        except CheckpointError as e:
+            raise LedgerDamageError(f"checkpoint size {cp.size}: {e}") from e
+        if parsed.size != cp.size or parsed.root != cp.root:
+            raise LedgerDamageError(f"checkpoint size {cp.size}: note disagrees with its record")
+
+    @staticmethod
+    def _fsck_signed(
+        signed: tuple[int, bytes] | None,
+        size: int,
+        stored: Mapping[int, StoredCheckpoint],
+        roots: Mapping[int, bytes],
+    ) -> None:
+        # The signing record is what stops this node from signing a second
+        # root for a size it already published. If it runs ahead of the
+        # entries or checkpoints, history was cut back: the node will refuse
+        # to sign, and witnesses holding the old checkpoint will see a fork.
+        if signed is None:
+            if stored:
+                raise LedgerDamageError(
+                    f"{len(stored)} checkpoint(s) are stored but the signing record is missing"
+                )
+            return
+        signed_size, signed_root = signed
+        if signed_size > size:
+            raise LedgerDamageError(
+                f"the signing record says size {signed_size} was signed, but only {size} "
+                "entries are stored: entries were lost or rolled back after signing"
+            )
+        if roots.get(signed_size) != signed_root:
+            raise LedgerDamageError(
+                f"the signing record's root for size {signed_size} does not match the entries"
+            )
+        if signed_size not in stored:
+            raise LedgerDamageError(
+                f"checkpoint size {signed_size} was signed (signing record) but is not stored"
+            )
+        largest = max(stored)
+        if largest > signed_size:
+            raise LedgerDamageError(
+                f"checkpoint size {largest} is stored but the signing record stops at "
+                f"size {signed_size}"
+            )
 
     # -- closing -------------------------------------------------------------------------
 

@@ -7,6 +7,14 @@ cosigned; this node learns that size from the cosignatures it already holds,
 and, if the witness disagrees (ABORTED with its size in trailing metadata),
 retries once from the witness's size. Every cosignature is verified with the
 witness's key from the directory before it is stored.
+
+A witness that cannot be reached, or refuses for a reason of its own, is a
+*failure*: the next round may succeed. A witness that refuses because the
+checkpoint is inconsistent with the history it already cosigned (it answers
+FAILED_PRECONDITION, or holds a size larger than this log now has) is an
+*incident*: this log, or the witness's view of it, forked or was rolled back.
+An incident is reported as such even when the other witnesses meet the
+threshold, because a published checkpoint does not make a fork go away.
 """
 
 from __future__ import annotations
@@ -30,11 +38,15 @@ from node.identity.keys import ed25519_public_from_bytes
 from node.runtime import NodeRuntime
 from protocols.fednode.v1 import ledger_pb2_grpc
 
-__all__ = ["PublishResult", "publish_checkpoint"]
+__all__ = ["PublishResult", "WitnessIncidentError", "publish_checkpoint"]
 
 log = logging.getLogger("fednode.audit")
 
 _DEADLINE_S = 10.0
+
+
+class WitnessIncidentError(NodeError):
+    """A witness refused a checkpoint as inconsistent with the history it cosigned."""
 
 
 @dataclass
@@ -46,7 +58,10 @@ class PublishResult:
     note: bytes
     threshold: int
     cosigners: list[str] = field(default_factory=list)
+    #: Every witness that gave no cosignature, with the reason (incidents included).
     failures: dict[str, str] = field(default_factory=dict)
+    #: The witnesses among ``failures`` that refused for inconsistency.
+    incidents: dict[str, str] = field(default_factory=dict)
 
     @property
     def published(self) -> bool:
@@ -78,12 +93,24 @@ def _submit(
                 submission_to_proto(Submission(old, proof, cp.note)), timeout=_DEADLINE_S
             )
         except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.ABORTED:
+            code = e.code()
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise WitnessIncidentError(
+                    f"witness {witness} refused size {cp.size} as inconsistent with the "
+                    f"history it cosigned: {e.details()}"
+                ) from e
+            if code == grpc.StatusCode.ABORTED:
                 sizes = [v for k, v in (e.trailing_metadata() or ()) if k == WITNESS_SIZE_KEY]
-                if sizes and sizes[0].isdigit() and int(sizes[0]) <= cp.size:
-                    old = int(sizes[0])
+                if sizes and sizes[0].isdigit():
+                    held = int(sizes[0])
+                    if held > cp.size:
+                        raise WitnessIncidentError(
+                            f"witness {witness} already cosigned size {held}, larger than "
+                            f"this log's {cp.size}: entries were lost or rolled back"
+                        ) from e
+                    old = held
                     continue
-            raise NodeError(f"witness {witness}: {e.code().name}: {e.details()}") from e
+            raise NodeError(f"witness {witness}: {code.name}: {e.details()}") from e
         line = cosignature_from_proto(reply)
         if line.name != name:
             raise NodeError(f"witness {witness} cosigned under the name {line.name!r}")
@@ -129,10 +156,22 @@ def _publish(
                 try:
                     _, line = future.result()
                 except (NodeError, LedgerError) as e:
-                    log.warning("no cosignature from %s: %s", witness, e)
+                    incident = isinstance(e, WitnessIncidentError)
+                    if incident:
+                        log.warning("witness incident: %s", e)
+                        result.incidents[witness] = str(e)
+                    else:
+                        log.warning("no cosignature from %s: %s", witness, e)
                     result.failures[witness] = str(e)
                     if progress is not None:
-                        progress({"event": "witness_failed", "witness": witness, "reason": str(e)})
+                        progress(
+                            {
+                                "event": "witness_failed",
+                                "witness": witness,
+                                "reason": str(e),
+                                "incident": incident,
+                            }
+                        )
                     continue
                 lines.append(line)
                 result.cosigners.append(witness)
@@ -142,13 +181,14 @@ def _publish(
     result.note = stored.note
     recorder.record(
         "ledger.checkpoint",
-        outcome="ok" if result.published else "error",
+        outcome="ok" if result.published and not result.incidents else "error",
         detail={
             "size": cp.size,
             "cosigners": result.cosigners,
             "threshold": result.threshold,
             "published": result.published,
             "failures": result.failures,
+            "incidents": result.incidents,
         },
     )
     return result

@@ -13,7 +13,8 @@ code meaning
 5    peer: another node could not be reached or refused the call (``status``:
      at least one peer did not answer)
 6    policy: no agreement grants this, or the agreement is not valid now
-7    integrity: a ledger, proof, envelope or bundle failed verification
+7    integrity: a ledger, proof, envelope or bundle failed verification, the
+     ledger file is damaged, or a witness reported a fork
 8    admin: no node is running in --home, or its admin socket failed
 9    catalog: a dataset is missing or unreadable
 10   federated job failed
@@ -23,6 +24,7 @@ code meaning
 from __future__ import annotations
 
 from ledger.errors import LedgerError, StorageError
+from ledger.store import LedgerDamageError
 from node.errors import (
     AdminError,
     AgreementError,
@@ -33,11 +35,12 @@ from node.errors import (
     ExchangeError,
     FederatedError,
     IdentityError,
+    NodeError,
     OutputError,
     PeerError,
 )
 
-__all__ = ["ADMIN", "INTERNAL", "OK", "PEER", "USAGE", "code_for"]
+__all__ = ["ADMIN", "INTEGRITY", "INTERNAL", "OK", "PEER", "USAGE", "UsageError", "code_for"]
 
 OK = 0
 INTERNAL = 1
@@ -51,8 +54,17 @@ ADMIN = 8
 CATALOG = 9
 FEDERATED = 10
 
+
+class UsageError(NodeError):
+    """A command-line value that cannot be used (exit 2): a missing file, a
+    number out of range, a time in an unknown form. Raised by command handlers
+    for checks argparse cannot make, such as reading the file an option names."""
+
+
 # Order matters: subclasses before their bases.
 _TABLE: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, USAGE),
+    (LedgerDamageError, INTEGRITY),
     (StorageError, CONFIG),
     (LedgerError, INTEGRITY),
     (ConfigError, CONFIG),

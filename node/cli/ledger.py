@@ -3,6 +3,11 @@
 ``verify`` runs offline and needs no node; ``fsck`` opens the ledger file in
 ``--home`` directly; the other commands ask the running node over its admin
 socket.
+
+``verify`` trusts only the federation CA the auditor names with ``--ca``: a
+bundle's own ``ca.pem`` is whatever its writer put there, so using it is an
+explicit, loudly reported choice (``--trust-bundle-ca``). Damage found by
+``fsck`` and forks reported by witnesses exit 7 (integrity), never 0, 3 or 5.
 """
 
 from __future__ import annotations
@@ -11,25 +16,33 @@ import argparse
 import base64
 import datetime as dt
 import json
+import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from ledger.checkpoint import verify_checkpoint
+from ledger.directory import LedgerDirectoryError, parse_directory
 from ledger.entry import parse_entry
 from ledger.errors import LedgerError, StorageError, VerificationError
 from ledger.merkle import verify_inclusion
-from ledger.store import LedgerStore
+from ledger.store import LedgerDamageError, LedgerStore
 from ledger.verify import verify_bundle
 from node.admin.client import invoke
 from node.audit.recorder import ledger_path
 from node.cli import exit_codes
-from node.config import load_config
+from node.cli.exit_codes import UsageError
+from node.config import NodeConfig, load_config
+from node.errors import ConfigError, OutputError
 from node.identity.keys import load_ed25519
 
 __all__ = ["register"]
@@ -44,8 +57,9 @@ examples:
   fednode ledger checkpoint                     sign and collect witness cosignatures
   fednode ledger show --type share --since 2h   recent share entries
   fednode ledger export --out audit-2026-q4.zip
-  fednode ledger verify audit-a.zip audit-b.zip (offline; cross-checks shares)
-  fednode ledger prove 1234                     inclusion proof for entry 1234
+  fednode ledger verify --ca federation-ca.pem audit-a.zip audit-b.zip
+                                                (offline; cross-checks shares)
+  fednode ledger prove 1234                     operator: proof of entry 1234 for an auditor
   fednode ledger fsck                           rebuild the tree, check every checkpoint
 """
 
@@ -57,13 +71,96 @@ the previous checkpoint). Given bundles from several departments, every share
 is cross-checked: the sender's share.sent, the receiver's share.received, and
 the receipt signed by the receiver must agree.
 
+Trust starts from --ca FILE: the federation CA certificate you got from the
+federation authority over a channel you trust. It is required: the ca.pem
+inside a bundle proves nothing, because anyone can make a CA and sign a
+directory of their own keys with it. --trust-bundle-ca uses the bundles' own
+ca.pem instead; that checks only that the bundles are internally consistent,
+and verify says so with a warning.
+
 The first violation is printed on one line (bundle, entry seq or checkpoint
-size, what is wrong) and the exit code is 7.
+size, what is wrong) and the exit code is 7. A missing or unreadable --ca
+file exits 2. verify needs no node, so --home is not used.
 
 examples:
-  fednode ledger verify health.zip
-  fednode ledger verify health.zip transport.zip --ca federation-ca.pem
+  fednode ledger verify --ca federation-ca.pem health.zip
+  fednode ledger verify --ca federation-ca.pem health.zip transport.zip
 """
+
+_PROVE_HELP = """\
+For the node operator: produce the inclusion proof of entry SEQ against the
+latest checkpoint that met the witness threshold, for an auditor to check
+offline. It asks the running node over its admin socket (so it runs on the
+node's machine with access to --home) and checks the proof against this
+node's own signing key before printing it. The auditor checks the printed
+entry, proof and cosigned checkpoint without the node.
+
+exit codes: 2 if SEQ is not an entry of this ledger; 7 if the proof does not
+verify.
+
+example:
+  fednode ledger prove 1234 --json > proof-1234.json
+"""
+
+_FSCK_HINT = (
+    "stop the node, keep the damaged ledger/ as evidence, restore ledger/ from the last "
+    "backup (docs/operations.md, Backups), and run 'fednode ledger fsck' again"
+)
+
+
+class LedgerIntegrityError(VerificationError):
+    """An integrity failure the CLI reports with a hint: ledger damage or a witness fork."""
+
+    def __init__(self, message: str, *, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _entry_seq(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: entry numbers (seq) start at 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+    return value
+
+
+_DURATION = re.compile(r"(\d+)([smhd])\Z")
+_SINCE_FORMS = (
+    "a duration back from now (45s, 30m, 2h, 7d) or an ISO date or time, UTC unless it "
+    "has an offset (2026-11-28, 2026-11-28T09:00, 2026-11-28T09:00+08:00)"
+)
+
+
+def _since_ms(text: str) -> int:
+    """Parse ``--since``: milliseconds since the epoch.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is neither form.
+    """
+    match = _DURATION.match(text)
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return int((time.time() - seconds) * 1000)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: give {_SINCE_FORMS}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def register(subparsers: Any) -> None:
@@ -80,7 +177,9 @@ def register(subparsers: Any) -> None:
         description="Sign a checkpoint over every entry so far and send it, with a consistency\n"
         "proof, to each witness department. Prints who cosigned. Exits 0 once the\n"
         "witness threshold is met, and 5 (peer) if too few witnesses cosigned: retry\n"
-        "later; a witness reporting an inconsistent checkpoint is an incident.\n\n"
+        "later. A witness that refuses the checkpoint as inconsistent with the history\n"
+        "it already cosigned (a fork or rollback) is an incident: exit 7, naming the\n"
+        "witness, even when the others met the threshold.\n\n"
         "example:\n  fednode ledger checkpoint",
     )
     checkpoint.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -94,25 +193,41 @@ def register(subparsers: Any) -> None:
         "examples:\n  fednode ledger export --out audit.zip\n"
         "  fednode ledger export --out /srv/audit/2026-11-28",
     )
-    export.add_argument("--out", type=Path, required=True, help="new path; .zip writes a zip")
+    export.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="new path; a name ending .zip (any case) makes a zip",
+    )
     export.set_defaults(handler=_export)
 
     verify = commands.add_parser("verify", help="verify bundles offline", description=_VERIFY_HELP)
     verify.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    trust = verify.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="the federation CA certificate (PEM) from the authority; required",
+    )
+    trust.add_argument(
+        "--trust-bundle-ca",
+        action="store_true",
+        help="check against each bundle's own ca.pem instead (consistency only; warns)",
+    )
+    # Declared here so that --help says it is unused; main adds it to every other command.
     verify.add_argument(
-        "--ca", type=Path, help="federation CA certificate to check the directory with"
+        "--home", type=Path, default=argparse.SUPPRESS, help="not used: verify needs no node"
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
 
     prove = commands.add_parser(
         "prove",
-        help="inclusion proof of one entry against the latest published checkpoint",
-        description="Fetch the inclusion proof of entry SEQ against the latest checkpoint that\n"
-        "met the witness threshold, check it here, and print it.\n\n"
-        "example:\n  fednode ledger prove 1234",
+        help="operator: inclusion proof of one entry, for an auditor to check offline",
+        description=_PROVE_HELP,
     )
-    prove.add_argument("seq", type=int)
+    prove.add_argument("seq", type=_entry_seq, metavar="SEQ", help="the entry number (from 0)")
     prove.add_argument("--json", action="store_true", help="print the proof as JSON")
     prove.set_defaults(handler=_prove)
 
@@ -124,13 +239,19 @@ def register(subparsers: Any) -> None:
         "  fednode ledger show --type share.sent --peer transport\n"
         "  fednode ledger show --since 2026-11-28T09:00 --dataset visits",
     )
-    show.add_argument("--since", help="ISO date/time (UTC) or a duration such as 30m, 2h, 7d")
+    show.add_argument(
+        "--since",
+        type=_since_ms,
+        help="ISO date/time (UTC unless given an offset) or a duration such as 30m, 2h, 7d",
+    )
     show.add_argument(
         "--type", dest="event", help="event type or prefix, e.g. share or rpc.started"
     )
     show.add_argument("--peer", help="only entries with this peer department")
     show.add_argument("--dataset", help="only entries about this dataset")
-    show.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+    show.add_argument(
+        "--limit", type=_positive, default=50, help="at most this many rows, 1 or more (default 50)"
+    )
     show.add_argument("--json", action="store_true", help="print the entries as JSON")
     show.set_defaults(handler=_show)
 
@@ -138,7 +259,10 @@ def register(subparsers: Any) -> None:
         "fsck",
         help="rebuild the tree from the stored entries and check every checkpoint",
         description="Open the ledger file in --home, re-hash every entry, check the chain, the\n"
-        "tree cache and every stored checkpoint's root and signature.\n\n"
+        "tree cache, every stored checkpoint's root, signature and witness\n"
+        "cosignatures, and the record of the last size signed. Damage of any kind\n"
+        "(missing or corrupt entries, a file SQLite cannot read, checkpoints lost\n"
+        "after signing) exits 7; restore from backup (docs/operations.md, Backups).\n\n"
         "example:\n  fednode ledger fsck --home /srv/fednode",
     )
     fsck.set_defaults(handler=_fsck)
@@ -151,7 +275,7 @@ def register(subparsers: Any) -> None:
         "chain, roots and proofs are unchanged.\n\n"
         "example:\n  fednode ledger erase 1234 detail.subject",
     )
-    erase.add_argument("seq", type=int)
+    erase.add_argument("seq", type=_entry_seq)
     erase.add_argument("field", help="a sensitive field path, e.g. actor or detail.subject")
     erase.set_defaults(handler=_erase)
 
@@ -164,37 +288,80 @@ def _invoke(
 
 def _checkpoint(args: argparse.Namespace) -> int:
     console = Console()
+    incidents: dict[str, str] = {}
 
     def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "witness_failed" and event.get("incident"):
+            incidents[str(event["witness"])] = str(event["reason"])
         if not args.json:
             if event.get("event") == "signed":
                 console.print(f"signed checkpoint of size {event['size']}")
             elif event.get("event") == "cosigned":
                 console.print(f"  cosigned by {event['witness']}")
             elif event.get("event") == "witness_failed":
-                console.print(
-                    f"  [yellow]no cosignature from {event['witness']}[/]: {event['reason']}"
-                )
+                label = "[bold red]INCIDENT[/]" if event.get("incident") else "[yellow]failed[/]"
+                witness, reason = escape(str(event["witness"])), escape(str(event["reason"]))
+                console.print(f"  {label}: no cosignature from {witness}: {reason}")
 
     result = _invoke(args, "ledger.checkpoint", {}, on_event)
+    incidents.update(result.get("incidents") or {})
+    result["incidents"] = incidents
     # Too few cosignatures means witnesses were unreachable or refused: a peer
     # problem (exit 5) for a scheduled run to retry, not an integrity failure.
     code = 0 if result["published"] else exit_codes.PEER
     if args.json:
         print(json.dumps(result, indent=2))
-        return code
-    state = "published" if result["published"] else "NOT published"
-    console.print(
-        f"size {result['size']}: {len(result['cosigners'])} cosignature(s), "
-        f"threshold {result['threshold']}: {state}"
-    )
+    else:
+        state = "published" if result["published"] else "NOT published"
+        console.print(
+            f"size {result['size']}: {len(result['cosigners'])} cosignature(s), "
+            f"threshold {result['threshold']}: {state}"
+        )
+    if incidents:
+        # A witness holding a different history is a fork or a rollback of this
+        # log, whatever the other witnesses said: never report it as success.
+        names = ", ".join(sorted(incidents))
+        first = sorted(incidents)[0]
+        raise LedgerIntegrityError(
+            f"witness incident: {names} refused size {result['size']} as inconsistent with "
+            f"the history it cosigned ({incidents[first]})",
+            hint="treat it as an incident: run 'fednode ledger fsck' here with the node "
+            f"stopped, compare with {first}'s witness.incident entry, and tell the auditors",
+        )
     return code
 
 
+def _export_target(path: Path) -> Path:
+    """Resolve ``--out`` and refuse a path no bundle can be written to, before asking the node.
+
+    Raises:
+        OutputError: the path exists, or an existing ancestor is not a
+            writable directory.
+    """
+    out = path.expanduser().resolve()
+    if out.exists() or out.is_symlink():
+        raise OutputError(
+            f"{out} already exists", hint="choose a new path: a bundle never replaces anything"
+        )
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(
+            f"cannot write {out}: {ancestor} is a file, not a directory",
+            hint="choose --out inside a directory",
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: {ancestor} is not writable")
+    return out
+
+
 def _export(args: argparse.Namespace) -> int:
-    result = _invoke(args, "ledger.export", {"out": str(args.out.resolve())})
+    out = _export_target(args.out)
+    result = _invoke(args, "ledger.export", {"out": str(out)})
+    kind = "zip" if out.suffix.lower() == ".zip" else "directory"
     print(
-        f"wrote {result['path']}: {result['entries']} entries, "
+        f"wrote {result['path']} ({kind}): {result['entries']} entries, "
         f"{len(result['checkpoints'])} published checkpoint(s)"
     )
     if result["unpublished_checkpoints"]:
@@ -202,13 +369,74 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+_CA_HINT = (
+    "pass --ca FILE with the federation CA certificate (PEM) you got from the federation authority"
+)
+
+
+def _read_ca(path: Path) -> bytes:
+    """Read and parse the ``--ca`` certificate.
+
+    Raises:
+        UsageError: the file is missing, unreadable, or not a PEM certificate.
+    """
+    if path.is_dir():
+        raise UsageError(f"--ca {path} is a directory, not a certificate file", hint=_CA_HINT)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--ca {path}: no such file", hint=_CA_HINT) from None
+    except OSError as e:
+        raise UsageError(f"--ca {path} cannot be read: {e.strerror or e}", hint=_CA_HINT) from e
+    try:
+        x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise UsageError(
+            f"--ca {path} is not a PEM certificate",
+            hint="give the CA certificate file itself (it starts with "
+            "'-----BEGIN CERTIFICATE-----')",
+        ) from e
+    return data
+
+
+_BUNDLE_CA_WARNING = (
+    "WARNING: directories were checked against the bundles' own ca.pem, not verified "
+    "against a CA you trust; a forged bundle with its own CA passes this check"
+)
+
+
 def _verify(args: argparse.Namespace) -> int:
-    ca = args.ca.read_bytes() if args.ca else None
-    report = verify_bundle(args.bundles, ca_pem=ca)
+    if args.ca is None and not args.trust_bundle_ca:
+        raise UsageError(
+            "verify needs --ca FILE, the federation CA certificate: a bundle's own ca.pem "
+            "proves nothing, because anyone can make a CA and sign a directory with it",
+            hint=f"{_CA_HINT}; --trust-bundle-ca checks only internal consistency",
+        )
+    ca = _read_ca(args.ca) if args.ca is not None else None
+    if ca is None:
+        print(_BUNDLE_CA_WARNING, file=sys.stderr)
+    try:
+        report = verify_bundle(args.bundles, ca_pem=ca)
+    except LedgerDirectoryError as e:
+        if ca is not None:
+            e.hint = (  # type: ignore[attr-defined]
+                f"the directory is not signed by the CA in {args.ca}: check that it is this "
+                "federation's CA; if it is, the bundle is forged or altered"
+            )
+        raise
+    trusted = (
+        {"source": "file", "path": str(args.ca)}
+        if ca is not None
+        else {
+            "source": "bundle",
+            "warning": _BUNDLE_CA_WARNING,
+        }
+    )
     if args.json:
         print(
             json.dumps(
                 {
+                    "ca": trusted,
                     "bundles": [
                         {
                             "path": str(b.path),
@@ -247,11 +475,28 @@ def _verify(args: argparse.Namespace) -> int:
             f"{report.shares_unmatched_peers} share(s) went to departments whose bundle was not "
             "given: their receipts were checked, their receiving side was not"
         )
+    if ca is None:
+        print("CA: the bundles' own ca.pem (not a CA you trust); see the warning above")
     return 0
 
 
+def _ledger_size(args: argparse.Namespace) -> int:
+    result = _invoke(args, "ledger.show", {"limit": 1})
+    return int(result["size"])
+
+
 def _prove(args: argparse.Namespace) -> int:
-    result = _invoke(args, "ledger.prove", {"seq": args.seq})
+    try:
+        result = _invoke(args, "ledger.prove", {"seq": args.seq})
+    except StorageError:
+        size = _ledger_size(args)
+        if args.seq >= size:
+            last = f" (seq 0 to {size - 1})" if size else ""
+            raise UsageError(
+                f"entry {args.seq} does not exist: the ledger holds {size} entries{last}",
+                hint="list entries with 'fednode ledger show'",
+            ) from None
+        raise
     entry = parse_entry(result["entry"].encode())
     proof = [base64.b64decode(h) for h in result["proof"]]
     config = load_config(args.home)
@@ -274,29 +519,10 @@ def _prove(args: argparse.Namespace) -> int:
     return 0
 
 
-_DURATION = re.compile(r"(\d+)([smhd])\Z")
-
-
-def _since_ms(text: str) -> int:
-    match = _DURATION.match(text)
-    if match:
-        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return int((time.time() - seconds) * 1000)
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as e:
-        raise LedgerError(
-            f"--since {text!r} is neither a duration (30m, 2h) nor an ISO time"
-        ) from e
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def _show(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
-    if args.since:
-        params["since_ms"] = _since_ms(args.since)
+    if args.since is not None:
+        params["since_ms"] = args.since
     for name in ("event", "peer", "dataset"):
         if getattr(args, name):
             params[name] = getattr(args, name)
@@ -326,22 +552,56 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _witness_keys(config: NodeConfig) -> dict[str, Ed25519PublicKey]:
+    """The witnesses' cosignature keys from the directory in ``--home``.
+
+    Raises:
+        ConfigError: the directory or CA file is missing or malformed.
+    """
+    try:
+        raw = config.directory_path.read_bytes()
+        ca = config.ca_cert_path.read_bytes()
+        directory = parse_directory(raw, ca)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the federation directory or CA in {config.home}: {e}",
+            hint="fsck checks cosignatures with the installed directory; restore "
+            "directory.json and ca.pem with the rest of the home",
+        ) from e
+    except LedgerError as e:
+        raise ConfigError(
+            f"{config.directory_path}: {e}",
+            hint="install the federation directory again from the authority",
+        ) from e
+    return directory.witness_keys(exclude=config.department)
+
+
 def _fsck(args: argparse.Namespace) -> int:
     config = load_config(args.home)
     path = ledger_path(config)
     if not path.exists():
-        raise LedgerError(f"no ledger at {path}")
+        raise ConfigError(
+            f"no ledger at {path}", hint="check --home; a node creates its ledger on first start"
+        )
     public = load_ed25519(config.signing_key_path).public_key()
     origin = f"fednode/{config.federation}/{config.department}"
-    with LedgerStore(path, config.department) as store, Progress() as progress:
+    witnesses = _witness_keys(config)
+    try:
+        store = LedgerStore(path, config.department)
+    except LedgerDamageError as e:
+        raise LedgerIntegrityError(f"fsck: {e}", hint=_FSCK_HINT) from e
+    with store, Progress() as progress:
         task = progress.add_task("checking entries", total=max(store.size, 1))
         try:
             report = store.fsck(
-                public, origin, lambda done, total: progress.update(task, completed=done)
+                public,
+                origin,
+                lambda done, total: progress.update(task, completed=done),
+                witnesses=witnesses,
             )
         except StorageError as e:
             # Damage found by fsck is an integrity failure (exit 7), not a config problem.
-            raise VerificationError(f"fsck: {e}") from e
+            raise LedgerIntegrityError(f"fsck: {e}", hint=_FSCK_HINT) from e
     print(
         f"ok {path}: {report.size} entries, {report.checkpoints} checkpoint(s), "
         f"{report.nodes} tree nodes, {report.secrets} stored sensitive value(s); "
