@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.bundle_format import CROSS_CHECKED_EVENTS
 from ledger.canonical import dumps
 from ledger.entry import parse_entry
 from ledger.errors import LedgerError
@@ -91,7 +92,7 @@ _DETAIL_ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
 )
 _FOUR_BYTE = re.compile(rb"[\xf0-\xf4]")
-_SHARE_EVENTS = frozenset({b"share.sent", b"share.received"})
+_KEPT_EVENTS = frozenset(e.encode() for e in CROSS_CHECKED_EVENTS)
 
 
 def node_token(node: str) -> bytes | None:
@@ -187,6 +188,6 @@ def scan_batch(
             return None
     shares: list[dict[str, Any]] = []
     for index, event in enumerate(events):
-        if event in _SHARE_EVENTS:
+        if event in _KEPT_EVENTS:
             shares.append(odd[index] if index in odd else json.loads(lines[index]))
     return prevs[0], shares

@@ -51,6 +51,7 @@ from itertools import compress, repeat
 from operator import add, and_, itemgetter, not_
 from typing import Any
 
+from ledger.bundle_format import CROSS_CHECKED_EVENTS
 from ledger.entry import plain_fields, validate_fields
 from ledger.errors import LedgerError
 
@@ -65,7 +66,6 @@ _HEX_END = _HEX_START + 64
 #: At most 15 digits: always below 2**53 - 1, so no range check is needed.
 _TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(?:0|[1-9][0-9]{0,14}),"v":1\}\n')
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
-_SHARE_EVENTS = frozenset({"share.sent", "share.received"})
 #: A number token of 16 or more digits: without whitespace every number follows
 #: ":", "," or "[", so none is missed; a match inside a string only sends the
 #: lines to the strict parser. Up to 15 digits is always within +-(2**53 - 1),
@@ -118,7 +118,7 @@ class ShapeCache:
         name as ``prev``; ``first_prev`` the lower-case hex the first entry
         must name, or None when the caller links it (it is then returned).
         Returns the first entry's ``prev`` and the parsed
-        ``share.sent``/``share.received`` entries.
+        entries the verifier cross-checks (:data:`~ledger.bundle_format.CROSS_CHECKED_EVENTS`).
         """
         n = len(lines)
         if not n or self._skip:
@@ -194,7 +194,7 @@ class ShapeCache:
             for i, flag in enumerate(flags):
                 if flag:
                     fields = learned[i] if i in learned else json.loads(lines[i])
-                    if fields["event"] in _SHARE_EVENTS:
+                    if fields["event"] in CROSS_CHECKED_EVENTS:
                         shares.append(fields)
         return head_prev.decode("ascii"), shares
 
@@ -215,7 +215,7 @@ class ShapeCache:
         # The key was cut from this line; it must put it back together exactly.
         if head + _PREV_KEY + prev + mid != raw[: raw.rfind(_SEQ_KEY, -_TAIL_WINDOW)]:
             return False
-        share = fields["event"] in _SHARE_EVENTS
+        share = fields["event"] in CROSS_CHECKED_EVENTS
         self._shapes[key] = share
         where = (len(head), len(head) + _HEX_END + len(mid))
         # Shapes at the same offsets share an index entry when they share their

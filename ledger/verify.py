@@ -14,10 +14,23 @@ checkpoint size, and what is wrong:
    proof from the previous checkpoint.
 
 The hash chain and the Merkle roots are both checked over the whole range;
-neither stands in for the other. Given several bundles, every share is then
-cross-checked: each ``share.sent`` needs a matching ``share.received`` in the
-recipient's bundle and a receipt signed by the recipient, and each
-``share.received`` needs its ``share.sent``.
+neither stands in for the other. Given several bundles, they are then checked
+against each other:
+
+* every share: each ``share.sent`` needs a matching ``share.received`` (same
+  digest, agreement, dataset, columns, purpose, rows and chunks) in the
+  recipient's bundle and a receipt signed by the recipient, and each
+  ``share.received`` needs its ``share.sent``. A share the other bundle could
+  not yet hold (it ends before the share completed) or whose receipt the
+  consumer recorded as never acknowledged is reported, not failed;
+* every checkpoint a witness cosigned (its ``witness.cosigned`` entries) must
+  be the root of that many entries of the witnessed log's bundle: a log cut
+  back, or rewritten after it was witnessed, fails here even when its own
+  bundle leaves the checkpoints out.
+
+Trust comes from the CA certificate the auditor passes; without one, each
+bundle's own ``ca.pem`` is used, the bundles must all carry the same one, and
+the report says the CA was not the auditor's.
 
 Speed: each batch of entries goes down a ladder of checks, each of which
 accepts a batch only if the strict parser would accept every entry in it, and
@@ -48,6 +61,7 @@ import os
 import re
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -56,9 +70,16 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 
-from ledger.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, checkpoint_name
+from ledger.bundle_format import (
+    BUNDLE_TYPE,
+    BUNDLE_VERSION,
+    CROSS_CHECKED_EVENTS,
+    checkpoint_name,
+)
 from ledger.canonical import dumps, loads
 from ledger.checkpoint import cosignatures, parse_note, verify_checkpoint
 from ledger.directory import DirectoryView, parse_directory
@@ -78,7 +99,11 @@ _CHUNK = 4096
 _PARALLEL_MIN = 50_000
 _MAX_WORKERS = 8
 _RANGES_PER_WORKER = 8
-_SHARE_EVENTS = frozenset({"share.sent", "share.received"})
+#: A share the provider's bundle lacks is "not yet covered" when that bundle ends
+#: this close to the consumer's entry (milliseconds, as entry times are): the
+#: receipt's deadline and clock skew between departments.
+_COVERAGE_SLACK_MS = 60_000
+_LAST_TIME = re.compile(rb',"time":(0|[1-9][0-9]{0,15}),"v":1\}\n?$')
 #: The unbound digest method of a SHA-256 object, for map().
 _DIGEST: Any = type(hashlib.sha256()).digest
 _NONE = type(None)
@@ -116,6 +141,8 @@ class BundleReport:
     root: bytes
     tail: int
     directory_signature_checked: bool
+    #: Entries covered by checkpoints other bundles' witnesses cosigned (0 if none given).
+    witnessed_size: int = 0
 
 
 @dataclass
@@ -125,6 +152,10 @@ class Report:
     bundles: list[BundleReport]
     shares_checked: int = 0
     shares_unmatched_peers: int = 0
+    #: Checkpoints in witnesses' bundles checked against the witnessed log's entries.
+    witnessed_checked: int = 0
+    #: The directories were checked against the bundles' own ca.pem, not a CA the caller gave.
+    ca_from_bundle: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -156,7 +187,8 @@ class _Files:
                     return None
             target = self.path / name
             return target.read_bytes() if target.is_file() else None
-        except (OSError, zipfile.BadZipFile) as e:
+        except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+            # A damaged deflate stream surfaces as zlib.error or EOFError, not BadZipFile.
             raise VerificationError(f"{self.path}: cannot read {name}: {e}") from e
 
     def local(self, name: str) -> Path | None:
@@ -187,6 +219,14 @@ class _Bundle:
     levels: list[bytes]
     shares_sent: dict[str, tuple[int, dict[str, Any]]]
     shares_received: dict[str, tuple[int, dict[str, Any]]]
+    #: share_ids whose receipt the provider never acknowledged (``share.receipt_failed``).
+    receipts_failed: set[str]
+    #: ``(seq, fields)`` of each ``witness.cosigned`` entry.
+    cosigned: list[tuple[int, dict[str, Any]]]
+    #: ``time`` of the last entry (0 for an empty log).
+    last_time: int
+    #: SHA-256 of the CA certificate the directory was checked against (b"" if none).
+    ca_digest: bytes
 
 
 def _fail(where: str, message: str, cause: BaseException | None = None) -> VerificationError:
@@ -529,7 +569,7 @@ def _check_run(
         if start == 0 and parsed and type(parsed[0]) is dict:
             state["first_prev"] = str(parsed[0].get("prev"))
         if _batch_ok(parsed, first_seq + start, node, leaves, start):
-            kept.extend(f for f in parsed if f["event"] in _SHARE_EVENTS)
+            kept.extend(f for f in parsed if f["event"] in CROSS_CHECKED_EVENTS)
             continue
         # Something in this batch is off: walk it entry by entry to name the first violation.
         for i, fields in enumerate(parsed):
@@ -542,7 +582,7 @@ def _check_run(
                 _check_fields(fields, seq, node, fields.get("prev"), where)
             else:
                 _check_fields(fields, seq, node, leaves[index - 1].hex(), where)
-            if fields["event"] in _SHARE_EVENTS:
+            if fields["event"] in CROSS_CHECKED_EVENTS:
                 kept.append(fields)
     return leaves, kept, len(lines)
 
@@ -557,8 +597,9 @@ def _is_utf8(line: bytes) -> bool:
 
 def _load_entries(
     files: _Files, manifest: dict[str, Any]
-) -> tuple[int, list[bytes], list[dict[str, Any]]]:
-    """Check every entry; return the count, the tree levels and the share entries."""
+) -> tuple[int, list[bytes], list[dict[str, Any]], int]:
+    """Check every entry; return the count, the tree levels, the cross-checked
+    entries and the last entry's time."""
     where = str(files.path)
     node = manifest["node"]
     # The manifest's size only picks the strategy; the entries are counted below.
@@ -570,9 +611,11 @@ def _load_entries(
         # still counting lines to cut the next ones.
         source = path
         last = _last_byte(path, where)
+        tail = _read_range(path, max(0, path.stat().st_size - 4096), path.stat().st_size, where)
     else:
         source = files.require("entries.jsonl")
         last = source[-1:]
+        tail = source[-4096:]
     if last and last != b"\n":
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
     parts, kept = _check_ranges(source, node, where, size)
@@ -582,7 +625,9 @@ def _load_entries(
             f"{where}: entries.jsonl",
             f"holds {count} entries, the manifest says {size}",
         )
-    return count, _complete_levels(_concat_levels(parts)), kept
+    # The last entry was checked above; its time is read back from its bytes.
+    match = _LAST_TIME.search(tail)
+    return count, _complete_levels(_concat_levels(parts)), kept, int(match[1]) if match else 0
 
 
 def _parallel(size: int) -> bool:
@@ -811,8 +856,9 @@ def _proofs(files: _Files) -> dict[tuple[int, int], list[bytes]]:
 def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
     files = _Files(path)
     manifest = _manifest(files)
+    trusted = ca_pem if ca_pem is not None else files.read("ca.pem")
     try:
-        directory = parse_directory(files.require("directory.json"), ca_pem or files.read("ca.pem"))
+        directory = parse_directory(files.require("directory.json"), trusted)
     except LedgerError as e:
         raise _fail(f"{path}: directory.json", str(e), e) from e
     if directory.federation != manifest["federation"]:
@@ -822,12 +868,23 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
             str(path),
             f"origin {manifest['origin']!r} is not {directory.origin(manifest['node'])!r}",
         )
-    count, levels, shares = _load_entries(files, manifest)
+    count, levels, kept, last_time = _load_entries(files, manifest)
     sent: dict[str, tuple[int, dict[str, Any]]] = {}
     received: dict[str, tuple[int, dict[str, Any]]] = {}
-    for fields in shares:
+    receipts_failed: set[str] = set()
+    cosigned: list[tuple[int, dict[str, Any]]] = []
+    for fields in kept:
         detail = fields["detail"]
+        event = fields["event"]
+        if event == "witness.cosigned":
+            if fields["outcome"] == "ok":
+                cosigned.append((fields["seq"], fields))
+            continue
         share_id = detail.get("share_id")
+        if event == "share.receipt_failed":
+            if isinstance(share_id, str):
+                receipts_failed.add(share_id)
+            continue
         if fields["outcome"] != "ok" or not isinstance(share_id, str):
             continue
         target = sent if fields["event"] == "share.sent" else received
@@ -837,7 +894,29 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
                 f"share {share_id} is recorded twice (first at seq {target[share_id][0]})",
             )
         target[share_id] = (fields["seq"], fields)
-    return _Bundle(files, manifest, directory, count, levels, sent, received)
+    ca_digest = _ca_digest(trusted) if trusted else b""
+    return _Bundle(
+        files,
+        manifest,
+        directory,
+        count,
+        levels,
+        sent,
+        received,
+        receipts_failed,
+        cosigned,
+        last_time,
+        ca_digest,
+    )
+
+
+def _ca_digest(pem: bytes) -> bytes:
+    """SHA-256 of the CA certificate's DER, so PEM line endings or comments do not count."""
+    try:
+        return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256())
+    except ValueError:
+        # The directory check above accepted it; compare the bytes as given.
+        return hashlib.sha256(pem).digest()
 
 
 def _check_receipt(
@@ -892,11 +971,20 @@ def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Repor
             where = f"{bundle.files.path}: entry seq {seq}"
             match = other.shares_received.get(share_id)
             if match is None:
+                # The recipient records share.received before it signs the receipt,
+                # both on its own clock: a bundle ending no later than the receipt
+                # may predate the entry.
+                if other.last_time <= _receipt_time(sent):
+                    report.notes.append(
+                        f"share {share_id} from {node} to {peer} (seq {seq}) is not yet covered: "
+                        f"{peer}'s bundle ends before it completed; export it again to check it"
+                    )
+                    continue
                 raise _fail(
                     where, f"share {share_id} sent to {peer} has no share.received in its ledger"
                 )
             rseq, received = match
-            for name in ("digest", "agreement", "dataset"):
+            for name in ("digest", "agreement", "dataset", "columns", "purpose"):
                 if received[name] != sent[name]:
                     raise _fail(
                         where,
@@ -918,20 +1006,100 @@ def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Repor
             report.shares_checked += 1
         for share_id, (seq, received) in bundle.shares_received.items():
             provider = by_node.get(received["peer"])
-            if provider is not None and share_id not in provider.shares_sent:
-                raise _fail(
-                    f"{bundle.files.path}: entry seq {seq}",
-                    f"share {share_id} received from {received['peer']} has no share.sent "
-                    "in its ledger",
+            if provider is None or share_id in provider.shares_sent:
+                continue
+            if share_id in bundle.receipts_failed:
+                report.notes.append(
+                    f"share {share_id} received by {node} (seq {seq}): {received['peer']} never "
+                    "acknowledged the receipt (share.receipt_failed), so it has no share.sent"
                 )
+                continue
+            # The provider records share.sent when the receipt arrives, on its own
+            # clock: the slack covers the receipt's deadline and clock skew.
+            if provider.last_time <= received["time"] + _COVERAGE_SLACK_MS:
+                report.notes.append(
+                    f"share {share_id} received by {node} (seq {seq}) is not yet covered: "
+                    f"{received['peer']}'s bundle ends before its receipt could be recorded; "
+                    "export it again to check it"
+                )
+                continue
+            raise _fail(
+                f"{bundle.files.path}: entry seq {seq}",
+                f"share {share_id} received from {received['peer']} has no share.sent "
+                "in its ledger",
+            )
 
 
-def verify_bundle(paths: Sequence[Path], *, ca_pem: bytes | None = None) -> Report:
-    """Verify the bundles at ``paths`` and cross-check their shares.
+def _receipt_time(sent: dict[str, Any]) -> int:
+    """The end of the second the signed receipt names (checked by :func:`_check_receipt`),
+    in milliseconds like entry times; else the entry's own time."""
+    receipt = sent["detail"].get("receipt", {}).get("receipt", {})
+    value = receipt.get("time") if isinstance(receipt, dict) else None
+    return value * 1000 + 999 if type(value) is int else int(sent["time"])
 
-    ``ca_pem`` is the federation CA certificate the auditor trusts; without it
-    the ``ca.pem`` inside each bundle is used, and without that the
-    directory's signature is not checked (the report says so).
+
+def _check_witnessed(bundles: list[_Bundle], report: Report) -> dict[str, int]:
+    """Check every checkpoint a witness in ``bundles`` cosigned against the witnessed
+    log's own entries, when that log's bundle is given; returns, per origin, the
+    largest size so confirmed.
+
+    A log's own bundle may leave its checkpoints out, or hold entries rewritten
+    after its last checkpoint; what its witnesses recorded still binds it.
+    """
+    by_origin = {b.manifest["origin"]: b for b in bundles}
+    confirmed: dict[str, int] = {}
+    for witness in bundles:
+        for seq, fields in witness.cosigned:
+            where = f"{witness.files.path}: entry seq {seq}"
+            detail = fields["detail"]
+            log = by_origin.get(detail.get("origin"))
+            if log is None or log is witness:
+                continue
+            size, root_text = detail.get("size"), detail.get("root")
+            try:
+                if type(size) is not int or size < 0 or not isinstance(root_text, str):
+                    raise ValueError("size or root missing")
+                root = base64.b64decode(root_text, validate=True)
+                if len(root) != HASH_SIZE:
+                    raise ValueError(f"root is {len(root)} bytes")
+            except (ValueError, binascii.Error) as e:
+                raise _fail(where, f"witness.cosigned entry is malformed: {e}", e) from e
+            name = log.manifest["node"]
+            if size > log.count:
+                raise _fail(
+                    f"{log.files.path}",
+                    f"holds {log.count} entries, but {witness.manifest['node']} cosigned "
+                    f"{name}'s checkpoint of size {size} ({where}): the log was cut back "
+                    "after it was witnessed",
+                )
+            actual = _root_at(log.levels, size)
+            if actual != root:
+                raise _fail(
+                    f"{log.files.path}",
+                    f"entries 0..{size - 1} have root {actual.hex()}, but "
+                    f"{witness.manifest['node']} cosigned root {root.hex()} for that size "
+                    f"({where}): the log was rewritten after it was witnessed",
+                )
+            report.witnessed_checked += 1
+            origin = log.manifest["origin"]
+            confirmed[origin] = max(confirmed.get(origin, 0), size)
+    return confirmed
+
+
+def verify_bundle(
+    paths: Sequence[Path], *, ca_pem: bytes | None = None, require_published: bool = False
+) -> Report:
+    """Verify the bundles at ``paths`` and check them against each other.
+
+    ``ca_pem`` is the federation CA certificate the auditor trusts. Without it
+    the ``ca.pem`` inside each bundle is used (anyone can make a CA, so this
+    proves only that the bundles agree with each other): all bundles must then
+    carry the same CA, and ``Report.ca_from_bundle`` is set. A bundle with
+    neither is checked without the directory's signature (the report says so).
+
+    ``require_published`` fails a bundle holding entries that no published
+    checkpoint, its own or one its witnesses' bundles show they cosigned,
+    covers: only those entries are protected against the log rewriting them.
 
     Raises:
         VerificationError: the first violation, naming the bundle and the
@@ -968,8 +1136,25 @@ def verify_bundle(paths: Sequence[Path], *, ca_pem: bytes | None = None) -> Repo
             raise VerificationError(
                 f"bundles come from different federations: {sorted(federations)}"
             )
+        report.ca_from_bundle = ca_pem is None
+        if ca_pem is None and len({b.ca_digest for b in bundles}) > 1:
+            raise VerificationError(
+                "the bundles' directories are signed under different CAs "
+                f"({', '.join(f'{b.files.path}: {b.ca_digest.hex()[:16]}' for b in bundles)}); "
+                "one of them is not from this federation"
+            )
         directory = max((b.directory for b in bundles), key=lambda d: d.serial)
         _cross_check(bundles, directory, report)
+        witnessed = _check_witnessed(bundles, report)
+        for bundle, entry in zip(bundles, report.bundles, strict=True):
+            entry.witnessed_size = witnessed.get(entry.origin, 0)
+            covered = max(entry.published_size, entry.witnessed_size)
+            if require_published and covered < bundle.count:
+                raise VerificationError(
+                    f"{bundle.files.path}: entries {covered}..{bundle.count - 1} are covered by "
+                    "no published checkpoint, so nothing stops the log from rewriting them; "
+                    "run 'fednode ledger checkpoint' on that node and export again"
+                )
     finally:
         for bundle in bundles:
             bundle.files.close()

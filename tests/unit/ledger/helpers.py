@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ class Federation:
     witnesses: dict[str, Witness] = field(default_factory=dict)
     directory_json: bytes = b""
     ca_pem: bytes = b""
+    #: Added to every store's clock, so a test can let time pass between entries.
+    skew_ms: int = 0
 
     def __post_init__(self) -> None:
         self.keys = {d: _seed_key(d) for d in self.departments}
@@ -118,7 +121,11 @@ class Federation:
 
     def store(self, dept: str) -> LedgerStore:
         if dept not in self.stores:
-            self.stores[dept] = LedgerStore(self.root / dept / "ledger.db", dept)
+            self.stores[dept] = LedgerStore(
+                self.root / dept / "ledger.db",
+                dept,
+                clock=lambda: time.time_ns() // 1_000_000 + self.skew_ms,
+            )
         return self.stores[dept]
 
     def publish(self, dept: str) -> StoredCheckpoint:
@@ -159,7 +166,7 @@ class Federation:
             "sender": sender,
             "recipient": recipient,
             "agreement": "agr-1",
-            "time": 1_800_000_000,
+            "time": int(time.time()),
         }
         signed = {
             "receipt": receipt,
@@ -167,7 +174,13 @@ class Federation:
                 self.keys[receipt_signer or recipient].sign(dumps(receipt))
             ).decode(),
         }
-        common = {"agreement": "agr-1", "dataset": "people", "columns": ["age"], "digest": digest}
+        common = {
+            "agreement": "agr-1",
+            "dataset": "people",
+            "columns": ["age"],
+            "purpose": "research",
+            "digest": digest,
+        }
         if receiver_records:
             self.store(recipient).append(
                 {
@@ -183,7 +196,6 @@ class Federation:
                 {
                     "event": "share.sent",
                     "peer": recipient,
-                    "purpose": "research",
                     **common,
                     "detail": {"share_id": share_id, "rows": rows, "chunks": 1, "receipt": signed},
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import shutil
 import zipfile
@@ -275,6 +276,8 @@ def test_unknown_bundle_version(two_bundles: tuple[Path, Path]) -> None:
 def test_share_missing_on_the_receiver(federation: Federation, tmp_path: Path) -> None:
     federation.share("alpha", "beta")
     share_id = federation.share("alpha", "beta", receiver_records=False)
+    federation.skew_ms = 2_000  # beta's ledger goes on after the share, without its entry
+    fill(federation.store("beta"), 1)
     federation.publish("alpha")
     federation.publish("beta")
     a = _export(federation, "alpha", tmp_path / "a")
@@ -284,6 +287,63 @@ def test_share_missing_on_the_receiver(federation: Federation, tmp_path: Path) -
         VerificationError, match=f"entry seq 1: share {share_id} sent to beta has no share.received"
     ):
         verify_bundle([a, b])
+
+
+def test_a_share_newer_than_the_other_bundle_is_reported_not_failed(
+    federation: Federation, tmp_path: Path
+) -> None:
+    # beta's bundle was exported before it recorded the share alpha then sent it.
+    share_id = federation.share("alpha", "beta", receiver_records=False)
+    federation.publish("alpha")
+    federation.publish("beta")
+    a = _export(federation, "alpha", tmp_path / "a")
+    b = _export(federation, "beta", tmp_path / "b")
+    report = verify_bundle([a, b])
+    assert report.shares_checked == 0
+    assert [n for n in report.notes if share_id in n and "not yet covered" in n]
+
+
+def test_a_receipt_the_provider_never_acknowledged_is_reported_not_failed(
+    federation: Federation, tmp_path: Path
+) -> None:
+    share_id = federation.share("alpha", "beta", sender_records=False)
+    federation.store("beta").append(
+        {"event": "share.receipt_failed", "peer": "alpha", "outcome": "error",
+         "detail": {"share_id": share_id, "reason": "alpha did not answer"}}
+    )  # fmt: skip
+    federation.skew_ms = 120_000  # alpha goes on long after: the share.sent is not just late
+    fill(federation.store("alpha"), 1)
+    for dept in ("alpha", "beta"):
+        federation.publish(dept)
+    report = verify_bundle(
+        [_export(federation, d, tmp_path / f"{d}.zip") for d in ("alpha", "beta")]
+    )
+    assert [n for n in report.notes if share_id in n and "never acknowledged" in n]
+
+
+def test_both_sides_must_agree_on_columns_and_purpose(
+    federation: Federation, tmp_path: Path
+) -> None:
+    federation.share("alpha", "beta")
+    federation.publish("alpha")
+    federation.publish("beta")
+    a = _export(federation, "alpha", tmp_path / "a")
+    b = _export(federation, "beta", tmp_path / "b")
+    for name, value in (("columns", ["age", "income"]), ("purpose", "marketing")):
+        work = tmp_path / f"b-{name}"
+        shutil.copytree(b, work)
+        lines = (work / "entries.jsonl").read_bytes().splitlines()
+        entry = loads(lines[0])
+        entry[name] = value
+        lines[0] = dumps(entry)
+        (work / "entries.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        # The entry no longer matches beta's checkpoint, so check the cross-check
+        # itself on a bundle whose checkpoints are left out.
+        manifest = loads((work / "manifest.json").read_bytes().rstrip(b"\n"))
+        manifest["checkpoints"] = []
+        (work / "manifest.json").write_bytes(dumps(manifest) + b"\n")
+        with pytest.raises(VerificationError, match=f"{name} .* differs from beta's entry seq 0"):
+            verify_bundle([a, work])
 
 
 @pytest.mark.parametrize(
@@ -312,6 +372,7 @@ def test_share_cross_check(
 ) -> None:
     fill(federation.store("alpha"), 1)
     federation.share("alpha", "beta", **options)  # type: ignore[arg-type]
+    federation.skew_ms = 120_000  # alpha's bundle goes on well after the share
     fill(federation.store("alpha"), 1)
     federation.publish("alpha")
     federation.publish("beta")
@@ -514,3 +575,132 @@ def test_file_ranges_tile_the_file_at_run_starts(
         assert start < end or len(ranges) == 1
         assert first_seq % chunk == 0 and line_starts[first_seq] == start
     assert len(ranges) <= pieces
+
+
+def _witness_records(
+    federation: Federation, witness: str, log: str, size: int, root: bytes
+) -> None:
+    """What a witness node's Ledger service records when it cosigns ``log``'s checkpoint."""
+    federation.store(witness).append(
+        {
+            "event": "witness.cosigned",
+            "peer": log,
+            "detail": {
+                "origin": federation.origin(log),
+                "size": size,
+                "root": base64.b64encode(root).decode(),
+            },
+        }
+    )
+
+
+def _strip_checkpoints(bundle: Path) -> None:
+    manifest = loads((bundle / "manifest.json").read_bytes().rstrip(b"\n"))
+    manifest["checkpoints"] = []
+    (bundle / "manifest.json").write_bytes(dumps(manifest) + b"\n")
+
+
+def _rechain(bundle: Path, lines: list[bytes]) -> None:
+    """Rewrite ``entries.jsonl`` as a log would to hide an edit: seq and prev made whole again."""
+    out, prev = [], None
+    for seq, raw in enumerate(lines):
+        entry = loads(raw)
+        entry["seq"] = seq
+        if prev is not None:
+            entry["prev"] = prev
+        line = dumps(entry)
+        prev = hashlib.sha256(b"\x00" + line).hexdigest()
+        out.append(line)
+    (bundle / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in out))
+    manifest = loads((bundle / "manifest.json").read_bytes().rstrip(b"\n"))
+    manifest["size"] = len(out)
+    (bundle / "manifest.json").write_bytes(dumps(manifest) + b"\n")
+
+
+@pytest.fixture
+def witnessed(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
+    """alpha's log of 12 entries with a checkpoint at 10 that beta cosigned and recorded."""
+    fill(federation.store("alpha"), 10)
+    cp = federation.publish("alpha")
+    _witness_records(federation, "beta", "alpha", cp.size, cp.root)
+    fill(federation.store("alpha"), 2, 10)
+    federation.publish("beta")
+    return _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+
+
+def test_a_witnessed_checkpoint_binds_the_log(witnessed: tuple[Path, Path]) -> None:
+    report = verify_bundle(list(witnessed))
+    assert report.witnessed_checked == 1
+    assert report.bundles[0].witnessed_size == 10
+
+
+def test_a_log_rewritten_under_a_stripped_manifest_fails_against_its_witness(
+    witnessed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a, b = witnessed
+    work = tmp_path / "rewritten"
+    shutil.copytree(a, work)
+    lines = (work / "entries.jsonl").read_bytes().splitlines()
+    del lines[3]  # an entry removed, the chain rebuilt, the checkpoints left out
+    _rechain(work, lines)
+    _strip_checkpoints(work)
+    verify_bundle([work])  # alone, it is a well-formed, unpublished log
+    with pytest.raises(VerificationError, match="the log was rewritten after it was witnessed"):
+        verify_bundle([work, b])
+    with pytest.raises(VerificationError, match="covered by no published checkpoint"):
+        verify_bundle([work], require_published=True)
+
+
+def test_a_log_cut_back_below_a_witnessed_size_fails(
+    witnessed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a, b = witnessed
+    work = tmp_path / "cut"
+    shutil.copytree(a, work)
+    _rechain(work, (work / "entries.jsonl").read_bytes().splitlines()[:8])
+    _strip_checkpoints(work)
+    with pytest.raises(VerificationError, match="holds 8 entries, but beta cosigned alpha's"):
+        verify_bundle([work, b])
+
+
+def test_require_published_accepts_entries_a_witness_covers(
+    witnessed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a, b = witnessed
+    with pytest.raises(VerificationError, match=r"entries 10\.\.11 are covered by no published"):
+        verify_bundle([a, b], require_published=True)
+
+
+def test_without_a_ca_the_bundles_must_share_one(federation: Federation, tmp_path: Path) -> None:
+    fill(federation.store("alpha"), 3)
+    federation.publish("alpha")
+    a = _export(federation, "alpha", tmp_path / "a")
+    impostor = Federation(tmp_path / "impostor")  # its own CA, same federation name
+    try:
+        fill(impostor.store("beta"), 3)
+        impostor.publish("beta")
+        b = _export(impostor, "beta", tmp_path / "b")
+        report = verify_bundle([b])
+        assert report.ca_from_bundle  # verified only against the CA the bundle carries
+        with pytest.raises(VerificationError, match="signed under different CAs"):
+            verify_bundle([a, b])
+        with pytest.raises(VerificationError, match="directory"):
+            verify_bundle([b], ca_pem=federation.ca_pem)
+    finally:
+        impostor.close()
+
+
+def test_a_damaged_deflate_stream_is_a_verification_error(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fill(federation.store("alpha"), 200)
+    federation.publish("alpha")
+    out = _export(federation, "alpha", tmp_path / "alpha.zip")
+    with zipfile.ZipFile(out) as z:
+        info = z.getinfo("entries.jsonl")
+    data = bytearray(out.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match=r"alpha\.zip"):
+        verify_bundle([out])
