@@ -123,7 +123,7 @@ def test_ledger_across_nodes(fed: LocalFederation, tmp_path: Path) -> None:
     fields["outcome"] = "denied" if fields["outcome"] == "ok" else "ok"
     lines[2] = dumps(fields)
     (work / "entries.jsonl").write_bytes(b"\n".join(lines))
-    bad = fednode("ledger", "verify", work)
+    bad = fednode("ledger", "verify", work, "--ca", fed.ca_pem)
     assert bad.returncode == 7
     assert "entry seq 3: prev" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) <= 2
