@@ -417,11 +417,17 @@ def _verify(args: argparse.Namespace) -> int:
         print(_BUNDLE_CA_WARNING, file=sys.stderr)
     try:
         report = verify_bundle(args.bundles, ca_pem=ca)
-    except LedgerDirectoryError as e:
-        if ca is not None:
+    except LedgerError as e:
+        if getattr(e, "hint", None) is None:
+            directory_refused = isinstance(e, LedgerDirectoryError) or isinstance(
+                e.__cause__, LedgerDirectoryError
+            )
             e.hint = (  # type: ignore[attr-defined]
                 f"the directory is not signed by the CA in {args.ca}: check that it is this "
-                "federation's CA; if it is, the bundle is forged or altered"
+                "federation's CA certificate; if it is, the bundle is forged or altered"
+                if ca is not None and directory_refused
+                else "keep the bundle as evidence and ask the department for its "
+                "'fednode ledger fsck' output and a fresh export; a second failure is an incident"
             )
         raise
     trusted = (
