@@ -46,7 +46,7 @@ class AuditSink(Protocol):
         admin command (:mod:`node.audit.actor`) and nobody otherwise, since a
         peer's request names the peer in ``peer``.
 
-        ``sensitive`` names fields (``actor``, ``detail.subject``, ...) that enter the
+        ``sensitive`` names fields (such as ``detail.reason``) that enter the
         ledger only as salted commitments, so they can later be crypto-shredded.
         """
         ...

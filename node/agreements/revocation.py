@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from node.agreements.document import is_agreement_id
 from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementRecord
-from node.agreements.workflow import check_reason
+from node.agreements.workflow import REVOCATION_SENSITIVE, check_reason
 from node.errors import AgreementError, NodeError, brief
 from node.exchange import convert
 from node.identity.certs import IDENTIFIER
@@ -139,6 +139,8 @@ def accept_notice(runtime: NodeRuntime, caller: str, notice: Any) -> AgreementRe
         purpose=signed.purpose,
         digest=signed.digest,
         detail={"reason": reason, "notice": notice},
+        # The notice carries the same free-text reason, so both can be shredded.
+        sensitive=REVOCATION_SENSITIVE,
     )
     return record
 
@@ -174,5 +176,7 @@ def send_notice(runtime: NodeRuntime, record: AgreementRecord, reason: str) -> s
         agreement=signed.id,
         outcome="ok" if failure is None else "error",
         detail={"notice": notice} if failure is None else {"reason": failure},
+        # The notice repeats the operator's free-text reason (see REVOCATION_SENSITIVE).
+        sensitive=("detail.notice",) if failure is None else (),
     )
     return failure

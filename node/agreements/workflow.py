@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_REASON_LEN",
+    "REVOCATION_SENSITIVE",
     "accept_countersigned",
     "check_reason",
     "countersign",
@@ -42,6 +43,9 @@ __all__ = [
 #: party and enters both ledgers, so a party cannot make either ledger carry
 #: megabytes of text.
 MAX_REASON_LEN = 500
+#: Ledger fields of an ``agreement.revoked`` entry recorded as erasable
+#: commitments: the reason, and the other party's signed notice that repeats it.
+REVOCATION_SENSITIVE = ("detail.reason", "detail.notice")
 
 
 def create(
@@ -165,7 +169,15 @@ def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRec
     check_reason(reason)
     record = agreements_of(runtime).revoke(agreement_id, reason)
     signed = record.signed
-    _record(runtime, "agreement.revoked", signed, detail={"reason": reason})
+    # A reason is free text an operator types, so it may name people: it enters
+    # the ledger as a commitment that 'fednode ledger erase' can shred.
+    _record(
+        runtime,
+        "agreement.revoked",
+        signed,
+        detail={"reason": reason},
+        sensitive=REVOCATION_SENSITIVE[:1],
+    )
     return record
 
 
@@ -190,6 +202,7 @@ def _record(
     signed: SignedAgreement,
     *,
     detail: dict[str, object] | None = None,
+    sensitive: tuple[str, ...] = (),
 ) -> None:
     """Record one step of an agreement's life, with the other party as the peer."""
     runtime.audit.record(
@@ -201,4 +214,5 @@ def _record(
         purpose=signed.purpose,
         digest=signed.digest,
         detail=detail,
+        sensitive=sensitive,
     )

@@ -143,7 +143,7 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     seq = _int_arg(args, "seq")
     path = args.get("field")
     if not isinstance(path, str) or not path:
-        raise AdminError("argument 'field' must name a sensitive field, e.g. actor or detail.ssn")
+        raise AdminError("argument 'field' must name a sensitive field, e.g. detail.reason")
     recorder = recorder_of(runtime)
     recorder.store.erase(seq, path)
     # The admin service marks the operator as the actor (node.audit.actor).

@@ -74,6 +74,48 @@ def test_a_provider_revocation_reaches_the_consumer(fed: LocalFederation, tmp_pa
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_a_revocation_reason_can_be_erased_from_both_ledgers(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    # A reason is free text and may name people: each ledger holds it as a
+    # commitment that an erasure request can shred, with every proof intact.
+    agreement_id, _ = agreement_file(fed, tmp_path)
+    reason = "analyst W. Zhang exported rows outside the purpose"
+    admin(fed, "health", "agreement.revoke", id=agreement_id, reason=reason)
+    for department, paths in (
+        ("health", ["detail.reason"]),
+        ("statistics", ["detail.notice", "detail.reason"]),
+    ):
+        [entry] = events(fed, department, "agreement.revoked")
+        assert entry["sensitive"] == paths
+        assert all(entry["detail"][p.split(".")[1]].startswith("sha256:") for p in paths)
+        home = fed.homes[department]
+        # Every entry that holds the reason, as an erasure request would find them.
+        holding = [e for e in ledger_events(home) if e["sensitive"]]
+        assert {e["event"] for e in holding} <= {"agreement.revoked", "agreement.revocation_sent"}
+        for held in holding:
+            for path in held["sensitive"]:
+                erased = fednode("ledger", "erase", str(held["seq"]), path, "--home", home)
+                assert erased.returncode == 0, erased.stderr
+        again = fednode("ledger", "erase", str(entry["seq"]), paths[0], "--home", home)
+        assert again.returncode != 0  # nothing left to erase
+        [record] = [
+            e
+            for e in events(fed, department, "ledger.erased")
+            if e["detail"] == {"seq": entry["seq"], "field": paths[0]}
+        ]
+        assert record["actor"] == "operator"
+        bundle = tmp_path / department
+        fednode("ledger", "checkpoint", "--home", home)
+        fednode("ledger", "export", "--out", bundle, "--home", home, check=True)
+        exported = b"".join(f.read_bytes() for f in bundle.rglob("*") if f.is_file())
+        assert b"W. Zhang" not in exported
+    verified = fednode(
+        "ledger", "verify", tmp_path / "health", tmp_path / "statistics", "--ca", fed.ca_pem
+    )
+    assert verified.returncode == 0, verified.stderr
+
+
 def test_a_consumer_revocation_reaches_the_provider(fed: LocalFederation, tmp_path: Path) -> None:
     agreement_id, _ = agreement_file(fed, tmp_path)
     result = admin(
