@@ -166,7 +166,7 @@ def _since_ms(text: str) -> int:
 def register(subparsers: Any) -> None:
     group = subparsers.add_parser(
         "ledger",
-        help="auditor: export, verify and prove the audit ledger",
+        help="the audit ledger: checkpoint, export, show, fsck; verify (auditor, offline)",
         description=_GROUP_HELP,
     )
     commands = group.add_subparsers(dest="command", metavar="COMMAND")

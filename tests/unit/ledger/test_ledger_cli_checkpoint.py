@@ -192,8 +192,8 @@ def _fake_invoke(events: list[dict[str, Any]], result: dict[str, Any]) -> Any:
     return invoke
 
 
-_SIGNED = {"event": "signed", "size": 8, "witnesses": ["beta", "gamma"]}
-_RESULT = {
+_SIGNED: dict[str, Any] = {"event": "signed", "size": 8, "witnesses": ["beta", "gamma"]}
+_RESULT: dict[str, Any] = {
     "size": 8,
     "root": "",
     "cosigners": ["beta"],
@@ -208,7 +208,7 @@ _RESULT = {
 def test_cli_exits_7_naming_the_witness(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         _SIGNED,
         {"event": "cosigned", "witness": "beta"},
         {
@@ -233,7 +233,7 @@ def test_cli_exits_7_naming_the_witness(
 def test_cli_outage_with_threshold_met_exits_0(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         _SIGNED,
         {"event": "cosigned", "witness": "beta"},
         {"event": "witness_failed", "witness": "gamma", "reason": "UNAVAILABLE", "incident": False},
