@@ -46,6 +46,7 @@ def ledger_checkpoint(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) ->
         "threshold": result.threshold,
         "published": result.published,
         "failures": result.failures,
+        "incidents": result.incidents,
         "note": result.note.decode(),
     }
 
@@ -116,7 +117,9 @@ def ledger_prove(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
 @admin_command("ledger.show")
 def ledger_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     store = recorder_of(runtime).store
-    limit = int(args.get("limit") or _SHOW_LIMIT)
+    limit = _int_arg(args, "limit") if "limit" in args else _SHOW_LIMIT
+    if limit == 0:
+        raise AdminError("argument 'limit' must be at least 1")
     since = args.get("since_ms")
     wanted = {k: args.get(k) for k in ("event", "peer", "dataset") if args.get(k)}
     found: list[dict[str, Any]] = []

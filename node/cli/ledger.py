@@ -67,9 +67,17 @@ _VERIFY_HELP = """\
 Verify auditor bundles offline: every entry (canonical form, seq, hash chain),
 every checkpoint (log signature, Merkle root recomputed from the entries,
 witness cosignatures against the federation's k-of-n policy, consistency with
-the previous checkpoint). Given bundles from several departments, every share
-is cross-checked: the sender's share.sent, the receiver's share.received, and
-the receipt signed by the receiver must agree.
+the previous checkpoint). Given bundles from several departments, they are
+checked against each other: every share (the sender's share.sent, the
+receiver's share.received and the receipt signed by the receiver must agree),
+and every checkpoint a witness recorded cosigning must match the witnessed
+log's entries, so a log cut back or rewritten after it was witnessed fails
+even if its bundle leaves its checkpoints out. Give the witnesses' bundles
+too for that check.
+
+Entries after a log's last published checkpoint are chained but could still
+be rewritten by that node; verify prints how many. --require-published makes
+them a failure (exit 7), for audits that must rest on witnessed history only.
 
 Trust starts from --ca FILE: the federation CA certificate you got from the
 federation authority over a channel you trust. It is required: the ca.pem
@@ -85,6 +93,7 @@ file exits 2. verify needs no node, so --home is not used.
 examples:
   fednode ledger verify --ca federation-ca.pem health.zip
   fednode ledger verify --ca federation-ca.pem health.zip transport.zip
+  fednode ledger verify --ca federation-ca.pem --require-published *.zip
 """
 
 _PROVE_HELP = """\
@@ -219,6 +228,11 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--home", type=Path, default=argparse.SUPPRESS, help="not used: verify needs no node"
     )
+    verify.add_argument(
+        "--require-published",
+        action="store_true",
+        help="fail if any entry is covered by no published or witnessed checkpoint",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
 
@@ -271,12 +285,15 @@ def register(subparsers: Any) -> None:
         "erase",
         help="crypto-shred one sensitive value (the entry and proofs stay valid)",
         description="Delete the stored value and salt behind a committed field, for example\n"
-        "when a citizen's data must be erased. The entry keeps its commitment, so the\n"
-        "chain, roots and proofs are unchanged.\n\n"
-        "example:\n  fednode ledger erase 1234 detail.subject",
+        "when a person named in it asks for erasure. The entry keeps its commitment,\n"
+        "so the chain, roots and proofs are unchanged. Committed fields are listed in\n"
+        "each entry's 'sensitive' (see 'fednode ledger show --json'): a revocation\n"
+        "reason (detail.reason) and the signed notice that repeats it (detail.notice)\n"
+        "in agreement.revoked and agreement.revocation_sent entries.\n\n"
+        "example:\n  fednode ledger erase 1234 detail.reason",
     )
     erase.add_argument("seq", type=_entry_seq)
-    erase.add_argument("field", help="a sensitive field path, e.g. actor or detail.subject")
+    erase.add_argument("field", help="a committed field path, e.g. detail.reason")
     erase.set_defaults(handler=_erase)
 
 
@@ -416,7 +433,7 @@ def _verify(args: argparse.Namespace) -> int:
     if ca is None:
         print(_BUNDLE_CA_WARNING, file=sys.stderr)
     try:
-        report = verify_bundle(args.bundles, ca_pem=ca)
+        report = verify_bundle(args.bundles, ca_pem=ca, require_published=args.require_published)
     except LedgerError as e:
         if getattr(e, "hint", None) is None:
             directory_refused = isinstance(e, LedgerDirectoryError) or isinstance(
@@ -452,12 +469,15 @@ def _verify(args: argparse.Namespace) -> int:
                             "published_size": b.published_size,
                             "root": base64.b64encode(b.root).decode(),
                             "unchecked_tail": b.tail,
+                            "witnessed_size": b.witnessed_size,
                             "directory_signature_checked": b.directory_signature_checked,
                         }
                         for b in report.bundles
                     ],
                     "shares_checked": report.shares_checked,
                     "shares_receipt_only": report.shares_unmatched_peers,
+                    "witnessed_checkpoints_checked": report.witnessed_checked,
+                    "notes": report.notes,
                     "seconds": round(report.seconds, 3),
                 },
                 indent=2,
@@ -470,12 +490,20 @@ def _verify(args: argparse.Namespace) -> int:
             f"ok {b.path}: {b.origin}, {b.entries} entries, {len(b.checkpoints)} checkpoint(s), "
             f"published up to size {b.published_size}{ca_note}"
         )
-        if b.tail:
-            print(f"   {b.tail} entries after the last published checkpoint are chained only")
+        if b.witnessed_size > b.published_size:
+            print(f"   witnesses' bundles confirm entries 0..{b.witnessed_size - 1} as cosigned")
+        uncovered = b.entries - max(b.published_size, b.witnessed_size)
+        if uncovered:
+            print(
+                f"   {uncovered} entries after the last published checkpoint are chained only: "
+                "the node could still rewrite them (--require-published fails on this)"
+            )
     print(
-        f"verified {report.entries} entries and {report.shares_checked} cross-checked share(s) "
-        f"in {report.seconds:.2f}s"
+        f"verified {report.entries} entries, {report.shares_checked} cross-checked share(s) and "
+        f"{report.witnessed_checked} witnessed checkpoint(s) in {report.seconds:.2f}s"
     )
+    for note in report.notes:
+        print(f"note: {note}")
     if report.shares_unmatched_peers:
         print(
             f"{report.shares_unmatched_peers} share(s) went to departments whose bundle was not "

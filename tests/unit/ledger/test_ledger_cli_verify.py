@@ -126,3 +126,22 @@ def test_help_shows_ca_and_says_home_is_unused(capsys: pytest.CaptureFixture[str
     assert "fednode ledger verify --ca federation-ca.pem health.zip" in text
     assert "--trust-bundle-ca" in text
     assert "not used: verify needs no node" in text
+
+
+def test_require_published_fails_on_an_unpublished_tail(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "federation-ca.pem"
+    ca.write_bytes(federation.ca_pem)
+    store = federation.store("alpha")
+    fill(store, 12)
+    federation.publish("alpha")
+    fill(store, 3, 12)  # after the last checkpoint: chained, not yet witnessed
+    out = tmp_path / "alpha.zip"
+    export_bundle(store, federation.directory_json, out, origin=federation.origin("alpha"),
+                  ca_pem=federation.ca_pem)  # fmt: skip
+    assert main(["ledger", "verify", "--ca", str(ca), str(out)]) == 0
+    told = capsys.readouterr().out
+    assert "3 entries after the last published checkpoint are chained only" in told
+    assert main(["ledger", "verify", "--ca", str(ca), "--require-published", str(out)]) == 7
+    assert "entries 12..14 are covered by no published checkpoint" in capsys.readouterr().err
