@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from ledger.errors import LedgerError
+from node.admin.cancel import cancellable
 from node.admin.registry import AdminHandler
 from node.audit.actor import acting_as
 from node.errors import AccessDenied, NodeError
@@ -90,11 +91,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             return
         events: queue.Queue[object] = queue.Queue()
         outcome: dict[str, Any] = {}
+        # Set when the call ends for any reason; a command still running then
+        # was abandoned by its caller, and stops at its next check.
+        ended = threading.Event()
+        context.add_callback(ended.set)
 
         def run() -> None:
             try:
                 # Whoever can reach the admin socket is the node's operator.
-                with acting_as(OPERATOR):
+                with acting_as(OPERATOR), cancellable(ended):
                     outcome["result"] = handler(
                         self._runtime,
                         args,
@@ -119,8 +124,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                 break
             if not context.is_active():
                 # The operator went away (Ctrl-C), or the node is stopping. The command
-                # keeps its own cancellation rules on its own thread; relaying its events
-                # would only hold this server thread, and with it the node's exit.
+                # stops at its next check_cancelled() (node.admin.cancel); relaying its
+                # events would only hold this server thread, and with it the node's exit.
                 context.set_code(grpc.StatusCode.CANCELLED)
                 return
             if item is not None:

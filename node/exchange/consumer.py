@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from node.admin.cancel import check_cancelled
 from node.agreements.policy import authorize
 from node.errors import AccessDenied, ExchangeError, NodeError, PeerError
 from node.exchange import convert
@@ -191,6 +192,8 @@ def fetch_share(
     frames = _prefetch(call, limit_rate)
     try:
         for kind, data in frames:
+            # Ctrl-C in the CLI: stop here, and the output is removed below.
+            check_cancelled()
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)
@@ -233,6 +236,7 @@ def fetch_share(
         if sink is None:
             raise ExchangeError("share ended without a header")
         writes.settle()
+        check_cancelled()  # the last moment a cancellation can still undo the share
         sink.commit()
     except grpc.RpcError as e:
         error = _peer_error(provider, e)

@@ -334,6 +334,48 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     )
 
 
+def test_ctrl_c_cancels_the_share_and_keeps_nothing(pair: LocalFederation, tmp_path: Path) -> None:
+    big = tmp_path / "big.parquet"
+    pq.write_table(big_table(64), big)
+    admin(pair, "health", "dataset.add", name="big", path=str(big))
+    agreement_id, _ = agreement_file(
+        pair, tmp_path, dataset="big", columns={"district": {"treatment": "plain"}}
+    )
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node.cli.main", "share", "fetch",
+         "--home", str(pair.homes["statistics"]), "--from", "health",
+         "--agreement", agreement_id, "--out", str(out_dir / "big.parquet"),
+         "--limit-rate", "2000000", "--compression", "none", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2.0)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    # The node stops the share at its next chunk and removes what it had written;
+    # long enough for the share to have finished had it gone on is 64 MB at 2 MB/s.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        failed = [
+            e for e in ledger_events(pair.homes["statistics"]) if e["event"] == "share.failed"
+        ]
+        if failed:
+            break
+        time.sleep(0.2)
+    assert failed and "cancelled" in failed[-1]["detail"]["reason"], failed
+    assert visible(out_dir) == []
+    consumer = {e["event"] for e in ledger_events(pair.homes["statistics"])}
+    assert "share.received" not in consumer
+    assert "share.sent" not in {e["event"] for e in ledger_events(pair.homes["health"])}
+    # The node is none the worse: the same share runs to the end when left alone.
+    done = fetch(pair, agreement_id, out_dir / "big.parquet", "--json")
+    assert done.returncode == 0, done.stderr
+    assert visible(out_dir) == ["big.parquet"]
+
+
 def test_peer_not_in_directory(pair: LocalFederation, tmp_path: Path) -> None:
     agreement_id, _ = agreement_file(pair, tmp_path)
     out = tmp_path / "x.parquet"
