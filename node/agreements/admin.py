@@ -12,7 +12,7 @@ from node.agreements import workflow
 from node.agreements.document import SignedAgreement
 from node.agreements.policy import agreements_of
 from node.agreements.revocation import send_notice
-from node.errors import AgreementError
+from node.errors import AgreementError, NodeError
 from node.exchange import convert
 from protocols.fednode.v1 import exchange_pb2_grpc
 
@@ -46,7 +46,9 @@ def agreement_create(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> 
         modes=[str(m) for m in args.get("modes") or []],
         columns=columns,
     )
-    return record.to_json()
+    result = record.to_json()
+    result["personal_plain"] = workflow.personal_in_plain(runtime, record.signed)
+    return result
 
 
 @admin_command("agreement.countersign")
@@ -56,11 +58,15 @@ def agreement_countersign(runtime: NodeRuntime, args: dict[str, Any], emit: Emit
     result["pushed"] = False
     if args.get("push"):
         signed = record.signed
-        stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(signed.provider))
+        # The agreement is active here now: a failed push is reported in the
+        # result, never raised, so the operator still gets the file to send.
         try:
+            stub = exchange_pb2_grpc.ExchangeStub(runtime.peer_channel(signed.provider))
             ack = stub.SubmitAgreement(convert.agreement_to_proto(signed), timeout=_PUSH_DEADLINE_S)
         except grpc.RpcError as e:
             result["push_error"] = f"{e.code().name}: {e.details()}"
+        except NodeError as e:
+            result["push_error"] = str(e)
         else:
             result["pushed"] = True
             result["provider_state"] = ack.state

@@ -1,7 +1,10 @@
 """The node's agreements: one SQLite file, with each agreement's state and pseudonym key.
 
 States move one way: ``proposed`` (provider-signed) -> ``active`` (countersigned)
--> ``revoked``; ``proposed`` may also go straight to ``revoked``. Invariants:
+-> ``revoked``; ``proposed`` may also go straight to ``revoked``. ``expired``
+is never stored: it is how an unrevoked agreement past its ``valid_until`` is
+shown (:meth:`AgreementRecord.state_at`), computed at the time it is shown, so
+the store needs no sweeper and no clock-driven writes. Invariants:
 
 * a revocation is durable when :meth:`AgreementStore.revoke` returns, and every
   later :meth:`AgreementStore.get` sees it, so shares in flight that re-check
@@ -24,10 +27,13 @@ from pathlib import Path
 from node.agreements.document import SignedAgreement
 from node.errors import AgreementError
 from node.sqlite_db import open_versioned_db
+from node.timefmt import utc_text
 
-__all__ = ["STATES", "AgreementRecord", "AgreementStore"]
+__all__ = ["SHOWN_STATES", "STATES", "AgreementRecord", "AgreementStore"]
 
 STATES = ("proposed", "active", "revoked")
+#: States a record can be shown in: the stored ones, and ``expired``.
+SHOWN_STATES = (*STATES, "expired")
 _SCHEMA_VERSION = 1
 _SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,9 +54,22 @@ class AgreementRecord:
     revoked_at: int | None
     reason: str | None
 
-    def to_json(self) -> dict[str, object]:
+    def state_at(self, now: int) -> str:
+        """The state to show at ``now``: ``expired`` for an unrevoked agreement past its window.
+
+        Access decisions do not use this; :mod:`node.agreements.policy` checks
+        the window itself.
+        """
+        if self.state != "revoked" and now >= self.signed.valid_until:
+            return "expired"
+        return self.state
+
+    def to_json(self, now: int | None = None) -> dict[str, object]:
+        """The record for display; ``state`` is :meth:`state_at` ``now`` (default: the clock)."""
+        shown = self.state_at(int(time.time()) if now is None else now)
         return {
-            "state": self.state,
+            "state": shown,
+            "expired_at": utc_text(self.signed.valid_until) if shown == "expired" else None,
             "updated": self.updated,
             "revoked_at": self.revoked_at,
             "reason": self.reason,

@@ -24,7 +24,7 @@ from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementRecord
 from node.catalog import treatments
 from node.catalog.loader import catalog_of
-from node.errors import AgreementError
+from node.errors import AgreementError, CatalogError
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -36,6 +36,7 @@ __all__ = [
     "check_reason",
     "countersign",
     "create",
+    "personal_in_plain",
     "revoke",
 ]
 
@@ -64,11 +65,19 @@ def create(
 
     Raises:
         UnknownPeerError: the consumer is not in the directory.
-        CatalogError: the dataset is not in the catalog.
+        CatalogError: the dataset is not in the catalog, or lacks a named column.
         AgreementError: a field is invalid, or a treatment does not fit the column.
     """
     runtime.directory.get(consumer)
     info = catalog_of(runtime).get(dataset)
+    unknown = sorted(set(columns) - set(info.schema.names))
+    if unknown:
+        # Most often a typo: name the dataset's real columns rather than blame the dataset.
+        raise CatalogError(
+            f"dataset {dataset} has no column {', '.join(unknown)}; "
+            f"its columns are {', '.join(info.schema.names)}",
+            hint=f"check the spelling, or see 'fednode dataset show {dataset}'",
+        )
     now = int(time.time())
     doc = new_agreement(
         federation=runtime.config.federation,
@@ -98,6 +107,23 @@ def create(
         },
     )
     return record
+
+
+def personal_in_plain(runtime: NodeRuntime, signed: SignedAgreement) -> list[str]:
+    """Columns labelled ``personal`` in the catalog that ``signed`` shares ``plain``, sorted.
+
+    Not an error: an agreement may need them, but an operator should look
+    again before sending such a file.
+
+    Raises:
+        CatalogError: the dataset is no longer in the catalog.
+    """
+    labels = catalog_of(runtime).get(signed.dataset).labels
+    return sorted(
+        name
+        for name, spec in signed.columns.items()
+        if spec["treatment"] == "plain" and labels.get(name) == "personal"
+    )
 
 
 def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecord:

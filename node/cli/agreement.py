@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime as dt
 import json
+import os
 import re
 import sys
 import time
@@ -15,13 +16,28 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ledger.canonical import dumps
+from ledger.canonical import dumps, loads
+from ledger.errors import LedgerError
 from node.admin.client import invoke
-from node.errors import AgreementError
+from node.agreements.document import SignedAgreement
+from node.cli.exit_codes import PEER, UsageError
+from node.errors import OutputError
 from node.output_path import check_output
 from node.timefmt import utc_text
 
-__all__ = ["parse_column", "parse_time", "register"]
+__all__ = [
+    "MAX_AGREEMENT_FILE",
+    "parse_column",
+    "parse_columns",
+    "parse_time",
+    "parse_window",
+    "register",
+]
+
+#: Largest agreement file this command reads, in bytes. A real one is a few
+#: kilobytes; the bound keeps a wrongly named data file from being read whole
+#: and sent to the node.
+MAX_AGREEMENT_FILE = 1 << 20
 
 _GROUP_HELP = """\
 A sharing agreement says which department (the provider) lets which other
@@ -67,7 +83,7 @@ def parse_time(text: str, *, now: int | None = None) -> int:
     """Parse a time: unix seconds, ``+90d``/``+12h``/``+30m``/``+45s``, or ISO 8601 (UTC if naive).
 
     Raises:
-        AgreementError: none of these forms.
+        UsageError: none of these forms.
     """
     now = int(time.time()) if now is None else now
     relative = re.fullmatch(r"\+(\d+)([smhd])", text.strip())
@@ -78,7 +94,7 @@ def parse_time(text: str, *, now: int | None = None) -> int:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError as e:
-        raise AgreementError(
+        raise UsageError(
             f"cannot read time {text!r}",
             hint="use 2026-12-31, 2026-12-31T18:00, +90d or unix seconds",
         ) from e
@@ -91,11 +107,11 @@ def parse_column(text: str) -> tuple[str, dict[str, Any]]:
     """Parse ``NAME=TREATMENT[:K=V[,K=V]]`` into a column name and treatment spec.
 
     Raises:
-        AgreementError: the text does not have that shape.
+        UsageError: the text does not have that shape.
     """
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
-        raise AgreementError(
+        raise UsageError(
             f"--column {text!r} is not NAME=TREATMENT[:PARAM=VALUE]",
             hint="e.g. --column age=generalize:band=10",
         )
@@ -104,9 +120,56 @@ def parse_column(text: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, raw_params.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise AgreementError(f"--column {text!r}: parameter {item!r} is not KEY=VALUE")
+            raise UsageError(
+                f"--column {text!r}: parameter {item!r} is not KEY=VALUE",
+                hint="e.g. --column age=generalize:band=10",
+            )
         params[key] = int(value) if value.isdigit() else value
     return name, {"treatment": treatment, "params": params}
+
+
+def parse_columns(texts: list[str]) -> dict[str, dict[str, Any]]:
+    """Parse every ``--column`` into one mapping; a column may be named once.
+
+    Raises:
+        UsageError: a value is malformed, or a column is named twice.
+    """
+    columns: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        name, spec = parse_column(text)
+        if name in columns:
+            # Silently keeping one of two treatments would sign what the operator did not decide.
+            raise UsageError(
+                f"column {name!r} is named twice (--column {text!r})",
+                hint=f"give {name} one treatment",
+            )
+        columns[name] = spec
+    return columns
+
+
+def parse_window(
+    valid_from: str | None, valid_until: str, *, now: int | None = None
+) -> tuple[int | None, int]:
+    """Parse ``--valid-from`` and ``--valid-until``: the end must be future and after the start.
+
+    Raises:
+        UsageError: a time cannot be read, the end is not in the future, or
+            not after the start.
+    """
+    now = int(time.time()) if now is None else now
+    start = None if valid_from is None else parse_time(valid_from, now=now)
+    end = parse_time(valid_until, now=now)
+    if end <= now:
+        raise UsageError(
+            f"{valid_until} is in the past; use a later date or +90d",
+            hint=f"--valid-until {valid_until} is {utc_text(end)}; it is now {utc_text(now)}",
+        )
+    if start is not None and end <= start:
+        raise UsageError(
+            f"--valid-until {valid_until} is not after --valid-from {valid_from}",
+            hint=f"the window would run from {utc_text(start)} to {utc_text(end)}",
+        )
+    return start, end
 
 
 def register(subparsers: Any) -> None:
@@ -149,14 +212,21 @@ def register(subparsers: Any) -> None:
         description="Verify the provider's signature against the federation directory,\n"
         "countersign, and activate the agreement on this node. With --push the\n"
         "countersigned copy is delivered to the provider over the network;\n"
-        "otherwise send the file back.\n\n"
+        "otherwise, or if the provider cannot be reached (exit 5), send the file\n"
+        "back and the provider runs 'fednode agreement import FILE'.\n\n"
         "example:\n  fednode agreement countersign visits.agreement --push",
     )
     cs.add_argument("file", type=Path, help="the provider-signed agreement file")
     cs.add_argument(
-        "--out", type=Path, default=None, help="countersigned copy (default: overwrite FILE)"
+        "--out", type=Path, default=None, help="countersigned copy (default: replace FILE)"
     )
-    cs.add_argument("--push", action="store_true", help="deliver it to the provider now")
+    cs.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    cs.add_argument(
+        "--push",
+        action="store_true",
+        help="deliver it to the provider now; if that fails the file is still written "
+        "and the command exits 5",
+    )
     cs.set_defaults(handler=_countersign)
 
     imp = commands.add_parser(
@@ -203,36 +273,80 @@ def register(subparsers: Any) -> None:
 
 
 def _write(path: Path, result: dict[str, Any]) -> None:
+    """Write the signed file: a temporary file beside it, fsynced, then renamed over it."""
     body = {
         k: result[k]
         for k in ("agreement", "provider_signature", "consumer_signature")
         if k in result
     }
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        path.write_bytes(dumps(body))
+        with temporary.open("wb") as f:
+            f.write(dumps(body))
+            f.flush()
+            os.fsync(f.fileno())
+        temporary.replace(path)
     except OSError as e:
-        raise AgreementError(f"cannot write agreement file {path}: {e.strerror}") from e
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write agreement file {path}: {e.strerror or e}") from e
 
 
 def _read(path: Path) -> str:
+    """Read an agreement file and check locally that it is one, before the node sees it.
+
+    Raises:
+        UsageError: the file is missing, unreadable, too large or not an agreement file.
+        AgreementError: it has an agreement's shape but a malformed field.
+    """
     try:
-        return base64.b64encode(path.read_bytes()).decode()
+        size = path.stat().st_size
+        if size > MAX_AGREEMENT_FILE:
+            raise UsageError(
+                f"{path} is not an agreement file: {size:,} bytes, an agreement is at most "
+                f"{MAX_AGREEMENT_FILE:,}",
+                hint="give the .agreement file that 'fednode agreement create' wrote",
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(
+            f"agreement file {path} does not exist", hint="check the path of the .agreement file"
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not an agreement file") from None
     except OSError as e:
-        raise AgreementError(f"cannot read agreement file {path}: {e.strerror}") from e
+        raise UsageError(f"cannot read agreement file {path}: {e.strerror or e}") from e
+    try:
+        parsed = loads(data)
+    except LedgerError:
+        parsed = None
+    if not isinstance(parsed, dict) or "agreement" not in parsed:
+        raise UsageError(
+            f"{path} is not an agreement file (expected the canonical JSON that "
+            "'fednode agreement create' writes)",
+            hint="give the .agreement file the provider sent",
+        )
+    SignedAgreement.from_bytes(data)
+    return base64.b64encode(data).decode()
+
+
+def _until(agreement: dict[str, Any]) -> str:
+    return f"{dt.datetime.fromtimestamp(agreement['valid_until'], dt.UTC):%Y-%m-%d %H:%M}"
 
 
 def _summary(result: dict[str, Any]) -> str:
     a = result["agreement"]
+    ends = "expired" if result["state"] == "expired" else "until"
     return (
         f"{a['id']} [{result['state']}] {a['provider']} -> {a['consumer']} dataset {a['dataset']} "
-        f"modes {','.join(a['modes'])} until "
-        f"{dt.datetime.fromtimestamp(a['valid_until'], dt.UTC):%Y-%m-%d %H:%M} UTC"
+        f"modes {','.join(a['modes'])} {ends} {_until(a)} UTC"
     )
 
 
 def _create(args: argparse.Namespace) -> int:
-    columns = dict(parse_column(c) for c in args.column)
-    # Before anything is signed; an agreement file is evidence, never replaced.
+    # Every check on the command line comes before anything is signed; an
+    # agreement file is evidence, never replaced.
+    columns = parse_columns(args.column)
+    valid_from, valid_until = parse_window(args.valid_from, args.valid_until)
     check_output(args.out)
     result = invoke(
         args.home,
@@ -242,8 +356,8 @@ def _create(args: argparse.Namespace) -> int:
             "dataset": args.dataset,
             "purpose_code": args.purpose_code,
             "purpose_text": args.purpose,
-            "valid_from": None if args.valid_from is None else parse_time(args.valid_from),
-            "valid_until": parse_time(args.valid_until),
+            "valid_from": valid_from,
+            "valid_until": valid_until,
             "modes": args.mode,
             "columns": columns,
         },
@@ -251,26 +365,51 @@ def _create(args: argparse.Namespace) -> int:
     _write(args.out, result)
     print(_summary(result))
     print(f"signed agreement written to {args.out}; the consumer countersigns it next")
+    personal = result.get("personal_plain") or []
+    if personal:
+        print(
+            f"warning: columns labelled personal are shared plain: {', '.join(personal)}. "
+            "Review them before sending the file: pseudonymize, generalize or drop them "
+            "unless the purpose needs the values.",
+            file=sys.stderr,
+        )
     return 0
 
 
+def _countersign_out(args: argparse.Namespace) -> Path:
+    """The output path, checked before anything is signed.
+
+    Raises:
+        OutputError: it cannot take the file, or exists without ``--overwrite``.
+    """
+    if args.out is None or args.out.resolve() == args.file.resolve():
+        # Replacing FILE by its countersigned copy is the documented default.
+        check_output(args.file, overwrite=True)
+        return Path(args.file)
+    check_output(args.out, overwrite=args.overwrite, overwrite_flag="--overwrite")
+    return Path(args.out)
+
+
 def _countersign(args: argparse.Namespace) -> int:
+    out = _countersign_out(args)
+    content = _read(args.file)
     result = invoke(
-        args.home, "agreement.countersign", {"agreement_b64": _read(args.file), "push": args.push}
+        args.home, "agreement.countersign", {"agreement_b64": content, "push": args.push}
     )
-    out = args.out or args.file
     _write(out, result)
     print(_summary(result))
     print(f"countersigned copy written to {out}")
     if args.push:
-        if result.get("pushed"):
-            print(f"delivered to {result['agreement']['provider']}: {result.get('provider_state')}")
-        else:
+        provider = result["agreement"]["provider"]
+        if not result.get("pushed"):
             print(
-                f"could not deliver to the provider ({result.get('push_error')}); "
-                f"send {out} instead"
+                f"warning: could not deliver it to {provider} ({result.get('push_error')}).\n"
+                f"The agreement is active on this node. Send {out} to {provider}'s operator, "
+                f"who runs: fednode agreement import {out.name}",
+                file=sys.stderr,
             )
-            return 5
+            return PEER
+        print(f"delivered to {provider}: {result.get('provider_state')}")
     return 0
 
 
@@ -298,7 +437,7 @@ def _list(args: argparse.Namespace) -> int:
             a["consumer"],
             a["dataset"],
             ",".join(a["modes"]),
-            f"{dt.datetime.fromtimestamp(a['valid_until'], dt.UTC):%Y-%m-%d %H:%M}",
+            _until(a),
         )
     # Agreement ids are long; give the table room rather than truncating them.
     Console(width=max(Console().width, 150)).print(table)
@@ -322,6 +461,8 @@ def _show(args: argparse.Namespace) -> int:
         + (", countersigned by the consumer" if result.get("countersigned") else ""),
         f"  digest    {result['digest']}",
     ]
+    if result["state"] == "expired":
+        lines.append(f"  expired   {utc_text(a['valid_until'])}: nothing more is shared under it")
     if result.get("revoked_at") is not None:
         lines.append(f"  revoked   {utc_text(result['revoked_at'])}: {result.get('reason') or ''}")
     lines.append("  columns")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from node.cli.agreement import parse_column, parse_time
-from node.errors import AgreementError
+from node.cli.exit_codes import UsageError
 
 NOW = 1_700_000_000
 
@@ -32,7 +32,7 @@ def test_parse_time(text: str, expected: int) -> None:
 
 
 def test_parse_time_refuses_garbage() -> None:
-    with pytest.raises(AgreementError, match="cannot read time 'soon'"):
+    with pytest.raises(UsageError, match="cannot read time 'soon'"):
         parse_time("soon", now=NOW)
 
 
@@ -54,7 +54,7 @@ def test_parse_column(text: str, expected: tuple[str, dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("text", ["district", "=plain", "age=generalize:band"])
 def test_parse_column_refuses(text: str) -> None:
-    with pytest.raises(AgreementError):
+    with pytest.raises(UsageError, match="--column"):
         parse_column(text)
 
 
