@@ -12,6 +12,7 @@ import grpc
 import ledger.errors as ledger_errors
 import node.errors as node_errors
 from ledger.errors import LedgerError
+from node.config import CONFIG_FILE
 from node.errors import AdminError, NodeError
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
 
@@ -48,6 +49,25 @@ def _error_from(failure: admin_pb2.AdminFailure) -> NodeError | LedgerError:
     return AdminError(failure.message, hint=failure.hint or None)
 
 
+def _not_running(home: Path) -> AdminError:
+    """The error for a home without an admin socket, telling a stopped node from a wrong --home.
+
+    Advising 'fednode serve' for a folder that holds no node would only lead
+    to a second error, so that advice is given only when node.toml is there.
+    """
+    if not (home / CONFIG_FILE).exists():
+        return AdminError(
+            f"no node in {home} (no {CONFIG_FILE})",
+            hint="--home (or $FEDNODE_HOME) probably names the wrong folder; "
+            f"to create a node there, run 'fednode init --home {home} --federation ID "
+            "--department ID'",
+        )
+    return AdminError(
+        f"no running node in {home} (no {SOCKET_NAME})",
+        hint=f"start it with 'fednode serve --home {home}'",
+    )
+
+
 def invoke(
     home: Path,
     command: str,
@@ -64,10 +84,7 @@ def invoke(
     """
     socket_path = home / SOCKET_NAME
     if not socket_path.exists():
-        raise AdminError(
-            f"no running node in {home} (no {SOCKET_NAME})",
-            hint=f"start it with 'fednode serve --home {home}'",
-        )
+        raise _not_running(home)
     result: dict[str, Any] | None = None
     failure: NodeError | LedgerError | None = None
     with grpc.insecure_channel(_target(home)) as channel:

@@ -16,6 +16,7 @@ from node.identity import certs
 from node.identity.authority import Authority
 from node.identity.directory import install_directory_file, parse_directory
 from node.identity.keys import write_private_file
+from node.output_path import check_output
 
 __all__ = ["register"]
 
@@ -26,6 +27,7 @@ leaves that machine; only certificates and the signed directory do.
 examples:
   fednode ca init --ca ./authority --federation city
   fednode ca issue --ca ./authority --request traffic/request.json --out traffic-node.pem
+  fednode ca issue --ca ./authority --request traffic/request.json --out traffic-2027.pem --replace
   fednode ca revoke --ca ./authority traffic --reason key-compromise
   fednode ca list --ca ./authority
 """
@@ -81,11 +83,18 @@ def register(subparsers: Any) -> None:
         "issue a node certificate from an enrolment request",
         "Verify a department's request.json (written by 'fednode init'), issue its TLS\n"
         "certificate with URI SAN fednode://<federation>/<department>, and record its\n"
-        "public keys for the next directory.",
+        "public keys for the next directory.\n\n"
+        "A department that already holds a certificate needs --replace: peers pin the\n"
+        "certificate in the directory, so the department must install the new one when\n"
+        "the next directory is published, or peers refuse it. A request with the\n"
+        "enrolled keys is a rotation or an endpoint change ('fednode request'); one\n"
+        "with different keys is a re-enrolment: check with the department first.",
     )
     _ca_folder(issue)
     issue.add_argument("--request", type=Path, required=True, help="the department's request.json")
-    issue.add_argument("--out", type=Path, required=True, help="where to write the certificate")
+    issue.add_argument(
+        "--out", type=Path, required=True, help="where to write the certificate (a new file)"
+    )
     issue.add_argument(
         "--days", type=positive_days, default=365, help="validity in days (default 365)"
     )
@@ -97,6 +106,11 @@ def register(subparsers: Any) -> None:
     )
     issue.add_argument(
         "--no-witness", action="store_true", help="do not make this department a ledger witness"
+    )
+    issue.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the certificate the department already holds (rotation, new endpoint)",
     )
     issue.set_defaults(handler=_ca_issue)
 
@@ -177,18 +191,29 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _ca_issue(args: argparse.Namespace) -> int:
+    # Before anything is signed or recorded: a refused --out must not leave the
+    # department enrolled with a certificate nobody holds.
+    check_output(args.out)
     authority = Authority(args.ca)
     issued = authority.issue(
         _read(args.request, "enrolment request"),
         witness=not args.no_witness,
         validity_days=args.days,
         not_before=args.not_before,
+        replace=args.replace,
     )
     write_private_file(args.out, issued.pem)
     args.out.chmod(0o644)
     print(f"issued certificate for '{issued.department}' -> {args.out}")
     print(f"  serial {issued.serial}, valid until {issued.not_after:%Y-%m-%d}")
     print(f"  fingerprint {issued.fingerprint}")
+    if issued.replaced_serial is not None:
+        kind = "same keys" if issued.same_keys else "new keys: a re-enrolment"
+        print(f"  replaces serial {issued.replaced_serial} ({kind})")
+        print(
+            f"  '{issued.department}' must install {args.out.name} as tls/node.pem when the "
+            "next directory is published, or peers refuse it"
+        )
     print("next: 'fednode directory publish' so peers learn the new certificate")
     return 0
 
@@ -229,8 +254,14 @@ def _directory_publish(args: argparse.Namespace) -> int:
 def _directory_install(args: argparse.Namespace) -> int:
     data = _read(args.file, "directory")
     home: Path = args.home
-    ca_path = args.ca_cert or home / "ca.pem"
-    ca_cert = certs.load_cert(ca_path)
+    if args.ca_cert is None:
+        ca_cert = certs.load_ca_cert(
+            home / "ca.pem",
+            hint="pass --ca-cert ca.pem, the federation authority's certificate "
+            "(made by 'fednode ca init'; the authority hands a copy to each department)",
+        )
+    else:
+        ca_cert = certs.load_ca_cert(args.ca_cert)
     if args.ca_cert is not None and not (home / "ca.pem").exists():
         write_private_file(home / "ca.pem", _read(args.ca_cert, "CA certificate"))
     if is_running(home):
@@ -248,7 +279,7 @@ def _directory_install(args: argparse.Namespace) -> int:
 
 
 def _directory_show(args: argparse.Namespace) -> int:
-    directory = parse_directory(_read(args.file, "directory"), certs.load_cert(args.ca_cert))
+    directory = parse_directory(_read(args.file, "directory"), certs.load_ca_cert(args.ca_cert))
     expires = dt.datetime.fromtimestamp(directory.expires_at, dt.UTC)
     out = sys.stdout
     out.write(f"federation {directory.federation}, serial {directory.serial}, ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import json
 import socket
 import sys
@@ -48,23 +49,54 @@ through the authority like a certificate rotation; the keys stay the same.
 
 steps:
   1. fednode request --endpoint traffic.new.example:7443 --home /var/lib/fednode
-  2. the authority: fednode ca issue --request request.json --out node.pem ...
+  2. the authority: fednode ca issue --request request.json --out node.pem --replace ...
                     fednode directory publish ...
   3. at the agreed time: set endpoint in node.toml, install node.pem as
      tls/node.pem, restart, and every node installs the new directory
 """
 
 
-def endpoint_arg(text: str) -> str:
-    """``HOST:PORT`` as peers dial it (argparse type; a bad value is a usage error)."""
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or any(c.isspace() for c in host) or "/" in text:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not HOST:PORT (for example traffic.city.example:7443)"
-        )
-    if not port.isdigit() or not 0 < int(port) < 65536:
+def _host_port(text: str, example: str) -> str:
+    """Check ``text`` is ``HOST:PORT`` or ``[IPV6]:PORT`` and return it unchanged.
+
+    Raises:
+        argparse.ArgumentTypeError: it is not, naming ``example`` as a good value.
+    """
+    not_host_port = f"{text!r} is not HOST:PORT (for example {example})"
+    if text.startswith("["):
+        address, closed, rest = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {address!r} in brackets is not an IPv6 address"
+            ) from None
+        if not closed or not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(not_host_port)
+        port = rest[1:]
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon or not host or any(c.isspace() for c in host) or "/" in text:
+            raise argparse.ArgumentTypeError(not_host_port)
+        if ":" in host:
+            # Without brackets, an IPv6 address's last group would be read as the port.
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: put an IPv6 address in brackets, for example [::1]:{DEFAULT_PORT}"
+            )
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
     return text
+
+
+def endpoint_arg(text: str) -> str:
+    """``HOST:PORT`` as peers dial it (argparse type; a bad value is a usage error)."""
+    return _host_port(text, f"traffic.city.example:{DEFAULT_PORT}")
+
+
+def listen_arg(text: str) -> str:
+    """``HOST:PORT`` the node binds, ``[::]:PORT`` for IPv6 (argparse type; a bad value
+    is a usage error, so a node is never created that would bind a port nobody chose)."""
+    return _host_port(text, f"0.0.0.0:{DEFAULT_PORT} or [::]:{DEFAULT_PORT}")
 
 
 def register(subparsers: Any) -> None:
@@ -79,7 +111,8 @@ def register(subparsers: Any) -> None:
     init.add_argument(
         "--listen",
         default=f"0.0.0.0:{DEFAULT_PORT}",
-        help=f"bind address (default 0.0.0.0:{DEFAULT_PORT})",
+        type=listen_arg,
+        help=f"bind address HOST:PORT, [::]:PORT for IPv6 (default 0.0.0.0:{DEFAULT_PORT})",
     )
     init.add_argument(
         "--endpoint",
@@ -141,7 +174,7 @@ def _init(args: argparse.Namespace) -> int:
             f"{home} already holds a node ({CONFIG_FILE} exists)",
             hint="use another --home; re-running init would replace this node's keys",
         )
-    port = args.listen.rpartition(":")[2] or str(DEFAULT_PORT)
+    port = args.listen.rpartition(":")[2]  # listen_arg made sure there is one
     endpoint = args.endpoint or f"{socket.getfqdn()}:{port}"
     display_name = args.display_name or args.department
     init_home(
@@ -177,7 +210,10 @@ def _request(args: argparse.Namespace) -> int:
     keys.write_private_file(config.home / "tls" / "node.csr.pem", csr_pem)
     keys.write_private_file(out, request)
     print(f"wrote {out}: {config.department} at {endpoint} ({display_name}), same keys")
-    print("  send it to the federation authority ('fednode ca issue', then 'directory publish')")
+    print(
+        "  send it to the federation authority ('fednode ca issue --replace', "
+        "then 'directory publish')"
+    )
     if endpoint != config.endpoint:
         print(
             f'  when the new directory is out: set endpoint = "{endpoint}" in '

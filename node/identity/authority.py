@@ -9,7 +9,10 @@ HSM-backed host). It holds::
 
 Invariants: certificate serials are random 159-bit numbers (RFC 5280), the
 directory serial only ever increases, and ``state.json`` is replaced
-atomically so a crash never loses an enrolment or a revocation.
+atomically so a crash never loses an enrolment or a revocation. A department
+that already holds a certificate is re-issued one only when the caller asks
+for a replacement: peers pin the certificate in the directory, so a silent
+re-issue would lock the department out once the next directory is installed.
 """
 
 from __future__ import annotations
@@ -33,20 +36,63 @@ from node.identity import certs, keys
 from node.identity.directory import sign_directory
 from node.identity.enrolment import parse_request
 
-__all__ = ["Authority", "IssuedCertificate"]
+__all__ = ["AlreadyEnrolledError", "Authority", "IssuedCertificate"]
+
+
+class AlreadyEnrolledError(CertificateError):
+    """The department already holds a certificate and no replacement was asked for."""
 
 
 @dataclass(frozen=True)
 class IssuedCertificate:
+    """A certificate just issued.
+
+    ``replaced_serial`` is the serial of the department's previous certificate
+    when this one replaces it, and ``same_keys`` whether the request carried
+    the keys already enrolled (a rotation or endpoint change) rather than new
+    ones (a re-enrolment); both are None for a first enrolment.
+    """
+
     department: str
     serial: str
     fingerprint: str
     not_after: dt.datetime
     pem: bytes
+    replaced_serial: str | None = None
+    same_keys: bool | None = None
 
 
 def _utc(ts: dt.datetime) -> dt.datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+
+
+def _same_keys(enrolled: dict[str, Any], ed25519_public: bytes, hpke_public: bytes) -> bool:
+    """Whether a request carries the signing and HPKE keys already enrolled.
+
+    ``fednode request`` (an endpoint or name change, a rotation) reuses them;
+    ``fednode init`` in another home makes new ones.
+    """
+    return bool(
+        enrolled["ed25519_public"] == base64.b64encode(ed25519_public).decode()
+        and enrolled["hpke_public"] == base64.b64encode(hpke_public).decode()
+    )
+
+
+def _replacement_hint(department: str, *, same_keys: bool) -> str:
+    consequence = (
+        f"replacing it means {department} must install the new certificate when the next "
+        "directory is published, or peers refuse it"
+    )
+    if same_keys:
+        return (
+            "the request carries the enrolled keys (a rotation, or an endpoint change from "
+            f"'fednode request'); pass --replace if that is intended: {consequence}"
+        )
+    return (
+        "the request carries different keys from the enrolled ones, so this is a "
+        f"re-enrolment (a new home, or another node claiming '{department}'): check with "
+        f"the department before passing --replace: {consequence}"
+    )
 
 
 class Authority:
@@ -150,7 +196,16 @@ class Authority:
         return str(self._load_state()["federation"])
 
     def ca_certificate(self) -> x509.Certificate:
-        return certs.load_cert(self.cert_path)
+        """The federation CA certificate.
+
+        Raises:
+            ConfigError: the folder holds no readable ca.pem.
+            CertificateError: ca.pem is not a PEM certificate.
+        """
+        return certs.load_ca_cert(
+            self.cert_path,
+            hint=f"is --ca {self.folder} the folder 'fednode ca init' created?",
+        )
 
     def _ca_key(self) -> ec.EllipticCurvePrivateKey:
         return keys.load_tls_key(self.key_path)
@@ -165,13 +220,19 @@ class Authority:
         validity_days: int = 365,
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
+        replace: bool = False,
     ) -> IssuedCertificate:
         """Issue a node certificate for an enrolment request and record the enrolment.
 
-        Re-issuing for an enrolled department replaces its certificate (rotation);
-        the old certificate stays valid until it expires or is revoked.
+        For a department that already holds a certificate, ``replace`` must be
+        true: the new certificate then takes the old one's place in the next
+        directory, and peers refuse the old one once they install it. The old
+        certificate is not revoked.
 
         Raises:
+            AlreadyEnrolledError: the department holds a certificate and
+                ``replace`` is false; the hint says whether the request carries
+                the enrolled keys.
             IdentityError: the request is malformed or badly signed, or is for
                 another federation.
         """
@@ -183,6 +244,16 @@ class Authority:
                 f"this CA serves {state['federation']!r}",
                 hint="run 'fednode init' again with the right --federation",
             )
+        enrolled = state["departments"].get(request.department)
+        same_keys: bool | None = None
+        if enrolled is not None:
+            same_keys = _same_keys(enrolled, request.ed25519_public, request.hpke_public)
+            if not replace:
+                raise AlreadyEnrolledError(
+                    f"department {request.department!r} already holds certificate serial "
+                    f"{enrolled['cert_serial']}",
+                    hint=_replacement_hint(request.department, same_keys=same_keys),
+                )
         ca_cert = self.ca_certificate()
         start = (
             _utc(not_before) if not_before else dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
@@ -246,6 +317,8 @@ class Authority:
             fingerprint=fingerprint,
             not_after=cert.not_valid_after_utc,
             pem=cert.public_bytes(serialization.Encoding.PEM),
+            replaced_serial=None if enrolled is None else str(enrolled["cert_serial"]),
+            same_keys=same_keys,
         )
 
     def revoke(self, department: str, *, reason: str = "unspecified") -> dict[str, Any]:

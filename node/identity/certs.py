@@ -18,12 +18,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from node.errors import CertificateError, ConfigError
 
 __all__ = [
+    "CA_CERT_HINT",
     "IDENTIFIER",
     "check_identifier",
     "department_uri",
     "dns_name",
     "fingerprint",
     "identity_of",
+    "load_ca_cert",
     "load_cert",
     "load_cert_pem",
 ]
@@ -65,15 +67,41 @@ def load_cert_pem(data: bytes, *, what: str = "certificate") -> x509.Certificate
         raise CertificateError(f"{what} is not a PEM X.509 certificate") from e
 
 
-def load_cert(path: Path) -> x509.Certificate:
+_NODE_CERT_HINT = "the federation authority issues a node's certificate with 'fednode ca issue'"
+CA_CERT_HINT = (
+    "ca.pem is the federation authority's certificate: 'fednode ca init' creates it "
+    "and the authority hands a copy to each department"
+)
+
+
+def load_cert(path: Path, *, hint: str = _NODE_CERT_HINT) -> x509.Certificate:
+    """Load a node's PEM certificate from ``path``.
+
+    ``hint`` says where the file comes from, for the error when it cannot be
+    read; the default is right for a node's own certificate.
+
+    Raises:
+        ConfigError: the file cannot be read.
+        CertificateError: the file is not a PEM X.509 certificate.
+    """
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ConfigError(
-            f"cannot read certificate {path}: {e.strerror}",
-            hint="the federation authority issues it with 'fednode ca issue'",
-        ) from e
+        raise ConfigError(f"cannot read certificate {path}: {e.strerror}", hint=hint) from e
     return load_cert_pem(data, what=str(path))
+
+
+def load_ca_cert(path: Path, *, hint: str = CA_CERT_HINT) -> x509.Certificate:
+    """Load the federation CA certificate (``ca.pem``) from ``path``.
+
+    It is made once by ``fednode ca init``, never by ``fednode ca issue``; the
+    default ``hint`` says so.
+
+    Raises:
+        ConfigError: the file cannot be read.
+        CertificateError: the file is not a PEM X.509 certificate.
+    """
+    return load_cert(path, hint=hint)
 
 
 def identity_of(cert: x509.Certificate) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,26 @@ def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_status_without_running_node_is_an_admin_error(
+def test_status_of_a_stopped_node_says_how_to_start_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["status", "--home", str(tmp_path)]) == exit_codes.ADMIN
-    assert "no running node" in capsys.readouterr().err
+    home = tmp_path / "tax"
+    assert main(["init", "--home", str(home), "--federation", "city", "--department", "tax"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--home", str(home)]) == exit_codes.ADMIN
+    err = capsys.readouterr().err
+    assert "no running node" in err and f"hint: start it with 'fednode serve --home {home}'" in err
+
+
+def test_status_of_a_folder_without_a_node_blames_home_not_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo-home"
+    assert main(["status", "--home", str(typo)]) == exit_codes.ADMIN
+    err = capsys.readouterr().err
+    assert f"no node in {typo} (no node.toml)" in err
+    assert "--home (or $FEDNODE_HOME)" in err and "fednode init" in err
+    assert "fednode serve" not in err
 
 
 def test_init_then_init_again_is_refused(
@@ -165,14 +181,19 @@ def test_an_endpoint_change_goes_through_the_authority_with_the_same_keys(
     assert second.hpke_public == first.hpke_public
     assert second.csr.public_key() == first.csr.public_key()
     # The authority re-issues from it, and the next directory carries the new address.
-    assert main([*issue, "--out", str(tmp_path / "2.pem")]) == 0
+    assert main([*issue, "--out", str(tmp_path / "2.pem"), "--replace"]) == 0
+    replaced = capsys.readouterr().out
+    assert "(same keys)" in replaced and "or peers refuse it" in replaced
     published = tmp_path / "directory.json"
     assert main(["directory", "publish", "--ca", str(ca), "--out", str(published)]) == 0
     directory = parse_directory(published.read_bytes(), Authority(ca).ca_certificate())
     assert directory.get("tax").endpoint == "new.example:8443"
 
 
-@pytest.mark.parametrize("endpoint", ["new.example", "new.example:0", "new.example:http", ":7443"])
+@pytest.mark.parametrize(
+    "endpoint",
+    ["new.example", "new.example:0", "new.example:http", ":7443", "::1:7443", "[::1]", "[nope]:1"],
+)
 def test_a_malformed_endpoint_is_a_usage_error_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoint: str
 ) -> None:
@@ -182,5 +203,113 @@ def test_a_malformed_endpoint_is_a_usage_error_before_anything_is_written(
               "--endpoint", endpoint])  # fmt: skip
     assert done.value.code == exit_codes.USAGE
     error = capsys.readouterr().err
-    assert "argument --endpoint" in error and ("HOST:PORT" in error or "the port must be" in error)
+    assert "argument --endpoint" in error
+    assert any(why in error for why in ("HOST:PORT", "the port must be", "IPv6"))
     assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    "listen", ["localhost", "localhost:localhost", "0.0.0.0:70000", "::7443", "[::]", " :7443"]
+)
+def test_a_listen_address_without_a_port_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], listen: str
+) -> None:
+    home = tmp_path / "tax"
+    with pytest.raises(SystemExit) as done:
+        main(["init", "--home", str(home), "--federation", "city", "--department", "tax",
+              "--listen", listen])  # fmt: skip
+    assert done.value.code == exit_codes.USAGE
+    error = capsys.readouterr().err
+    assert "argument --listen" in error
+    assert any(why in error for why in ("HOST:PORT", "the port must be", "IPv6"))
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9443", "[::]:9443", "localhost:9443"])
+def test_a_listen_address_with_a_port_gives_the_endpoint_its_port(
+    tmp_path: Path, listen: str
+) -> None:
+    home = tmp_path / "tax"
+    init = ["init", "--home", str(home), "--federation", "city", "--department", "tax"]
+    assert main([*init, "--listen", listen]) == 0
+    config = (home / "node.toml").read_text()
+    assert f'listen = "{listen}"' in config
+    assert re.search(r'endpoint = "[^"]+:9443"', config)
+
+
+def _authority_with_tax(tmp_path: Path) -> tuple[list[str], Path]:
+    """A CA that has issued tax its certificate; returns the issue command (without --out)."""
+    ca, home = tmp_path / "ca", tmp_path / "tax"
+    assert main(["ca", "init", "--ca", str(ca), "--federation", "city"]) == 0
+    assert main(["init", "--home", str(home), "--federation", "city", "--department", "tax"]) == 0
+    issue = ["ca", "issue", "--ca", str(ca), "--request", str(home / "request.json")]
+    assert main([*issue, "--out", str(tmp_path / "tax.pem")]) == 0
+    return issue, ca
+
+
+def _fingerprint(ca: Path) -> str:
+    from node.identity.authority import Authority
+
+    return str(Authority(ca).enrolments()["departments"]["tax"]["tls_fingerprint"])
+
+
+def test_issuing_again_to_an_enrolled_department_is_refused_without_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issue, ca = _authority_with_tax(tmp_path)
+    enrolled = _fingerprint(ca)
+    capsys.readouterr()
+    out = tmp_path / "again.pem"
+    assert main([*issue, "--out", str(out)]) == exit_codes.IDENTITY
+    err = capsys.readouterr().err
+    assert "'tax' already holds certificate serial" in err
+    assert "carries the enrolled keys" in err and "--replace" in err
+    assert "must install the new certificate when the next directory is published" in err
+    assert not out.exists() and _fingerprint(ca) == enrolled
+
+
+def test_a_request_from_another_home_is_named_a_re_enrolment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, ca = _authority_with_tax(tmp_path)
+    enrolled = _fingerprint(ca)
+    other = tmp_path / "other"
+    assert main(["init", "--home", str(other), "--federation", "city", "--department", "tax"]) == 0
+    capsys.readouterr()
+    claim = ["ca", "issue", "--ca", str(ca), "--request", str(other / "request.json")]
+    assert main([*claim, "--out", str(tmp_path / "other.pem")]) == exit_codes.IDENTITY
+    err = capsys.readouterr().err
+    assert "different keys" in err and "re-enrolment" in err and "check with the department" in err
+    assert _fingerprint(ca) == enrolled
+    assert main([*claim, "--out", str(tmp_path / "other.pem"), "--replace"]) == 0
+    assert "new keys: a re-enrolment" in capsys.readouterr().out
+    assert _fingerprint(ca) != enrolled
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [("tax.pem", "already exists"), ("missing/tax.pem", "does not exist"), (".", "a directory")],
+)
+def test_an_unusable_out_is_refused_before_anything_is_issued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str, says: str
+) -> None:
+    issue, ca = _authority_with_tax(tmp_path)
+    existing = (tmp_path / "tax.pem").read_bytes()
+    enrolled = _fingerprint(ca)
+    capsys.readouterr()
+    assert main([*issue, "--out", str(tmp_path / out), "--replace"]) == exit_codes.USAGE
+    assert says in capsys.readouterr().err
+    assert (tmp_path / "tax.pem").read_bytes() == existing
+    assert not (tmp_path / "missing").exists()
+    assert _fingerprint(ca) == enrolled
+
+
+def test_a_missing_ca_certificate_is_traced_to_ca_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = tmp_path / "directory.json"
+    published.write_text("{}")
+    code = main(["directory", "show", str(published), "--ca-cert", str(tmp_path / "missing.pem")])
+    assert code == exit_codes.CONFIG
+    err = capsys.readouterr().err
+    assert "'fednode ca init' creates it" in err and "ca issue" not in err

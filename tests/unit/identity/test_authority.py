@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from cryptography import x509
 
 from node.errors import CertificateError, ConfigError, IdentityError
 from node.identity import certs
-from node.identity.authority import Authority
+from node.identity.authority import AlreadyEnrolledError, Authority
 from node.identity.home import init_home
 
 
@@ -85,3 +86,58 @@ def test_revocation_lands_in_next_directory(tmp_path: Path) -> None:
 def test_invalid_identifiers_are_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="invalid department id"):
         certs.check_identifier(bad, "department")
+
+
+def _enrolled(ca: Authority, department: str) -> dict[str, object]:
+    entry: dict[str, object] = ca.enrolments()["departments"][department]
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("same_home", "says"),
+    [
+        (True, r"carries the enrolled keys \(a rotation, or an endpoint change"),
+        (False, r"carries different keys .* re-enrolment .* check with the department"),
+    ],
+    ids=["same-keys", "other-keys"],
+)
+def test_a_second_certificate_for_a_department_needs_replace(
+    tmp_path: Path, same_home: bool, says: str
+) -> None:
+    ca = Authority.create(tmp_path / "ca", "city")
+    first = ca.issue(_request(tmp_path, "traffic"))
+    assert first.replaced_serial is None and first.same_keys is None
+    before = ca.enrolments()
+    again = (
+        (tmp_path / "traffic" / "request.json").read_bytes()
+        if same_home
+        else _request(tmp_path / "elsewhere", "traffic")
+    )
+    with pytest.raises(AlreadyEnrolledError, match="already holds certificate serial") as refused:
+        ca.issue(again)
+    assert refused.value.hint is not None
+    assert re.search(says, refused.value.hint)
+    assert "must install the new certificate when the next directory is published" in (
+        refused.value.hint
+    )
+    assert ca.enrolments() == before  # nothing was recorded
+    second = ca.issue(again, replace=True)
+    assert second.replaced_serial == first.serial
+    assert second.same_keys is same_home
+    assert _enrolled(ca, "traffic")["tls_fingerprint"] == second.fingerprint
+
+
+def test_replace_for_a_new_department_is_a_first_enrolment(tmp_path: Path) -> None:
+    ca = Authority.create(tmp_path / "ca", "city")
+    issued = ca.issue(_request(tmp_path, "traffic"), replace=True)
+    assert issued.replaced_serial is None
+    assert _enrolled(ca, "traffic")["cert_serial"] == issued.serial
+
+
+def test_a_missing_ca_certificate_is_not_blamed_on_ca_issue(tmp_path: Path) -> None:
+    ca = Authority.create(tmp_path / "ca", "city")
+    ca.cert_path.unlink()
+    with pytest.raises(ConfigError, match="cannot read certificate") as missing:
+        ca.ca_certificate()
+    assert missing.value.hint is not None
+    assert "fednode ca init" in missing.value.hint and "ca issue" not in missing.value.hint
