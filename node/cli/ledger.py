@@ -429,6 +429,13 @@ def _verify(args: argparse.Namespace) -> int:
             "proves nothing, because anyone can make a CA and sign a directory with it",
             hint=f"{_CA_HINT}; --trust-bundle-ca checks only internal consistency",
         )
+    missing = [str(p) for p in args.bundles if not p.exists()]
+    if missing:
+        # A mistyped path is the auditor's mistake, not evidence of tampering.
+        raise UsageError(
+            f"no such bundle: {', '.join(missing)}",
+            hint="give the directory or .zip that 'fednode ledger export' wrote",
+        )
     ca = _read_ca(args.ca) if args.ca is not None else None
     if ca is None:
         print(_BUNDLE_CA_WARNING, file=sys.stderr)
@@ -564,9 +571,23 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result["entries"], indent=2))
         return 0
+    if not result["entries"]:
+        print(f"no matching entries among the last of {result['size']} entries")
+        return 0
     table = Table(title=f"ledger ({result['size']} entries)")
-    for column in ("seq", "time (UTC)", "event", "actor/peer", "dataset", "outcome", "detail"):
-        table.add_column(column)
+    # Names and times must stay whole on a narrow terminal (share.sent and
+    # share.received differ only at the end); the detail column gives way.
+    longest = max(len(str(e["event"])) for e in result["entries"])
+    for column, width in (
+        ("seq", None),
+        ("time (UTC)", 19),
+        ("event", longest),
+        ("actor/peer", None),
+        ("dataset", None),
+        ("outcome", None),
+    ):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, ratio=1)
     for e in result["entries"]:
         when = dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         who = e["actor"] or e["peer"] or ""

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -75,6 +78,36 @@ def register(subparsers: Any) -> None:
     fetch.set_defaults(handler=_fetch)
 
 
+def share_progress(console: Console, description: str) -> tuple[Progress, TaskID]:
+    """The progress display of a share, fitted to the terminal.
+
+    The bar, percentage, rows, rate and time remaining always show; megabytes
+    and elapsed time only on a wide terminal (120 columns or more), and the
+    name is shortened to what is left.
+    """
+    wide = console.width >= 120
+    columns: list[ProgressColumn] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=30 if wide else 10),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:>11,} rows"),
+    ]
+    if wide:
+        columns.append(TextColumn("{task.fields[mb]:>9.1f} MB"))
+    columns.append(TextColumn("{task.fields[rate]:>7.1f} MB/s"))
+    if wide:
+        columns.append(TimeElapsedColumn())
+    columns.append(TimeRemainingColumn())
+    # Widths of the other columns and the spaces between them, as rich lays them out.
+    used = (30 + 4 + 16 + 12 + 12 + 7 + 7 + 7) if wide else (10 + 4 + 16 + 12 + 7 + 5)
+    room = max(12, console.width - used - 2)
+    if len(description) > room:
+        description = description[: room - 1] + "…"
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(escape(description), total=None, rows=0, mb=0.0, rate=0.0)
+    return progress, task
+
+
 def _fetch(args: argparse.Namespace) -> int:
     request = {
         "from": args.provider,
@@ -94,21 +127,7 @@ def _fetch(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     # Shown from the provider's header on, so a share refused before any data
     # ends with its error alone, not under an empty bar.
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rows]:>12,} rows"),
-        TextColumn("{task.fields[mb]:>9.1f} MB"),
-        TextColumn("{task.fields[rate]:>8.1f} MB/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task(
-        f"{args.provider} -> {args.out.name}", total=None, rows=0, mb=0.0, rate=0.0
-    )
+    progress, task = share_progress(console, f"{args.provider} -> {args.out.name}")
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "header":

@@ -164,9 +164,9 @@ def fetch_share(
     tune_allocator()
     record = authorize(runtime, agreement_id, mode="transfer", role="consumer", peer=provider)
     signed = record.signed
-    fmt = output_format(out, fmt)
     # Before the provider is asked: a bad --out must not cost it a share.
     check_output(out, overwrite=overwrite, overwrite_flag=OVERWRITE_FLAG)
+    fmt = output_format(out, fmt)
     started = time.monotonic()
     opener = EnvelopeOpener(
         recipient=runtime.department,

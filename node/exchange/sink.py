@@ -66,15 +66,15 @@ def output_format(path: Path, explicit: str | None = None) -> str:
     """Choose the output format: ``explicit`` if given, else from the extension.
 
     Raises:
-        ExchangeError: the format is unknown or cannot be inferred.
+        OutputError: the format is unknown or cannot be inferred (a usage error).
     """
     if explicit:
         if explicit not in FORMATS:
-            raise ExchangeError(f"unknown output format {explicit!r}", hint="use parquet or arrow")
+            raise OutputError(f"unknown output format {explicit!r}", hint="use parquet or arrow")
         return explicit
     fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise ExchangeError(
+        raise OutputError(
             f"cannot tell the output format from {path.name!r}",
             hint="name the file .parquet or .arrow, or pass --format",
         )

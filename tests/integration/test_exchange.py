@@ -276,6 +276,12 @@ def test_an_unusable_output_path_is_refused_before_the_provider_is_asked(
     result = fetch(pair, agreement_id, tmp_path / "no-such-folder" / "x.parquet")
     assert result.returncode == 2, result.stderr
     assert "does not exist" in result.stderr and "mkdir" in result.stderr
+    for out, told in (
+        (tmp_path / "x.csv", "cannot tell the output format"),
+        (tmp_path, "is a directory"),
+    ):
+        result = fetch(pair, agreement_id, out)
+        assert result.returncode == 2 and told in result.stderr, result.stderr
     # The provider never heard of it: no share started, no call at all.
     assert ledger_events(pair.homes["health"])[before:] == []
 

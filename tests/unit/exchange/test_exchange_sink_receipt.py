@@ -112,9 +112,10 @@ def test_output_format(name: str, explicit: str | None, expected: str) -> None:
 
 
 def test_output_format_refuses_unknown() -> None:
-    with pytest.raises(ExchangeError, match="cannot tell the output format"):
+    # A usage mistake (exit 2), not an exchange failure.
+    with pytest.raises(OutputError, match="cannot tell the output format"):
         output_format(Path("a.txt"))
-    with pytest.raises(ExchangeError, match="unknown output format"):
+    with pytest.raises(OutputError, match="unknown output format"):
         output_format(Path("a.txt"), "csv")
 
 

@@ -159,3 +159,32 @@ def test_export_library_refuses_a_file_as_parent(federation: Federation, tmp_pat
             tmp_path / "file" / "sub" / "audit.zip",
             origin=federation.origin("alpha"),
         )
+
+
+def test_show_keeps_event_names_whole_on_an_80_column_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = {
+        "seq": 12345, "time": 1795894064000, "actor": "operator", "peer": "public-security",
+        "dataset": "road_safety", "outcome": "ok", "detail": {"share_id": "ab" * 16, "rows": 1},
+    }  # fmt: skip
+    entries = [{**entry, "event": e} for e in ("share.sent", "share.received")]
+
+    def invoke(home: Any, command: str, args: dict[str, Any], on_event: Any = None) -> Any:
+        return {"size": 12346, "entries": entries}
+
+    monkeypatch.setattr(ledger_cli, "invoke", invoke)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["ledger", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "share.sent" in out and "share.received" in out
+    assert "2026-11-28 19:27:44" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_show_with_no_match_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ledger_cli, "invoke", lambda *a, **k: {"size": 322, "entries": []})
+    assert main(["ledger", "show", "--type", "nonsense"]) == 0
+    assert "no matching entries" in capsys.readouterr().out

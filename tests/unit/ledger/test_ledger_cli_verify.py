@@ -145,3 +145,11 @@ def test_require_published_fails_on_an_unpublished_tail(
     assert "3 entries after the last published checkpoint are chained only" in told
     assert main(["ledger", "verify", "--ca", str(ca), "--require-published", str(out)]) == 7
     assert "entries 12..14 are covered by no published checkpoint" in capsys.readouterr().err
+
+
+def test_a_mistyped_bundle_path_is_a_usage_error(
+    genuine: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, ca = genuine
+    assert main(["ledger", "verify", "--ca", str(ca), str(tmp_path / "typo.zip")]) == 2
+    assert "no such bundle" in capsys.readouterr().err
