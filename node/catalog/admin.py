@@ -1,51 +1,107 @@
-"""Admin commands of the catalog: ``dataset.add``, ``dataset.list``, ``dataset.show``."""
+"""Admin commands of the catalog: ``dataset.add``, ``dataset.list``, ``dataset.show``.
+
+``dataset.add`` reads the whole dataset before registering it and streams
+``{"event": "progress", "rows": N, "seconds": S}`` events while it
+does, at most a few per second and only once the read has taken a moment, so
+small files show no progress at all. ``list`` and ``show`` attach each
+dataset's :class:`~node.catalog.registry.DatasetStatus`; ``list`` checks file
+metadata only, ``show`` also the current schema.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.admin.registry import Emit, admin_command
 from node.catalog.loader import catalog_of
+from node.catalog.registry import SchemaChanges
 from node.errors import CatalogError
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
+#: Seconds a registration read runs silently before progress is reported, and between reports.
+PROGRESS_AFTER = 1.0
+PROGRESS_EVERY = 0.5
+
+
+class _Progress:
+    """Throttles the running row count into progress events."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._start = time.monotonic()
+        self._next = self._start + PROGRESS_AFTER
+
+    def __call__(self, rows: int) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + PROGRESS_EVERY
+            self._emit({"event": "progress", "rows": rows, "seconds": now - self._start})
+
 
 @admin_command("dataset.add")
 def dataset_add(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Register a dataset: args ``name``, ``path`` (absolute), optional ``format``, ``labels``,
-    ``description`` and ``replace`` (re-register an existing name)."""
+    ``description`` (absent or null keeps a replaced dataset's description) and ``replace``
+    (re-register an existing name). The result carries ``changes`` on a replace.
+
+    Raises:
+        CatalogError: as :meth:`node.catalog.registry.Catalog.add`.
+    """
     labels = args.get("labels") or {}
     if not isinstance(labels, dict):
         raise CatalogError("labels must map column names to labels")
+    description = args.get("description")
     catalog = catalog_of(runtime)
     name = str(args["name"])
     replace = bool(args.get("replace"))
-    replaced = replace and any(d.name == name for d in catalog.list())
+    previous = next((d for d in catalog.list() if d.name == name), None) if replace else None
     info = catalog.add(
         name,
         Path(str(args["path"])),
         fmt=args.get("format") or None,
         labels={str(k): str(v) for k, v in labels.items()},
-        description=str(args.get("description") or ""),
+        description=None if description is None else str(description),
         replace=replace,
+        on_rows=_Progress(emit),
     )
+    detail: dict[str, object] = {"rows": info.rows, "format": info.format, "labels": info.labels}
+    result = info.to_json()
+    if previous is not None:
+        changes = SchemaChanges.between(previous.schema, info.schema).to_json()
+        detail["changes"] = dict(changes)
+        result["changes"] = changes
     runtime.audit.record(
-        "dataset.replaced" if replaced else "dataset.added",
+        "dataset.replaced" if previous is not None else "dataset.added",
         dataset=info.name,
         columns=info.schema.names,
-        detail={"rows": info.rows, "format": info.format, "labels": info.labels},
+        detail=detail,
     )
-    return info.to_json()
+    return result
 
 
 @admin_command("dataset.list")
 def dataset_list(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    return {"datasets": [d.to_json() for d in catalog_of(runtime).list()]}
+    """Every registered dataset with a status from file metadata (no schema or data read)."""
+    catalog = catalog_of(runtime)
+    return {
+        "datasets": [
+            {**d.to_json(), "status": catalog.status(d, schema=False).to_json()}
+            for d in catalog.list()
+        ]
+    }
 
 
 @admin_command("dataset.show")
 def dataset_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    return catalog_of(runtime).get(str(args["name"])).to_json()
+    """One dataset with a status from file metadata and its current schema.
+
+    Raises:
+        CatalogError: no dataset has that name.
+    """
+    catalog = catalog_of(runtime)
+    info = catalog.get(str(args["name"]))
+    return {**info.to_json(), "status": catalog.status(info).to_json()}

@@ -5,6 +5,14 @@ sensitivity label per column (``public``, ``internal`` or ``personal``). The
 data itself stays where it is. Invariant: a dataset is opened only if its
 current schema still equals the registered one, so labels and agreements
 never silently apply to columns that changed underneath them.
+
+A dataset is registered only after it was read in full as a share would read
+it (see :mod:`node.catalog.verify`), so a registered dataset holds no value
+its schema cannot carry. Registration also records each file's size and
+modification time, so :meth:`Catalog.status` can tell cheaply when the data
+went missing or changed afterwards. Re-registering (``replace``) keeps the
+reviewed label of every column whose name and type stayed, and the
+description, unless new ones are given.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +29,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ledger.canonical import dumps, loads
+from node.catalog.verify import read_all
 from node.errors import CatalogError
 from node.sqlite_db import open_versioned_db
 
@@ -29,6 +39,8 @@ __all__ = [
     "Catalog",
     "ColumnInfo",
     "DatasetInfo",
+    "DatasetStatus",
+    "SchemaChanges",
     "detect_format",
     "infer_label",
     "is_dataset_name",
@@ -56,7 +68,13 @@ CREATE TABLE IF NOT EXISTS datasets (
     name TEXT PRIMARY KEY, path TEXT NOT NULL, format TEXT NOT NULL,
     schema BLOB NOT NULL, rows INTEGER NOT NULL, labels TEXT NOT NULL,
     description TEXT NOT NULL, added INTEGER NOT NULL);
+-- Added within schema version 1: a catalog from before it simply has no
+-- fingerprints, and its datasets' status is then judged by their schema alone.
+CREATE TABLE IF NOT EXISTS fingerprints (name TEXT PRIMARY KEY, files TEXT NOT NULL);
 """
+_REPLACE_HINT = (
+    "review the change and its labels, then 'fednode dataset add {name} {path} --replace'"
+)
 
 
 def is_dataset_name(value: object) -> bool:
@@ -157,6 +175,76 @@ def _decode_dictionaries(schema: pa.Schema) -> pa.Schema:
     )
 
 
+@dataclass(frozen=True)
+class SchemaChanges:
+    """How a re-registered dataset's columns differ from the registration it replaced."""
+
+    #: Columns that did not exist before; they got the default label.
+    new: list[str]
+    #: Columns that no longer exist; their labels are gone.
+    dropped: list[str]
+    #: Columns whose type changed; they got the default label again.
+    retyped: list[str]
+    #: Columns that kept their reviewed label.
+    kept: list[str]
+
+    @classmethod
+    def between(cls, old: pa.Schema, new: pa.Schema) -> SchemaChanges:
+        before = {f.name: f.type for f in old}
+        after = {f.name: f.type for f in new}
+        return cls(
+            new=[n for n in after if n not in before],
+            dropped=[n for n in before if n not in after],
+            retyped=[n for n in after if n in before and not before[n].equals(after[n])],
+            kept=[n for n in after if n in before and before[n].equals(after[n])],
+        )
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "new": self.new,
+            "dropped": self.dropped,
+            "retyped": self.retyped,
+            "kept": self.kept,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Whether a registered dataset's data is still what was registered.
+
+    ``state`` is ``ok``, ``missing`` (the path is gone), ``modified`` (a file's
+    size or modification time changed, or files came or went; the row count
+    shown may be stale), ``schema-changed`` (shares are refused until it is
+    re-registered) or ``unreadable``.
+    """
+
+    state: str
+    detail: str = ""
+    hint: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"state": self.state, "detail": self.detail, "hint": self.hint}
+
+
+_OK = DatasetStatus("ok")
+# "size mtime_ns" per file: a string, as canonical JSON holds no integer above 2**53.
+_Fingerprint = dict[str, str]
+
+
+def _fingerprint(path: Path, files: list[str]) -> _Fingerprint:
+    """Each file's size and modification time, keyed by its path relative to ``path``."""
+    prints: _Fingerprint = {}
+    for file in files:
+        stat = Path(file).stat()
+        key = "." if Path(file) == path else Path(file).relative_to(path).as_posix()
+        prints[key] = f"{stat.st_size} {stat.st_mtime_ns}"
+    return prints
+
+
+def _files_of(dataset: ds.Dataset) -> list[str]:
+    return sorted(dataset.files) if isinstance(dataset, ds.FileSystemDataset) else []
+
+
 class Catalog:
     """The registry of datasets, backed by ``catalog.db``."""
 
@@ -180,18 +268,24 @@ class Catalog:
         *,
         fmt: str | None = None,
         labels: dict[str, str] | None = None,
-        description: str = "",
+        description: str | None = None,
         replace: bool = False,
+        on_rows: Callable[[int], None] | None = None,
     ) -> DatasetInfo:
-        """Register a dataset, reading its schema and row count.
+        """Register a dataset after reading it in full as a share would.
 
         ``replace`` re-registers an existing name (its data changed shape); the
         agreements naming it then apply to the new schema, column by column.
+        Columns that keep their name and type keep their registered label, and
+        the description stays, unless ``labels`` or ``description`` say
+        otherwise. ``on_rows`` receives the running row count while the data
+        is read. Nothing is registered unless every row converts.
 
         Raises:
             CatalogError: bad name, duplicate name (without ``replace``),
-                unreadable data, a label for a column that does not exist, or an
-                unknown label.
+                unreadable data, a value that does not convert to its column's
+                type, a label for a column that does not exist, or an unknown
+                label.
         """
         if not is_dataset_name(name):
             raise CatalogError(
@@ -200,12 +294,11 @@ class Catalog:
             )
         path = path.resolve()
         fmt = detect_format(path, fmt)
+        previous = self._find(name)
+        if previous is not None and not replace:
+            raise _duplicate(name)
         dataset = open_dataset(path, fmt)
         schema = _decode_dictionaries(dataset.schema)
-        try:
-            rows = dataset.count_rows()
-        except (pa.ArrowException, OSError) as e:
-            raise CatalogError(f"cannot count rows of {path}: {e}") from e
         given = dict(labels or {})
         unknown = sorted(set(given) - set(schema.names))
         if unknown:
@@ -218,10 +311,26 @@ class Catalog:
                 raise CatalogError(
                     f"label {label!r} for column {column!r} is not one of {', '.join(LABELS)}"
                 )
-        final = {f.name: given.get(f.name, infer_label(f.name)) for f in schema}
+        try:
+            prints = _fingerprint(path, _files_of(dataset))
+        except OSError as e:
+            raise CatalogError(f"cannot read {path}: {e}") from e
+        rows = read_all(dataset, fmt, on_rows)
+        kept: set[str] = set()
+        if previous is not None:
+            kept = set(SchemaChanges.between(previous.schema, schema).kept)
+        final = {
+            f.name: given.get(f.name)
+            or (previous.labels[f.name] if previous is not None and f.name in kept else None)
+            or infer_label(f.name)
+            for f in schema
+        }
+        if description is None:
+            description = previous.description if previous is not None else ""
         info = DatasetInfo(name, path, fmt, schema, rows, final, description, int(time.time()))
         with self._lock:
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
                     ("INSERT OR REPLACE" if replace else "INSERT") + _INSERT_VALUES,
                     (
@@ -235,12 +344,27 @@ class Catalog:
                         info.added,
                     ),
                 )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO fingerprints VALUES (?, ?)",
+                    (name, dumps(prints).decode()),
+                )
+                self._db.execute("COMMIT")
             except sqlite3.IntegrityError as e:
-                raise CatalogError(
-                    f"dataset {name!r} is already registered",
-                    hint="choose another name, or pass --replace if its data changed shape",
-                ) from e
+                self._db.execute("ROLLBACK")
+                raise _duplicate(name) from e
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return info
+
+    def _find(self, name: str) -> DatasetInfo | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, path, format, schema, rows, labels, description, added "
+                "FROM datasets WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return None if row is None else self._info(row)
 
     def get(self, name: str) -> DatasetInfo:
         """The registered dataset ``name``.
@@ -248,17 +372,12 @@ class Catalog:
         Raises:
             CatalogError: no dataset has that name.
         """
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, path, format, schema, rows, labels, description, added "
-                "FROM datasets WHERE name = ?",
-                (name,),
-            ).fetchone()
-        if row is None:
+        info = self._find(name)
+        if info is None:
             raise CatalogError(
                 f"no dataset named {name!r} in the catalog", hint="see 'fednode dataset list'"
             )
-        return self._info(row)
+        return info
 
     def list(self) -> list[DatasetInfo]:
         with self._lock:
@@ -283,6 +402,58 @@ class Catalog:
             added=int(str(added)),
         )
 
+    def status(self, info: DatasetInfo, *, schema: bool = True) -> DatasetStatus:
+        """Whether ``info``'s data is still as registered, from file metadata only.
+
+        Sizes and modification times are compared with those recorded at
+        registration; with ``schema`` the current schema is read too (a file
+        footer for Parquet and Arrow, the first block of a CSV). Never reads
+        the data itself.
+        """
+        replace = _REPLACE_HINT.format(name=info.name, path=info.path)
+        if not info.path.exists():
+            return DatasetStatus(
+                "missing",
+                f"{info.path} no longer exists",
+                f"restore it, or 'fednode dataset add {info.name} NEW_PATH --replace'",
+            )
+        with self._lock:
+            row = self._db.execute(
+                "SELECT files FROM fingerprints WHERE name = ?", (info.name,)
+            ).fetchone()
+        try:
+            dataset = open_dataset(info.path, info.format) if schema or info.path.is_dir() else None
+            files = _files_of(dataset) if dataset is not None else [str(info.path)]
+            if (
+                schema
+                and dataset is not None
+                and not _decode_dictionaries(dataset.schema).equals(info.schema)
+            ):
+                return DatasetStatus(
+                    "schema-changed",
+                    f"the columns or types of {info.path} changed since it was registered; "
+                    "shares of it are refused",
+                    replace,
+                )
+            current = _fingerprint(info.path, files)
+        except (CatalogError, OSError) as e:
+            return DatasetStatus("unreadable", str(e), replace)
+        if row is None:
+            return _OK
+        recorded: _Fingerprint = dict(loads(str(row[0]).encode()))
+        if current != recorded:
+            changed = sorted(set(current) ^ set(recorded)) or sorted(
+                k for k in current if current[k] != recorded.get(k)
+            )
+            return DatasetStatus(
+                "modified",
+                f"{info.path} changed since it was registered "
+                f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); "
+                f"its row count ({info.rows:,}) and review may be out of date",
+                replace,
+            )
+        return _OK
+
     def open(self, name: str) -> tuple[DatasetInfo, ds.Dataset]:
         """Open a registered dataset, refusing one whose schema changed since it was added.
 
@@ -295,7 +466,13 @@ class Catalog:
         if not current.equals(info.schema):
             raise CatalogError(
                 f"dataset {name!r} at {info.path} changed its schema since it was registered",
-                hint="review the change and its labels, then 'fednode dataset add NAME PATH "
-                "--replace'",
+                hint=_REPLACE_HINT.format(name=name, path=info.path),
             )
         return info, dataset
+
+
+def _duplicate(name: str) -> CatalogError:
+    return CatalogError(
+        f"dataset {name!r} is already registered",
+        hint="choose another name, or pass --replace if its data changed shape",
+    )

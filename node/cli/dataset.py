@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from node.admin.client import invoke
@@ -32,6 +33,14 @@ Register a Parquet file or directory, a CSV file, or an Arrow IPC file.
 Columns get a conservative label unless given: 'personal' when the name looks
 like data about a person (id, name, birth, address, age, ...), else 'internal'.
 Nothing is ever labelled 'public' unless you say so.
+
+The whole file is read once, as a share would read it, so a value that does
+not fit its column (for example 'unknown' in a column of numbers far down a
+CSV) is refused now, naming the column, line and value, instead of failing a
+share later. Big files show progress while they are read.
+
+With --replace, columns that keep their name and type keep their labels and
+the description stays, unless given again; new columns get the default label.
 
 examples:
   fednode dataset add visits /data/visits.parquet
@@ -58,26 +67,34 @@ def register(subparsers: Any) -> None:
         help="set a column's label: public, internal or personal (repeatable)",
     )
     add.add_argument("--format", choices=["parquet", "csv", "arrow"], help="override detection")
-    add.add_argument("--description", default="", help="free text shown in listings")
+    add.add_argument(
+        "--description",
+        default=None,
+        help="free text shown in listings (with --replace, the old one stays unless given)",
+    )
     add.add_argument(
         "--replace",
         action="store_true",
-        help="re-register an existing name after its data changed shape (review the labels "
-        "and the agreements that name it first); recorded as dataset.replaced",
+        help="re-register an existing name after its data changed; labels of columns with "
+        "the same name and type and the description are kept, new columns are listed for "
+        "review; recorded as dataset.replaced",
     )
     add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(handler=_add)
     listing = commands.add_parser(
         "list",
         help="list registered datasets",
-        description="List the catalog's datasets.\n\nexample:\n  fednode dataset list",
+        description="List the catalog's datasets. The status column says when a dataset's "
+        "files are missing or were modified since it was registered (from file sizes and "
+        "times only; 'dataset show' also checks the schema).\n\nexample:\n  fednode dataset list",
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_list)
     show = commands.add_parser(
         "show",
         help="show a dataset's schema, rows and labels",
-        description="Show one dataset's columns, types and labels.\n\n"
+        description="Show one dataset's columns, types and labels, and whether its files are "
+        "missing, modified or of another schema since it was registered.\n\n"
         "example:\n  fednode dataset show visits",
     )
     show.add_argument("name")
@@ -97,11 +114,33 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _print_status(console: Console, info: dict[str, Any]) -> None:
+    status = info.get("status") or {}
+    if status.get("state", "ok") == "ok":
+        return
+    console.print(f"[bold red]{status['state']}[/bold red]: {status['detail']}", highlight=False)
+    if status.get("hint"):
+        console.print(f"hint: {status['hint']}", highlight=False)
+
+
+def _print_changes(console: Console, changes: dict[str, list[str]]) -> None:
+    for key, what in (
+        ("new", "new columns (default label, review them)"),
+        ("retyped", "columns with a new type (default label, review them)"),
+        ("dropped", "dropped columns"),
+    ):
+        if changes.get(key):
+            console.print(f"{what}: {', '.join(changes[key])}", highlight=False)
+    if changes.get("kept"):
+        console.print(f"kept labels of: {', '.join(changes['kept'])}", highlight=False)
+
+
 def _print_dataset(info: dict[str, Any]) -> None:
     console = Console()
     console.print(
         f"[bold]{info['name']}[/bold]  {info['format']}  {info['rows']:,} rows  {info['path']}"
     )
+    _print_status(console, info)
     if info.get("description"):
         console.print(info["description"])
     table = Table("column", "type", "label")
@@ -113,22 +152,43 @@ def _print_dataset(info: dict[str, Any]) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    result = invoke(
-        args.home,
-        "dataset.add",
-        {
-            "name": args.name,
-            "path": str(Path(args.path).resolve()),
-            "format": args.format,
-            "labels": _labels(args.label),
-            "description": args.description,
-            "replace": args.replace,
-        },
-    )
+    request = {
+        "name": args.name,
+        "path": str(Path(args.path).resolve()),
+        "format": args.format,
+        "labels": _labels(args.label),
+        "description": args.description,
+        "replace": args.replace,
+    }
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print_dataset(result)
+        print(json.dumps(invoke(args.home, "dataset.add", request), indent=2))
+        return 0
+    # The node reports progress only on reads that take a while; the display
+    # starts with the first report, so small files print their result alone.
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(f"reading {Path(args.path).name}"),
+        TextColumn("{task.fields[rows]:>14,} rows"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task("read", total=None, rows=0)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            if not progress.live.is_started:
+                progress.start()
+            progress.update(task, rows=event["rows"])
+
+    try:
+        result = invoke(args.home, "dataset.add", request, on_event=on_event)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+    _print_dataset(result)
+    if result.get("changes"):
+        _print_changes(Console(), result["changes"])
     return 0
 
 
@@ -137,18 +197,32 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    table = Table("name", "format", "rows", "columns", "personal", "path")
+    table = Table("name", "status", "format", "rows", "columns", "personal", "path")
+    colours = {"ok": "green", "modified": "yellow"}
+    attention = []
     for d in result["datasets"]:
         personal = [c["name"] for c in d["columns"] if c["label"] == "personal"]
+        state = (d.get("status") or {}).get("state", "ok")
+        if state != "ok":
+            attention.append(d["name"])
+        colour = colours.get(state, "red")
         table.add_row(
             d["name"],
+            f"[{colour}]{state}[/{colour}]",
             d["format"],
             f"{d['rows']:,}",
             str(len(d["columns"])),
             ", ".join(personal),
             d["path"],
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if attention:
+        console.print(
+            f"hint: 'fednode dataset show NAME' explains {', '.join(attention)}; after "
+            "reviewing the data, 'fednode dataset add NAME PATH --replace'",
+            highlight=False,
+        )
     return 0
 
 

@@ -1,0 +1,205 @@
+"""Registration reads the whole dataset; status notices missing or changed files;
+``replace`` keeps reviewed labels and the description."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from node.catalog.registry import Catalog, SchemaChanges
+from node.catalog.verify import _conversion_error
+from node.errors import CatalogError
+
+# Arrow infers a CSV's column types from its first block (1 MiB), so the bad
+# value must sit well past it to be invisible to inference and row counting.
+DEEP_ROWS = 150_000
+BAD_ROW = 120_000
+
+
+def _deep_csv(path: Path, bad: str | None = "unknown") -> Path:
+    with path.open("w") as f:
+        f.write("person_id,age,district\n")
+        for i in range(1, DEEP_ROWS + 1):
+            age = bad if (i == BAD_ROW and bad is not None) else str(i % 90)
+            f.write(f"p{i},{age},d{i % 7}\n")
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog(tmp_path / "catalog.db")
+
+
+def test_a_bad_value_deep_in_a_csv_is_refused_naming_column_line_and_value(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    deep = _deep_csv(tmp_path / "deep.csv")
+    # Counting alone (what registration used to do) sees nothing wrong.
+    assert ds.dataset(deep, format="csv").count_rows() == DEEP_ROWS
+    with pytest.raises(CatalogError, match=r"column 'age' of deep\.csv holds 'unknown'") as e:
+        catalog.add("deep", deep)
+    assert f"line {BAD_ROW + 1}" in str(e.value) and "data row 120,000" in str(e.value)
+    assert "int64" in str(e.value) and "age" in (e.value.hint or "")
+    assert catalog.list() == []
+
+
+def test_a_failed_replace_keeps_the_old_registration(tmp_path: Path, catalog: Catalog) -> None:
+    good = _deep_csv(tmp_path / "good.csv", bad=None)
+    before = catalog.add("deep", good, labels={"district": "public"}, description="kept")
+    with pytest.raises(CatalogError, match="holds 'unknown'"):
+        catalog.add("deep", _deep_csv(tmp_path / "deep.csv"), replace=True)
+    assert catalog.get("deep") == before
+    assert catalog.status(before).state == "ok"
+
+
+def test_registration_reports_progress_and_counts_every_row(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    seen: list[int] = []
+    info = catalog.add("deep", _deep_csv(tmp_path / "good.csv", bad=None), on_rows=seen.append)
+    assert info.rows == DEEP_ROWS and seen[-1] == DEEP_ROWS and seen == sorted(seen)
+
+
+def test_a_parquet_directory_with_an_unconvertible_file_is_refused(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    data = tmp_path / "dir"
+    data.mkdir()
+    pq.write_table(pa.table({"age": pa.array([1, 2], pa.int64())}), data / "a.parquet")
+    pq.write_table(pa.table({"age": pa.array([3], pa.int32())}), data / "b.parquet")
+    # A file of another but convertible type is read in full and accepted.
+    assert catalog.add("mixed", data).rows == 3
+    pq.write_table(pa.table({"age": ["x"]}), data / "c.parquet")
+    with pytest.raises(CatalogError, match=r"cannot read c\.parquet as registered"):
+        catalog.add("bad", data)
+    assert [d.name for d in catalog.list()] == ["mixed"]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "In CSV column #0: CSV conversion error to double: invalid value 'n/a'",
+            r"column 'a' of f\.csv holds 'n/a' at a row, which is not double",
+        ),
+        (
+            "In CSV column #1: Row #7: CSV conversion error to int64: invalid value '"
+            + "9" * 100
+            + "'",
+            r"column 'b' of f\.csv holds '9{60}\.\.\.' at line 7 \(data row 6\)",
+        ),
+        (
+            "In CSV column #5: Row #2: CSV conversion error to int64: invalid value 'x'",
+            r"column '#6' of f\.csv",
+        ),
+        ("CSV parse error: Expected 2 columns, got 3", r"cannot read f\.csv as registered"),
+    ],
+)
+def test_conversion_errors_are_explained(message: str, expected: str) -> None:
+    schema = pa.schema([("a", pa.float64()), ("b", pa.int64())])
+    error = _conversion_error(pa.ArrowInvalid(message), schema, "f.csv")
+    with pytest.raises(CatalogError, match=expected):
+        raise error
+    assert error.hint
+
+
+def _touch_later(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_status_tells_missing_modified_and_schema_changed(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "v.parquet"
+    table = pa.table({"district": ["n", "s"], "count": [1, 2]})
+    pq.write_table(table, path)
+    info = catalog.add("visits", path)
+    assert catalog.status(info).state == "ok"
+    assert catalog.status(info, schema=False).state == "ok"
+
+    pq.write_table(pa.table({"district": ["n"], "count": [5]}), path)
+    _touch_later(path)
+    modified = catalog.status(info, schema=False)
+    assert modified.state == "modified" and "row count (2)" in modified.detail
+    assert "fednode dataset add visits" in modified.hint and "--replace" in modified.hint
+
+    pq.write_table(pa.table({"district": ["n"]}), path)
+    _touch_later(path)
+    assert catalog.status(info, schema=False).state == "modified"
+    changed = catalog.status(info)
+    assert changed.state == "schema-changed" and "--replace" in changed.hint
+
+    path.unlink()
+    for check_schema in (True, False):
+        missing = catalog.status(info, schema=check_schema)
+        assert missing.state == "missing" and str(path) in missing.detail
+        assert "--replace" in missing.hint
+
+
+def test_status_notices_files_added_to_a_directory(tmp_path: Path, catalog: Catalog) -> None:
+    data = tmp_path / "dir"
+    data.mkdir()
+    pq.write_table(pa.table({"x": [1]}), data / "a.parquet")
+    info = catalog.add("d", data)
+    assert catalog.status(info, schema=False).state == "ok"
+    pq.write_table(pa.table({"x": [2]}), data / "b.parquet")
+    status = catalog.status(info, schema=False)
+    assert status.state == "modified" and "b.parquet" in status.detail
+
+
+def test_replace_keeps_reviewed_labels_and_description(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "v.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "district": ["n"],
+                "person_id": ["p"],
+                "age": pa.array([3], pa.int64()),
+                "secret": ["s"],
+            }
+        ),
+        path,
+    )
+    before = catalog.add(
+        "visits",
+        path,
+        labels={"district": "public", "person_id": "internal", "age": "public"},
+        description="reviewed 2024",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "district": ["n"],
+                "person_id": ["p"],
+                "age": ["30-39"],
+                "patient_name": ["x"],
+            }
+        ),
+        path,
+    )
+    after = catalog.add("visits", path, replace=True)
+    assert after.labels == {
+        "district": "public",
+        "person_id": "internal",
+        "age": "personal",
+        "patient_name": "personal",
+    }
+    assert after.description == "reviewed 2024"
+    changes = SchemaChanges.between(before.schema, after.schema)
+    assert (changes.new, changes.dropped, changes.retyped) == (
+        ["patient_name"],
+        ["secret"],
+        ["age"],
+    )
+    assert changes.kept == ["district", "person_id"]
+
+    again = catalog.add(
+        "visits", path, replace=True, labels={"district": "internal"}, description=""
+    )
+    assert again.labels["district"] == "internal" and again.labels["person_id"] == "internal"
+    assert again.description == ""
+    assert catalog.get("visits") == again
