@@ -81,7 +81,7 @@ def _check_certificate(config: NodeConfig) -> bytes:
     if cert.not_valid_after_utc <= now:
         raise CertificateError(
             f"this node's certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
-            hint="ask the federation authority for a new one ('fednode ca issue')",
+            hint="ask the federation authority for a new one ('fednode ca issue --replace')",
         )
     if cert.not_valid_before_utc > now:
         raise CertificateError(
@@ -103,8 +103,8 @@ class NodeProcess:
         cert_pem = _check_certificate(config)
         key_pem = config.tls_key_path.read_bytes()
         keys.load_tls_key(config.tls_key_path)
+        ca_cert = certs.load_ca_cert(config.ca_cert_path)  # names 'ca init' if it is missing
         ca_pem = config.ca_cert_path.read_bytes()
-        ca_cert = certs.load_cert(config.ca_cert_path)
         directories = DirectoryHolder(config.directory_path, config.directory_state_path, ca_cert)
         signing_key = keys.load_ed25519(config.signing_key_path)
         self._audit = open_audit(config, signing_key, lambda: directories.current)
