@@ -118,9 +118,13 @@ def _print_status(console: Console, info: dict[str, Any]) -> None:
     status = info.get("status") or {}
     if status.get("state", "ok") == "ok":
         return
-    console.print(f"[bold red]{status['state']}[/bold red]: {status['detail']}", highlight=False)
+    console.print(
+        f"[bold red]{status['state']}[/bold red]: {status['detail']}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if status.get("hint"):
-        console.print(f"hint: {status['hint']}", highlight=False)
+        console.print(f"hint: {status['hint']}", highlight=False, soft_wrap=True)
 
 
 def _print_changes(console: Console, changes: dict[str, list[str]]) -> None:
@@ -130,15 +134,18 @@ def _print_changes(console: Console, changes: dict[str, list[str]]) -> None:
         ("dropped", "dropped columns"),
     ):
         if changes.get(key):
-            console.print(f"{what}: {', '.join(changes[key])}", highlight=False)
+            console.print(f"{what}: {', '.join(changes[key])}", highlight=False, soft_wrap=True)
     if changes.get("kept"):
-        console.print(f"kept labels of: {', '.join(changes['kept'])}", highlight=False)
+        console.print(
+            f"kept labels of: {', '.join(changes['kept'])}", highlight=False, soft_wrap=True
+        )
 
 
 def _print_dataset(info: dict[str, Any]) -> None:
     console = Console()
     console.print(
-        f"[bold]{info['name']}[/bold]  {info['format']}  {info['rows']:,} rows  {info['path']}"
+        f"[bold]{info['name']}[/bold]  {info['format']}  {info['rows']:,} rows  {info['path']}",
+        soft_wrap=True,
     )
     _print_status(console, info)
     if info.get("description"):
@@ -222,6 +229,7 @@ def _list(args: argparse.Namespace) -> int:
             f"hint: 'fednode dataset show NAME' explains {', '.join(attention)}; after "
             "reviewing the data, 'fednode dataset add NAME PATH --replace'",
             highlight=False,
+            soft_wrap=True,
         )
     return 0
 
