@@ -53,11 +53,17 @@ def _abort(context: grpc.ServicerContext, error: NodeError) -> NoReturn:
         # Catalog messages may hold local paths; the peer learns only that the data is unavailable.
         code, message = (
             grpc.StatusCode.FAILED_PRECONDITION,
-            "the agreement's dataset is unavailable",
+            "the agreement's dataset is unavailable at the provider; its operator sees "
+            "why in 'fednode dataset list' and the node log",
         )
     else:
         code, message = grpc.StatusCode.INTERNAL, "the share failed on the provider"
-    log.warning("exchange call refused (%s): %s", code.name, error)
+    hint = getattr(error, "hint", None) or (
+        "see 'fednode dataset show NAME'" if isinstance(error, CatalogError) else None
+    )
+    log.warning(
+        "exchange call refused (%s): %s%s", code.name, error, f" (hint: {hint})" if hint else ""
+    )
     context.abort(code, message)
     raise AssertionError("ServicerContext.abort returned")
 
