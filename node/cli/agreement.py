@@ -261,7 +261,8 @@ def register(subparsers: Any) -> None:
         description="Revoke an agreement on this node, effective immediately: new requests are\n"
         "refused and shares in flight stop at their next chunk. The node then sends the\n"
         "other party a signed notice, and its node revokes its copy too. If the other\n"
-        "party cannot be reached, the revocation still holds here; the command says so.\n\n"
+        "party cannot be reached, the revocation still holds here; the command says so\n"
+        "and exits 5, and running it again resends the notice.\n\n"
         "example:\n  fednode agreement revoke agr-... --reason 'purpose ended'",
     )
     revoke.add_argument("id")
@@ -489,4 +490,6 @@ def _revoke(args: argparse.Namespace) -> int:
             "notice.",
             file=sys.stderr,
         )
+        # The other party can still serve or fetch under its copy: not a success.
+        return PEER
     return 0
