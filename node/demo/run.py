@@ -327,7 +327,9 @@ class Demo:
         report = verify_bundle(bundles, ca_pem=self.federation.ca_pem.read_bytes())
         self.report.verification = (
             f"{report.entries} entries in {len(report.bundles)} ledgers verified offline; "
-            f"{report.shares_checked} shares cross-checked between sender and receiver"
+            f"{report.shares_checked} shares cross-checked between sender and receiver; "
+            f"{report.witnessed_checked} witnessed checkpoints matched against the logs "
+            "their witnesses cosigned"
         )
         self.report.artefacts["audit bundles"] = self.workdir / "audit"
         return (
