@@ -306,10 +306,16 @@ def big_table(megabytes: int) -> pa.Table:
     )
 
 
-def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> None:
+def slow_share_in_flight(
+    pair: LocalFederation, tmp_path: Path
+) -> tuple[str, Path, subprocess.Popen[str]]:
+    """A 64 MB share fetched by the CLI at 2 MB/s, still running when this returns.
+
+    The table is larger than the chunks buffered in transit (a few 4 MiB
+    chunks), so the provider is still producing; its padding would compress to
+    almost nothing, so the chunks travel uncompressed.
+    """
     big = tmp_path / "big.parquet"
-    # Larger than the chunks buffered in transit (a few 4 MiB chunks), so the
-    # provider is still producing when the revocation lands.
     pq.write_table(big_table(64), big)
     admin(pair, "health", "dataset.add", name="big", path=str(big))
     agreement_id, _ = agreement_file(
@@ -317,8 +323,6 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     )
     out_dir = tmp_path / "recv"
     out_dir.mkdir()
-    # A slow consumer keeps the share in flight while the provider revokes; the
-    # padding would compress to almost nothing, so the chunks travel uncompressed.
     process = subprocess.Popen(
         [sys.executable, "-m", "node.cli.main", "share", "fetch",
          "--home", str(pair.homes["statistics"]), "--from", "health",
@@ -328,6 +332,11 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     )  # fmt: skip
     time.sleep(2.0)
     assert process.poll() is None, process.communicate()
+    return agreement_id, out_dir, process
+
+
+def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> None:
+    agreement_id, out_dir, process = slow_share_in_flight(pair, tmp_path)
     admin(pair, "health", "agreement.revoke", id=agreement_id, reason="test")
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 6, stderr
@@ -341,23 +350,7 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
 
 
 def test_ctrl_c_cancels_the_share_and_keeps_nothing(pair: LocalFederation, tmp_path: Path) -> None:
-    big = tmp_path / "big.parquet"
-    pq.write_table(big_table(64), big)
-    admin(pair, "health", "dataset.add", name="big", path=str(big))
-    agreement_id, _ = agreement_file(
-        pair, tmp_path, dataset="big", columns={"district": {"treatment": "plain"}}
-    )
-    out_dir = tmp_path / "recv"
-    out_dir.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli.main", "share", "fetch",
-         "--home", str(pair.homes["statistics"]), "--from", "health",
-         "--agreement", agreement_id, "--out", str(out_dir / "big.parquet"),
-         "--limit-rate", "2000000", "--compression", "none", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(2.0)
-    assert process.poll() is None, process.communicate()
+    agreement_id, out_dir, process = slow_share_in_flight(pair, tmp_path)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
