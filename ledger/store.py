@@ -56,7 +56,13 @@ from ledger.entry import (
     parse_entry,
     prepare_entry,
 )
-from ledger.errors import CheckpointError, EntryError, LedgerError, StorageError
+from ledger.errors import (
+    CheckpointError,
+    EntryError,
+    LedgerDamageError,
+    LedgerError,
+    StorageError,
+)
 from ledger.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -97,11 +103,6 @@ T = TypeVar("T")
 
 #: SQLite's primary result codes for a file that is damaged or not a database at all.
 _SQLITE_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-class LedgerDamageError(StorageError):
-    """The ledger file is damaged: entries or checkpoints are missing or corrupt,
-    or SQLite cannot read it as a database. The remedy is a restore from backup."""
 
 
 def _is_damage(error: sqlite3.Error) -> bool:

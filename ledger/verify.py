@@ -957,7 +957,11 @@ def _check_receipt(
             )
 
 
-def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Report) -> None:
+def _cross_check(
+    bundles: list[_Bundle], directory: DirectoryView, report: Report, *, strict: bool
+) -> None:
+    """Check every share against the other side's bundle; with ``strict``, a share the
+    other bundle does not hold yet fails instead of being noted."""
     by_node = {b.manifest["node"]: b for b in bundles}
     for bundle in bundles:
         node = bundle.manifest["node"]
@@ -973,8 +977,11 @@ def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Repor
             if match is None:
                 # The recipient records share.received before it signs the receipt,
                 # both on its own clock: a bundle ending no later than the receipt
-                # may predate the entry.
-                if other.last_time <= _receipt_time(sent):
+                # may predate the entry. The receipt's time is the recipient's word,
+                # so the provider's own clock bounds it.
+                if not strict and other.last_time <= min(
+                    _receipt_time(sent), sent["time"] + _COVERAGE_SLACK_MS
+                ):
                     report.notes.append(
                         f"share {share_id} from {node} to {peer} (seq {seq}) is not yet covered: "
                         f"{peer}'s bundle ends before it completed; export it again to check it"
@@ -1008,7 +1015,7 @@ def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Repor
             provider = by_node.get(received["peer"])
             if provider is None or share_id in provider.shares_sent:
                 continue
-            if share_id in bundle.receipts_failed:
+            if share_id in bundle.receipts_failed and not strict:
                 report.notes.append(
                     f"share {share_id} received by {node} (seq {seq}): {received['peer']} never "
                     "acknowledged the receipt (share.receipt_failed), so it has no share.sent"
@@ -1016,7 +1023,7 @@ def _cross_check(bundles: list[_Bundle], directory: DirectoryView, report: Repor
                 continue
             # The provider records share.sent when the receipt arrives, on its own
             # clock: the slack covers the receipt's deadline and clock skew.
-            if provider.last_time <= received["time"] + _COVERAGE_SLACK_MS:
+            if not strict and provider.last_time <= received["time"] + _COVERAGE_SLACK_MS:
                 report.notes.append(
                     f"share {share_id} received by {node} (seq {seq}) is not yet covered: "
                     f"{received['peer']}'s bundle ends before its receipt could be recorded; "
@@ -1038,16 +1045,26 @@ def _receipt_time(sent: dict[str, Any]) -> int:
     return value * 1000 + 999 if type(value) is int else int(sent["time"])
 
 
-def _check_witnessed(bundles: list[_Bundle], report: Report) -> dict[str, int]:
-    """Check every checkpoint a witness in ``bundles`` cosigned against the witnessed
-    log's own entries, when that log's bundle is given; returns, per origin, the
-    largest size so confirmed.
+def _check_witnessed(
+    bundles: list[_Bundle], report: Report, *, threshold: int, strict: bool
+) -> dict[str, int]:
+    """Check every checkpoint a witness in ``bundles`` recorded cosigning against the
+    witnessed log's own entries, when that log's bundle is given; returns, per
+    origin, the largest size that ``witness_threshold`` of the given witnesses
+    confirm.
 
-    A log's own bundle may leave its checkpoints out, or hold entries rewritten
-    after its last checkpoint; what its witnesses recorded still binds it.
+    A ``witness.cosigned`` entry carries the log's signed note and the
+    witness's cosignature line, so a claim binds the log only once both
+    verify: a witness cannot frame a log with a root the log never signed.
+    A log's own bundle may leave its checkpoints out, or hold entries
+    rewritten after them; what it signed and its witnesses recorded still
+    binds it. A log bundle shorter than a claim is a cut-back log when the log
+    went on recording after the claim, and otherwise possibly an export older
+    than the witness's (a note, or a failure when ``strict``).
     """
     by_origin = {b.manifest["origin"]: b for b in bundles}
-    confirmed: dict[str, int] = {}
+    confirmed: dict[str, dict[str, int]] = {}
+    unsigned = 0
     for witness in bundles:
         for seq, fields in witness.cosigned:
             where = f"{witness.files.path}: entry seq {seq}"
@@ -1055,35 +1072,79 @@ def _check_witnessed(bundles: list[_Bundle], report: Report) -> dict[str, int]:
             log = by_origin.get(detail.get("origin"))
             if log is None or log is witness:
                 continue
-            size, root_text = detail.get("size"), detail.get("root")
-            try:
-                if type(size) is not int or size < 0 or not isinstance(root_text, str):
-                    raise ValueError("size or root missing")
-                root = base64.b64decode(root_text, validate=True)
-                if len(root) != HASH_SIZE:
-                    raise ValueError(f"root is {len(root)} bytes")
-            except (ValueError, binascii.Error) as e:
-                raise _fail(where, f"witness.cosigned entry is malformed: {e}", e) from e
+            if "note" not in detail or "cosignature" not in detail:
+                unsigned += 1  # recorded before witnesses kept the signed note
+                continue
+            size = _signed_claim(witness, log, detail, where)
             name = log.manifest["node"]
+            witness_name = witness.manifest["node"]
             if size > log.count:
-                raise _fail(
-                    f"{log.files.path}",
-                    f"holds {log.count} entries, but {witness.manifest['node']} cosigned "
-                    f"{name}'s checkpoint of size {size} ({where}): the log was cut back "
-                    "after it was witnessed",
+                said = (
+                    f"{log.files.path} holds {log.count} entries, but {witness_name} cosigned "
+                    f"{name}'s signed checkpoint of size {size} ({where})"
                 )
+                if log.last_time > fields["time"] + _COVERAGE_SLACK_MS or strict:
+                    raise _fail(str(log.files.path), f"{said}: the log was cut back")
+                report.notes.append(
+                    f"{said}: export {name} again; if a fresh export is still shorter, "
+                    f"{name} cut back its log"
+                )
+                continue
             actual = _root_at(log.levels, size)
-            if actual != root:
+            if actual != _claim_root(detail):
                 raise _fail(
-                    f"{log.files.path}",
-                    f"entries 0..{size - 1} have root {actual.hex()}, but "
-                    f"{witness.manifest['node']} cosigned root {root.hex()} for that size "
+                    str(log.files.path),
+                    f"entries 0..{size - 1} have root {actual.hex()}, but {name} signed root "
+                    f"{_claim_root(detail).hex()} for that size, and {witness_name} cosigned it "
                     f"({where}): the log was rewritten after it was witnessed",
                 )
             report.witnessed_checked += 1
-            origin = log.manifest["origin"]
-            confirmed[origin] = max(confirmed.get(origin, 0), size)
-    return confirmed
+            sizes = confirmed.setdefault(log.manifest["origin"], {})
+            sizes[witness_name] = max(sizes.get(witness_name, 0), size)
+    if unsigned:
+        report.notes.append(
+            f"{unsigned} witness record(s) without the log's signed note were not used"
+        )
+    covered: dict[str, int] = {}
+    for origin, per_witness in confirmed.items():
+        ranked = sorted(per_witness.values(), reverse=True)
+        if threshold and len(ranked) >= threshold:
+            # The largest size that at least `threshold` distinct witnesses cosigned.
+            covered[origin] = ranked[threshold - 1]
+    return covered
+
+
+def _claim_root(detail: dict[str, Any]) -> bytes:
+    return base64.b64decode(str(detail["root"]), validate=True)
+
+
+def _signed_claim(witness: _Bundle, log: _Bundle, detail: dict[str, Any], where: str) -> int:
+    """Verify a ``witness.cosigned`` claim: the log's signature on the note, the note's
+    size and root as the entry states them, and the witness's cosignature; return
+    the size.
+
+    Raises:
+        VerificationError: naming the witness's entry, whose claim does not verify.
+    """
+    directory = witness.directory
+    log_node, witness_node = log.manifest["node"], witness.manifest["node"]
+    log_key = directory.keys.get(log_node)
+    witness_key = directory.witness_keys(exclude=log_node).get(directory.origin(witness_node))
+    try:
+        if log_key is None or witness_key is None:
+            raise ValueError(f"{log_node} or {witness_node} is not a log and witness here")
+        note, line = str(detail["note"]).encode(), str(detail["cosignature"]).encode()
+        checkpoint = verify_checkpoint(note, log.manifest["origin"], log_key)
+        if checkpoint.size != detail.get("size") or checkpoint.root != _claim_root(detail):
+            raise ValueError("its size or root differs from the signed note it carries")
+        cosigned = cosignatures(
+            parse_note(note + line), {directory.origin(witness_node): witness_key}
+        )
+        if directory.origin(witness_node) not in cosigned:
+            raise ValueError(f"it carries no valid cosignature by {witness_node}")
+    except (ValueError, TypeError, KeyError, binascii.Error, LedgerError) as e:
+        raise _fail(where, f"witness.cosigned entry does not verify: {e}", e) from e
+    return checkpoint.size
 
 
 def verify_bundle(
@@ -1098,8 +1159,10 @@ def verify_bundle(
     neither is checked without the directory's signature (the report says so).
 
     ``require_published`` fails a bundle holding entries that no published
-    checkpoint, its own or one its witnesses' bundles show they cosigned,
-    covers: only those entries are protected against the log rewriting them.
+    checkpoint, its own or one ``witness_threshold`` of its witnesses' bundles
+    show they cosigned, covers: only those entries are protected against the
+    log rewriting them. It also turns every "not yet covered" note into a
+    failure, for an audit of bundles exported together.
 
     Raises:
         VerificationError: the first violation, naming the bundle and the
@@ -1144,8 +1207,10 @@ def verify_bundle(
                 "one of them is not from this federation"
             )
         directory = max((b.directory for b in bundles), key=lambda d: d.serial)
-        _cross_check(bundles, directory, report)
-        witnessed = _check_witnessed(bundles, report)
+        _cross_check(bundles, directory, report, strict=require_published)
+        witnessed = _check_witnessed(
+            bundles, report, threshold=directory.witness_threshold, strict=require_published
+        )
         for bundle, entry in zip(bundles, report.bundles, strict=True):
             entry.witnessed_size = witnessed.get(entry.origin, 0)
             covered = max(entry.published_size, entry.witnessed_size)

@@ -94,7 +94,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         # Set when the call ends for any reason; a command still running then
         # was abandoned by its caller, and stops at its next check.
         ended = threading.Event()
-        context.add_callback(ended.set)
+        if not context.add_callback(ended.set):
+            ended.set()  # the call ended already: gRPC will not run the callback
 
         def run() -> None:
             try:

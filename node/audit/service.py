@@ -152,6 +152,9 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):  # type: ignore[misc]
             log.info("checkpoint from %s refused: %s", caller, e)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "checkpoint refused")
         checkpoint = parse_checkpoint(parse_note(submission.note).text)
+        # The log's signed note and this witness's cosignature line make the
+        # entry a claim any auditor can check: the log signed this root, and
+        # this witness cosigned it (ledger/verify.py matches it to the log).
         self.recorder.record(
             "witness.cosigned",
             peer=caller,
@@ -159,6 +162,8 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):  # type: ignore[misc]
                 "origin": origin,
                 "size": checkpoint.size,
                 "root": base64.b64encode(checkpoint.root).decode(),
+                "note": submission.note.decode(),
+                "cosignature": line.encode(),
             },
         )
         return cosignature_to_proto(line)

@@ -23,8 +23,7 @@ code meaning
 
 from __future__ import annotations
 
-from ledger.errors import LedgerError, StorageError
-from ledger.store import LedgerDamageError
+from ledger.errors import LedgerDamageError, LedgerError, StorageError
 from node.errors import (
     AdminError,
     AgreementError,

@@ -33,9 +33,9 @@ from rich.table import Table
 from ledger.checkpoint import verify_checkpoint
 from ledger.directory import LedgerDirectoryError, parse_directory
 from ledger.entry import parse_entry
-from ledger.errors import LedgerError, StorageError, VerificationError
+from ledger.errors import LedgerDamageError, LedgerError, StorageError, VerificationError
 from ledger.merkle import verify_inclusion
-from ledger.store import LedgerDamageError, LedgerStore
+from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
 from node.admin.client import invoke
 from node.audit.recorder import ledger_path

@@ -9,6 +9,7 @@ keeps it in its ledger entry.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -17,7 +18,11 @@ from node.errors import brief
 from node.exchange.errors import ReceiptError
 from node.identity.signed_document import open_document, sign_document
 
-__all__ = ["make_receipt", "verify_receipt"]
+__all__ = ["MAX_RECEIPT_SKEW_S", "make_receipt", "verify_receipt"]
+
+#: How far a receipt's time may be from the provider's clock: clock skew between
+#: departments, plus the receipt's deadline.
+MAX_RECEIPT_SKEW_S = 600
 
 _FIELDS = {
     "v": int,
@@ -81,3 +86,12 @@ def verify_receipt(receipt: Any, public_raw: bytes, expected: dict[str, Any]) ->
     for name, value in expected.items():
         if body.get(name) != value:
             raise ReceiptError(f"receipt {name} is {brief(body.get(name))}, expected {value!r}")
+    # Auditors date a share's receipt by this time (ledger/verify.py), so a
+    # consumer must not be able to date it at will.
+    stated, now = body.get("time"), time.time()
+    if not isinstance(stated, int) or abs(stated - now) > MAX_RECEIPT_SKEW_S:
+        raise ReceiptError(
+            f"receipt time {brief(stated)} is more than {MAX_RECEIPT_SKEW_S} s from this "
+            "node's clock",
+            hint="check both nodes' clocks (NTP)",
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -128,13 +129,20 @@ FIELDS = {
     "sender": "health",
     "recipient": "statistics",
     "agreement": "agr-1",
-    "time": 1_700_000_000,
+    "time": int(time.time()),
 }
 
 
 def test_receipt_round_trip() -> None:
     receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
     verify_receipt(receipt, ed25519_public_raw(KEY), {"share_id": "00" * 16, "rows": 3})
+
+
+@pytest.mark.parametrize("offset", [-3600, 3600, 4_000_000_000])
+def test_a_receipt_dated_far_from_the_providers_clock_is_refused(offset: int) -> None:
+    receipt = make_receipt(KEY, **{**FIELDS, "time": int(time.time()) + offset})  # type: ignore[arg-type]
+    with pytest.raises(ReceiptError, match="from this node's clock"):
+        verify_receipt(receipt, ed25519_public_raw(KEY), {})
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,7 @@ class Federation:
         sender_records: bool = True,
         receipt_signer: str | None = None,
         receiver_digest: str | None = None,
+        receipt_time: int | None = None,
     ) -> str:
         """Record one share on both sides, with a receipt signed by the recipient."""
         share_id = os.urandom(16).hex()
@@ -166,7 +167,7 @@ class Federation:
             "sender": sender,
             "recipient": recipient,
             "agreement": "agr-1",
-            "time": int(time.time()),
+            "time": int(time.time()) if receipt_time is None else receipt_time,
         }
         signed = {
             "receipt": receipt,

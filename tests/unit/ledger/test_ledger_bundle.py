@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from ledger.bundle import export_bundle
 from ledger.canonical import dumps, loads
+from ledger.checkpoint import parse_note
 from ledger.errors import StorageError, VerificationError
+from ledger.store import StoredCheckpoint
 from ledger.verify import verify_bundle
 from tests.unit.ledger.helpers import Federation, fill
 
@@ -578,17 +580,22 @@ def test_file_ranges_tile_the_file_at_run_starts(
 
 
 def _witness_records(
-    federation: Federation, witness: str, log: str, size: int, root: bytes
+    federation: Federation, witness: str, log: str, cp: StoredCheckpoint, *, root: bytes = b""
 ) -> None:
-    """What a witness node's Ledger service records when it cosigns ``log``'s checkpoint."""
+    """What a witness node's Ledger service records when it cosigns ``log``'s checkpoint:
+    the log's signed note and the witness's own cosignature line with it."""
+    note = parse_note(cp.note)
+    line = next(s for s in note.signatures if s.name == federation.origin(witness))
     federation.store(witness).append(
         {
             "event": "witness.cosigned",
             "peer": log,
             "detail": {
                 "origin": federation.origin(log),
-                "size": size,
-                "root": base64.b64encode(root).decode(),
+                "size": cp.size,
+                "root": base64.b64encode(root or cp.root).decode(),
+                "note": cp.note.decode(),
+                "cosignature": line.encode(),
             },
         }
     )
@@ -618,26 +625,36 @@ def _rechain(bundle: Path, lines: list[bytes]) -> None:
 
 
 @pytest.fixture
-def witnessed(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
-    """alpha's log of 12 entries with a checkpoint at 10 that beta cosigned and recorded."""
+def witnessed(federation: Federation, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """alpha's log of 12 entries with a checkpoint at 10 that beta and gamma cosigned and
+    recorded (the federation's threshold is 2)."""
     fill(federation.store("alpha"), 10)
     cp = federation.publish("alpha")
-    _witness_records(federation, "beta", "alpha", cp.size, cp.root)
+    for witness in ("beta", "gamma"):
+        _witness_records(federation, witness, "alpha", cp)
     fill(federation.store("alpha"), 2, 10)
     federation.publish("beta")
-    return _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    federation.publish("gamma")
+    return (
+        _export(federation, "alpha", tmp_path / "a"),
+        _export(federation, "beta", tmp_path / "b"),
+        _export(federation, "gamma", tmp_path / "g"),
+    )
 
 
-def test_a_witnessed_checkpoint_binds_the_log(witnessed: tuple[Path, Path]) -> None:
+def test_a_witnessed_checkpoint_binds_the_log(witnessed: tuple[Path, Path, Path]) -> None:
     report = verify_bundle(list(witnessed))
-    assert report.witnessed_checked == 1
+    assert report.witnessed_checked == 2
     assert report.bundles[0].witnessed_size == 10
+    a, b, _ = witnessed
+    alone = verify_bundle([a, b])  # one witness's word is below the threshold of two
+    assert alone.witnessed_checked == 1 and alone.bundles[0].witnessed_size == 0
 
 
 def test_a_log_rewritten_under_a_stripped_manifest_fails_against_its_witness(
-    witnessed: tuple[Path, Path], tmp_path: Path
+    witnessed: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    a, b = witnessed
+    a, b, _ = witnessed
     work = tmp_path / "rewritten"
     shutil.copytree(a, work)
     lines = (work / "entries.jsonl").read_bytes().splitlines()
@@ -651,24 +668,87 @@ def test_a_log_rewritten_under_a_stripped_manifest_fails_against_its_witness(
         verify_bundle([work], require_published=True)
 
 
-def test_a_log_cut_back_below_a_witnessed_size_fails(
-    witnessed: tuple[Path, Path], tmp_path: Path
+def test_a_log_cut_back_and_going_on_fails(
+    witnessed: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    a, b = witnessed
+    a, b, _ = witnessed
     work = tmp_path / "cut"
     shutil.copytree(a, work)
-    _rechain(work, (work / "entries.jsonl").read_bytes().splitlines()[:8])
+    lines = (work / "entries.jsonl").read_bytes().splitlines()[:8]
+    later = loads(lines[-1])
+    later["time"] += 600_000  # the log went on recording after the witness cosigned
+    _rechain(work, [*lines, dumps(later)])
     _strip_checkpoints(work)
-    with pytest.raises(VerificationError, match="holds 8 entries, but beta cosigned alpha's"):
+    with pytest.raises(VerificationError, match="holds 9 entries, but beta cosigned alpha's"):
         verify_bundle([work, b])
 
 
-def test_require_published_accepts_entries_a_witness_covers(
-    witnessed: tuple[Path, Path], tmp_path: Path
+def test_an_older_export_of_the_log_is_a_note_unless_strict(
+    federation: Federation, tmp_path: Path
 ) -> None:
-    a, b = witnessed
+    fill(federation.store("alpha"), 10)
+    federation.publish("alpha")
+    old = _export(federation, "alpha", tmp_path / "a-old")
+    fill(federation.store("alpha"), 5, 10)
+    _witness_records(federation, "beta", "alpha", federation.publish("alpha"))
+    federation.publish("beta")
+    b = _export(federation, "beta", tmp_path / "b")
+    report = verify_bundle([old, b])
+    assert [n for n in report.notes if "export alpha again" in n]
+    with pytest.raises(VerificationError, match="the log was cut back"):
+        verify_bundle([old, b], require_published=True)
+
+
+def test_a_witness_claim_that_does_not_verify_fails_the_witness(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fill(federation.store("alpha"), 10)
+    cp = federation.publish("alpha")
+    _witness_records(federation, "beta", "alpha", cp, root=b"\x07" * 32)  # not what alpha signed
+    federation.publish("beta")
+    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    verify_bundle([a])
+    with pytest.raises(VerificationError, match=r"/b: entry seq \d+: witness.cosigned entry does"):
+        verify_bundle([a, b])
+
+
+def test_a_witness_record_without_the_signed_note_is_not_used(
+    federation: Federation, tmp_path: Path
+) -> None:
+    fill(federation.store("alpha"), 10)
+    federation.publish("alpha")
+    federation.store("beta").append(
+        {"event": "witness.cosigned", "peer": "alpha",
+         "detail": {"origin": federation.origin("alpha"), "size": 5,
+                    "root": base64.b64encode(b"\x07" * 32).decode()}}
+    )  # fmt: skip
+    federation.publish("beta")
+    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    report = verify_bundle([a, b])  # an unsigned claim can frame nobody
+    assert report.witnessed_checked == 0
+    assert [n for n in report.notes if "without the log's signed note" in n]
+
+
+def test_require_published_accepts_entries_a_witness_covers(
+    witnessed: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    a, b, g = witnessed
     with pytest.raises(VerificationError, match=r"entries 10\.\.11 are covered by no published"):
-        verify_bundle([a, b], require_published=True)
+        verify_bundle([a, b, g], require_published=True)
+
+
+def test_a_receipt_dated_ahead_cannot_hide_a_missing_share_received(
+    federation: Federation, tmp_path: Path
+) -> None:
+    # beta signs a receipt dated far ahead and never records the share.
+    federation.share("alpha", "beta", receiver_records=False, receipt_time=4_000_000_000)
+    federation.skew_ms = 3_600_000  # beta's ledger goes on for an hour
+    fill(federation.store("beta"), 1)
+    for dept in ("alpha", "beta"):
+        federation.publish(dept)
+    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    with pytest.raises(VerificationError, match=r"has no share\.received"):
+        verify_bundle([a, b])
 
 
 def test_without_a_ca_the_bundles_must_share_one(federation: Federation, tmp_path: Path) -> None:

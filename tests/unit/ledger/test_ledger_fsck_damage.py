@@ -14,8 +14,8 @@ import pytest
 
 from ledger.checkpoint import Note, SignatureLine, parse_note
 from ledger.directory import parse_directory
-from ledger.errors import StorageError
-from ledger.store import LedgerDamageError, LedgerStore
+from ledger.errors import LedgerDamageError, StorageError
+from ledger.store import LedgerStore
 from node.cli import exit_codes
 from tests.unit.ledger.helpers import Federation, fill
 
