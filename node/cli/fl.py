@@ -137,7 +137,15 @@ def _status(args: argparse.Namespace) -> int:
         else:
             Console(highlight=False).print(job_report(status))
         return 0
-    table = Table("job", "app", "state", "round", "participants", "output")
+    if args.json:
+        print(json.dumps(jobs, indent=2, sort_keys=True))
+        return 0
+    table = Table()
+    # The job id is what 'fl status JOB_ID' needs: it stays whole, the rest gives way.
+    longest = max((len(str(j["job_id"])) for j in jobs), default=3)
+    table.add_column("job", no_wrap=True, min_width=longest)
+    for column in ("app", "state", "round", "participants", "output"):
+        table.add_column(column)
     for j in jobs:
         table.add_row(
             j["job_id"],
@@ -184,6 +192,8 @@ def register(subparsers: Any) -> None:
     )
     status.add_argument("job_id", nargs="?", help="show this job's status and summary")
     status.add_argument(
-        "--json", action="store_true", help="print the job's status and summary as JSON"
+        "--json",
+        action="store_true",
+        help="print JSON: the job's status and summary, or every job's status",
     )
     status.set_defaults(handler=_status)

@@ -182,32 +182,52 @@ class NodeGrid(Grid):
         """Ids of the participants still available in this run.
 
         Raises:
-            NodesUnavailableError: some participants failed and the ServerApp has
-                polled for nodes for longer than ``node_wait_timeout`` without
-                sending anything, i.e. it waits for nodes that will not come back.
+            NodesUnavailableError: the ServerApp has polled for nodes for longer
+                than ``node_wait_timeout`` without sending anything. A job's
+                participants are fixed when it starts and none joins later, so it
+                waits for nodes that will not come: some failed or refused, or
+                its minimum node count exceeds the participants.
         """
         with self._lock:
             live = [n for n in self._departments if n not in self._unavailable]
             in_flight = any(not f.done() for f in self._pending.values())
-            if len(live) == len(self._departments) or in_flight:
-                # Only an idle ServerApp that polls for lost nodes is waiting for nothing.
+            if in_flight:
+                # A ServerApp with messages out is working, not waiting for nodes.
                 self._short_since = None
             elif self._short_since is None:
                 self._short_since = time.monotonic()
             elif time.monotonic() - self._short_since > self._node_wait_timeout:
-                lost = ", ".join(
-                    f"{self._departments[n]} ({why})" for n, why in self._unavailable.items()
-                )
-                error = NodesUnavailableError(
-                    f"only {len(live)} of {len(self._departments)} participants remain "
-                    f"and the strategy keeps waiting for more; lost: {lost}",
-                    hint="lower the strategy's minimum node counts in the job's "
-                    "run config, or restart the job once the participants are back",
-                )
+                error = self._waiting_error(live)
                 self.failure = error
                 self._failed.set()
                 raise error
             return live
+
+    def _waiting_error(self, live: list[int]) -> NodesUnavailableError:
+        """Why a ServerApp that keeps polling for nodes will never have them."""
+        total = len(self._departments)
+        if not self._unavailable:
+            return NodesUnavailableError(
+                f"all {total} participants are connected, but the strategy keeps waiting "
+                "for more: its minimum node count is above the job's participants",
+                hint=f"set the minimum node counts in the job's [strategy] to {total} or "
+                "fewer (for the seed app, min-nodes), or add participants",
+            )
+        lost = ", ".join(f"{self._departments[n]} ({why})" for n, why in self._unavailable.items())
+        refused = any(why.startswith("refused the job") for why in self._unavailable.values())
+        hint = (
+            "a participant refused the job: its operator approves the app ('fednode app "
+            "approve FAB') or holds an agreement that allows 'federated'; or lower the "
+            "strategy's minimum node counts in the job's [strategy]"
+            if refused
+            else "lower the strategy's minimum node counts in the job's [strategy], or "
+            "launch the job again once the participants are back"
+        )
+        return NodesUnavailableError(
+            f"only {len(live)} of {total} participants remain and the strategy keeps "
+            f"waiting for more; lost: {lost}",
+            hint=hint,
+        )
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Send each message to its destination at once; return their ids."""

@@ -40,6 +40,7 @@ are all run-config overrides; a key the app does not declare is an error.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,47 @@ class JobFile:
 
 
 _HINT = "see 'fednode fl launch --help' for the job file format"
+# The keys each table may hold; [strategy] and [run-config] are the app's own,
+# checked against its declared run config when the job starts.
+_TOP_KEYS = frozenset({"job", "strategy", "run-config", "dp", "participants"})
+_JOB_KEYS = frozenset({"name", "app", "rounds", "output", "secagg", "timeouts"})
+_TIMEOUT_KEYS = frozenset({"message", "start", "node-wait"})
+_DP_KEYS = frozenset({"clipping-norm", "sensitivity", "epsilon", "delta"})
+_PARTICIPANT_KEYS = frozenset({"department", "dataset", "agreement"})
+
+
+def _known(table: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    """Refuse a key the format does not have: a misspelt ``secagg`` or ``rounds``
+    would otherwise run the job without what the coordinator asked for.
+
+    Raises:
+        JobFileError: naming the key and the nearest valid one.
+    """
+    for key in table:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, sorted(allowed), n=1)
+            raise JobFileError(
+                f"{where} has no key {brief(key)}"
+                + (f"; did you mean {near[0]!r}?" if near else ""),
+                hint=f"{where} takes {', '.join(sorted(allowed))}; {_HINT}",
+            )
+
+
+def _check_minimums(overrides: dict[str, Any], participants: int) -> None:
+    """Refuse a strategy minimum node count above the participants: nodes cannot
+    join a running job, so the strategy would wait for them until it times out.
+
+    Raises:
+        JobFileError: naming the key.
+    """
+    for key, value in overrides.items():
+        named_minimum = key.startswith("min-") and key.endswith(("nodes", "clients"))
+        count = value if isinstance(value, int) and not isinstance(value, bool) else 0
+        if named_minimum and count > participants:
+            raise JobFileError(
+                f"{key} = {value} is more than the job's {participants} participant(s)",
+                hint=f"set {key} to {participants} or fewer, or add [[participants]]",
+            )
 
 
 def dp_config(d: dict[str, Any]) -> DpConfig:
@@ -86,10 +128,12 @@ def dp_config(d: dict[str, Any]) -> DpConfig:
     Raises:
         JobFileError: a value is missing, not a number, or out of range.
     """
+    _known(d, _DP_KEYS, "[dp]")
+    clipping_norm = _number(d, "clipping-norm", 0, "[dp]")
     try:
         return DpConfig(
-            clipping_norm=_number(d, "clipping-norm", 0, "[dp]"),
-            sensitivity=float(d.get("sensitivity", d.get("clipping-norm", 0))),
+            clipping_norm=clipping_norm,
+            sensitivity=_number(d, "sensitivity", clipping_norm, "[dp]"),
             epsilon=_number(d, "epsilon", 0, "[dp]"),
             delta=_number(d, "delta", 0, "[dp]"),
         )
@@ -128,7 +172,9 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
     Raises:
         JobFileError: a required field is missing or any field has the wrong type.
     """
+    _known(doc, _TOP_KEYS, "the job file")
     job = _table(doc, "job", required=True)
+    _known(job, _JOB_KEYS, "[job]")
     app = base / _text(job, "app", "[job]")
     output = base / str(job.get("output", "fl-results"))
     name = str(job.get("name", app.stem))
@@ -155,6 +201,7 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
         if not isinstance(entry, dict):
             raise JobFileError(f"participants[{index}] must be a table", hint=_HINT)
         where = f"participants[{index}]"
+        _known(entry, _PARTICIPANT_KEYS, where)
         participant = ParticipantSpec(
             _text(entry, "department", where),
             _text(entry, "dataset", where),
@@ -174,7 +221,9 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
     departments = [p.department for p in participants]
     if len(set(departments)) != len(departments):
         raise JobFileError("a department is listed twice in [[participants]]", hint=_HINT)
+    _check_minimums(overrides, len(participants))
     timeouts = _table(job, "timeouts")
+    _known(timeouts, _TIMEOUT_KEYS, "[job.timeouts]")
     return JobFile(
         name=name,
         app=app,

@@ -160,6 +160,32 @@ def test_waiting_for_lost_nodes_ends_with_a_clear_error() -> None:
     assert grid.wait_failed(0)
 
 
+def test_waiting_for_more_nodes_than_the_job_has_ends_with_a_clear_error() -> None:
+    # Every participant is connected, but the strategy's minimum is higher:
+    # no node can join a running job, so the wait would never end.
+    grid = _grid(echo, node_wait_timeout=0.2)
+    assert len(list(grid.get_node_ids())) == 3
+    time.sleep(0.3)
+    with pytest.raises(NodesUnavailableError, match=r"all 3 participants are connected") as e:
+        grid.get_node_ids()
+    assert "[strategy] to 3 or fewer" in (e.value.hint or "")
+    assert grid.wait_failed(0)
+
+
+def test_a_refused_participant_gets_a_hint_about_what_it_refused() -> None:
+    grid = NodeGrid(
+        {1: "traffic", 2: "security"},
+        echo,  # type: ignore[arg-type]
+        refused={3: ("health", "the app is not approved here")},
+        node_wait_timeout=0.2,
+    )
+    assert len(list(grid.get_node_ids())) == 2
+    time.sleep(0.3)
+    with pytest.raises(NodesUnavailableError, match="refused the job") as e:
+        grid.get_node_ids()
+    assert "fednode app approve" in (e.value.hint or "")
+
+
 def test_a_lost_node_is_not_contacted_again() -> None:
     calls: list[str] = []
 

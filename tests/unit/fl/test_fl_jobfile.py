@@ -36,6 +36,10 @@ delta = 1e-5
 department = "traffic"
 dataset = "incidents"
 agreement = "agr-00000000000000000000000000000001"
+[[participants]]
+department = "health"
+dataset = "visits"
+agreement = "agr-00000000000000000000000000000002"
 """
 
 
@@ -77,6 +81,31 @@ def _doc(**changes: Any) -> dict[str, Any]:
         (_doc(dp={"clipping-norm": 1.0, "epsilon": 1.0, "delta": 2.0}), "0 < delta < 1"),
         (_doc(dp={"epsilon": 1.0, "delta": 0.1}), "clipping-norm must be a positive"),
         (_doc(strategy={"x": [1]}), "must be a scalar"),
+        (
+            _doc(job={"app": "a", "sec-agg": True}),
+            r"\[job\] has no key 'sec-agg'; did you mean 'secagg'",
+        ),
+        (_doc(job={"app": "a", "round": 2}), r"did you mean 'rounds'"),
+        (_doc(job={"app": "a", "timeouts": {"nodewait": 5}}), r"did you mean 'node-wait'"),
+        (
+            _doc(dp={"clipping-norm": 1.0, "epsilon": 1.0, "delta": 0.1, "eps": 2}),
+            r"\[dp\] has no key 'eps'",
+        ),
+        (
+            _doc(dp={"clipping-norm": 1.0, "epsilon": 1.0, "delta": 0.1, "sensitivity": 0}),
+            "sensitivity must be a positive",
+        ),
+        (
+            _doc(dp={"clipping-norm": 1.0, "epsilon": 1.0, "delta": 0.1, "sensitivity": "x"}),
+            "sensitivity must be a positive",
+        ),
+        (_doc(participants=[{**PARTICIPANT, "dept": "b"}]), r"participants\[0\] has no key 'dept'"),
+        (
+            _doc(runconfig={"a": 1}),
+            r"the job file has no key 'runconfig'; did you mean 'run-config'",
+        ),
+        (_doc(strategy={"min-nodes": 5}), "min-nodes = 5 is more than the job's 1 participant"),
+        (_doc(**{"run-config": {"min-available-clients": 2}}), "min-available-clients = 2 is more"),
     ],
 )
 def test_bad_job_files_are_refused(doc: dict[str, Any], match: str, tmp_path: Path) -> None:
