@@ -41,6 +41,7 @@ from flwr.serverapp import ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from node.admin.cancel import check_cancelled
 from node.errors import NodeError
 from node.fl import wire
 from node.fl.bundle import (
@@ -420,6 +421,9 @@ def _run_server_app(server_app: ServerApp, grid: NodeGrid, context: Context, run
     while not done.wait(0.2):
         if grid.wait_failed(0) and grid.failure is not None:
             raise grid.failure
+        # Ctrl-C in 'fl launch': the job ends as failed; closing the Grid then
+        # stops the ServerApp at its next message.
+        check_cancelled()
     if outcome:
         raise outcome[0]
 

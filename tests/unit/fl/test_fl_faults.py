@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 from flwr.app import Message
 
+from node.admin.cancel import CommandCancelledError, cancellable
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle
 from node.fl.coordinator import JobStatusStore, run_job
@@ -127,6 +130,24 @@ def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
             lambda _e: None,
             sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
         )
+
+
+def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Ctrl-C in 'fl launch' ends the admin call; the job stops instead of running on."""
+    ended = threading.Event()
+    threading.Timer(1.0, ended.set).start()
+    started = time.monotonic()
+    with cancellable(ended), pytest.raises(CommandCancelledError):
+        run_job(cluster.coordinator, _job(tmp_path, APP, cluster, rounds=500, min_nodes=3),
+                lambda _e: None)  # fmt: skip
+    assert time.monotonic() - started < 30
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["outcome"] == "error" and "cancelled" in summary["error"]
+    assert summary["rounds"] < 500
+    [status] = JobStatusStore(cluster.coordinator.config.data_dir).read_all(os.getpid())
+    assert status["state"] == "failed"
 
 
 def test_a_job_left_running_by_an_earlier_node_process_reads_as_interrupted(
