@@ -136,6 +136,7 @@ def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """Ctrl-C in 'fl launch' ends the admin call; the job stops instead of running on."""
+    earlier = set(threading.enumerate())  # other tests' blocked legacy ServerApps
     ended = threading.Event()
     threading.Timer(1.0, ended.set).start()
     started = time.monotonic()
@@ -148,6 +149,11 @@ def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
     assert summary["rounds"] < 500
     [status] = JobStatusStore(cluster.coordinator.config.data_dir).read_all(os.getpid())
     assert status["state"] == "failed"
+    # The closed Grid stops the ServerApp too: nothing of the job runs on.
+    deadline = time.monotonic() + 20
+    while any(t.name == "serverapp" and t not in earlier for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the ServerApp still runs after the job ended"
+        time.sleep(0.1)
 
 
 def test_a_job_left_running_by_an_earlier_node_process_reads_as_interrupted(
