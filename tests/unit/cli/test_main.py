@@ -191,36 +191,30 @@ def test_an_endpoint_change_goes_through_the_authority_with_the_same_keys(
 
 
 @pytest.mark.parametrize(
-    "endpoint",
-    ["new.example", "new.example:0", "new.example:http", ":7443", "::1:7443", "[::1]", "[nope]:1"],
-)
-def test_a_malformed_endpoint_is_a_usage_error_before_anything_is_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoint: str
+    ("option", "address"),
+    [
+        *[
+            ("--endpoint", e)
+            for e in ("new.example", "new.example:0", "new.example:http", ":7443", "::1:7443",
+                      "[::1]", "[nope]:1")
+        ],
+        *[
+            ("--listen", listen)
+            for listen in ("localhost", "localhost:localhost", "0.0.0.0:70000", "::7443", "[::]",
+                           " :7443")
+        ],
+    ],
+)  # fmt: skip
+def test_a_malformed_address_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, address: str
 ) -> None:
     home = tmp_path / "tax"
     with pytest.raises(SystemExit) as done:
         main(["init", "--home", str(home), "--federation", "city", "--department", "tax",
-              "--endpoint", endpoint])  # fmt: skip
+              option, address])  # fmt: skip
     assert done.value.code == exit_codes.USAGE
     error = capsys.readouterr().err
-    assert "argument --endpoint" in error
-    assert any(why in error for why in ("HOST:PORT", "the port must be", "IPv6"))
-    assert not home.exists()
-
-
-@pytest.mark.parametrize(
-    "listen", ["localhost", "localhost:localhost", "0.0.0.0:70000", "::7443", "[::]", " :7443"]
-)
-def test_a_listen_address_without_a_port_is_a_usage_error_before_anything_is_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], listen: str
-) -> None:
-    home = tmp_path / "tax"
-    with pytest.raises(SystemExit) as done:
-        main(["init", "--home", str(home), "--federation", "city", "--department", "tax",
-              "--listen", listen])  # fmt: skip
-    assert done.value.code == exit_codes.USAGE
-    error = capsys.readouterr().err
-    assert "argument --listen" in error
+    assert f"argument {option}" in error
     assert any(why in error for why in ("HOST:PORT", "the port must be", "IPv6"))
     assert not home.exists()
 

@@ -30,6 +30,17 @@ def _export(fed: Federation, dept: str, out: Path) -> Path:
     return out
 
 
+def _alpha_and_beta(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
+    """alpha's and beta's bundles, exported side by side as an auditor collects them."""
+    return _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+
+
+def _published_alpha(federation: Federation, entries: int = 10) -> StoredCheckpoint:
+    """alpha's log of ``entries`` entries with a published checkpoint over all of them."""
+    fill(federation.store("alpha"), entries)
+    return federation.publish("alpha")
+
+
 @pytest.fixture
 def two_bundles(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
     fill(federation.store("alpha"), 20)
@@ -42,7 +53,7 @@ def two_bundles(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
     fill(federation.store("beta"), 4)
     federation.publish("beta")
     federation.publish("beta")
-    return _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    return _alpha_and_beta(federation, tmp_path)
 
 
 def test_export_and_verify_two_bundles(two_bundles: tuple[Path, Path]) -> None:
@@ -57,8 +68,7 @@ def test_export_and_verify_two_bundles(two_bundles: tuple[Path, Path]) -> None:
 
 
 def test_zip_bundle_verifies(federation: Federation, tmp_path: Path) -> None:
-    fill(federation.store("alpha"), 10)
-    federation.publish("alpha")
+    _published_alpha(federation)
     out = _export(federation, "alpha", tmp_path / "alpha.zip")
     assert zipfile.is_zipfile(out)
     report = verify_bundle([out])
@@ -628,8 +638,7 @@ def _rechain(bundle: Path, lines: list[bytes]) -> None:
 def witnessed(federation: Federation, tmp_path: Path) -> tuple[Path, Path, Path]:
     """alpha's log of 12 entries with a checkpoint at 10 that beta and gamma cosigned and
     recorded (the federation's threshold is 2)."""
-    fill(federation.store("alpha"), 10)
-    cp = federation.publish("alpha")
+    cp = _published_alpha(federation)
     for witness in ("beta", "gamma"):
         _witness_records(federation, witness, "alpha", cp)
     fill(federation.store("alpha"), 2, 10)
@@ -686,8 +695,7 @@ def test_a_log_cut_back_and_going_on_fails(
 def test_an_older_export_of_the_log_is_a_note_unless_strict(
     federation: Federation, tmp_path: Path
 ) -> None:
-    fill(federation.store("alpha"), 10)
-    federation.publish("alpha")
+    _published_alpha(federation)
     old = _export(federation, "alpha", tmp_path / "a-old")
     fill(federation.store("alpha"), 5, 10)
     _witness_records(federation, "beta", "alpha", federation.publish("alpha"))
@@ -702,11 +710,10 @@ def test_an_older_export_of_the_log_is_a_note_unless_strict(
 def test_a_witness_claim_that_does_not_verify_fails_the_witness(
     federation: Federation, tmp_path: Path
 ) -> None:
-    fill(federation.store("alpha"), 10)
-    cp = federation.publish("alpha")
+    cp = _published_alpha(federation)
     _witness_records(federation, "beta", "alpha", cp, root=b"\x07" * 32)  # not what alpha signed
     federation.publish("beta")
-    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    a, b = _alpha_and_beta(federation, tmp_path)
     verify_bundle([a])
     with pytest.raises(VerificationError, match=r"/b: entry seq \d+: witness.cosigned entry does"):
         verify_bundle([a, b])
@@ -715,15 +722,14 @@ def test_a_witness_claim_that_does_not_verify_fails_the_witness(
 def test_a_witness_record_without_the_signed_note_is_not_used(
     federation: Federation, tmp_path: Path
 ) -> None:
-    fill(federation.store("alpha"), 10)
-    federation.publish("alpha")
+    _published_alpha(federation)
     federation.store("beta").append(
         {"event": "witness.cosigned", "peer": "alpha",
          "detail": {"origin": federation.origin("alpha"), "size": 5,
                     "root": base64.b64encode(b"\x07" * 32).decode()}}
     )  # fmt: skip
     federation.publish("beta")
-    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    a, b = _alpha_and_beta(federation, tmp_path)
     report = verify_bundle([a, b])  # an unsigned claim can frame nobody
     assert report.witnessed_checked == 0
     assert [n for n in report.notes if "without the log's signed note" in n]
@@ -746,7 +752,7 @@ def test_a_receipt_dated_ahead_cannot_hide_a_missing_share_received(
     fill(federation.store("beta"), 1)
     for dept in ("alpha", "beta"):
         federation.publish(dept)
-    a, b = _export(federation, "alpha", tmp_path / "a"), _export(federation, "beta", tmp_path / "b")
+    a, b = _alpha_and_beta(federation, tmp_path)
     with pytest.raises(VerificationError, match=r"has no share\.received"):
         verify_bundle([a, b])
 
