@@ -34,6 +34,7 @@ from node.errors import CertificateError, ConfigError
 from node.identity import certs, keys
 from node.identity.directory import DirectoryHolder
 from node.logs import configure_logging
+from node.native_log import capture_native_stderr, restore_native_stderr
 from node.peers import PeerConnector
 from node.runtime import NodeRuntime
 from node.server.authz import AdmissionInterceptor
@@ -210,6 +211,15 @@ def _refuse_if_running(home: Path) -> None:
 def serve(home: Path) -> int:
     """Run the node in ``home`` until SIGTERM or SIGINT; return the exit code."""
     config = load_config(home)
+    # Before the log handler exists, so the handler writes to the real stderr.
+    capture_native_stderr()
+    try:
+        return _serve(home, config)
+    finally:
+        restore_native_stderr()
+
+
+def _serve(home: Path, config: NodeConfig) -> int:
     configure_logging(config.log_level, department=config.department)
     process = NodeProcess(home)
     stop = threading.Event()

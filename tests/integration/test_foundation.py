@@ -6,9 +6,12 @@ log) and the caller's error.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import signal
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -125,6 +128,31 @@ def test_certificate_from_foreign_ca_is_refused(
     served = invoke(federation.homes["security"], "ledger.show", {"event": "rpc", "limit": 1000})
     assert served["entries"], "the ledger should hold the admin call itself"
     assert not [e for e in served["entries"] if "Node/Info" in json.dumps(e)]
+
+
+def test_refused_handshakes_are_json_log_events(federation: LocalFederation) -> None:
+    """A connection refused before any RPC (no client certificate, or not TLS at all) leaves
+    a structured warning in the node's log, and the log stays one JSON object per line."""
+    host, port = _endpoint(federation, "security").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        plain.recv(1024)
+    anonymous = ssl.create_default_context()
+    anonymous.check_hostname = False
+    anonymous.verify_mode = ssl.CERT_NONE
+    with (
+        contextlib.suppress(ssl.SSLError, OSError),
+        anonymous.wrap_socket(socket.create_connection((host, int(port)), timeout=5)) as tls,
+    ):
+        tls.sendall(b"x")
+        tls.recv(1024)
+    home = federation.homes["security"]
+    assert _log_mentions(home, "peer_did_not_return_a_certificate")
+    records = [json.loads(line) for line in (home / "node.log").read_text().splitlines()]
+    refused = [r for r in records if r.get("event") == "tls.handshake_failed"]
+    assert len(refused) >= 2, refused
+    assert {r["level"] for r in refused} == {"WARNING"}
+    assert all(r["department"] == "security" and r["logger"] == "grpc" for r in refused)
 
 
 def test_revoked_certificate_is_refused_on_both_sides(federation: LocalFederation) -> None:
