@@ -21,9 +21,10 @@ the share path adds:
   (no TLS); the client is this test process and writes the batches it
   receives, uncompressed, since Flight hands it decoded batches. The target
   ratio is against this. For reference it also answers with zstd IPC body
-  compression, and runs once more fsyncing its output before it stops the
+  compression, runs once more fsyncing its output before it stops the
   clock, which fednode always does (its output is durable when the command
-  returns).
+  returns), and once over mutual TLS with the nodes' own certificates (a
+  second server process), the transport fednode always uses.
 
 Because fednode's default output stays compressed, whoever reads it later
 pays for decompression; the benchmark reports that cost too (reading each
@@ -56,6 +57,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,8 @@ import pyarrow.flight as fl
 import pyarrow.parquet as pq
 
 class Server(fl.FlightServerBase):
-    def __init__(self, path, location):
-        super().__init__(location)
+    def __init__(self, path, location, **tls):
+        super().__init__(location, **tls)
         self.path = path
     def do_get(self, context, ticket):
         file = pq.ParquetFile(self.path, pre_buffer=False)
@@ -94,8 +96,14 @@ class Server(fl.FlightServerBase):
         codec = ticket.ticket.decode() or None
         return fl.RecordBatchStream(reader, options=pa.ipc.IpcWriteOptions(compression=codec))
 
-# argv: the Parquet file, then where to listen (loopback, any free port, by default).
-server = Server(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "grpc://127.0.0.1:0")
+# argv: the Parquet file, where to listen (loopback, any free port, by default), and for
+# mutual TLS the server's certificate, its key and the CA its clients must chain to.
+tls = {}
+if len(sys.argv) > 3:
+    cert, key, ca = (open(p, "rb").read() for p in sys.argv[3:6])
+    tls = dict(tls_certificates=[fl.CertKeyPair(cert, key)], verify_client=True,
+               root_certificates=ca)
+server = Server(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "grpc://127.0.0.1:0", **tls)
 print(server.port, flush=True)
 server.serve()
 """
@@ -247,11 +255,44 @@ def median_interval(values: list[float], level: float = 0.9) -> tuple[float, flo
     return medians[int(tail * len(medians))], medians[int((1 - tail) * len(medians)) - 1]
 
 
+@dataclass(frozen=True)
+class FlightTls:
+    """Mutual TLS for Flight with the federation's own certificates, as the nodes use."""
+
+    server: tuple[Path, Path]  #: certificate and key
+    client: tuple[Path, Path]
+    ca: Path
+    server_name: str
+
+    @classmethod
+    def of(cls, fed: LocalFederation, server: str, client: str) -> FlightTls:
+        def pair(department: str) -> tuple[Path, Path]:
+            home = fed.homes[department]
+            return home / "tls" / "node.pem", home / "keys" / "tls.key"
+
+        return cls(pair(server), pair(client), fed.ca_pem, f"{server}.{fed.federation}.fednode")
+
+
 def flight_fetch(
-    port: int, out: Path, codec: str = "", *, keep: bool = False, durable: bool = False
+    port: int,
+    out: Path,
+    codec: str = "",
+    *,
+    keep: bool = False,
+    durable: bool = False,
+    tls: FlightTls | None = None,
 ) -> tuple[float, int]:
     """DoGet into an Arrow IPC file; ``durable`` also fsyncs it, as fednode does its output."""
-    client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+    if tls is None:
+        client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+    else:
+        client = flight.FlightClient(
+            f"grpc+tls://127.0.0.1:{port}",
+            tls_root_certs=tls.ca.read_bytes(),
+            cert_chain=tls.client[0].read_bytes(),
+            private_key=tls.client[1].read_bytes(),
+            override_hostname=tls.server_name,
+        )
     started = time.perf_counter()
     reader = client.do_get(flight.Ticket(codec.encode()))
     nbytes = 0
@@ -290,7 +331,14 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", FLIGHT_SERVER, str(data)], stdout=subprocess.PIPE, text=True
     )
-    variants = ("zstd", "none", "flight", "flight-zstd", "flight-durable")
+    tls = FlightTls.of(nodes.fed, "health", "statistics")
+    tls_server = subprocess.Popen(
+        [sys.executable, "-c", FLIGHT_SERVER, str(data), "grpc+tls://127.0.0.1:0",
+         *map(str, (*tls.server, tls.ca))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    variants = ("zstd", "none", "flight", "flight-zstd", "flight-durable", "flight-mtls")
     rates: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in rates}
     sender_cpu: list[float] = []
@@ -298,13 +346,15 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
     wire: list[int] = []
     peaks: list[int] = []
     try:
-        assert server.stdout is not None
+        assert server.stdout is not None and tls_server.stdout is not None
         port = int(server.stdout.readline())
+        tls_port = int(tls_server.stdout.readline())
         # One untimed round first: thread pools, allocators and page cache warm up on both sides.
         for compression in ("zstd", "none"):
             nodes.fetch(agreement, compression=compression)
         for codec in ("", "zstd"):
             flight_fetch(port, tmp_path / "flight.arrow", codec)
+        flight_fetch(tls_port, tmp_path / "flight.arrow", tls=tls)
         loads = [load()]
         for _ in range(RUNS):
             # Interleaved, so every variant sees the same machine state (page cache, thermal).
@@ -320,15 +370,25 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
                     sender_cpu.append(cpu_after[0] - cpu_before[0])
                     receiver_cpu.append(cpu_after[1] - cpu_before[1])
                     wire.append(result["bytes"])
-            for name, codec in (("flight", ""), ("flight-zstd", "zstd"), ("flight-durable", "")):
+            for name, codec in (
+                ("flight", ""),
+                ("flight-zstd", "zstd"),
+                ("flight-durable", ""),
+                ("flight-mtls", ""),
+            ):
                 settle()
-                flight_cpu = cpu_seconds(server.pid) + self_cpu_seconds()
+                serving = tls_server if name == "flight-mtls" else server
+                flight_cpu = cpu_seconds(serving.pid) + self_cpu_seconds()
                 f_seconds, f_bytes = flight_fetch(
-                    port, tmp_path / "flight.arrow", codec, durable=name == "flight-durable"
+                    tls_port if name == "flight-mtls" else port,
+                    tmp_path / "flight.arrow",
+                    codec,
+                    durable=name == "flight-durable",
+                    tls=tls if name == "flight-mtls" else None,
                 )
                 assert abs(f_bytes - arrow_bytes) < arrow_bytes / 100  # the same table
                 rates[name].append(arrow_bytes / f_seconds)
-                cpu[name].append(cpu_seconds(server.pid) + self_cpu_seconds() - flight_cpu)
+                cpu[name].append(cpu_seconds(serving.pid) + self_cpu_seconds() - flight_cpu)
             loads.append(load())
         # The same share into Parquet: the receiver then also encodes Parquet.
         cpu_before = [cpu_seconds(p) for p in nodes.pids]
@@ -349,8 +409,9 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
             "flight": (tmp_path / "flight-kept.arrow").stat().st_size,
         }
     finally:
-        server.terminate()
-        server.wait()
+        for process in (server, tls_server):
+            process.terminate()
+            process.wait()
     per_gb = 1e9 / arrow_bytes
 
     def ratio(ours: str, theirs: str) -> str:
@@ -382,11 +443,14 @@ def test_encrypted_share_vs_flight(nodes: Nodes, tmp_path: Path) -> None:
         + line("flight", "pyarrow.flight DoGet, plaintext")
         + line("flight-zstd", "pyarrow.flight DoGet, zstd IPC")
         + line("flight-durable", "Flight plaintext + fsync of output")
+        + line("flight-mtls", "Flight over mutual TLS (node certs)")
         + f"  ratio fednode / Flight plaintext (target >= 1.0x): {ratio('zstd', 'flight')}\n"
         f"  ratio uncompressed / Flight plaintext: {ratio('none', 'flight')}\n"
         f"  ratio fednode / Flight zstd: {ratio('zstd', 'flight-zstd')}\n"
         f"  ratio fednode / Flight plaintext with its output fsynced, as fednode's is: "
         f"{ratio('zstd', 'flight-durable')}\n"
+        f"  ratio fednode / Flight over mutual TLS, as fednode's transport is: "
+        f"{ratio('zstd', 'flight-mtls')}\n"
         f"  fednode default: CPU s/GB sender {statistics.median(sender_cpu) * per_gb:.2f}, "
         f"receiver {statistics.median(receiver_cpu) * per_gb:.2f}; "
         f"{statistics.median(wire) / 1e6:.0f} MB on the wire "
