@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from node.admin.client import invoke
+from node.cli.exit_codes import UsageError
 from node.cli.job_report import job_report
 from node.config import load_config
 
@@ -95,11 +96,16 @@ class _Live:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from node.fl.errors import JobFailedError  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
-    from node.fl.jobfile import load_job_file  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+    from node.fl.errors import JobFailedError, JobFileError  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
+    from node.fl.preflight import check_job_file  # noqa: PLC0415 -- Flower takes seconds to import; only FL commands pay for it
 
     path = Path(args.job).resolve()
-    job = load_job_file(path)  # fail fast on this side, with the same errors
+    try:
+        # The same checks the node makes, here first: a mistake in the job file is
+        # the operator's to fix (exit 2), not a failed job.
+        job, _ = check_job_file(path)
+    except JobFileError as e:
+        raise UsageError(str(e), hint=e.hint) from e
     console = Console()
     weakness = job.dp.weakness() if job.dp else None
     if weakness:

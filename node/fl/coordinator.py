@@ -44,16 +44,11 @@ from flwr.supercore.task_identity import TaskIdentity
 from node.admin.cancel import check_cancelled
 from node.errors import NodeError
 from node.fl import wire
-from node.fl.bundle import (
-    AppBundle,
-    build_bundle,
-    fused_run_config,
-    install_bundle,
-    load_server_app,
-)
+from node.fl.bundle import AppBundle, fused_run_config, install_bundle, load_server_app
 from node.fl.errors import JobFailedError
 from node.fl.grid import GridEvent, GrpcSender, NodeGrid, Sender
 from node.fl.jobfile import JobFile, ParticipantSpec
+from node.fl.preflight import check_run_config, job_bundle
 from node.fl.results import RoundLog, write_json, write_results
 from node.fl.runtime import FlRuntime
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
@@ -185,12 +180,14 @@ def run_job(
     """Run a federated job to the end; returns the job summary.
 
     Raises:
-        JobFileError: the job's run-config overrides do not fit the app.
+        JobFileError: the app path does not exist, or the job's run-config
+            overrides do not fit the app.
         AppBundleError: the app does not build or load.
         JobFailedError: no participant joined, or the ServerApp stopped with an error
             (e.g. strategy minimums unmet); the results directory is written anyway.
     """
-    bundle = build_bundle(job.app)
+    bundle = job_bundle(job)
+    check_run_config(job, bundle)
     overrides = dict(job.overrides)
     if SECAGG_KEY in bundle.default_config:
         # The ServerApp must run SecAgg+ exactly when the participants run secaggplus_mod.

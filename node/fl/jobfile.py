@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ class JobFile:
     message_timeout: float = 120.0
     start_timeout: float = 30.0
     node_wait_timeout: float = 10.0
+    #: Where each run-config override was set: ``[strategy]``, ``[run-config]``
+    #: or ``[job].rounds``, so an error about a key can point at the line to fix.
+    sources: dict[str, str] = field(default_factory=dict)
+    #: The job file this was read from (``None`` for a document parsed in memory).
+    path: Path | None = None
+
+    def where(self, key: str) -> str:
+        """``FILE: [table].key``, naming where an override was set, for error messages."""
+        place = self.sources.get(key, f"[run-config].{key}")
+        return f"{self.path}: {place}" if self.path else place
 
 
 _HINT = "see 'fednode fl launch --help' for the job file format"
@@ -105,7 +115,7 @@ def _known(table: dict[str, Any], allowed: frozenset[str], where: str) -> None:
             )
 
 
-def _check_minimums(overrides: dict[str, Any], participants: int) -> None:
+def _check_minimums(overrides: dict[str, Any], sources: dict[str, str], participants: int) -> None:
     """Refuse a strategy minimum node count above the participants: nodes cannot
     join a running job, so the strategy would wait for them until it times out.
 
@@ -117,7 +127,8 @@ def _check_minimums(overrides: dict[str, Any], participants: int) -> None:
         count = value if isinstance(value, int) and not isinstance(value, bool) else 0
         if named_minimum and count > participants:
             raise JobFileError(
-                f"{key} = {value} is more than the job's {participants} participant(s)",
+                f"{sources.get(key, key)} = {value} is more than the job's "
+                f"{participants} participant(s)",
                 hint=f"set {key} to {participants} or fewer, or add [[participants]]",
             )
 
@@ -179,16 +190,22 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
     output = base / str(job.get("output", "fl-results"))
     name = str(job.get("name", app.stem))
     overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for source in ("strategy", "run-config"):
         for key, value in _table(doc, source).items():
             if isinstance(value, dict | list):
                 raise JobFileError(f"[{source}].{key} must be a scalar", hint=_HINT)
             overrides[key] = value
+            sources[key] = f"[{source}].{key}"
     if "rounds" in job:
         rounds = job["rounds"]
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise JobFileError(f"[job].rounds must be a positive integer, got {rounds!r}")
+            raise JobFileError(
+                f"[job].rounds must be a positive integer, got {brief(rounds)}",
+                hint="set rounds = 1 or more (it sets the app's num-server-rounds)",
+            )
         overrides["num-server-rounds"] = rounds
+        sources["num-server-rounds"] = "[job].rounds (num-server-rounds)"
     secagg = job.get("secagg", False)
     if not isinstance(secagg, bool):
         raise JobFileError("[job].secagg must be true or false", hint=_HINT)
@@ -221,7 +238,7 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
     departments = [p.department for p in participants]
     if len(set(departments)) != len(departments):
         raise JobFileError("a department is listed twice in [[participants]]", hint=_HINT)
-    _check_minimums(overrides, len(participants))
+    _check_minimums(overrides, sources, len(participants))
     timeouts = _table(job, "timeouts")
     _known(timeouts, _TIMEOUT_KEYS, "[job.timeouts]")
     return JobFile(
@@ -235,6 +252,7 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
         message_timeout=_number(timeouts, "message", 120.0, "[job.timeouts]"),
         start_timeout=_number(timeouts, "start", 30.0, "[job.timeouts]"),
         node_wait_timeout=_number(timeouts, "node-wait", 10.0, "[job.timeouts]"),
+        sources=sources,
     )
 
 
@@ -242,12 +260,26 @@ def load_job_file(path: Path) -> JobFile:
     """Read and validate a job file.
 
     Raises:
-        JobFileError: the file is missing, not TOML, or not a valid job.
+        JobFileError: the file is missing, not TOML, or not a valid job; the
+            message starts with the file's path.
     """
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except IsADirectoryError as e:
+        raise JobFileError(
+            f"job file {path} is a directory", hint="name the job's TOML file; " + _HINT
+        ) from e
     except OSError as e:
-        raise JobFileError(f"cannot read job file {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise JobFileError(f"job file {path} is not valid TOML: {e}") from e
-    return parse_job(doc, path.resolve().parent)
+        raise JobFileError(
+            f"cannot read job file {path}: {e.strerror}",
+            hint="check the path; " + _HINT,
+        ) from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise JobFileError(
+            f"job file {path} is not valid TOML: {e}", hint="fix the line named; " + _HINT
+        ) from e
+    try:
+        job = parse_job(doc, path.resolve().parent)
+    except JobFileError as e:
+        raise JobFileError(f"{path}: {e}", hint=e.hint) from e
+    return replace(job, path=path)

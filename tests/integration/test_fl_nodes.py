@@ -245,3 +245,18 @@ def test_a_killed_node_leaves_the_round_complete_when_minimums_hold(
     finally:
         fed.start("public-security")
         fed.wait_ready(["public-security"])
+
+
+def test_a_mistake_in_the_job_file_is_a_usage_error_and_starts_nothing(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    jobs_before = len(ledger(fed.homes[COORDINATOR], "fl.job"))
+    job = write_job(tmp_path / "job.toml", agreements, rounds=1, min_nodes=3, extra="min-node = 2")
+    result = fednode("fl", "launch", job, "--home", fed.homes[COORDINATOR], timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    first, hint = result.stderr.splitlines()
+    assert str(job) in first and "[strategy].min-node" in first and "'min-nodes'" in first
+    assert hint.startswith("hint: the app declares:")
+    assert len(ledger(fed.homes[COORDINATOR], "fl.job")) == jobs_before
+    assert not (tmp_path / "results").exists()
