@@ -1,11 +1,12 @@
 """Admin commands of the catalog: ``dataset.add``, ``dataset.list``, ``dataset.show``.
 
 ``dataset.add`` reads the whole dataset before registering it and streams
-``{"event": "progress", "rows": N, "seconds": S}`` events while it
-does, at most a few per second and only once the read has taken a moment, so
-small files show no progress at all. ``list`` and ``show`` attach each
-dataset's :class:`~node.catalog.registry.DatasetStatus`; ``list`` checks file
-metadata only, ``show`` also the current schema.
+``{"event": "progress", "rows": N, "bytes": B, "total_bytes": T, "seconds": S}``
+events while it does (``total_bytes`` is null when the size is unknown), at
+most a few per second and only once the read has taken a moment, so small
+files show no progress at all. ``list`` and ``show`` attach each dataset's
+:class:`~node.catalog.registry.DatasetStatus`; ``list`` checks file metadata
+only, ``show`` also the current schema.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from node.admin.registry import Emit, admin_command
 from node.catalog.loader import catalog_of
 from node.catalog.registry import SchemaChanges
+from node.catalog.verify import ReadProgress
 from node.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -28,18 +30,26 @@ PROGRESS_EVERY = 0.5
 
 
 class _Progress:
-    """Throttles the running row count into progress events."""
+    """Throttles the read's progress into progress events."""
 
     def __init__(self, emit: Emit) -> None:
         self._emit = emit
         self._start = time.monotonic()
         self._next = self._start + PROGRESS_AFTER
 
-    def __call__(self, rows: int) -> None:
+    def __call__(self, progress: ReadProgress) -> None:
         now = time.monotonic()
         if now >= self._next:
             self._next = now + PROGRESS_EVERY
-            self._emit({"event": "progress", "rows": rows, "seconds": now - self._start})
+            self._emit(
+                {
+                    "event": "progress",
+                    "rows": progress.rows,
+                    "bytes": progress.bytes_read,
+                    "total_bytes": progress.bytes_total,
+                    "seconds": now - self._start,
+                }
+            )
 
 
 @admin_command("dataset.add")
@@ -66,7 +76,7 @@ def dataset_add(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
         labels={str(k): str(v) for k, v in labels.items()},
         description=None if description is None else str(description),
         replace=replace,
-        on_rows=_Progress(emit),
+        on_progress=_Progress(emit),
     )
     detail: dict[str, object] = {"rows": info.rows, "format": info.format, "labels": info.labels}
     result = info.to_json()

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ledger.canonical import dumps, loads
-from node.catalog.verify import read_all
+from node.catalog.verify import ReadProgress, read_all
 from node.errors import CatalogError
 from node.sqlite_db import open_versioned_db
 
@@ -270,7 +270,7 @@ class Catalog:
         labels: dict[str, str] | None = None,
         description: str | None = None,
         replace: bool = False,
-        on_rows: Callable[[int], None] | None = None,
+        on_progress: Callable[[ReadProgress], None] | None = None,
     ) -> DatasetInfo:
         """Register a dataset after reading it in full as a share would.
 
@@ -278,8 +278,8 @@ class Catalog:
         agreements naming it then apply to the new schema, column by column.
         Columns that keep their name and type keep their registered label, and
         the description stays, unless ``labels`` or ``description`` say
-        otherwise. ``on_rows`` receives the running row count while the data
-        is read. Nothing is registered unless every row converts.
+        otherwise. ``on_progress`` receives the rows and bytes read so far
+        while the data is read. Nothing is registered unless every row converts.
 
         Raises:
             CatalogError: bad name, duplicate name (without ``replace``),
@@ -315,7 +315,7 @@ class Catalog:
             prints = _fingerprint(path, _files_of(dataset))
         except OSError as e:
             raise CatalogError(f"cannot read {path}: {e}") from e
-        rows = read_all(dataset, fmt, on_rows)
+        rows = read_all(dataset, fmt, on_progress)
         kept: set[str] = set()
         if previous is not None:
             kept = set(SchemaChanges.between(previous.schema, schema).kept)

@@ -13,14 +13,23 @@ dataset's types for every column cannot fail conversion, so its rows are
 counted from its metadata; only files whose types differ (a directory of
 files written at different times) are read in full.
 
+Progress is reported in bytes of the dataset's files, so an operator sees a
+percentage. Arrow's CSV reader reads far ahead of conversion, so the bytes it
+has read say little about the work done; instead a CSV is read in the
+reader's own blocks (one batch per block, never split by a row limit), and
+after ``k`` batches ``k`` blocks of the file are converted, within one line.
+A file read in full in another format counts its share of rows converted.
+
 Invariants: memory stays bounded by the reader's few batches, never the file;
-the row count returned is the number of rows a share of the dataset would read.
+the row count returned is the number of rows a share of the dataset would read;
+the bytes reported never decrease and never exceed the total.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,10 +38,17 @@ import pyarrow.dataset as ds
 from node.catalog.source import read_batches
 from node.errors import CatalogError
 
-__all__ = ["VERIFY_BATCH_ROWS", "read_all"]
+__all__ = ["VERIFY_BATCH_ROWS", "ReadProgress", "read_all"]
 
-#: Rows per batch of the registration read: the share path's batch size.
+#: Rows per batch of the registration read of Parquet and Arrow files: the share
+#: path's batch size. CSV is read in the reader's blocks instead (see above).
 VERIFY_BATCH_ROWS = 256 * 1024
+# Larger than any CSV block holds, so the scanner never splits a block's batch
+# and batches count blocks. Conversion does not depend on the batch size.
+_WHOLE_BLOCKS = 2**31 - 1
+# Arrow reads these CSV files through a decompressor: their blocks are counted
+# in uncompressed bytes, so only a finished file counts towards the progress.
+_COMPRESSED = frozenset({".gz", ".bz2", ".lz4", ".zst", ".zstd", ".br", ".brotli"})
 
 # Arrow's CSV reader reports a conversion failure as, for example,
 # "In CSV column #1: Row #250001: CSV conversion error to int64: invalid value 'unknown'".
@@ -46,14 +62,45 @@ _CSV_CONVERSION = re.compile(
 _VALUE_SHOWN = 60
 
 
+@dataclass(frozen=True)
+class ReadProgress:
+    """How far the registration read is: rows converted, and bytes of the files behind them."""
+
+    rows: int
+    bytes_read: int
+    #: The size of the dataset's files; ``None`` when they are not known.
+    bytes_total: int | None
+
+
+_OnProgress = Callable[[ReadProgress], None]
+
+
+class _Tally:
+    """The running totals of one registration read, reported after every batch."""
+
+    def __init__(self, total: int | None, on_progress: _OnProgress | None) -> None:
+        self.rows = 0
+        self.done = 0
+        self._total = total
+        self._on_progress = on_progress
+
+    def report(self, within: int = 0) -> None:
+        """Report; ``within`` is the bytes converted of the file being read."""
+        if self._on_progress is not None:
+            read = self.done + within
+            if self._total is not None:
+                read = min(read, self._total)
+            self._on_progress(ReadProgress(self.rows, read, self._total))
+
+
 def read_all(
     dataset: ds.Dataset,
     fmt: str,
-    on_rows: Callable[[int], None] | None = None,
+    on_progress: _OnProgress | None = None,
 ) -> int:
     """Read ``dataset`` as a share would and return its row count.
 
-    ``on_rows`` is called with the running row count after every batch read.
+    ``on_progress`` is called with a :class:`ReadProgress` after every batch read.
 
     Raises:
         CatalogError: a value does not convert to its column's type (naming the
@@ -62,21 +109,55 @@ def read_all(
     schema = dataset.schema
     fragments = list(dataset.get_fragments()) if isinstance(dataset, ds.FileSystemDataset) else []
     if not fragments:
-        return _read(dataset, schema, "the dataset", 0, on_rows)
-    rows = 0
-    for fragment in fragments:
+        tally = _Tally(None, on_progress)
+        _read(dataset, schema, "the dataset", tally, VERIFY_BATCH_ROWS, _no_bytes)
+        return tally.rows
+    try:
+        sizes = [Path(fragment.path).stat().st_size for fragment in fragments]
+    except OSError as e:
+        raise CatalogError(f"cannot read {e.filename}: {e.strerror or e}") from e
+    tally = _Tally(sum(sizes), on_progress)
+    for fragment, size in zip(fragments, sizes, strict=True):
         where = Path(fragment.path).name
-        if fmt != "csv" and _types_fixed(fragment, schema):
+        if fmt == "csv":
+            single = ds.FileSystemDataset([fragment], schema, dataset.format, dataset.filesystem)
+            _read(single, schema, where, tally, _WHOLE_BLOCKS, _csv_bytes(dataset, fragment, size))
+        elif _types_fixed(fragment, schema):
             try:
-                rows += fragment.count_rows()
+                tally.rows += fragment.count_rows()
             except (pa.ArrowException, OSError) as e:
                 raise CatalogError(f"cannot read {fragment.path}: {e}") from e
-            if on_rows is not None:
-                on_rows(rows)
-            continue
-        single = ds.FileSystemDataset([fragment], schema, dataset.format, dataset.filesystem)
-        rows = _read(single, schema, where, rows, on_rows)
-    return rows
+        else:
+            single = ds.FileSystemDataset([fragment], schema, dataset.format, dataset.filesystem)
+            _read(single, schema, where, tally, VERIFY_BATCH_ROWS, _row_share_bytes(fragment, size))
+        tally.done += size
+        tally.report()
+    return tally.rows
+
+
+# Bytes of the file being read that are converted, from the batches and rows read so far.
+_Converted = Callable[[int, int], int]
+
+
+def _no_bytes(batches: int, rows: int) -> int:
+    return 0
+
+
+def _csv_bytes(dataset: ds.FileSystemDataset, fragment: ds.Fragment, size: int) -> _Converted:
+    """A CSV file's bytes converted after ``batches`` batches, each one of the reader's blocks."""
+    if Path(fragment.path).suffix.lower() in _COMPRESSED:
+        return _no_bytes
+    block = int(dataset.format.default_fragment_scan_options.read_options.block_size)
+    return lambda batches, _rows: min(size, batches * block)
+
+
+def _row_share_bytes(fragment: ds.Fragment, size: int) -> _Converted:
+    """Bytes of a self-describing file converted, as its share of the rows read."""
+    try:
+        rows = fragment.count_rows()
+    except (pa.ArrowException, OSError) as e:
+        raise CatalogError(f"cannot read {fragment.path}: {e}") from e
+    return lambda _batches, done: size * done // rows if rows else 0
 
 
 def _types_fixed(fragment: ds.Fragment, schema: pa.Schema) -> bool:
@@ -97,17 +178,20 @@ def _read(
     dataset: ds.Dataset,
     schema: pa.Schema,
     where: str,
-    rows: int,
-    on_rows: Callable[[int], None] | None,
-) -> int:
+    tally: _Tally,
+    batch_rows: int,
+    converted: _Converted,
+) -> None:
+    """Read every batch of ``dataset``, reporting after each."""
+    batches = rows = 0
     try:
-        for batch in read_batches(dataset, schema.names, VERIFY_BATCH_ROWS):
+        for batch in read_batches(dataset, schema.names, batch_rows):
+            batches += 1
             rows += batch.num_rows
-            if on_rows is not None:
-                on_rows(rows)
+            tally.rows += batch.num_rows
+            tally.report(converted(batches, rows))
     except (pa.ArrowException, OSError) as e:
         raise _conversion_error(e, schema, where) from e
-    return rows
 
 
 def _conversion_error(error: Exception, schema: pa.Schema, where: str) -> CatalogError:

@@ -8,13 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from node.admin.client import invoke
 from node.errors import CatalogError
 
-__all__ = ["register"]
+__all__ = ["read_progress", "register"]
 
 _GROUP_HELP = """\
 Register the datasets this department may share, with a sensitivity label for
@@ -37,7 +48,8 @@ Nothing is ever labelled 'public' unless you say so.
 The whole file is read once, as a share would read it, so a value that does
 not fit its column (for example 'unknown' in a column of numbers far down a
 CSV) is refused now, naming the column, line and value, instead of failing a
-share later. Big files show progress while they are read.
+share later. On a terminal, a read that takes more than a second shows the
+percentage of the data read and the time left.
 
 With --replace, columns that keep their name and type keep their labels and
 the description stays, unless given again; new columns get the default label.
@@ -158,6 +170,34 @@ def _print_dataset(info: dict[str, Any]) -> None:
     console.print(table)
 
 
+def read_progress(console: Console, name: str) -> tuple[Progress, TaskID]:
+    """The progress display of a registration read, fitted to the terminal.
+
+    The bar, percentage, rows and time remaining always show; megabytes read
+    and elapsed time only on a wide terminal (120 columns or more), and the
+    file name is shortened to what is left.
+    """
+    wide = console.width >= 120
+    columns: list[ProgressColumn] = [
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30 if wide else 10),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:>13,} rows"),
+    ]
+    if wide:
+        columns += [DownloadColumn(), TimeElapsedColumn()]
+    columns.append(TimeRemainingColumn())
+    # Widths of the other columns and the spaces between them, as rich lays them out.
+    used = (30 + 4 + 18 + 15 + 7 + 7 + 6) if wide else (10 + 4 + 18 + 7 + 4)
+    description = f"reading {name}"
+    room = max(12, console.width - used - 2)
+    if len(description) > room:
+        description = description[: room - 1] + "…"
+    progress = Progress(*columns, console=console, transient=True)
+    task = progress.add_task(escape(description), total=None, rows=0)
+    return progress, task
+
+
 def _add(args: argparse.Namespace) -> int:
     request = {
         "name": args.name,
@@ -170,33 +210,41 @@ def _add(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(invoke(args.home, "dataset.add", request), indent=2))
         return 0
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        # Progress is for a person watching; logs and pipes get the result alone.
+        result = invoke(args.home, "dataset.add", request)
+    else:
+        result = _add_watched(args, request, console)
+    _print_dataset(result)
+    if result.get("changes"):
+        _print_changes(Console(), result["changes"])
+    return 0
+
+
+def _add_watched(
+    args: argparse.Namespace, request: dict[str, Any], console: Console
+) -> dict[str, Any]:
     # The node reports progress only on reads that take a while; the display
     # starts with the first report, so small files print their result alone.
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn(f"reading {Path(args.path).name}"),
-        TextColumn("{task.fields[rows]:>14,} rows"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = progress.add_task("read", total=None, rows=0)
+    progress, task = read_progress(console, Path(args.path).name)
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "progress":
             if not progress.live.is_started:
                 progress.start()
-            progress.update(task, rows=event["rows"])
+            progress.update(
+                task,
+                total=event.get("total_bytes"),
+                completed=event.get("bytes") or 0,
+                rows=event["rows"],
+            )
 
     try:
-        result = invoke(args.home, "dataset.add", request, on_event=on_event)
+        return invoke(args.home, "dataset.add", request, on_event=on_event)
     finally:
         if progress.live.is_started:
             progress.stop()
-    _print_dataset(result)
-    if result.get("changes"):
-        _print_changes(Console(), result["changes"])
-    return 0
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from node.catalog.registry import Catalog, SchemaChanges
-from node.catalog.verify import _conversion_error
+from node.catalog.verify import ReadProgress, _conversion_error
 from node.errors import CatalogError
 
 # Arrow infers a CSV's column types from its first block (1 MiB), so the bad
@@ -57,12 +58,62 @@ def test_a_failed_replace_keeps_the_old_registration(tmp_path: Path, catalog: Ca
     assert catalog.status(before).state == "ok"
 
 
+def _line_ends(path: Path) -> list[int]:
+    """Bytes up to the end of the header (index 0) and of every data row (index N)."""
+    ends, total = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        total += len(line)
+        ends.append(total)
+    return ends
+
+
 def test_registration_reports_progress_and_counts_every_row(
     tmp_path: Path, catalog: Catalog
 ) -> None:
-    seen: list[int] = []
-    info = catalog.add("deep", _deep_csv(tmp_path / "good.csv", bad=None), on_rows=seen.append)
-    assert info.rows == DEEP_ROWS and seen[-1] == DEEP_ROWS and seen == sorted(seen)
+    good = _deep_csv(tmp_path / "good.csv", bad=None)
+    seen: list[ReadProgress] = []
+    info = catalog.add("deep", good, on_progress=seen.append)
+    size = good.stat().st_size
+    assert info.rows == DEEP_ROWS and seen[-1] == ReadProgress(DEEP_ROWS, size, size)
+    assert len(seen) > 2  # reported while reading, not only at the end
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen)
+    assert [p.bytes_read for p in seen] == sorted(p.bytes_read for p in seen)
+    # Bytes reported are those of the rows converted so far, to within one line.
+    ends = _line_ends(good)
+    longest = max(b - a for a, b in itertools.pairwise(ends))
+    for progress in seen:
+        assert abs(progress.bytes_read - ends[progress.rows]) <= longest, progress
+
+
+def test_progress_of_tiny_rows_stays_within_one_line(tmp_path: Path, catalog: Catalog) -> None:
+    # Two bytes a row: a reader block holds more rows than a share's batch, and
+    # a block split into batches must not be counted as several blocks.
+    path = tmp_path / "tiny.csv"
+    path.write_text("n\n" + "7\n" * 1_200_000)
+    seen: list[ReadProgress] = []
+    assert catalog.add("tiny", path, on_progress=seen.append).rows == 1_200_000
+    ends = _line_ends(path)
+    assert all(abs(p.bytes_read - ends[p.rows]) <= 2 for p in seen), seen
+
+
+def test_progress_of_a_directory_counts_every_file(tmp_path: Path, catalog: Catalog) -> None:
+    data = tmp_path / "dir"
+    data.mkdir()
+    # One file has the dataset's types (counted from metadata), one is read in full.
+    pq.write_table(pa.table({"age": pa.array(range(300_000), pa.int64())}), data / "a.parquet")
+    pq.write_table(
+        pa.table({"age": pa.array(range(600_000), pa.int32())}),
+        data / "b.parquet",
+        row_group_size=100_000,
+    )
+    total = sum(f.stat().st_size for f in data.iterdir())
+    seen: list[ReadProgress] = []
+    assert catalog.add("mixed", data, on_progress=seen.append).rows == 900_000
+    assert all(p.bytes_total == total for p in seen)
+    read = [p.bytes_read for p in seen]
+    assert read == sorted(read) and read[-1] == total
+    # b.parquet is read in batches, each reported with its share of the file.
+    assert len({p.bytes_read for p in seen if 0 < p.bytes_read < total}) >= 2
 
 
 def test_a_parquet_directory_with_an_unconvertible_file_is_refused(
