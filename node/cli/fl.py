@@ -22,10 +22,15 @@ __all__ = ["register"]
 _LAUNCH_HELP = """\
 Run a federated job from this (coordinator) node. The node builds the app's
 FAB, opens the job at every participant over mTLS, runs the app's ServerApp,
-and writes results: model.npz (final arrays), rounds.json (per-round
-participants and metrics) and summary.json. Participants must have approved
-the FAB ('fednode app approve') and hold an agreement that allows 'federated'
-to this department.
+and writes results to the job's output folder: model.npz (final arrays),
+rounds.json (per-round participants and metrics) and summary.json. Participants
+must have approved the FAB ('fednode app approve') and hold an agreement that
+allows 'federated' to this department.
+
+The job file is checked against the app before anything starts; a mistake in
+it exits 2 naming the file and the key. An output folder that already holds a
+job's results is refused (exit 2) unless --overwrite is given; results appear
+only once the job ends, each file whole (summary.json last).
 
 job file (TOML), paths relative to it:
   [job]
@@ -46,8 +51,9 @@ job file (TOML), paths relative to it:
   dataset = "incidents"
   agreement = "agr-..."
 
-example:
+examples:
   fednode fl launch road-safety.toml --home /var/lib/fednode
+  fednode fl launch road-safety.toml --overwrite   (replace the results of an earlier run)
 (the [job] section of seeds/federation.toml is a complete example; `fednode demo`
 writes it out as demo-run/fl/job.toml)
 """
@@ -112,7 +118,12 @@ def _launch(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning: {weakness}[/]")
     live = _Live(console)
     with live.progress:
-        summary = invoke(args.home, "fl.launch", {"job_file": str(path)}, on_event=live)
+        summary = invoke(
+            args.home,
+            "fl.launch",
+            {"job_file": str(path), "overwrite": bool(args.overwrite)},
+            on_event=live,
+        )
     if summary.get("outcome") != "ok":
         raise JobFailedError(str(summary.get("error")), hint=f"see {job.output}/summary.json")
     console.print(f"results in {job.output}: model.npz, rounds.json, summary.json")
@@ -188,6 +199,12 @@ def register(subparsers: Any) -> None:
         "launch", help="run a federated job (JOB.toml) from this node", description=_LAUNCH_HELP
     )
     launch.add_argument("job", help="job file (TOML)")
+    launch.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results an earlier job left in the output folder "
+        "(without it, such a folder is refused before anything starts)",
+    )
     launch.set_defaults(handler=_launch)
     status = commands.add_parser(
         "status",

@@ -23,16 +23,22 @@ __all__ = ["fl_launch", "fl_status"]
 
 @admin_command("fl.launch")
 def fl_launch(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    """Run the job file ``args["job_file"]`` (an absolute path) to the end.
+    """Run the job file ``args["job_file"]`` (an absolute path) to the end;
+    ``args["overwrite"]`` (default false) lets it replace earlier results in its output folder.
 
     Raises:
         JobFileError: no job file named, or it is invalid.
+        OutputError: its output folder holds results and overwrite is not set,
+            or another job writes there.
         JobFailedError: the job ended early (see the summary in its output directory).
     """
     path = args.get("job_file")
     if not isinstance(path, str) or not Path(path).is_absolute():
         raise JobFileError("fl.launch needs the absolute path of a job file")
-    return run_job(runtime, load_job_file(Path(path)), emit)
+    overwrite = args.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise JobFileError("fl.launch: overwrite must be true or false")
+    return run_job(runtime, load_job_file(Path(path)), emit, overwrite=overwrite)
 
 
 @admin_command("fl.status")

@@ -49,7 +49,7 @@ from node.fl.errors import JobFailedError
 from node.fl.grid import GridEvent, GrpcSender, NodeGrid, Sender
 from node.fl.jobfile import JobFile, ParticipantSpec
 from node.fl.preflight import check_run_config, job_bundle
-from node.fl.results import RoundLog, write_json, write_results
+from node.fl.results import RoundLog, claim_output, write_json, write_results
 from node.fl.runtime import FlRuntime
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
@@ -176,16 +176,34 @@ def run_job(
     *,
     sender_factory: SenderFactory | None = None,
     job_id: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a federated job to the end; returns the job summary.
 
     Raises:
+        OutputError: the output folder holds an earlier job's results (and
+            ``overwrite`` is false), another job is writing to it, or it
+            cannot be created; nothing has started.
         JobFileError: the app path does not exist, or the job's run-config
             overrides do not fit the app.
         AppBundleError: the app does not build or load.
         JobFailedError: no participant joined, or the ServerApp stopped with an error
             (e.g. strategy minimums unmet); the results directory is written anyway.
     """
+    claim = claim_output(job.output, overwrite=overwrite)
+    try:
+        return _run_claimed(runtime, job, emit, sender_factory, job_id)
+    finally:
+        claim.release()
+
+
+def _run_claimed(
+    runtime: FlRuntime,
+    job: JobFile,
+    emit: Emit,
+    sender_factory: SenderFactory | None,
+    job_id: str | None,
+) -> dict[str, Any]:
     bundle = job_bundle(job)
     check_run_config(job, bundle)
     overrides = dict(job.overrides)

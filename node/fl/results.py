@@ -11,16 +11,27 @@ is the final aggregate.
 Under SecAgg+ the observed training replies hold only masked vectors; the
 model recorded is still the aggregate the ServerApp broadcast afterwards.
 
-Files in the output directory (each written to a temp file, fsynced, renamed):
-``model.npz`` (arrays keyed by their record keys), ``rounds.json`` and
-``summary.json``.
+Files in the output directory: ``model.npz`` (arrays keyed by their record
+keys), ``rounds.json`` and ``summary.json``. Invariants:
+
+* A job claims its output folder before anything else starts
+  (:func:`claim_output`): a folder already holding results is refused unless
+  the launch asked to overwrite them, and two jobs never write to one folder
+  at once (an advisory lock the operating system drops if the node dies).
+* Results appear atomically: every file is written whole to a hidden staging
+  folder inside the output folder and fsynced, then renamed into place, with
+  ``summary.json`` last. A crash leaves no half-written results file, and a
+  ``summary.json`` always sits next to its own job's other files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,10 +41,16 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+from node.errors import OutputError
 from node.fl.grid import GridEvent
 from node.fl.mods import round_of
 
-__all__ = ["RoundLog", "write_json", "write_results"]
+__all__ = ["RESULT_FILES", "OutputClaim", "RoundLog", "claim_output", "write_json", "write_results"]
+
+#: The files a job writes to its output folder; ``summary.json`` is written last.
+RESULT_FILES = ("model.npz", "rounds.json", "summary.json")
+_LOCK_NAME = ".fednode-job.lock"
+_STAGING_PREFIX = ".fednode-results-"
 
 
 def _numbers(reply: Message) -> dict[str, float]:
@@ -191,12 +208,20 @@ def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as sink:
-        sink.write(data)
-        sink.flush()
-        os.fsync(sink.fileno())
-    tmp.replace(path)
+    # A temp name of its own per writer: two threads updating one status file
+    # must not rename each other's half-written bytes into place.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        tmp.chmod(0o644)  # mkstemp makes 0600; results are for whoever reads the folder
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -204,12 +229,114 @@ def write_json(path: Path, value: Any) -> None:
     _atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
+_OVERWRITE_HINT = (
+    "choose another [job].output in the job file, move those results away, "
+    "or launch with --overwrite to replace them"
+)
+
+
+class OutputClaim:
+    """A job's hold on its output folder; :meth:`release` when the results are written."""
+
+    def __init__(self, output: Path, fd: int) -> None:
+        self.output = output
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Let another job use the folder (closing the file drops the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _earlier_job(output: Path) -> str:
+    """The id of the job whose summary is in ``output``, for the refusal message."""
+    try:
+        job_id = json.loads((output / "summary.json").read_text(encoding="utf-8"))["job_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" of job {job_id}" if isinstance(job_id, str) else ""
+
+
+def claim_output(output: Path, *, overwrite: bool) -> OutputClaim:
+    """Claim ``output`` for one job, creating it if needed.
+
+    Raises:
+        OutputError: it is not a folder or cannot be created; another job is
+            writing to it; or it holds results and ``overwrite`` is false.
+    """
+    if output.exists() and not output.is_dir():
+        raise OutputError(
+            f"output {output} exists and is not a folder",
+            hint="set [job].output in the job file to a folder",
+        )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OutputError(
+            f"cannot use output folder {output}: {e.strerror or e}",
+            hint="set [job].output in the job file to a folder this node can write",
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise OutputError(
+            f"another job is writing its results to {output}",
+            hint="wait for that job to end ('fednode fl status'), or choose another "
+            "[job].output in the job file",
+        ) from e
+    # Staged results of a job that crashed while writing them: never valid results.
+    for leftover in output.glob(f"{_STAGING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    present = [name for name in RESULT_FILES if (output / name).exists()]
+    if present and not overwrite:
+        os.close(fd)
+        raise OutputError(
+            f"output folder {output} already holds the results{_earlier_job(output)} "
+            f"({', '.join(present)})",
+            hint=_OVERWRITE_HINT,
+        )
+    return OutputClaim(output, fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_results(output: Path, log: RoundLog, summary: dict[str, Any]) -> None:
-    """Write model.npz (if a model was observed), rounds.json and summary.json."""
+    """Write model.npz (if a model was observed), rounds.json and summary.json.
+
+    Each is staged whole and fsynced, then renamed into ``output``, summary
+    last. An earlier job's files (an overwrite) are replaced or removed, so
+    none is ever taken for this job's.
+    """
     output.mkdir(parents=True, exist_ok=True)
-    if log.model:
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **log.model)
-        _atomic_write(output / "model.npz", buffer.getvalue())
-    write_json(output / "rounds.json", log.rounds())
-    write_json(output / "summary.json", summary)
+    staging = output / f"{_STAGING_PREFIX}{summary.get('job_id', 'job')}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        if log.model:
+            buffer = io.BytesIO()
+            np.savez(buffer, allow_pickle=False, **log.model)
+            _atomic_write(staging / "model.npz", buffer.getvalue())
+        write_json(staging / "rounds.json", log.rounds())
+        write_json(staging / "summary.json", summary)
+        _fsync_dir(staging)
+        # An earlier job's summary goes first and its model too: from here until
+        # the new summary lands, the folder holds no summary rather than a stale one.
+        for name in RESULT_FILES:
+            if not (staging / name).exists():
+                (output / name).unlink(missing_ok=True)
+        (output / "summary.json").unlink(missing_ok=True)
+        for name in RESULT_FILES:
+            if (staging / name).exists():
+                (staging / name).replace(output / name)
+        _fsync_dir(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

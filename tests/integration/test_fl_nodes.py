@@ -260,3 +260,25 @@ def test_a_mistake_in_the_job_file_is_a_usage_error_and_starts_nothing(
     assert hint.startswith("hint: the app declares:")
     assert len(ledger(fed.homes[COORDINATOR], "fl.job")) == jobs_before
     assert not (tmp_path / "results").exists()
+
+
+def test_a_second_launch_into_the_same_output_folder_is_refused_unless_overwrite(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    job = write_job(tmp_path / "job.toml", agreements, rounds=1, min_nodes=3)
+    home = fed.homes[COORDINATOR]
+    fednode("fl", "launch", job, "--home", home, timeout=120, check=True)
+    first = _summary(job)
+    jobs_before = len(ledger(home, "fl.job"))
+    again = fednode("fl", "launch", job, "--home", home, timeout=120)
+    assert again.returncode == 2, again.stdout + again.stderr
+    error, hint = again.stderr.splitlines()
+    assert str(job.parent / "results") in error and first["job_id"] in error
+    assert "--overwrite" in hint
+    assert len(ledger(home, "fl.job")) == jobs_before, "the refused launch started a job"
+    assert _summary(job) == first
+    replaced = fednode("fl", "launch", job, "--overwrite", "--home", home, timeout=120)
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert _summary(job)["job_id"] != first["job_id"]
+    assert "--overwrite" in fednode("fl", "launch", "--help").stdout
