@@ -12,7 +12,17 @@ the store needs no sweeper and no clock-driven writes. Invariants:
 * the signed document of an agreement never changes once stored; a
   countersigned copy may only add the consumer's signature to the same document;
 * the pseudonym key (32 random bytes) exists only on the provider and never
-  leaves this file.
+  leaves this file;
+* an erased revocation reason (:meth:`AgreementStore.erase_reason`) is gone
+  from the file's bytes, not only from its rows, once the call returns: the
+  connection runs with ``secure_delete``, the erasure is followed by a
+  ``VACUUM`` (old copies in free pages, written before this or by an SQLite
+  built without secure delete) and a checkpoint that empties the WAL.
+  Erasing is idempotent, so an erasure cut short is finished by running it
+  again.
+
+The ``reason_erased`` column was added within schema version 1: a file from
+before it gains the column when opened, and older readers ignore it.
 """
 
 from __future__ import annotations
@@ -40,9 +50,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agreements (
     id TEXT PRIMARY KEY, provider TEXT NOT NULL, consumer TEXT NOT NULL,
     dataset TEXT NOT NULL, state TEXT NOT NULL, signed BLOB NOT NULL,
-    pseudonym_key BLOB, updated INTEGER NOT NULL, revoked_at INTEGER, reason TEXT);
+    pseudonym_key BLOB, updated INTEGER NOT NULL, revoked_at INTEGER, reason TEXT,
+    reason_erased INTEGER);
 """
-_COLUMNS = "signed, state, pseudonym_key, updated, revoked_at, reason"
+_COLUMNS = "signed, state, pseudonym_key, updated, revoked_at, reason, reason_erased"
+_INSERT = (
+    "INSERT INTO agreements (id, provider, consumer, dataset, state, signed, pseudonym_key, "
+    "updated) VALUES (?,?,?,?,?,?,?,?)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,10 @@ class AgreementRecord:
     pseudonym_key: bytes | None
     updated: int
     revoked_at: int | None
+    #: ``None`` once the reason was erased (see ``reason_erased``).
     reason: str | None
+    #: When the revocation reason was erased from this store, in Unix seconds.
+    reason_erased: int | None = None
 
     def state_at(self, now: int) -> str:
         """The state to show at ``now``: ``expired`` for an unrevoked agreement past its window.
@@ -73,6 +91,7 @@ class AgreementRecord:
             "updated": self.updated,
             "revoked_at": self.revoked_at,
             "reason": self.reason,
+            "reason_erased_at": self.reason_erased,
             "digest": self.signed.digest,
             "countersigned": self.signed.consumer_signature is not None,
             **self.signed.to_json(),
@@ -90,6 +109,17 @@ class AgreementStore:
         """
         self._lock = threading.Lock()
         self._db = open_versioned_db(path, _SQL, _SCHEMA_VERSION, AgreementError, "agreement store")
+        try:
+            # Deleted and overwritten content is zeroed, whatever SQLite's build
+            # default; VACUUM's temporary copy, pseudonym keys included, stays in memory.
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(agreements)")}
+            if "reason_erased" not in columns:
+                self._db.execute("ALTER TABLE agreements ADD COLUMN reason_erased INTEGER")
+        except sqlite3.Error as e:
+            self._db.close()
+            raise AgreementError(f"cannot open agreement store {path}: {e}") from e
 
     def close(self) -> None:
         with self._lock:
@@ -97,7 +127,7 @@ class AgreementStore:
 
     @staticmethod
     def _record(row: tuple[object, ...]) -> AgreementRecord:
-        signed, state, key, updated, revoked_at, reason = row
+        signed, state, key, updated, revoked_at, reason, reason_erased = row
         assert isinstance(signed, bytes)
         return AgreementRecord(
             SignedAgreement.from_bytes(signed),
@@ -106,6 +136,7 @@ class AgreementStore:
             int(str(updated)),
             None if revoked_at is None else int(str(revoked_at)),
             None if reason is None else str(reason),
+            None if reason_erased is None else int(str(reason_erased)),
         )
 
     def find(self, agreement_id: str) -> AgreementRecord | None:
@@ -146,7 +177,7 @@ class AgreementStore:
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO agreements VALUES (?,?,?,?,?,?,?,?,NULL,NULL)",
+                    _INSERT,
                     (
                         signed.id,
                         signed.provider,
@@ -179,7 +210,7 @@ class AgreementStore:
             ).fetchone()
             if row is None:
                 self._db.execute(
-                    "INSERT INTO agreements VALUES (?,?,?,?,?,?,NULL,?,NULL,NULL)",
+                    _INSERT,
                     (
                         signed.id,
                         signed.provider,
@@ -187,6 +218,7 @@ class AgreementStore:
                         signed.dataset,
                         "active",
                         signed.to_bytes(),
+                        None,
                         now,
                     ),
                 )
@@ -224,6 +256,46 @@ class AgreementStore:
         if not changed:
             record = self.get(agreement_id)
             raise AgreementError(
-                f"agreement {agreement_id} was already revoked at {record.revoked_at}"
+                f"agreement {agreement_id} was already revoked at {utc_text(record.revoked_at)}",
+                hint="see 'fednode agreement show ID'",
+            )
+        return self.get(agreement_id)
+
+    def erase_reason(self, agreement_id: str) -> AgreementRecord:
+        """Erase a revoked agreement's reason for good; safe to run again.
+
+        The record keeps its state and revocation time and gains the time of
+        the erasure (the first one, when run again). Returns once the text is
+        gone from the file and its WAL.
+
+        Raises:
+            AgreementError: no such agreement, it is not revoked, or another
+                process holds the file open so its WAL cannot be emptied
+                (run it again once it is closed).
+        """
+        record = self.get(agreement_id)
+        if record.state != "revoked":
+            raise AgreementError(f"agreement {agreement_id} is {record.state}, it has no reason")
+        now = int(time.time())
+        with self._lock:
+            try:
+                self._db.execute(
+                    "UPDATE agreements SET reason=NULL, reason_erased=COALESCE(reason_erased, ?) "
+                    "WHERE id=?",
+                    (now, agreement_id),
+                )
+                self._db.execute("VACUUM")
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as e:
+                raise AgreementError(
+                    f"cannot erase the reason of agreement {agreement_id}: {e}",
+                    hint="run the erasure again",
+                ) from e
+        if busy:
+            raise AgreementError(
+                f"the reason of agreement {agreement_id} is erased, but another process holds "
+                "the agreement store open, so an old copy may remain in its -wal file",
+                hint="close the other program (for example an sqlite3 shell), then run the "
+                "erasure again",
             )
         return self.get(agreement_id)

@@ -12,11 +12,18 @@
 
 Either way the provider activates only a document identical to the one it
 proposed, with both signatures verified. Every decision is recorded.
+
+A revocation reason is free text and may name people. Each node keeps it in
+two places: its ledger (as erasable commitments, :data:`REVOCATION_SENSITIVE`)
+and its agreement store. ``fednode ledger erase`` on a ledger field that holds
+it erases the store's copy too (:func:`erase_reason`), on that node only: the
+other party keeps its own ledger and store, and its operator erases them there.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from node.agreements.document import SignedAgreement, new_agreement
@@ -31,11 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_REASON_LEN",
+    "REVOCATION_EVENTS",
     "REVOCATION_SENSITIVE",
     "accept_countersigned",
     "check_reason",
     "countersign",
     "create",
+    "erase_reason",
     "personal_in_plain",
     "revoke",
 ]
@@ -47,6 +56,9 @@ MAX_REASON_LEN = 500
 #: Ledger fields of an ``agreement.revoked`` entry recorded as erasable
 #: commitments: the reason, and the other party's signed notice that repeats it.
 REVOCATION_SENSITIVE = ("detail.reason", "detail.notice")
+#: Ledger events whose :data:`REVOCATION_SENSITIVE` fields repeat the reason
+#: the agreement store keeps: the revocation itself, and the notice sent.
+REVOCATION_EVENTS = ("agreement.revoked", "agreement.revocation_sent")
 
 
 def create(
@@ -205,6 +217,34 @@ def revoke(runtime: NodeRuntime, agreement_id: str, reason: str) -> AgreementRec
         sensitive=REVOCATION_SENSITIVE[:1],
     )
     return record
+
+
+def erase_reason(
+    runtime: NodeRuntime, entry: Mapping[str, Any], path: str
+) -> AgreementRecord | None:
+    """Erase the agreement store's copy of the reason that ledger field ``path`` of ``entry`` holds.
+
+    Called before the ledger erases its own value (``ledger.erase``), so an
+    erasure cut short leaves the ledger's value in place and running it again
+    finishes both; erasing here is idempotent. Only this node's store changes.
+
+    Returns the record with its reason erased, or ``None`` when the field holds
+    no revocation reason or this node holds no revoked agreement of that id.
+
+    Raises:
+        AgreementError: the store could not finish the erasure (see
+            :meth:`~node.agreements.store.AgreementStore.erase_reason`).
+    """
+    agreement = entry.get("agreement")
+    if entry.get("event") not in REVOCATION_EVENTS or path not in REVOCATION_SENSITIVE:
+        return None
+    if not isinstance(agreement, str):
+        return None
+    store = agreements_of(runtime)
+    record = store.find(agreement)
+    if record is None or record.state != "revoked":
+        return None
+    return store.erase_reason(agreement)
 
 
 def check_reason(reason: str) -> None:

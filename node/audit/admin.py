@@ -4,6 +4,15 @@
 bundle; ``ledger.prove`` returns an inclusion proof against the latest
 published checkpoint; ``ledger.show`` lists entries with filters;
 ``ledger.erase`` crypto-shreds one sensitive value.
+
+An erasure removes every copy of the value this node keeps, not only the
+ledger's: a revocation reason is also erased from the agreement store
+(:func:`node.agreements.workflow.erase_reason`). The other copies go first
+and the ledger's last, and each step is idempotent, so an erasure cut short
+(a crash, a busy file) is finished by running the same command again; a
+value already erased is not an error, and each run is recorded as
+``ledger.erased``. The other party of an agreement keeps its own ledger and
+store; its operator erases them there.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from ledger.canonical import loads
 from ledger.checkpoint import cosignatures, log_name, parse_note
 from ledger.errors import CheckpointError, StorageError
 from node.admin.registry import Emit, admin_command
+from node.agreements.workflow import erase_reason
 from node.audit.publisher import publish_checkpoint
 from node.audit.service import recorder_of
 from node.errors import AdminError
@@ -143,12 +153,49 @@ def ledger_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
 
 @admin_command("ledger.erase")
 def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Erase the value of committed field ``field`` of entry ``seq``, and this node's other copies.
+
+    The result names the copies erased and, for an agreement, the other party
+    whose operator erases its own copies.
+
+    Raises:
+        StorageError: no entry ``seq``, or it commits no field ``field``.
+        AgreementError: the agreement store could not finish; run it again.
+    """
     seq = _int_arg(args, "seq")
     path = args.get("field")
     if not isinstance(path, str) or not path:
         raise AdminError("argument 'field' must name a sensitive field, e.g. detail.reason")
     recorder = recorder_of(runtime)
-    recorder.store.erase(seq, path)
+    fields = loads(recorder.store.entry(seq))
+    committed = [str(p) for p in fields.get("sensitive") or []]
+    if path not in committed:
+        held = f"its committed fields are {', '.join(committed)}" if committed else "none"
+        raise StorageError(
+            f"entry {seq} ({fields['event']}) has no committed field {path!r}; {held}"
+        )
+    # Copies outside the ledger first: until the ledger's value goes, the
+    # command can be run again and finds this entry's value still there.
+    record = erase_reason(runtime, fields, path)
+    try:
+        recorder.store.reveal(seq, path)
+    except StorageError:
+        already = True
+    else:
+        recorder.store.erase(seq, path)
+        already = False
+    detail: dict[str, object] = {"seq": seq, "field": path}
+    if record is not None:
+        detail["agreement_reason"] = "erased"
+    if already:
+        detail["already_erased"] = True
     # The admin service marks the operator as the actor (node.audit.actor).
-    erased_at = recorder.record("ledger.erased", detail={"seq": seq, "field": path})
-    return {"seq": seq, "field": path, "recorded_as": erased_at}
+    erased_at = recorder.record("ledger.erased", agreement=fields.get("agreement"), detail=detail)
+    return {
+        "seq": seq,
+        "field": path,
+        "recorded_as": erased_at,
+        "already_erased": already,
+        "agreement_reason_erased": record is not None,
+        "other_party": fields.get("peer") if record is not None else None,
+    }

@@ -465,7 +465,10 @@ def _show(args: argparse.Namespace) -> int:
     if result["state"] == "expired":
         lines.append(f"  expired   {utc_text(a['valid_until'])}: nothing more is shared under it")
     if result.get("revoked_at") is not None:
-        lines.append(f"  revoked   {utc_text(result['revoked_at'])}: {result.get('reason') or ''}")
+        reason = result.get("reason") or ""
+        if result.get("reason_erased_at") is not None:
+            reason = f"(erased {utc_text(result['reason_erased_at'])})"
+        lines.append(f"  revoked   {utc_text(result['revoked_at'])}: {reason}")
     lines.append("  columns")
     for name, spec in sorted(a["columns"].items()):
         params = ", ".join(f"{k}={v}" for k, v in sorted(spec.get("params", {}).items()))

@@ -74,21 +74,30 @@ def test_a_provider_revocation_reaches_the_consumer(fed: LocalFederation, tmp_pa
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_a_revocation_reason_can_be_erased_from_both_ledgers(
+def _agreement_store_bytes(fed: LocalFederation, department: str) -> bytes:
+    """agreements.db and its WAL, read raw from disk, as a forensic copy would be."""
+    path = load_config(fed.homes[department]).data_dir / "agreements.db"
+    return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
     fed: LocalFederation, tmp_path: Path
 ) -> None:
     # A reason is free text and may name people: each ledger holds it as a
-    # commitment that an erasure request can shred, with every proof intact.
+    # commitment that an erasure request can shred, with every proof intact,
+    # and erasing it there erases the agreement store's copy on the same node.
+    # Each party erases its own copies.
     agreement_id, _ = agreement_file(fed, tmp_path)
     reason = "analyst W. Zhang exported rows outside the purpose"
     admin(fed, "health", "agreement.revoke", id=agreement_id, reason=reason)
-    for department, paths in (
-        ("health", ["detail.reason"]),
-        ("statistics", ["detail.notice", "detail.reason"]),
+    for department, paths, other in (
+        ("health", ["detail.reason"], "statistics"),
+        ("statistics", ["detail.notice", "detail.reason"], "health"),
     ):
         [entry] = events(fed, department, "agreement.revoked")
         assert entry["sensitive"] == paths
         assert all(entry["detail"][p.split(".")[1]].startswith("sha256:") for p in paths)
+        assert b"W. Zhang" in _agreement_store_bytes(fed, department)
         home = fed.homes[department]
         # Every entry that holds the reason, as an erasure request would find them.
         holding = [e for e in ledger_events(home) if e["sensitive"]]
@@ -97,14 +106,26 @@ def test_a_revocation_reason_can_be_erased_from_both_ledgers(
             for path in held["sensitive"]:
                 erased = fednode("ledger", "erase", str(held["seq"]), path, "--home", home)
                 assert erased.returncode == 0, erased.stderr
+        shown = state(fed, department, agreement_id)
+        assert shown["state"] == "revoked" and shown["reason"] is None
+        assert shown["reason_erased_at"] is not None
+        text = fednode("agreement", "show", agreement_id, "--home", home, check=True).stdout
+        assert "(erased " in text and "Zhang" not in text
+        assert b"W. Zhang" not in _agreement_store_bytes(fed, department)
+        # Only this node's copies: the other party still holds its own until its operator acts.
+        if other == "statistics":
+            assert "W. Zhang" in state(fed, other, agreement_id)["reason"]
+        # Running it again (as after a crash) is no error, and is recorded as a repeat.
         again = fednode("ledger", "erase", str(entry["seq"]), paths[0], "--home", home)
-        assert again.returncode != 0  # nothing left to erase
-        [record] = [
+        assert again.returncode == 0, again.stderr
+        [first, repeat] = [
             e
             for e in events(fed, department, "ledger.erased")
-            if e["detail"] == {"seq": entry["seq"], "field": paths[0]}
+            if (e["detail"]["seq"], e["detail"]["field"]) == (entry["seq"], paths[0])
         ]
-        assert record["actor"] == "operator"
+        assert first["actor"] == "operator" and first["agreement"] == agreement_id
+        assert first["detail"]["agreement_reason"] == "erased"
+        assert "already_erased" not in first["detail"] and repeat["detail"]["already_erased"]
         bundle = tmp_path / department
         fednode("ledger", "checkpoint", "--home", home)
         fednode("ledger", "export", "--out", bundle, "--home", home, check=True)
