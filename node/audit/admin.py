@@ -197,5 +197,6 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
         "recorded_as": erased_at,
         "already_erased": already,
         "agreement_reason_erased": record is not None,
+        "agreement": record.signed.id if record is not None else None,
         "other_party": fields.get("peer") if record is not None else None,
     }

@@ -196,6 +196,7 @@ def test_erasing_the_ledgers_reason_erases_the_stores(node: Any) -> None:
     result = _erase(node, revoked["seq"])
     assert result["agreement_reason_erased"] and not result["already_erased"]
     assert result["other_party"] == "statistics"
+    assert result["agreement"] == revoked["agreement"]
     assert agreements_of(node).get(revoked["agreement"]).reason is None
     with pytest.raises(StorageError, match="holds no stored value"):
         node.audit.store.reveal(revoked["seq"], "detail.reason")
