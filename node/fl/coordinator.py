@@ -161,12 +161,36 @@ def _start_participant(
     return _Started(part, node_id, True, rows=info.rows, columns=info.columns)
 
 
-def _end_participant(runtime: FlRuntime, job_id: str, department: str, outcome: str) -> None:
+#: Seconds a participant has to acknowledge the end of a job.
+END_TIMEOUT_S = 5.0
+
+
+def _end_participant(
+    runtime: FlRuntime, job_id: str, department: str, outcome: str, joined: bool
+) -> None:
     try:
         stub = pb_grpc.FederatedStub(runtime.peer_channel(department))
-        stub.EndJob(wire.job_end_to_proto(job_id, outcome), timeout=10)
-    except (grpc.RpcError, NodeError) as e:
+        stub.EndJob(wire.job_end_to_proto(job_id, outcome), timeout=END_TIMEOUT_S)
+    except grpc.RpcError as e:
+        code = e.code() if isinstance(e, grpc.Call) else None
+        if joined or code != grpc.StatusCode.NOT_FOUND:
+            _log.warning("EndJob at %s failed: %s", department, code or e)
+    except NodeError as e:
         _log.warning("EndJob at %s failed: %s", department, e)
+
+
+def _end_participants(
+    runtime: FlRuntime, job_id: str, departments: dict[str, bool], outcome: str
+) -> None:
+    """Tell every participant the job ended, all at once, each within END_TIMEOUT_S.
+
+    ``departments`` maps each participant to whether it joined. Those that did
+    not are told too: a start that timed out here may still have opened the
+    job there, and a participant that never had it just answers NOT_FOUND.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, len(departments))) as pool:
+        for department, joined in departments.items():
+            pool.submit(_end_participant, runtime, job_id, department, outcome, joined)
 
 
 def run_job(
@@ -306,6 +330,8 @@ def _run_claimed(
                 "no participant joined the job",
                 hint="check each participant's reply above (approval, agreement, reachability)",
             )
+        # Ctrl-C while the participants were starting: stop before the first round.
+        check_cancelled()
         status["state"] = "running"
         status_store.write(status)
         server_app = load_server_app(install_bundle(bundle, runtime.config.data_dir / "fl"))
@@ -353,8 +379,12 @@ def _run_claimed(
         outcome, error = "error", str(e)
         raise
     finally:
-        for department in joined.values():
-            _end_participant(runtime, job_id, department, outcome)
+        _end_participants(
+            runtime,
+            job_id,
+            {s.spec.department: s.ok for s in started},
+            outcome,
+        )
         summary = {
             "job_id": job_id,
             "name": job.name,

@@ -74,17 +74,43 @@ class GridEvent:
 
 
 class GrpcSender:
-    """The real transport: ``Federated.Deliver`` over a department's mTLS channel."""
+    """The real transport: ``Federated.Deliver`` over a department's mTLS channel.
+
+    :meth:`close` cancels the calls still in flight, so a job that ends early
+    (failed or cancelled) does not leave participants' calls open until their
+    deadline; later calls fail at once.
+    """
 
     def __init__(self, channel_for: Callable[[str], grpc.Channel], job_id: str) -> None:
         self._channel_for = channel_for
         self._job_id = job_id
+        self._lock = threading.Lock()
+        self._calls: set[grpc.Future] = set()
+        self._closed = False
 
     def __call__(self, department: str, message: Message, timeout: float) -> Message:
         stub = pb_grpc.FederatedStub(self._channel_for(department))
         replies = stub.Deliver(wire.message_chunks(message, self._job_id), timeout=timeout)
-        _, reply = wire.message_from_chunks(replies)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._calls.add(replies)
+        if closed:
+            replies.cancel()
+        try:
+            _, reply = wire.message_from_chunks(replies)
+        finally:
+            with self._lock:
+                self._calls.discard(replies)
         return reply
+
+    def close(self) -> None:
+        """Cancel every call in flight, and any made from now on."""
+        with self._lock:
+            self._closed = True
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
 
 
 def _error_reply(ins: Message, code: int, reason: str) -> Message:
@@ -281,8 +307,14 @@ class NodeGrid(Grid):
     # -- internals --------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker threads (pending deliveries still finish)."""
+        """Stop the worker threads, and cancel deliveries in flight if the transport
+        can (as :class:`GrpcSender` does); a ServerApp still running then gets
+        error replies at once and fails at its next push."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # Sender is a plain callable; closing is an optional extra of a transport.
+        close = getattr(self._send, "close", None)
+        if callable(close):
+            close()
 
     def wait_failed(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True once the Grid has given up on the run."""

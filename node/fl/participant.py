@@ -18,6 +18,10 @@ the mods of :mod:`node.fl.mods`. Invariants:
   reviewed and approved ever run, which is Flower's trusted-entities model.
 * Run state lives only in memory: a restarted node has no jobs, and any data
   copies left by a crash are deleted at start-up.
+* A job ends when its coordinator says so (``EndJob``, also sent when the
+  job fails or its launcher is cancelled); the end is recorded as
+  ``fl.ended``. From then on no message of the job runs, and a reply still
+  being computed when it ended is dropped, not sent.
 * The app sees its data only as a private Parquet copy of the *treated* table
   (the agreement's column treatments applied), named by the node config key
   ``data-path``; the copy is deleted when the job ends.
@@ -104,6 +108,8 @@ class _Job:
     context: Context
     handler: ClientAppCallable
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set by end_job; a message that sees it neither runs nor replies.
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 class Participant:
@@ -222,7 +228,8 @@ class Participant:
         """Run one Flower Message through the job's mods and ClientApp; return the reply.
 
         Raises:
-            UnknownJobError: no such job here, or it was started by another department.
+            UnknownJobError: no such job here, it was started by another
+                department, or it ended before or while the message ran.
         """
         job = self._job(coordinator, job_id)
         meta = message.metadata
@@ -232,20 +239,40 @@ class Participant:
                 Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=message
             )
         with job.lock:
+            # Messages queue on the job's lock; one that waited past the end must not run.
+            _check_running(job)
             reply = job.handler(message, job.context)
+        _check_running(job)
         reply.metadata.__dict__["_message_id"] = reply.object_id
         return reply
 
     def end_job(self, coordinator: str, job_id: str, outcome: str) -> None:
-        """Forget a job: drop its Context and delete its private data copy.
+        """End a job: stop its messages, drop its Context, delete its private data
+        copy, and record ``fl.ended``. It does not wait for a message still running.
 
         Raises:
             UnknownJobError: no such job here, or it was started by another department.
         """
         job = self._job(coordinator, job_id)
         with self._lock:
-            self._jobs.pop(job_id, None)
+            if self._jobs.pop(job_id, None) is None:
+                raise UnknownJobError(f"job {job_id!r} has already ended at this node")
+        job.ended.set()
         shutil.rmtree(job.workdir, ignore_errors=True)
+        self._runtime.audit.record(
+            "fl.ended",
+            peer=coordinator,
+            agreement=job.spec.agreement,
+            dataset=job.spec.dataset,
+            outcome=outcome,
+            detail={
+                "job_id": job_id,
+                "run_id": job.spec.run_id,
+                "fab_sha256": job.spec.fab_sha256,
+                # A message was running when the end came: its reply is dropped.
+                "interrupted": job.lock.locked(),
+            },
+        )
         _log.info("job %s ended (%s)", job_id, outcome)
 
     @property
@@ -268,3 +295,13 @@ class Participant:
                 f"app {sha256[:12]} is not approved at this node",
                 hint=f"the operator runs 'fednode app approve {sha256}' after review",
             )
+
+
+def _check_running(job: _Job) -> None:
+    """Raise if the job's coordinator ended it.
+
+    Raises:
+        UnknownJobError: the job has ended.
+    """
+    if job.ended.is_set():
+        raise UnknownJobError(f"job {job.spec.job_id!r} has ended at this node")

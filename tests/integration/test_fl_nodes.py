@@ -282,3 +282,42 @@ def test_a_second_launch_into_the_same_output_folder_is_refused_unless_overwrite
     assert replaced.returncode == 0, replaced.stdout + replaced.stderr
     assert _summary(job)["job_id"] != first["job_id"]
     assert "--overwrite" in fednode("fl", "launch", "--help").stdout
+
+
+def test_ctrl_c_during_launch_ends_the_job_at_every_participant(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    job = write_job(tmp_path / "job.toml", agreements, rounds=50, min_nodes=3, extra=SLOW_TRAINING)
+    process = _launch(fed, job)
+    assert process.stdout is not None
+    job_id = ""
+    for line in process.stdout:
+        if line.startswith("job ") and not job_id:
+            job_id = line.split()[1]
+        if "round 1 " in line:
+            break
+    assert job_id, "the launch printed no job id"
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the terminal's command
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    interrupted = time.monotonic()
+    # Each participant records the end promptly: its job session does not linger.
+    for department in PARTICIPANTS:
+        while True:
+            ended = [
+                e
+                for e in ledger(fed.homes[department], "fl.ended")
+                if e["detail"]["job_id"] == job_id
+            ]
+            if ended:
+                break
+            assert time.monotonic() - interrupted < 30, f"{department} never learnt the job ended"
+            time.sleep(0.2)
+        assert ended[0]["outcome"] == "error" and ended[0]["peer"] == COORDINATOR
+    # The coordinator writes the results once every participant has answered.
+    while not (job.parent / "results" / "summary.json").exists():
+        assert time.monotonic() - interrupted < 30, "the cancelled job wrote no summary"
+        time.sleep(0.2)
+    summary = _summary(job)
+    assert summary["outcome"] == "error" and "cancelled" in summary["error"]

@@ -149,6 +149,11 @@ def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
     assert summary["rounds"] < 500
     [status] = JobStatusStore(cluster.coordinator.config.data_dir).read_all(os.getpid())
     assert status["state"] == "failed"
+    # Every participant was told at once and recorded the end.
+    for node in cluster.nodes.values():
+        assert node.participant.job_ids == []
+        [end] = node.runtime.audit.events("fl.ended")
+        assert end["outcome"] == "error" and end["detail"]["job_id"] == summary["job_id"]
     # The closed Grid stops the ServerApp too: nothing of the job runs on.
     deadline = time.monotonic() + 20
     while any(t.name == "serverapp" and t not in earlier for t in threading.enumerate()):

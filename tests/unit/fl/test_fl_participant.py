@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,74 @@ def test_one_context_lives_for_the_whole_run(cluster: Cluster, fab: bytes) -> No
     assert node.participant._job(COORDINATOR, "job-1").context is context
     assert context.state.config_records["probe"]["n"] == 1
     assert context.node_config["data-path"].endswith("data.parquet")
+
+
+class _Gate:
+    """A job lock that tells when a second message waits on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_the_end_of_a_job_is_recorded_and_stops_its_messages(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    job = node.participant._job(COORDINATOR, "job-1")
+    # A message queued behind one still running when the end comes never runs.
+    job.lock = gate = _Gate()  # type: ignore[assignment]
+    gate.acquire()
+    queued: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            node.participant.deliver(COORDINATOR, "job-1", _train())
+        except UnknownJobError as e:
+            queued.append(e)
+
+    worker = threading.Thread(target=deliver)
+    worker.start()
+    assert gate.waiting.wait(30), "the message never queued"
+    node.participant.end_job(COORDINATOR, "job-1", "error")
+    gate.release()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and "has ended" in str(queued[0])
+    assert node.runtime.audit.events("fl.task") == []
+    [ended] = node.runtime.audit.events("fl.ended")
+    assert ended["outcome"] == "error" and ended["peer"] == COORDINATOR
+    assert ended["detail"]["job_id"] == "job-1" and ended["detail"]["interrupted"] is True
+    assert node.participant.job_ids == []
+    with pytest.raises(UnknownJobError):
+        node.participant.end_job(COORDINATOR, "job-1", "error")
+    assert len(node.runtime.audit.events("fl.ended")) == 1
+
+
+def test_a_reply_computed_after_the_job_ended_is_dropped(cluster: Cluster, fab: bytes) -> None:
+    node = cluster.nodes["traffic"]
+    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    job = node.participant._job(COORDINATOR, "job-1")
+    handler = job.handler
+
+    def end_during(message: Any, context: Any) -> Any:
+        node.participant.end_job(COORDINATOR, "job-1", "error")
+        return handler(message, context)
+
+    job.handler = end_during
+    with pytest.raises(UnknownJobError, match="has ended"):
+        node.participant.deliver(COORDINATOR, "job-1", _train())
