@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from flwr.app import Context, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import ServerApp
 from flwr.supercore.run import Run
@@ -51,6 +51,7 @@ from node.fl.jobfile import JobFile, ParticipantSpec
 from node.fl.preflight import check_run_config, job_bundle
 from node.fl.results import RoundLog, claim_output, write_json, write_results
 from node.fl.runtime import FlRuntime
+from node.fl.secagg_watch import SecAggWatch
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
 __all__ = ["SECAGG_KEY", "Emit", "JobStatusStore", "new_job_id", "run_job"]
@@ -339,6 +340,11 @@ def _run_claimed(
 
         def observe(event: GridEvent) -> None:
             round_log.replied(event)
+            secagg_watch.replied(event)
+
+        def on_send(message: Message) -> None:
+            round_log.sent(message)
+            secagg_watch.sent(message)
 
         grid = NodeGrid(
             joined,
@@ -349,8 +355,11 @@ def _run_claimed(
             message_timeout=job.message_timeout,
             node_wait_timeout=job.node_wait_timeout,
             on_reply=observe,
-            on_send=round_log.sent,
+            on_send=on_send,
         )
+        # A participant lost during SecAgg+ setup makes the round's unmasking fail;
+        # the watch turns that into the job's failure, naming the lost node(s).
+        secagg_watch = SecAggWatch(grid.fail)
         run = Run.create_empty(run_id)
         run.fab_id, run.fab_version, run.fab_hash = bundle.fab_id, bundle.version, bundle.sha256
         run.override_config = dict(overrides)
@@ -471,6 +480,10 @@ def _run_server_app(server_app: ServerApp, grid: NodeGrid, context: Context, run
         check_cancelled()
     if outcome:
         raise outcome[0]
+    # The app may finish between two checks (Flower halts a broken SecAgg+ round
+    # and goes on); a Grid that gave up still fails the job.
+    if grid.failure is not None:
+        raise grid.failure
 
 
 def _final_metrics(log: RoundLog) -> dict[str, dict[str, float]]:

@@ -39,7 +39,7 @@ from flwr.supercore.date import now
 from flwr.supercore.run import Run
 
 from node.fl import wire
-from node.fl.errors import NodesUnavailableError
+from node.fl.errors import JobFailedError, NodesUnavailableError
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
 __all__ = ["GridEvent", "GrpcSender", "NodeGrid", "Sender"]
@@ -176,7 +176,7 @@ class NodeGrid(Grid):
         self._run: Run | None = None
         self._failed = threading.Event()
         #: Set when the Grid gave up on the run (the ServerApp may be blocked elsewhere).
-        self.failure: NodesUnavailableError | None = None
+        self.failure: JobFailedError | None = None
 
     # -- Grid API ---------------------------------------------------------------
 
@@ -224,7 +224,8 @@ class NodeGrid(Grid):
                 self._short_since = time.monotonic()
             elif time.monotonic() - self._short_since > self._node_wait_timeout:
                 error = self._waiting_error(live)
-                self.failure = error
+                if self.failure is None:
+                    self.failure = error
                 self._failed.set()
                 raise error
             return live
@@ -315,6 +316,14 @@ class NodeGrid(Grid):
         close = getattr(self._send, "close", None)
         if callable(close):
             close()
+
+    def fail(self, error: JobFailedError) -> None:
+        """Give up on the run with ``error`` (the first reason given is kept); the
+        coordinator, waiting on :meth:`wait_failed`, ends the job with it."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = error
+        self._failed.set()
 
     def wait_failed(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True once the Grid has given up on the run."""

@@ -37,6 +37,8 @@ __all__ = [
     "ledger_mod",
     "mods_for",
     "policy_gate",
+    "round_of",
+    "secagg_stage",
     "secaggplus_mod",
 ]
 
@@ -91,13 +93,13 @@ class TaskInfo:
         round_id = round_of(message)
         if round_id is not None:
             detail["round"] = round_id
-        stage = _secagg_stage(message)
+        stage = secagg_stage(message)
         if stage is not None:
             detail["secagg_stage"] = stage
         return detail
 
 
-def _secagg_stage(message: Message) -> str | None:
+def secagg_stage(message: Message) -> str | None:
     """The SecAgg+ stage a training message is in (setup, share_keys, ...), if it is one.
 
     Four SecAgg+ messages make one round; without the stage their ledger

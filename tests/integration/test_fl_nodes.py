@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from node.fl.coordinator import run_job
+from node.fl.errors import JobFailedError
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import load_job_file
 from node.fl.wire import DpConfig
@@ -321,3 +322,44 @@ def test_ctrl_c_during_launch_ends_the_job_at_every_participant(
         time.sleep(0.2)
     summary = _summary(job)
     assert summary["outcome"] == "error" and "cancelled" in summary["error"]
+
+
+# The failed job's ServerApp thread (Flower's legacy client manager) polls the closed Grid
+# once more and dies on its error; that is expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_node_lost_during_secagg_setup_fails_the_job_naming_it(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    """The coordinator runs in this process so the kill lands exactly at the setup stage."""
+    fed, agreements = setup
+    fed.stop(COORDINATOR)
+    coordinator = NodeProcess(fed.homes[COORDINATOR])
+    coordinator.start()
+
+    class KillHealthAtSetup:
+        def __init__(self, job_id: str) -> None:
+            self.inner = GrpcSender(coordinator.runtime.peer_channel, job_id)
+
+        def __call__(self, department: str, message: Any, timeout: float) -> Any:
+            if department == "health" and fed.processes["health"].poll() is None:
+                fed.processes["health"].send_signal(signal.SIGKILL)
+                fed.processes["health"].wait()
+            return self.inner(department, message, timeout)
+
+    try:
+        job = load_job_file(
+            write_job(tmp_path / "job.toml", agreements, rounds=2, min_nodes=2, secagg=True)
+        )
+        with pytest.raises(JobFailedError, match="health dropped out during SecAgg\\+ setup"):
+            run_job(coordinator.runtime, job, lambda _e: None, sender_factory=KillHealthAtSetup)
+    finally:
+        coordinator.stop()
+        fed.start(COORDINATOR)
+        fed.start("health")
+        fed.wait_ready([COORDINATOR, "health"])
+    summary = _summary(tmp_path / "job.toml")
+    assert summary["outcome"] == "error" and "in the setup stage" in summary["error"]
+    end = [
+        e for e in ledger(fed.homes[COORDINATOR], "fl.job") if summary["job_id"] in json.dumps(e)
+    ]
+    assert "health dropped out during SecAgg+ setup" in end[-1]["detail"]["reason"]

@@ -10,6 +10,7 @@ quantized, while the next broadcast model equals plain FedAvg of the updates.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import pytest
 from flwr.app import Message
 
 from node.fl.coordinator import run_job
+from node.fl.errors import JobFailedError
 from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
 from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id, seed_table, task
 from tests.unit.fl.secagg_check import Recording, check_secagg_run, leaks
+from tests.unit.fl.test_fl_faults import KillOnCall, _job
 
 
 def test_leak_detector_finds_an_unmasked_update() -> None:
@@ -110,3 +113,27 @@ def test_secaggplus_survives_one_dropout_above_threshold(
     )
     assert summary["outcome"] == "ok", summary["error"]
     assert summary["rounds"] == 1
+
+
+@pytest.mark.parametrize(("nth", "stage"), [(1, "setup"), (2, "share_keys")])
+def test_a_node_lost_during_secagg_setup_fails_the_job_naming_stage_and_node(
+    cluster: Cluster, tmp_path: Path, nth: int, stage: str
+) -> None:
+    """Without its key shares the others cannot unmask the round; Flower alone says KeyError."""
+    with pytest.raises(JobFailedError) as raised:
+        run_job(
+            cluster.coordinator,
+            _job(tmp_path, APP, cluster, rounds=2, min_nodes=2, secagg=True),
+            lambda _e: None,
+            sender_factory=lambda jid: KillOnCall(cluster, jid, "health", nth),
+        )
+    message = str(raised.value)
+    assert message.startswith("SecAgg+ round 1 failed in the unmask stage at ")
+    assert f"health dropped out during SecAgg+ setup (health in the {stage} stage: " in message
+    assert "KeyError" not in message
+    assert raised.value.hint is not None and "check health's node" in raised.value.hint
+    assert "min-nodes" in raised.value.hint
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["outcome"] == "error" and summary["error"] == message
+    end = cluster.coordinator.audit.events("fl.job")[-1]
+    assert end["outcome"] == "error" and end["detail"]["reason"] == message[:200]
