@@ -128,7 +128,9 @@ def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
             cluster.coordinator,
             _job(tmp_path, APP, cluster, rounds=2, min_nodes=3, secagg=True),
             lambda _e: None,
-            sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 2),
+            # Lost after its key shares went out (the masked-vector stage): SecAgg+
+            # finishes round 1 without it, and round 2 waits for three nodes.
+            sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 3),
         )
 
 
