@@ -149,7 +149,8 @@ def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecor
     if signed.consumer != runtime.department:
         raise AgreementError(
             f"agreement {signed.id} is for consumer {signed.consumer}, this node is "
-            f"{runtime.department}"
+            f"{runtime.department}",
+            hint=f"countersign it on {signed.consumer}'s node (check --home)",
         )
     if signed.doc["federation"] != runtime.config.federation:
         raise AgreementError(

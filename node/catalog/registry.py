@@ -161,7 +161,11 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
         CatalogError: the path is missing or unreadable in that format.
     """
     if not path.exists():
-        raise CatalogError(f"dataset path {path} does not exist")
+        raise CatalogError(
+            f"dataset path {path} does not exist",
+            hint="the node opens the path itself: check that it exists where the node runs "
+            "and that the account running 'fednode serve' can read it",
+        )
     try:
         return ds.dataset(str(path), format="ipc" if fmt == "arrow" else fmt)
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -290,7 +294,8 @@ class Catalog:
         if not is_dataset_name(name):
             raise CatalogError(
                 f"dataset name {name!r} is not valid",
-                hint="use 1-64 lowercase letters, digits, '_', '.', '-'",
+                hint="use 1-64 lowercase letters, digits, '_', '.', '-', starting with a letter "
+                "or digit",
             )
         path = path.resolve()
         fmt = detect_format(path, fmt)
@@ -474,5 +479,6 @@ class Catalog:
 def _duplicate(name: str) -> CatalogError:
     return CatalogError(
         f"dataset {name!r} is already registered",
-        hint="choose another name, or pass --replace if its data changed shape",
+        hint="choose another name, or pass --replace to register its new data under it "
+        "(reviewed labels are kept)",
     )

@@ -46,7 +46,8 @@ def validate_spec(name: str, spec: Any, field: pa.Field | None = None) -> None:
     params = spec.get("params", {})
     if treatment not in TREATMENTS:
         raise AgreementError(
-            f"column {name!r}: unknown treatment {treatment!r}", hint=f"use one of {TREATMENTS}"
+            f"column {name!r}: unknown treatment {treatment!r}",
+            hint=f"use one of {', '.join(TREATMENTS)}",
         )
     if not isinstance(params, Mapping):
         raise AgreementError(f"column {name!r}: params must be an object")
@@ -78,7 +79,9 @@ def validate_spec(name: str, spec: Any, field: pa.Field | None = None) -> None:
             )
         return
     raise AgreementError(
-        f'column {name!r}: generalize needs params {{"to": unit}} or {{"band": width}}'
+        f"column {name!r}: generalize needs one parameter, to=UNIT "
+        f"({'|'.join(_TIME_UNITS)}) for a time or band=WIDTH for an integer",
+        hint=f"e.g. --column {name}=generalize:band=10 or --column {name}=generalize:to=hour",
     )
 
 

@@ -63,6 +63,15 @@ _CREATE_HELP = """\
 Draw up and sign an agreement as the provider; it stays 'proposed' until the
 consumer countersigns it. Columns not named are never shared.
 
+modes (--mode, repeatable):
+  transfer                   the consumer fetches treated rows ('fednode share fetch')
+  federated                  the consumer coordinates federated jobs on the dataset
+  aggregate                  reserved for aggregate queries; nothing uses it yet
+
+times (--valid-from, --valid-until): 2026-12-31 (00:00 UTC that day, so an
+agreement ending on 2026-12-31 does not cover that day), 2026-12-31T18:00
+(UTC unless an offset is given), +90d, +12h, +30m, or unix seconds.
+
 column treatments (--column NAME=TREATMENT[:PARAM=VALUE]):
   plain                      the value as it is
   pseudonymize               HMAC-SHA256 token, stable within this agreement only
@@ -183,23 +192,35 @@ def register(subparsers: Any) -> None:
     create = commands.add_parser(
         "create", help="draw up and sign an agreement (provider)", description=_CREATE_HELP
     )
-    create.add_argument("--consumer", required=True, help="the receiving department's id")
-    create.add_argument("--dataset", required=True, help="catalog name of the dataset")
+    create.add_argument(
+        "--consumer",
+        required=True,
+        help="the receiving department's id, as in the federation directory",
+    )
+    create.add_argument(
+        "--dataset", required=True, help="catalog name of the dataset ('fednode dataset list')"
+    )
     create.add_argument("--purpose-code", required=True, help="short purpose code, e.g. STAT-7")
     create.add_argument("--purpose", default="", help="purpose in words")
-    create.add_argument("--valid-from", default=None, help="start (default now)")
     create.add_argument(
-        "--valid-until", required=True, help="end: 2026-12-31, +90d, or unix seconds"
+        "--valid-from", default=None, help="start, in the forms above (default: now)"
+    )
+    create.add_argument(
+        "--valid-until", required=True, help="end, in the forms above: 2026-12-31, +90d, ..."
     )
     create.add_argument(
         "--mode",
         action="append",
         required=True,
         choices=["transfer", "federated", "aggregate"],
-        help="allowed use (repeatable)",
+        help="an allowed use, see above (repeatable)",
     )
     create.add_argument(
-        "--column", action="append", required=True, metavar="NAME=TREATMENT", help="repeatable"
+        "--column",
+        action="append",
+        required=True,
+        metavar="NAME=TREATMENT",
+        help="a column to share and its treatment, see above (repeatable)",
     )
     create.add_argument(
         "--out", type=Path, required=True, help="where to write the signed agreement file"
@@ -232,26 +253,33 @@ def register(subparsers: Any) -> None:
     imp = commands.add_parser(
         "import",
         help="activate a countersigned agreement (provider)",
-        description="Verify both signatures and activate an agreement this node drew up.\n\n"
+        description="Verify both signatures and activate an agreement this node drew up,\n"
+        "from the countersigned file the consumer sent back (when they countersigned\n"
+        "without --push, or the push could not reach this node).\n\n"
         "example:\n  fednode agreement import visits.agreement",
     )
-    imp.add_argument("file", type=Path)
+    imp.add_argument("file", type=Path, help="the countersigned agreement file")
     imp.set_defaults(handler=_import)
 
     listing = commands.add_parser(
         "list",
         help="list agreements",
-        description="List agreements.\n\nexample:\n  fednode agreement list",
+        description="List the agreements this node holds as provider or consumer, with their\n"
+        "state: proposed (waiting for the consumer's countersignature), active,\n"
+        "expired (past --valid-until) or revoked.\n\n"
+        "example:\n  fednode agreement list",
     )
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_list)
 
     show = commands.add_parser(
         "show",
         help="show one agreement",
-        description="Show an agreement.\n\nexample:\n  fednode agreement show agr-...",
+        description="Show one agreement: its parties, dataset, purpose, modes, window,\n"
+        "signatures and digest, each column's treatment, and when and why it was\n"
+        "revoked.\n\nexample:\n  fednode agreement show agr-...",
     )
-    show.add_argument("id")
+    show.add_argument("id", help="the agreement id, agr-... ('fednode agreement list')")
     show.add_argument("--json", action="store_true", help="print the stored record as JSON")
     show.set_defaults(handler=_show)
 
@@ -265,8 +293,14 @@ def register(subparsers: Any) -> None:
         "and exits 5, and running it again resends the notice.\n\n"
         "example:\n  fednode agreement revoke agr-... --reason 'purpose ended'",
     )
-    revoke.add_argument("id")
-    revoke.add_argument("--reason", default="revoked by operator")
+    revoke.add_argument("id", help="the agreement id, agr-... ('fednode agreement list')")
+    revoke.add_argument(
+        "--reason",
+        default="revoked by operator",
+        help="why, in at most 500 characters; sent to the other party and kept in both "
+        "nodes' ledgers and agreement stores. Avoid naming people: a reason that does "
+        "can be erased later with 'fednode ledger erase', on each node",
+    )
     revoke.add_argument(
         "--no-notify", action="store_true", help="do not send the other party a notice"
     )

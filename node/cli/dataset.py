@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from node.admin.client import invoke
-from node.errors import CatalogError
+from node.cli.exit_codes import UsageError
 
 __all__ = ["read_progress", "register"]
 
@@ -40,7 +40,11 @@ examples:
 """
 
 _ADD_HELP = """\
-Register a Parquet file or directory, a CSV file, or an Arrow IPC file.
+Register a Parquet file or directory, a CSV file, or an Arrow IPC file. The
+node reads PATH itself, now and at every share, so it must stay where it is and
+readable by the account that runs 'fednode serve'. A directory is read as
+Parquet; give --format csv for a directory of CSV files.
+
 Columns get a conservative label unless given: 'personal' when the name looks
 like data about a person (id, name, birth, address, age, ...), else 'internal'.
 Nothing is ever labelled 'public' unless you say so.
@@ -69,8 +73,14 @@ def register(subparsers: Any) -> None:
     )
     commands = group.add_subparsers(dest="command", metavar="COMMAND")
     add = commands.add_parser("add", help="register a dataset", description=_ADD_HELP)
-    add.add_argument("name", help="catalog name: lowercase letters, digits, '_', '.', '-'")
-    add.add_argument("path", help="Parquet file or directory, .csv, or .arrow file")
+    add.add_argument(
+        "name",
+        help="catalog name: 1-64 lowercase letters, digits, '_', '.', '-', starting with a "
+        "letter or digit",
+    )
+    add.add_argument(
+        "path", help="a .parquet/.pq, .csv or .arrow/.ipc/.feather file, or a directory"
+    )
     add.add_argument(
         "--label",
         action="append",
@@ -78,7 +88,11 @@ def register(subparsers: Any) -> None:
         metavar="COLUMN=LABEL",
         help="set a column's label: public, internal or personal (repeatable)",
     )
-    add.add_argument("--format", choices=["parquet", "csv", "arrow"], help="override detection")
+    add.add_argument(
+        "--format",
+        choices=["parquet", "csv", "arrow"],
+        help="read PATH as this format (default: from its extension; a directory is parquet)",
+    )
     add.add_argument(
         "--description",
         default=None,
@@ -96,31 +110,43 @@ def register(subparsers: Any) -> None:
     listing = commands.add_parser(
         "list",
         help="list registered datasets",
-        description="List the catalog's datasets. The status column says when a dataset's "
-        "files are missing or were modified since it was registered (from file sizes and "
-        "times only; 'dataset show' also checks the schema).\n\nexample:\n  fednode dataset list",
+        description="List the catalog's datasets. The status column says when a dataset's\n"
+        "files are missing or were modified since it was registered (from file sizes and\n"
+        "times only; 'dataset show' also checks the schema). The row count is the one\n"
+        "read at registration.\n\nexample:\n  fednode dataset list",
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_list)
     show = commands.add_parser(
         "show",
         help="show a dataset's schema, rows and labels",
-        description="Show one dataset's columns, types and labels, and whether its files are "
-        "missing, modified or of another schema since it was registered.\n\n"
-        "example:\n  fednode dataset show visits",
+        description="Show one dataset's path, row count, columns, types and labels, and\n"
+        "whether its files are missing, modified or of another schema since it was\n"
+        "registered.\n\nexample:\n  fednode dataset show visits",
     )
-    show.add_argument("name")
+    show.add_argument("name", help="the dataset's catalog name (see 'fednode dataset list')")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_show)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
+    """Parse every ``--label COLUMN=LABEL``; the node checks the columns and labels.
+
+    Raises:
+        UsageError: a value is not COLUMN=LABEL, or names a column twice.
+    """
     labels: dict[str, str] = {}
     for pair in pairs:
         column, sep, label = pair.partition("=")
         if not sep or not column or not label:
-            raise CatalogError(
+            raise UsageError(
                 f"--label {pair!r} is not COLUMN=LABEL", hint="e.g. --label age=personal"
+            )
+        if column in labels and labels[column] != label:
+            # Keeping either silently would register a label nobody decided on.
+            raise UsageError(
+                f"column {column!r} is given two labels ({labels[column]}, {label})",
+                hint=f"give {column} one --label",
             )
         labels[column] = label
     return labels

@@ -1,5 +1,5 @@
-"""``fednode dataset add`` shows a percentage and time left on a terminal, and nothing else
-anywhere else: not in a pipe or log, and not with ``--json``."""
+"""``fednode dataset``: add shows a percentage and time left on a terminal and nothing in a
+pipe, a log or with ``--json``; every option explains itself and refusals say what to do."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import pytest
 from rich.console import Console
 
 from node.catalog import admin as catalog_admin
+from node.catalog.registry import Catalog
 from node.cli import dataset
 from node.cli.dataset import read_progress
+from node.cli.main import build_parser, main
+from node.errors import CatalogError
 
 RESULT: dict[str, Any] = {
     "name": "census",
@@ -108,3 +111,70 @@ def test_the_node_streams_rows_and_bytes_of_the_total(
     assert all(e["event"] == "progress" and e["total_bytes"] == size for e in events)
     assert events[-1]["bytes"] == size and events[-1]["rows"] == 300_000
     assert 0 < events[0]["bytes"] < size
+
+
+# --- what an operator reads ----------------------------------------------------
+
+
+def _dataset_commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    [groups] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [
+        a for a in groups.choices["dataset"]._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    return dict(commands.choices)
+
+
+@pytest.mark.parametrize("command", ["add", "list", "show"])
+def test_every_dataset_argument_has_help_and_every_command_an_example(command: str) -> None:
+    parser = _dataset_commands()[command]
+    silent = [
+        a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)
+    ]
+    assert silent == []
+    description = parser.description or ""
+    assert "example" in description
+    # Wrapped by hand: the help formatter keeps lines as written.
+    assert max(len(line) for line in description.splitlines()) <= 90
+
+
+def test_add_help_says_the_node_reads_the_path_and_how_to_add_csv_directories() -> None:
+    text = " ".join(_dataset_commands()["add"].format_help().split())
+    assert "The node reads PATH itself" in text and "--format csv for a directory" in text
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (["age"], "--label 'age' is not COLUMN=LABEL"),
+        (["=public"], "is not COLUMN=LABEL"),
+        (["age=public", "age=personal"], "column 'age' is given two labels"),
+    ],
+)
+def test_a_malformed_label_is_a_usage_error_before_the_node_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: list[str], match: str
+) -> None:
+    flags = [arg for label in labels for arg in ("--label", label)]
+    # No node runs in this home: reaching it would exit 8.
+    code = main(["dataset", "add", "v", str(tmp_path / "v.csv"), *flags, "--home", str(tmp_path)])
+    assert code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "match", "hint"),
+    [
+        ("-v", None, "is not valid", "starting with a letter or digit"),
+        ("v", "missing.csv", "missing.csv does not exist", "'fednode serve' can read it"),
+        ("taken", "v.csv", "is already registered", "pass --replace to register its new data"),
+    ],
+)
+def test_catalog_refusals_say_what_to_do(
+    tmp_path: Path, name: str, path: str | None, match: str, hint: str
+) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    data = tmp_path / "v.csv"
+    data.write_text("a\n1\n")
+    catalog.add("taken", data)
+    with pytest.raises(CatalogError, match=match) as refused:
+        catalog.add(name, tmp_path / (path or "v.csv"))
+    assert hint in (refused.value.hint or "")
