@@ -254,3 +254,23 @@ def test_replace_keeps_reviewed_labels_and_description(tmp_path: Path, catalog: 
     assert again.labels["district"] == "internal" and again.labels["person_id"] == "internal"
     assert again.description == ""
     assert catalog.get("visits") == again
+
+
+def test_progress_of_a_directory_of_csv_files_spans_them_all(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    data = tmp_path / "parts"
+    data.mkdir()
+    for part in range(3):
+        (data / f"part{part}.csv").write_text(
+            "a,b\n" + "".join(f"{i},x{i}\n" for i in range(1, 100_001))
+        )
+    total = sum(f.stat().st_size for f in data.iterdir())
+    seen: list[ReadProgress] = []
+    assert catalog.add("parts", data, fmt="csv", on_progress=seen.append).rows == 300_000
+    assert seen[-1] == ReadProgress(300_000, total, total)
+    read = [p.bytes_read for p in seen]
+    assert read == sorted(read)
+    # Within each file as well as between them.
+    assert any(total // 3 < b < 2 * total // 3 for b in read)
+    assert sum(1 for b in read if 0 < b < total) >= 3
