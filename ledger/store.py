@@ -177,6 +177,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows are zeroed, not just unlinked: the only rows the ledger ever
+        # deletes are erased sensitive values, which must not stay in free space.
+        conn.execute("PRAGMA secure_delete=ON")
         # Checkpoint the WAL into the main file every ~16 MiB rather than every
         # 4 MiB: a checkpoint runs inside the commit that crosses the limit
         # and holds up that whole group. Durability is unchanged: every commit
@@ -602,6 +605,18 @@ class LedgerStore:
             conn.execute("COMMIT")
             if cur.rowcount != 1:
                 raise StorageError(f"entry seq {seq} holds no stored value for {path!r}")
+            # secure_delete zeroed the value in the page the delete wrote, but the WAL
+            # still holds the page images written when the value was inserted. Copying
+            # the zeroed page into the main file and truncating the WAL removes the last
+            # copy from the files; a reader holding an old snapshot keeps it in place.
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise StorageError(
+                    f"the value of entry seq {seq} {path!r} is deleted, but an older copy "
+                    f"stays in {self.path.name}-wal while another process reads the ledger; "
+                    "stop that reader (an open sqlite3 shell, a backup) and run the same "
+                    "erase again"
+                )
 
         self._submit(run)
 

@@ -17,6 +17,7 @@ with the cause and a hint. The tree::
     ├── ExchangeError          an encrypted share failed (envelope, stream, receipt)
     │   └── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
     ├── OutputError            an output path exists, its folder is missing, or it is not writable
+    ├── RequestError           a command names something the node does not hold (a usage error)
     ├── FederatedError         a federated job failed (policy gate, app approval, strategy minimums)
     └── AdminError             the local admin socket is missing, refused, or returned an error
 
@@ -81,6 +82,11 @@ class EnvelopeError(ExchangeError):
 class OutputError(NodeError):
     """An output path cannot be used: it exists, its folder is missing, or it is not
     writable. Checked before any work whose result would have nowhere to go."""
+
+
+class RequestError(NodeError):
+    """A command's arguments name something the node does not hold, such as a ledger
+    field that is not committed: a usage error the node can only detect itself."""
 
 
 class FederatedError(NodeError):

@@ -29,7 +29,7 @@ from node.admin.registry import Emit, admin_command
 from node.agreements.workflow import erase_reason
 from node.audit.publisher import publish_checkpoint
 from node.audit.service import recorder_of
-from node.errors import AdminError
+from node.errors import AdminError, RequestError
 from node.identity.keys import ed25519_public_from_bytes
 from node.runtime import NodeRuntime
 
@@ -159,7 +159,8 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     whose operator erases its own copies.
 
     Raises:
-        StorageError: no entry ``seq``, or it commits no field ``field``.
+        StorageError: no entry ``seq``.
+        RequestError: the entry commits no field ``field``.
         AgreementError: the agreement store could not finish; run it again.
     """
     seq = _int_arg(args, "seq")
@@ -171,8 +172,10 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     committed = [str(p) for p in fields.get("sensitive") or []]
     if path not in committed:
         held = f"its committed fields are {', '.join(committed)}" if committed else "none"
-        raise StorageError(
-            f"entry {seq} ({fields['event']}) has no committed field {path!r}; {held}"
+        raise RequestError(
+            f"entry {seq} ({fields['event']}) has no committed field {path!r}; {held}",
+            hint="an entry's committed fields are its 'sensitive' list "
+            "in 'fednode ledger show --json'",
         )
     # Copies outside the ledger first: until the ledger's value goes, the
     # command can be run again and finds this entry's value still there.

@@ -7,7 +7,8 @@ code meaning
 ==== =================================================================
 0    success
 1    unexpected internal error (a bug; rerun with --debug and report it)
-2    usage error: unknown command, bad option, or an unusable output path
+2    usage error: unknown command, bad option, an unusable output path, or
+     an argument naming something the node does not hold
 3    configuration: missing or malformed config, key or file
 4    identity: certificate or federation directory refused
 5    peer: another node could not be reached or refused the call (``status``:
@@ -37,6 +38,7 @@ from node.errors import (
     NodeError,
     OutputError,
     PeerError,
+    RequestError,
 )
 
 __all__ = ["ADMIN", "INTEGRITY", "INTERNAL", "OK", "PEER", "USAGE", "UsageError", "code_for"]
@@ -74,6 +76,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (EnvelopeError, INTEGRITY),
     (ExchangeError, PEER),
     (OutputError, USAGE),
+    (RequestError, USAGE),
     (AdminError, ADMIN),
     (CatalogError, CATALOG),
     (FederatedError, FEDERATED),

@@ -290,9 +290,14 @@ def register(subparsers: Any) -> None:
         "each entry's 'sensitive' (see 'fednode ledger show --json'): a revocation\n"
         "reason (detail.reason) and the signed notice that repeats it (detail.notice)\n"
         "in agreement.revoked and agreement.revocation_sent entries.\n\n"
+        "The value leaves the ledger file's bytes too (free space and write-ahead log).\n"
+        "Erasing a revocation reason also erases the copy kept with the agreement on\n"
+        "this node ('fednode agreement show' prints it as erased). The other party keeps\n"
+        "its own ledger and agreement store; its operator erases them on its node.\n"
+        "Running the command again finishes an erasure that was cut short.\n\n"
         "example:\n  fednode ledger erase 1234 detail.reason",
     )
-    erase.add_argument("seq", type=_entry_seq)
+    erase.add_argument("seq", type=_entry_seq, metavar="SEQ", help="the entry number (from 0)")
     erase.add_argument("field", help="a committed field path, e.g. detail.reason")
     erase.set_defaults(handler=_erase)
 
@@ -667,8 +672,21 @@ def _fsck(args: argparse.Namespace) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     result = _invoke(args, "ledger.erase", {"seq": args.seq, "field": args.field})
-    print(
-        f"erased {result['field']} of entry {result['seq']} "
-        f"(recorded as entry {result['recorded_as']})"
-    )
+    if result.get("already_erased"):
+        print(
+            f"{result['field']} of entry {result['seq']} was already erased "
+            f"(recorded again as entry {result['recorded_as']})"
+        )
+    else:
+        print(
+            f"erased {result['field']} of entry {result['seq']} "
+            f"(recorded as entry {result['recorded_as']})"
+        )
+    if result.get("agreement_reason_erased"):
+        print(f"also erased the reason kept with agreement {result['agreement']} on this node")
+        if result.get("other_party"):
+            print(
+                f"{result['other_party']} keeps its own copy: its operator runs "
+                "'fednode ledger erase' on its node"
+            )
     return 0

@@ -74,10 +74,17 @@ def test_a_provider_revocation_reaches_the_consumer(fed: LocalFederation, tmp_pa
     assert not (tmp_path / "out.parquet").exists()
 
 
-def _agreement_store_bytes(fed: LocalFederation, department: str) -> bytes:
-    """agreements.db and its WAL, read raw from disk, as a forensic copy would be."""
-    path = load_config(fed.homes[department]).data_dir / "agreements.db"
+def _raw_bytes(path: Path) -> bytes:
+    """A SQLite file and its WAL, read raw from disk, as a forensic copy would be."""
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def _agreement_store_bytes(fed: LocalFederation, department: str) -> bytes:
+    return _raw_bytes(load_config(fed.homes[department]).data_dir / "agreements.db")
+
+
+def _ledger_bytes(fed: LocalFederation, department: str) -> bytes:
+    return _raw_bytes(load_config(fed.homes[department]).ledger_dir / "ledger.sqlite")
 
 
 def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
@@ -98,6 +105,7 @@ def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
         assert entry["sensitive"] == paths
         assert all(entry["detail"][p.split(".")[1]].startswith("sha256:") for p in paths)
         assert b"W. Zhang" in _agreement_store_bytes(fed, department)
+        assert b"W. Zhang" in _ledger_bytes(fed, department)
         home = fed.homes[department]
         # Every entry that holds the reason, as an erasure request would find them.
         holding = [e for e in ledger_events(home) if e["sensitive"]]
@@ -106,18 +114,27 @@ def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
             for path in held["sensitive"]:
                 erased = fednode("ledger", "erase", str(held["seq"]), path, "--home", home)
                 assert erased.returncode == 0, erased.stderr
+                assert f"also erased the reason kept with agreement {agreement_id}" in (
+                    erased.stdout
+                )
+                assert f"{other} keeps its own copy" in erased.stdout
         shown = state(fed, department, agreement_id)
         assert shown["state"] == "revoked" and shown["reason"] is None
         assert shown["reason_erased_at"] is not None
         text = fednode("agreement", "show", agreement_id, "--home", home, check=True).stdout
         assert "(erased " in text and "Zhang" not in text
         assert b"W. Zhang" not in _agreement_store_bytes(fed, department)
+        assert b"W. Zhang" not in _ledger_bytes(fed, department)
         # Only this node's copies: the other party still holds its own until its operator acts.
         if other == "statistics":
             assert "W. Zhang" in state(fed, other, agreement_id)["reason"]
         # Running it again (as after a crash) is no error, and is recorded as a repeat.
         again = fednode("ledger", "erase", str(entry["seq"]), paths[0], "--home", home)
         assert again.returncode == 0, again.stderr
+        assert "was already erased (recorded again as entry" in again.stdout
+        wrong = fednode("ledger", "erase", str(entry["seq"]), "detail.other", "--home", home)
+        assert wrong.returncode == 2, wrong.stderr
+        assert "has no committed field 'detail.other'" in wrong.stderr
         [first, repeat] = [
             e
             for e in events(fed, department, "ledger.erased")

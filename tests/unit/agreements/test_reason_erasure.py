@@ -21,7 +21,7 @@ from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementStore
 from node.audit.admin import ledger_erase
 from node.audit.recorder import AuditRecorder
-from node.errors import AgreementError
+from node.errors import AgreementError, RequestError
 from node.identity.directory import Directory
 from node.timefmt import utc_text
 
@@ -264,7 +264,7 @@ def test_a_field_that_holds_no_value_is_refused_and_nothing_is_erased(
     [revoked] = _entries(node, "agreement.revoked")
     node.audit.record("share.sent", agreement=revoked["agreement"], detail={"reason": "x"})
     [entry] = _entries(node, event)
-    with pytest.raises(StorageError, match=match):
+    with pytest.raises(RequestError, match=match):
         _erase(node, entry["seq"], field)
     assert agreements_of(node).get(revoked["agreement"]).reason == REASON
     assert _entries(node, "ledger.erased") == []

@@ -257,3 +257,28 @@ def test_a_writer_failure_fails_callers_instead_of_hanging(
     monkeypatch.undo()
     with LedgerStore(tmp_path / "l.db", "alpha") as reopened:
         assert reopened.fsck().size == 1
+
+
+def test_erased_value_leaves_neither_the_database_nor_its_wal(tmp_path: Path) -> None:
+    """Erasure is of the bytes on disk, not only the row: free pages and WAL frames included."""
+    path = tmp_path / "ledger.sqlite"
+    secret = "Reason naming Jane Q. Citizen, 1970-01-01"
+    store = LedgerStore(path, "alpha")
+    try:
+        seq, _ = store.append(
+            {"event": "agreement.revoked", "detail": {"reason": secret}},
+            sensitive={"detail.reason"},
+        )
+        fill(store, 3)
+        raw = [p.read_bytes() for p in (path, tmp_path / "ledger.sqlite-wal") if p.exists()]
+        assert any(secret.encode() in data for data in raw), "the value is stored before erasure"
+        store.erase(seq, "detail.reason")
+        wal = tmp_path / "ledger.sqlite-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert secret.encode() not in path.read_bytes()
+        # The ledger keeps working after the WAL was truncated.
+        fill(store, 2)
+        assert store.size == seq + 6
+    finally:
+        store.close()
+    assert secret.encode() not in path.read_bytes()
