@@ -81,6 +81,9 @@ def _random_id(taken: set[int]) -> int:
             return value
 
 
+#: Seconds a job's start waits for a participant's channel to connect before calling it.
+CONNECT_WAIT_S = 5.0
+
 #: Job states that only a running coordinator process can be in.
 _LIVE_STATES = ("starting", "running")
 
@@ -150,7 +153,15 @@ def _start_participant(
         dp=job.dp,
     )
     try:
-        stub = pb_grpc.FederatedStub(runtime.peer_channel(part.department))
+        channel = runtime.peer_channel(part.department)
+        # A participant that restarted lately can leave this node's channel in reconnect
+        # back-off, where calls fail at once; let it connect first, for a bounded time.
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=min(CONNECT_WAIT_S, job.start_timeout))
+        except grpc.FutureTimeoutError:
+            ready.cancel()  # StartJob then fails fast and says why
+        stub = pb_grpc.FederatedStub(channel)
         reply = stub.StartJob(wire.job_start_parts(spec, bundle.data), timeout=job.start_timeout)
         info = wire.job_started_from_proto(reply)
     except grpc.RpcError as e:
@@ -314,9 +325,18 @@ def _run_claimed(
         )
     joined = {s.node_id: s.spec.department for s in started if s.ok}
 
+    # The ServerApp thread reports phases; after a failure it may still run while
+    # this thread writes the final status. One lock orders the writes, and nothing
+    # the app does after the end can put a stale "running" status back.
+    status_lock = threading.Lock()
+    ended = False
+
     def on_phase(summary: dict[str, Any]) -> None:
-        status["round"] = summary["round"]
-        status_store.write(status)
+        with status_lock:
+            if ended:
+                return
+            status["round"] = summary["round"]
+            status_store.write(status)
         emit({"event": "phase", **{k: v for k, v in summary.items() if k != "replies"}})
 
     def on_reply(entry: dict[str, Any]) -> None:
@@ -427,9 +447,11 @@ def _run_claimed(
             "final_metrics": _final_metrics(round_log),
         }
         write_results(job.output, round_log, summary)
-        status.update(state="finished" if outcome == "ok" else "failed", error=error)
-        status["finished_at"] = int(time.time())
-        status_store.write(status)
+        with status_lock:
+            ended = True
+            status.update(state="finished" if outcome == "ok" else "failed", error=error)
+            status["finished_at"] = int(time.time())
+            status_store.write(status)
         runtime.audit.record(
             "fl.job",
             digest="sha256:" + bundle.sha256,

@@ -10,6 +10,9 @@ through Flower's own engine. Invariants:
   reply* shaped like the one Flower's SuperLink produces
   (``NODE_UNAVAILABLE`` / ``REPLY_MESSAGE_UNAVAILABLE``, source and
   destination the SuperLink node id), so strategies drop it as usual.
+* Once the job ends the Grid is closed: deliveries in flight are cancelled and
+  any further use raises Flower's ``RunNotRunningException``, which Flower's
+  own helper threads (the legacy client manager) take as their signal to stop.
 * A node that failed once is unavailable for the rest of the run and no longer
   listed by ``get_node_ids`` (a participant keeps its run state only in
   memory). If the strategy then keeps polling for more nodes than remain, the
@@ -36,7 +39,7 @@ from flwr.app.message import make_message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.date import now
-from flwr.supercore.run import Run
+from flwr.supercore.run import Run, RunNotRunningException
 
 from node.fl import wire
 from node.fl.errors import JobFailedError, NodesUnavailableError
@@ -175,6 +178,7 @@ class NodeGrid(Grid):
         self._short_since: float | None = None
         self._run: Run | None = None
         self._failed = threading.Event()
+        self._closed = False
         #: Set when the Grid gave up on the run (the ServerApp may be blocked elsewhere).
         self.failure: JobFailedError | None = None
 
@@ -214,6 +218,7 @@ class NodeGrid(Grid):
                 waits for nodes that will not come: some failed or refused, or
                 its minimum node count exceeds the participants.
         """
+        self._check_open()
         with self._lock:
             live = [n for n in self._departments if n not in self._unavailable]
             in_flight = any(not f.done() for f in self._pending.values())
@@ -258,6 +263,7 @@ class NodeGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Send each message to its destination at once; return their ids."""
+        self._check_open()
         ids: list[str] = []
         for message in messages:
             meta = message.metadata
@@ -311,11 +317,17 @@ class NodeGrid(Grid):
         """Stop the worker threads, and cancel deliveries in flight if the transport
         can (as :class:`GrpcSender` does); a ServerApp still running then gets
         error replies at once and fails at its next push."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         # Sender is a plain callable; closing is an optional extra of a transport.
         close = getattr(self._send, "close", None)
         if callable(close):
             close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            # What Flower's own Grid raises once a run is over; its helpers stop quietly.
+            raise RunNotRunningException(f"run {self._run.run_id if self._run else '?'} has ended")
 
     def fail(self, error: JobFailedError) -> None:
         """Give up on the run with ``error`` (the first reason given is kept); the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from node.errors import OutputError
-from node.fl.coordinator import run_job
+from node.fl.coordinator import JobStatusStore, run_job
 from node.fl.jobfile import parse_job
 from node.fl.results import RoundLog, claim_output, write_results
 from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id
@@ -122,3 +123,18 @@ def test_a_second_job_into_the_same_folder_is_refused_before_anything_starts(
     assert second["outcome"] == "ok" and second["job_id"] != first["job_id"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["job_id"] == second["job_id"]
+
+
+def test_status_writes_from_many_threads_never_collide(tmp_path: Path) -> None:
+    """The ServerApp thread and the job's own thread both write a job's status file."""
+    store = JobStatusStore(tmp_path)
+
+    def write(n: int) -> None:
+        for i in range(40):
+            store.write({"job_id": "job-1", "state": "running", "round": n * 100 + i})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(write, range(6)))  # re-raises any writer's error
+    [status] = store.read_all(None)
+    assert status["job_id"] == "job-1"
+    assert [p.name for p in store.root.iterdir()] == ["job-1.json"]
