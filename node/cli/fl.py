@@ -30,7 +30,9 @@ allows 'federated' to this department.
 The job file is checked against the app before anything starts; a mistake in
 it exits 2 naming the file and the key. An output folder that already holds a
 job's results is refused (exit 2) unless --overwrite is given; results appear
-only once the job ends, each file whole (summary.json last).
+only once the job ends, each file whole (summary.json last). Ctrl-C stops the
+job: every participant is told at once and records the end (fl.ended), and
+the job is recorded as failed.
 
 job file (TOML), paths relative to it:
   [job]
