@@ -6,6 +6,7 @@ codes. The tree::
 
     FederatedError
     ├── JobFileError          a job file is missing, malformed or names something unusable
+    │                         (also a RequestError: a usage error, exit 2, wherever it is found)
     ├── WireError             a StartJob / Deliver stream is malformed, truncated or oversized
     ├── AppBundleError        a FAB cannot be built, read, installed or loaded
     ├── UnknownJobError       a message names a job this participant does not run
@@ -17,7 +18,7 @@ codes. The tree::
 
 from __future__ import annotations
 
-from node.errors import AccessDenied, FederatedError
+from node.errors import AccessDenied, FederatedError, RequestError
 
 __all__ = [
     "AppBundleError",
@@ -30,8 +31,12 @@ __all__ = [
 ]
 
 
-class JobFileError(FederatedError):
-    """A job file is missing, malformed, or names an app or participant that cannot be used."""
+class JobFileError(RequestError, FederatedError):
+    """A job file is missing, malformed, or names an app or participant that cannot be used.
+
+    A usage error first: whether the terminal's own check or the node's read finds
+    it, the command exits 2 (the admin socket sends the nearest public class,
+    :class:`RequestError`), while code catching :class:`FederatedError` still does."""
 
 
 class WireError(FederatedError):

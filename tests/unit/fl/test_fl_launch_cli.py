@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from node.admin.client import _error_from
+from node.admin.service import _public_kind
+from node.cli.exit_codes import USAGE, code_for
 from node.cli.main import main
+from node.errors import FederatedError
+from node.fl.errors import JobFileError
+from protocols.fednode.v1 import admin_pb2
 from tests.unit.fl.fl_fakes import APP
 
 AGREEMENT = "agr-" + "0" * 31 + "1"
@@ -56,3 +62,14 @@ def test_a_bad_job_file_is_a_usage_error_naming_file_and_key(
     assert len(err) == 2 and err[1].startswith("hint: "), err
     assert err[0].startswith("fednode: error: ") and str(job) in err[0], err
     assert re.search(expected, err[0]), err
+
+
+def test_a_job_file_error_the_node_finds_is_a_usage_error_too() -> None:
+    """The node reads the file again (it may have changed, or a script called the admin
+    socket directly); its refusal crosses the socket as a usage error, not a failed job."""
+    error = JobFileError("job.toml: [job] has no key 'secgg'", hint="did you mean 'secagg'?")
+    assert isinstance(error, FederatedError)
+    assert code_for(error) == USAGE
+    kind = _public_kind(error)
+    received = _error_from(admin_pb2.AdminFailure(kind=kind, message=str(error), hint="h"))
+    assert code_for(received) == USAGE
