@@ -8,8 +8,13 @@ Steps of :func:`run_job`:
    the strategy's minimums decide whether the job can still run.
 3. Run the ServerApp in this process against a :class:`NodeGrid` whose
    observers feed live progress events and the results log.
-4. Close the job at every participant, write the results directory, and
-   record ``fl.job`` in the ledger (start and end, with the DP settings).
+4. Close the job at every participant (saying why, if it ended early), write
+   the results directory, and record ``fl.job`` in the ledger (start and end,
+   with the DP settings).
+
+From the first participant's start to the end, a :class:`JobKeeper` tells
+each participant that joined that the job goes on, so a participant ends a
+job whose coordinator died within the job's idle limit.
 
 An app that declares the run-config key ``secure-aggregation`` gets it set
 to the job's ``secagg`` flag, so its ServerApp runs SecAgg+ exactly when the
@@ -47,6 +52,7 @@ from node.fl import wire
 from node.fl.bundle import AppBundle, fused_run_config, install_bundle, load_server_app
 from node.fl.errors import JobFailedError
 from node.fl.grid import GridEvent, GrpcSender, NodeGrid, Sender
+from node.fl.idle import JobKeeper, keep_interval
 from node.fl.jobfile import JobFile, ParticipantSpec
 from node.fl.preflight import check_run_config, job_bundle
 from node.fl.results import RoundLog, claim_output, write_json, write_results
@@ -139,6 +145,7 @@ def _start_participant(
     part: ParticipantSpec,
     bundle: AppBundle,
     run_config: dict[str, Any],
+    keeper: JobKeeper,
 ) -> _Started:
     spec = wire.JobSpec(
         job_id=job_id,
@@ -151,6 +158,7 @@ def _start_participant(
         run_config=run_config,
         secagg=job.secagg,
         dp=job.dp,
+        idle_limit=job.idle_limit,
     )
     try:
         channel = runtime.peer_channel(part.department)
@@ -170,6 +178,7 @@ def _start_participant(
         return _Started(part, node_id, False, error=f"{code}: {detail}")
     except NodeError as e:
         return _Started(part, node_id, False, error=str(e))
+    keeper.add(part.department)
     return _Started(part, node_id, True, rows=info.rows, columns=info.columns)
 
 
@@ -178,11 +187,11 @@ END_TIMEOUT_S = 5.0
 
 
 def _end_participant(
-    runtime: FlRuntime, job_id: str, department: str, outcome: str, joined: bool
+    runtime: FlRuntime, job_id: str, department: str, outcome: str, reason: str, joined: bool
 ) -> None:
     try:
         stub = pb_grpc.FederatedStub(runtime.peer_channel(department))
-        stub.EndJob(wire.job_end_to_proto(job_id, outcome), timeout=END_TIMEOUT_S)
+        stub.EndJob(wire.job_end_to_proto(job_id, outcome, reason), timeout=END_TIMEOUT_S)
     except grpc.RpcError as e:
         code = e.code() if isinstance(e, grpc.Call) else None
         if joined or code != grpc.StatusCode.NOT_FOUND:
@@ -192,9 +201,10 @@ def _end_participant(
 
 
 def _end_participants(
-    runtime: FlRuntime, job_id: str, departments: dict[str, bool], outcome: str
+    runtime: FlRuntime, job_id: str, departments: dict[str, bool], outcome: str, reason: str
 ) -> None:
-    """Tell every participant the job ended, all at once, each within END_TIMEOUT_S.
+    """Tell every participant the job ended (and why, if it failed), all at once,
+    each within END_TIMEOUT_S.
 
     ``departments`` maps each participant to whether it joined. Those that did
     not are told too: a start that timed out here may still have opened the
@@ -202,7 +212,7 @@ def _end_participants(
     """
     with ThreadPoolExecutor(max_workers=max(1, len(departments))) as pool:
         for department, joined in departments.items():
-            pool.submit(_end_participant, runtime, job_id, department, outcome, joined)
+            pool.submit(_end_participant, runtime, job_id, department, outcome, reason, joined)
 
 
 def run_job(
@@ -296,33 +306,40 @@ def _run_claimed(
         }
     )
 
-    with ThreadPoolExecutor(max_workers=max(1, len(job.participants))) as pool:
-        futures = [
-            pool.submit(
-                _start_participant,
-                runtime,
-                job,
-                job_id,
-                run_id,
-                node_ids[p.department],
-                p,
-                bundle,
-                run_config,
+    keeper = JobKeeper(job_id, keep_interval(job.idle_limit), runtime.peer_channel)
+    keeper.start()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(job.participants))) as pool:
+            futures = [
+                pool.submit(
+                    _start_participant,
+                    runtime,
+                    job,
+                    job_id,
+                    run_id,
+                    node_ids[p.department],
+                    p,
+                    bundle,
+                    run_config,
+                    keeper,
+                )
+                for p in job.participants
+            ]
+            started = [f.result() for f in futures]
+        for s in started:
+            emit(
+                {
+                    "event": "participant",
+                    "department": s.spec.department,
+                    "ok": s.ok,
+                    "rows": s.rows,
+                    "columns": list(s.columns),
+                    "error": s.error,
+                }
             )
-            for p in job.participants
-        ]
-        started = [f.result() for f in futures]
-    for s in started:
-        emit(
-            {
-                "event": "participant",
-                "department": s.spec.department,
-                "ok": s.ok,
-                "rows": s.rows,
-                "columns": list(s.columns),
-                "error": s.error,
-            }
-        )
+    except BaseException:
+        keeper.stop()  # the job never reaches the try that stops it below
+        raise
     joined = {s.node_id: s.spec.department for s in started if s.ok}
 
     # The ServerApp thread reports phases; after a failure it may still run while
@@ -407,12 +424,19 @@ def _run_claimed(
     except NodeError as e:
         outcome, error = "error", str(e)
         raise
+    except BaseException as e:
+        # Not the app's failure but this process's (a bug, an interrupt): the job
+        # still ended early, and every record must say so.
+        outcome, error = "error", f"the coordinator stopped with {type(e).__name__}: {e}"
+        raise
     finally:
+        keeper.stop()
         _end_participants(
             runtime,
             job_id,
             {s.spec.department: s.ok for s in started},
             outcome,
+            error or "",
         )
         summary = {
             "job_id": job_id,

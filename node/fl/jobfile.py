@@ -13,6 +13,8 @@ Example::
     message = 120                         # deadline of one message round trip
     start = 30                            # deadline of StartJob at each participant
     node-wait = 10                        # how long the strategy may wait for lost nodes
+    idle = 300                            # a participant that hears nothing of the job
+                                          # this long ends it (coordinator gone)
 
     [strategy]                            # strategy parameters the app reads from its run config
     fraction-train = 1.0
@@ -36,11 +38,20 @@ A Flower App chooses its strategy in its ServerApp, so the job influences it
 the standard Flower way: through run config keys the app declares in
 ``[tool.flwr.app.config]``. ``[strategy]``, ``[run-config]`` and ``rounds``
 are all run-config overrides; a key the app does not declare is an error.
+
+Every timeout is a positive, finite number of seconds. ``idle`` bounds how long
+a participant keeps a job whose coordinator died without ending it: while the
+job runs, the coordinator tells each participant it is still there every
+quarter of ``idle`` (at most every 30 s), and a participant that hears nothing
+of the job for ``idle`` seconds ends it and records ``fl.ended`` with outcome
+``error`` and the reason. The default, 300, leaves room for a coordinator
+that is busy or briefly cut off; shorter limits free resources sooner.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +63,18 @@ from node.errors import brief
 from node.fl.errors import JobFileError, WireError
 from node.fl.wire import DpConfig
 
-__all__ = ["JobFile", "ParticipantSpec", "dp_config", "load_job_file", "parse_job"]
+__all__ = [
+    "DEFAULT_IDLE_LIMIT",
+    "JobFile",
+    "ParticipantSpec",
+    "dp_config",
+    "load_job_file",
+    "parse_job",
+]
+
+
+#: Default idle limit (seconds) of a job at its participants.
+DEFAULT_IDLE_LIMIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,8 @@ class JobFile:
     message_timeout: float = 120.0
     start_timeout: float = 30.0
     node_wait_timeout: float = 10.0
+    #: Seconds a participant keeps the job without word from the coordinator.
+    idle_limit: float = DEFAULT_IDLE_LIMIT
     #: Where each run-config override was set: ``[strategy]``, ``[run-config]``
     #: or ``[job].rounds``, so an error about a key can point at the line to fix.
     sources: dict[str, str] = field(default_factory=dict)
@@ -93,7 +117,7 @@ _HINT = "see 'fednode fl launch --help' for the job file format"
 # checked against its declared run config when the job starts.
 _TOP_KEYS = frozenset({"job", "strategy", "run-config", "dp", "participants"})
 _JOB_KEYS = frozenset({"name", "app", "rounds", "output", "secagg", "timeouts"})
-_TIMEOUT_KEYS = frozenset({"message", "start", "node-wait"})
+_TIMEOUT_KEYS = frozenset({"message", "start", "node-wait", "idle"})
 _DP_KEYS = frozenset({"clipping-norm", "sensitivity", "epsilon", "delta"})
 _PARTICIPANT_KEYS = frozenset({"department", "dataset", "agreement"})
 
@@ -165,7 +189,8 @@ def _table(doc: dict[str, Any], key: str, *, required: bool = False) -> dict[str
 
 def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
         raise JobFileError(f"{where}.{key} must be a positive number, got {value!r}", hint=_HINT)
     return float(value)
 
@@ -252,6 +277,7 @@ def parse_job(doc: dict[str, Any], base: Path) -> JobFile:
         message_timeout=_number(timeouts, "message", 120.0, "[job.timeouts]"),
         start_timeout=_number(timeouts, "start", 30.0, "[job.timeouts]"),
         node_wait_timeout=_number(timeouts, "node-wait", 10.0, "[job.timeouts]"),
+        idle_limit=_number(timeouts, "idle", DEFAULT_IDLE_LIMIT, "[job.timeouts]"),
         sources=sources,
     )
 

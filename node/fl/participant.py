@@ -19,9 +19,11 @@ the mods of :mod:`node.fl.mods`. Invariants:
 * Run state lives only in memory: a restarted node has no jobs, and any data
   copies left by a crash are deleted at start-up.
 * A job ends when its coordinator says so (``EndJob``, also sent when the
-  job fails or its launcher is cancelled); the end is recorded as
-  ``fl.ended``. From then on no message of the job runs, and a reply still
-  being computed when it ended is dropped, not sent.
+  job fails or its launcher is cancelled), or when the coordinator has gone
+  silent: nothing heard of the job (StartJob, Deliver, KeepJob) for the idle
+  limit its spec carries. Either end is recorded once as ``fl.ended``, with
+  the reason when it ended early. From then on no message of the job runs,
+  and a reply still being computed when it ended is dropped, not sent.
 * The app sees its data only as a private Parquet copy of the *treated* table
   (the agreement's column treatments applied), named by the node config key
   ``data-path``; the copy is deleted when the job ends.
@@ -49,6 +51,7 @@ from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import install_bundle, load_client_app, read_bundle
 from node.fl.errors import AppNotApprovedError, UnknownJobError
+from node.fl.idle import IdleWatch
 from node.fl.mods import TaskInfo, mods_for
 from node.fl.runtime import FlRuntime
 
@@ -128,6 +131,7 @@ class Participant:
         self._root = runtime.config.data_dir / "fl"
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        self._idle = IdleWatch(self._went_silent)
         # Jobs never survive a restart, so any copy still on disk is a crash's leftover.
         shutil.rmtree(self._root / "jobs", ignore_errors=True)
 
@@ -221,6 +225,7 @@ class Participant:
         )
         with self._lock:
             self._jobs[spec.job_id] = _Job(spec, coordinator, workdir, info, context, handler)
+        self._idle.watch(spec.job_id, spec.idle_limit)
         _log.info("joined job %s from %s (%d rows)", spec.job_id, coordinator, table.num_rows)
         return wire.JobStartedInfo(spec.job_id, columns, table.num_rows)
 
@@ -232,6 +237,7 @@ class Participant:
                 department, or it ended before or while the message ran.
         """
         job = self._job(coordinator, job_id)
+        self._idle.heard(job_id)
         meta = message.metadata
         if meta.run_id != job.spec.run_id or meta.dst_node_id != job.spec.node_id:
             reason = "message is addressed to another run or node"
@@ -246,22 +252,54 @@ class Participant:
         reply.metadata.__dict__["_message_id"] = reply.object_id
         return reply
 
-    def end_job(self, coordinator: str, job_id: str, outcome: str) -> None:
-        """End a job: stop its messages, drop its Context, delete its private data
-        copy, and record ``fl.ended``. It does not wait for a message still running.
+    def keep_job(self, coordinator: str, job_id: str) -> None:
+        """The coordinator says the job goes on: its idle clock starts again.
 
         Raises:
             UnknownJobError: no such job here, or it was started by another department.
         """
-        job = self._job(coordinator, job_id)
+        self._job(coordinator, job_id)
+        self._idle.heard(job_id)
+
+    def end_job(self, coordinator: str, job_id: str, outcome: str, reason: str = "") -> None:
+        """End a job: stop its messages, drop its Context, delete its private data
+        copy, and record ``fl.ended`` (with ``reason`` if one is given). It does
+        not wait for a message still running.
+
+        Raises:
+            UnknownJobError: no such job here, it was started by another
+                department, or it has already ended.
+        """
+        self._end(self._job(coordinator, job_id), outcome, reason)
+
+    def _went_silent(self, job_id: str, limit: float) -> None:
+        """The idle watch's verdict: nothing heard of the job for ``limit`` seconds."""
         with self._lock:
-            if self._jobs.pop(job_id, None) is None:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return  # its end raced the watch
+        reason = (
+            f"the coordinator {job.coordinator} went silent: nothing heard of the job "
+            f"for {limit:g} s (the job's idle limit)"
+        )
+        try:
+            self._end(job, "error", reason)
+        except UnknownJobError:
+            return  # EndJob got there first
+        _log.warning("job %s: %s", job_id, reason)
+
+    def _end(self, job: _Job, outcome: str, reason: str) -> None:
+        job_id = job.spec.job_id
+        with self._lock:
+            if self._jobs.get(job_id) is not job:
                 raise UnknownJobError(f"job {job_id!r} has already ended at this node")
+            del self._jobs[job_id]
+        self._idle.forget(job_id)
         job.ended.set()
         shutil.rmtree(job.workdir, ignore_errors=True)
         self._runtime.audit.record(
             "fl.ended",
-            peer=coordinator,
+            peer=job.coordinator,
             agreement=job.spec.agreement,
             dataset=job.spec.dataset,
             outcome=outcome,
@@ -271,6 +309,7 @@ class Participant:
                 "fab_sha256": job.spec.fab_sha256,
                 # A message was running when the end came: its reply is dropped.
                 "interrupted": job.lock.locked(),
+                **({"reason": reason} if reason else {}),
             },
         )
         _log.info("job %s ended (%s)", job_id, outcome)

@@ -51,7 +51,7 @@ def _abort(context: grpc.ServicerContext, error: NodeError) -> None:
 
 
 class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
-    """Routes StartJob / Deliver / EndJob to the node's :class:`Participant`."""
+    """Routes StartJob / Deliver / EndJob / KeepJob to the node's :class:`Participant`."""
 
     def __init__(self, participant: Participant, caller: Any = None) -> None:
         self._participant = participant
@@ -92,12 +92,23 @@ class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
     ) -> pb.JobEnded:
         coordinator = self._caller(context)
         try:
-            job_id, outcome = wire.job_end_from_proto(request)
-            self._participant.end_job(coordinator, job_id, outcome)
+            end = wire.job_end_from_proto(request)
+            self._participant.end_job(coordinator, end.job_id, end.outcome, end.reason)
         except NodeError as e:
             _abort(context, e)
             raise
         return pb.JobEnded()
+
+    def KeepJob(  # noqa: N802 -- gRPC method name
+        self, request: pb.JobAlive, context: grpc.ServicerContext
+    ) -> pb.JobKept:
+        coordinator = self._caller(context)
+        try:
+            self._participant.keep_job(coordinator, wire.job_alive_from_proto(request))
+        except NodeError as e:
+            _abort(context, e)
+            raise
+        return pb.JobKept()
 
 
 def add_services(server: grpc.Server, runtime: Any) -> None:

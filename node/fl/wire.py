@@ -9,6 +9,9 @@ Invariants:
   arrive exactly as Flower's own engine would deliver them.
 * Parsers raise :class:`WireError` on anything malformed; no bare
   ``ValueError`` or protobuf ``DecodeError`` escapes.
+* A job's end reason is at most ``MAX_END_REASON`` characters with no control
+  characters: the sender shortens and cleans it (:func:`end_reason`), the
+  receiver refuses anything else.
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ from protocols.fednode.v1 import federated_pb2 as pb
 __all__ = [
     "CHUNK_SIZE",
     "JOB_SPEC_VERSION",
+    "MAX_END_REASON",
     "MAX_FAB_SIZE",
     "MAX_MESSAGE_SIZE",
     "DpConfig",
+    "JobEndInfo",
     "JobSpec",
     "JobStartedInfo",
+    "end_reason",
+    "job_alive_from_proto",
+    "job_alive_to_proto",
     "job_end_from_proto",
     "job_end_to_proto",
     "job_start_from_parts",
@@ -58,6 +66,11 @@ CHUNK_SIZE = 1 << 20
 MAX_FAB_SIZE = 16 << 20
 #: A reassembled Flower Message larger than this is refused (bounds memory).
 MAX_MESSAGE_SIZE = 512 << 20
+#: Longest end reason (in characters) a JobEnd may carry.
+MAX_END_REASON = 500
+
+# Control characters (C0, DEL, C1): a reason is one line of plain text in the ledger.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
@@ -147,6 +160,18 @@ class JobSpec:
     run_config: RunConfig = field(default_factory=dict)
     secagg: bool = False
     dp: DpConfig | None = None
+    #: Seconds without word from the coordinator after which the participant
+    #: ends the job itself; 0 means no limit (a coordinator predating it).
+    idle_limit: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobEndInfo:
+    """An EndJob request: which job, how it ended, and why (empty if it finished)."""
+
+    job_id: str
+    outcome: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,7 @@ def _spec_to_proto(spec: JobSpec) -> pb.JobSpec:
         dataset=spec.dataset,
         run_config_json=json.dumps(spec.run_config, sort_keys=True),
         secagg=spec.secagg,
+        idle_limit=spec.idle_limit,
     )
     if spec.dp is not None:
         proto.dp.CopyFrom(
@@ -215,6 +241,8 @@ def _spec_from_proto(proto: pb.JobSpec) -> JobSpec:
         raise WireError("job spec fab_sha256 must be 64 lower-case hex characters")
     if proto.fab_size > MAX_FAB_SIZE:
         raise WireError(f"FAB of {proto.fab_size} bytes exceeds the {MAX_FAB_SIZE}-byte limit")
+    if not (math.isfinite(proto.idle_limit) and proto.idle_limit >= 0):
+        raise WireError(f"job spec idle_limit must be a finite number >= 0, got {proto.idle_limit}")
     dp = None
     if proto.HasField("dp"):
         d = proto.dp
@@ -230,6 +258,7 @@ def _spec_from_proto(proto: pb.JobSpec) -> JobSpec:
         run_config=_run_config_from_json(proto.run_config_json),
         secagg=proto.secagg,
         dp=dp,
+        idle_limit=proto.idle_limit,
     )
 
 
@@ -280,19 +309,46 @@ def job_started_from_proto(proto: pb.JobStarted) -> JobStartedInfo:
     return JobStartedInfo(job_id=proto.job_id, columns=tuple(proto.columns), rows=proto.rows)
 
 
-def job_end_to_proto(job_id: str, outcome: str) -> pb.JobEnd:
-    return pb.JobEnd(job_id=job_id, outcome=outcome)
+def end_reason(text: str) -> str:
+    """``text`` as a JobEnd reason: control characters and runs of white space
+    become one space, and anything past ``MAX_END_REASON`` characters is cut
+    (ending in an ellipsis)."""
+    clean = " ".join(_CONTROL.sub(" ", text).split())
+    if len(clean) > MAX_END_REASON:
+        clean = clean[: MAX_END_REASON - 1] + "\u2026"
+    return clean
 
 
-def job_end_from_proto(proto: pb.JobEnd) -> tuple[str, str]:
-    """(job_id, outcome) of an EndJob request.
+def job_end_to_proto(job_id: str, outcome: str, reason: str = "") -> pb.JobEnd:
+    """An EndJob request; ``reason`` is passed through :func:`end_reason` first."""
+    return pb.JobEnd(job_id=job_id, outcome=outcome, reason=end_reason(reason))
+
+
+def job_end_from_proto(proto: pb.JobEnd) -> JobEndInfo:
+    """The job, outcome and reason of an EndJob request.
 
     Raises:
-        WireError: the outcome is neither "ok" nor "error".
+        WireError: the outcome is neither "ok" nor "error", or the reason is
+            longer than ``MAX_END_REASON`` characters or holds control characters.
     """
     if proto.outcome not in ("ok", "error"):
-        raise WireError(f"job end outcome must be 'ok' or 'error', got {proto.outcome!r}")
-    return proto.job_id, proto.outcome
+        raise WireError(f"job end outcome must be 'ok' or 'error', got {brief(proto.outcome)}")
+    if len(proto.reason) > MAX_END_REASON:
+        raise WireError(
+            f"job end reason has {len(proto.reason)} characters; at most {MAX_END_REASON}"
+        )
+    if _CONTROL.search(proto.reason):
+        raise WireError("job end reason holds control characters")
+    return JobEndInfo(proto.job_id, proto.outcome, proto.reason)
+
+
+def job_alive_to_proto(job_id: str) -> pb.JobAlive:
+    return pb.JobAlive(job_id=job_id)
+
+
+def job_alive_from_proto(proto: pb.JobAlive) -> str:
+    """The job id of a KeepJob request (an unknown id is the participant's to refuse)."""
+    return str(proto.job_id)
 
 
 def _message_bytes(message: Message) -> bytes:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$protocols/fednode/v1/federated.proto\x12\nfednode.v1\"X\n\nDpSettings\x12\x15\n\rclipping_norm\x18\x01 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x02 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\"\xe2\x01\n\x07JobSpec\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\x04\x12\x0f\n\x07node_id\x18\x04 \x01(\x04\x12\x12\n\nfab_sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61\x62_size\x18\x06 \x01(\x04\x12\x11\n\tagreement\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x17\n\x0frun_config_json\x18\t \x01(\t\x12\x0e\n\x06secagg\x18\n \x01(\x08\x12\"\n\x02\x64p\x18\x0b \x01(\x0b\x32\x16.fednode.v1.DpSettings\"P\n\x0cJobStartPart\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fednode.v1.JobSpecH\x00\x12\x13\n\tfab_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\":\n\x0cMessageChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\")\n\x06JobEnd\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"\n\n\x08JobEnded2\xc2\x01\n\tFederated\x12>\n\x08StartJob\x12\x18.fednode.v1.JobStartPart\x1a\x16.fednode.v1.JobStarted(\x01\x12\x41\n\x07\x44\x65liver\x12\x18.fednode.v1.MessageChunk\x1a\x18.fednode.v1.MessageChunk(\x01\x30\x01\x12\x32\n\x06\x45ndJob\x12\x12.fednode.v1.JobEnd\x1a\x14.fednode.v1.JobEndedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$protocols/fednode/v1/federated.proto\x12\nfednode.v1\"X\n\nDpSettings\x12\x15\n\rclipping_norm\x18\x01 \x01(\x01\x12\x13\n\x0bsensitivity\x18\x02 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x01\"\xf6\x01\n\x07JobSpec\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\x04\x12\x0f\n\x07node_id\x18\x04 \x01(\x04\x12\x12\n\nfab_sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61\x62_size\x18\x06 \x01(\x04\x12\x11\n\tagreement\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\x17\n\x0frun_config_json\x18\t \x01(\t\x12\x0e\n\x06secagg\x18\n \x01(\x08\x12\"\n\x02\x64p\x18\x0b \x01(\x0b\x32\x16.fednode.v1.DpSettings\x12\x12\n\nidle_limit\x18\x0c \x01(\x01\"P\n\x0cJobStartPart\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fednode.v1.JobSpecH\x00\x12\x13\n\tfab_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\":\n\x0cMessageChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\"9\n\x06JobEnd\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\n\n\x08JobEnded\"\x1a\n\x08JobAlive\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\t\n\x07JobKept2\xf8\x01\n\tFederated\x12>\n\x08StartJob\x12\x18.fednode.v1.JobStartPart\x1a\x16.fednode.v1.JobStarted(\x01\x12\x41\n\x07\x44\x65liver\x12\x18.fednode.v1.MessageChunk\x1a\x18.fednode.v1.MessageChunk(\x01\x30\x01\x12\x32\n\x06\x45ndJob\x12\x12.fednode.v1.JobEnd\x1a\x14.fednode.v1.JobEnded\x12\x34\n\x07KeepJob\x12\x14.fednode.v1.JobAlive\x1a\x13.fednode.v1.JobKeptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DPSETTINGS']._serialized_start=52
   _globals['_DPSETTINGS']._serialized_end=140
   _globals['_JOBSPEC']._serialized_start=143
-  _globals['_JOBSPEC']._serialized_end=369
-  _globals['_JOBSTARTPART']._serialized_start=371
-  _globals['_JOBSTARTPART']._serialized_end=451
-  _globals['_JOBSTARTED']._serialized_start=453
-  _globals['_JOBSTARTED']._serialized_end=512
-  _globals['_MESSAGECHUNK']._serialized_start=514
-  _globals['_MESSAGECHUNK']._serialized_end=572
-  _globals['_JOBEND']._serialized_start=574
-  _globals['_JOBEND']._serialized_end=615
-  _globals['_JOBENDED']._serialized_start=617
-  _globals['_JOBENDED']._serialized_end=627
-  _globals['_FEDERATED']._serialized_start=630
-  _globals['_FEDERATED']._serialized_end=824
+  _globals['_JOBSPEC']._serialized_end=389
+  _globals['_JOBSTARTPART']._serialized_start=391
+  _globals['_JOBSTARTPART']._serialized_end=471
+  _globals['_JOBSTARTED']._serialized_start=473
+  _globals['_JOBSTARTED']._serialized_end=532
+  _globals['_MESSAGECHUNK']._serialized_start=534
+  _globals['_MESSAGECHUNK']._serialized_end=592
+  _globals['_JOBEND']._serialized_start=594
+  _globals['_JOBEND']._serialized_end=651
+  _globals['_JOBENDED']._serialized_start=653
+  _globals['_JOBENDED']._serialized_end=663
+  _globals['_JOBALIVE']._serialized_start=665
+  _globals['_JOBALIVE']._serialized_end=691
+  _globals['_JOBKEPT']._serialized_start=693
+  _globals['_JOBKEPT']._serialized_end=702
+  _globals['_FEDERATED']._serialized_start=705
+  _globals['_FEDERATED']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

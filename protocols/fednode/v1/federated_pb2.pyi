@@ -19,7 +19,7 @@ class DpSettings(_message.Message):
     def __init__(self, clipping_norm: _Optional[float] = ..., sensitivity: _Optional[float] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("version", "job_id", "run_id", "node_id", "fab_sha256", "fab_size", "agreement", "dataset", "run_config_json", "secagg", "dp")
+    __slots__ = ("version", "job_id", "run_id", "node_id", "fab_sha256", "fab_size", "agreement", "dataset", "run_config_json", "secagg", "dp", "idle_limit")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class JobSpec(_message.Message):
     RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     SECAGG_FIELD_NUMBER: _ClassVar[int]
     DP_FIELD_NUMBER: _ClassVar[int]
+    IDLE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     version: int
     job_id: str
     run_id: int
@@ -42,7 +43,8 @@ class JobSpec(_message.Message):
     run_config_json: str
     secagg: bool
     dp: DpSettings
-    def __init__(self, version: _Optional[int] = ..., job_id: _Optional[str] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., fab_sha256: _Optional[str] = ..., fab_size: _Optional[int] = ..., agreement: _Optional[str] = ..., dataset: _Optional[str] = ..., run_config_json: _Optional[str] = ..., secagg: _Optional[bool] = ..., dp: _Optional[_Union[DpSettings, _Mapping]] = ...) -> None: ...
+    idle_limit: float
+    def __init__(self, version: _Optional[int] = ..., job_id: _Optional[str] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., fab_sha256: _Optional[str] = ..., fab_size: _Optional[int] = ..., agreement: _Optional[str] = ..., dataset: _Optional[str] = ..., run_config_json: _Optional[str] = ..., secagg: _Optional[bool] = ..., dp: _Optional[_Union[DpSettings, _Mapping]] = ..., idle_limit: _Optional[float] = ...) -> None: ...
 
 class JobStartPart(_message.Message):
     __slots__ = ("spec", "fab_chunk")
@@ -73,13 +75,25 @@ class MessageChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class JobEnd(_message.Message):
-    __slots__ = ("job_id", "outcome")
+    __slots__ = ("job_id", "outcome", "reason")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     outcome: str
-    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobEnded(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JobAlive(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobKept(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

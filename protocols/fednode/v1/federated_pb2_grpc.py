@@ -49,6 +49,11 @@ class FederatedStub:
                 request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.SerializeToString,
                 response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.FromString,
                 _registered_method=True)
+        self.KeepJob = channel.unary_unary(
+                '/fednode.v1.Federated/KeepJob',
+                request_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobAlive.SerializeToString,
+                response_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobKept.FromString,
+                _registered_method=True)
 
 
 class FederatedServicer:
@@ -75,6 +80,13 @@ class FederatedServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeepJob(self, request, context):
+        """Tells a participant the job's coordinator is still there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederatedServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_FederatedServicer_to_server(servicer, server):
                     servicer.EndJob,
                     request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.FromString,
                     response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.SerializeToString,
+            ),
+            'KeepJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeepJob,
+                    request_deserializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobAlive.FromString,
+                    response_serializer=protocols_dot_fednode_dot_v1_dot_federated__pb2.JobKept.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Federated:
             '/fednode.v1.Federated/EndJob',
             protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnd.SerializeToString,
             protocols_dot_fednode_dot_v1_dot_federated__pb2.JobEnded.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeepJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Federated/KeepJob',
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobAlive.SerializeToString,
+            protocols_dot_fednode_dot_v1_dot_federated__pb2.JobKept.FromString,
             options,
             channel_credentials,
             insecure,
