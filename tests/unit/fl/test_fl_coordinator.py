@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from flwr.app import Message
 
 from node.fl.coordinator import JobStatusStore, run_job
+from node.fl.grid import GrpcSender
 from node.fl.jobfile import parse_job
 from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id, seed_table, task
 
@@ -73,3 +76,35 @@ def test_fedavg_job_writes_results_and_beats_every_local_model(
     ]
     statuses = JobStatusStore(cluster.coordinator.config.data_dir).read_all(os.getpid())
     assert statuses[0]["state"] == "finished"
+
+
+class SlowFirstRound:
+    """Delivers each department's first message ``delay`` seconds late: a ServerApp
+    busy for longer than the job's idle limit, sending nothing meanwhile."""
+
+    def __init__(self, cluster: Cluster, job_id: str, delay: float) -> None:
+        self.inner = GrpcSender(cluster.coordinator.peer_channel, job_id)
+        self.delay, self.seen = delay, set[str]()
+
+    def __call__(self, department: str, message: Message, timeout: float) -> Message:
+        if department not in self.seen:
+            self.seen.add(department)
+            time.sleep(self.delay)  # the simulated busy coordinator, not a wait for anything
+        return self.inner(department, message, timeout)
+
+
+def test_a_coordinator_busy_past_the_idle_limit_keeps_its_job_alive(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    idle = 0.4
+    job = _job(tmp_path, APP, list(cluster.nodes), rounds=1, timeouts={"idle": idle})
+    summary = run_job(
+        cluster.coordinator,
+        job,
+        lambda _e: None,
+        sender_factory=lambda jid: SlowFirstRound(cluster, jid, 3 * idle),
+    )
+    assert summary["outcome"] == "ok", summary["error"]
+    for node in cluster.nodes.values():
+        [ended] = node.runtime.audit.events("fl.ended")
+        assert ended["outcome"] == "ok" and "reason" not in ended["detail"]

@@ -132,6 +132,10 @@ def test_legacy_workflow_waiting_for_lost_nodes_fails_clearly(
             # finishes round 1 without it, and round 2 waits for three nodes.
             sender_factory=lambda jid: KillOnCall(cluster, jid, "health", 3),
         )
+    # The survivors record why the job ended, in the coordinator's words.
+    for department in ("traffic", "security"):
+        [end] = cluster.nodes[department].runtime.audit.events("fl.ended")
+        assert end["outcome"] == "error" and "only 2 of 3" in end["detail"]["reason"]
 
 
 def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
@@ -156,6 +160,7 @@ def test_a_job_whose_launcher_went_away_stops_and_is_recorded_as_failed(
         assert node.participant.job_ids == []
         [end] = node.runtime.audit.events("fl.ended")
         assert end["outcome"] == "error" and end["detail"]["job_id"] == summary["job_id"]
+        assert end["detail"]["reason"] == summary["error"] and "cancelled" in summary["error"]
     # The closed Grid stops the ServerApp too: nothing of the job runs on.
     deadline = time.monotonic() + 20
     while any(t.name == "serverapp" and t not in earlier for t in threading.enumerate()):

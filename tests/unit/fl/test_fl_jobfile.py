@@ -12,7 +12,7 @@ from node.errors import ConfigError
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle, fused_run_config
 from node.fl.errors import AppBundleError, JobFileError
-from node.fl.jobfile import load_job_file, parse_job
+from node.fl.jobfile import DEFAULT_IDLE_LIMIT, load_job_file, parse_job
 from tests.unit.fl.fl_fakes import APP
 
 GOOD = """
@@ -50,6 +50,13 @@ def test_a_job_file_parses_with_paths_relative_to_it(tmp_path: Path) -> None:
     assert job.overrides == {"min-nodes": 2, "learning-rate": 0.25, "num-server-rounds": 4}
     assert job.secagg and job.dp is not None and job.dp.sensitivity == 1.0
     assert job.message_timeout == 30.0 and job.participants[0].agreement == "agr-" + "0" * 31 + "1"
+    assert job.idle_limit == DEFAULT_IDLE_LIMIT == 300.0
+
+
+def test_the_idle_limit_is_set_in_job_timeouts(tmp_path: Path) -> None:
+    job = parse_job(_doc(job={"app": "a", "timeouts": {"idle": 2.5}}), tmp_path)
+    assert job.idle_limit == 2.5
+    assert parse_job(_doc(job={"app": "a", "timeouts": {"idle": 60}}), tmp_path).idle_limit == 60.0
 
 
 PARTICIPANT = {"department": "a", "dataset": "d", "agreement": "agr-" + "a" * 32}
@@ -87,6 +94,22 @@ def _doc(**changes: Any) -> dict[str, Any]:
         ),
         (_doc(job={"app": "a", "round": 2}), r"did you mean 'rounds'"),
         (_doc(job={"app": "a", "timeouts": {"nodewait": 5}}), r"did you mean 'node-wait'"),
+        (_doc(job={"app": "a", "timeouts": {"idel": 5}}), r"did you mean 'idle'"),
+        *[
+            (
+                _doc(job={"app": "a", "timeouts": {"idle": bad}}),
+                rf"\[job.timeouts\].idle must be a positive number, got {bad!r}",
+            )
+            for bad in (0, -5, "soon", True, float("inf"))
+        ],
+        (
+            _doc(job={"app": "a", "timeouts": {"idle": float("nan")}}),
+            r"\[job.timeouts\].idle must be a positive number, got nan",
+        ),
+        (
+            _doc(job={"app": "a", "timeouts": {"message": float("nan")}}),
+            r"\[job.timeouts\].message must be a positive number",
+        ),
         (
             _doc(dp={"clipping-norm": 1.0, "epsilon": 1.0, "delta": 0.1, "eps": 2}),
             r"\[dp\] has no key 'eps'",

@@ -84,3 +84,20 @@ def test_end_job_with_bad_outcome_is_invalid(cluster: Cluster) -> None:
     with pytest.raises(grpc.RpcError) as info:
         _stub(cluster).EndJob(pb.JobEnd(job_id="x", outcome="maybe"), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_end_job_carries_its_reason_into_the_ledger(cluster: Cluster) -> None:
+    fab = build_bundle(APP).data
+    _stub(cluster).StartJob(wire.job_start_parts(_spec(fab), fab), timeout=30)
+    too_long = pb.JobEnd(job_id="job-9", outcome="error", reason="x" * 501)
+    with pytest.raises(grpc.RpcError) as info:
+        _stub(cluster).EndJob(too_long, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 500" in (info.value.details() or "")
+    node = cluster.nodes["traffic"]
+    assert node.participant.job_ids == ["job-9"]  # a refused end ends nothing
+    reason = "only 2 of 3 participants remain; health is unreachable"
+    _stub(cluster).EndJob(wire.job_end_to_proto("job-9", "error", reason), timeout=5)
+    [ended] = node.runtime.audit.events("fl.ended")
+    assert ended["outcome"] == "error" and ended["detail"]["reason"] == reason
+    assert node.participant.job_ids == []

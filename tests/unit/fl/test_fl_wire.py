@@ -31,6 +31,7 @@ def _spec(fab: bytes = FAB, **kw: object) -> wire.JobSpec:
         "run_config": {"num-server-rounds": 3, "lr": 0.5, "name": "x", "flag": True},
         "secagg": True,
         "dp": wire.DpConfig(1.0, 1.0, 5.0, 1e-5),
+        "idle_limit": 90.5,
     }
     fields.update(kw)
     return wire.JobSpec(**fields)  # type: ignore[arg-type]
@@ -42,6 +43,13 @@ def test_job_start_round_trip_in_bounded_chunks() -> None:
     assert all(p.ByteSize() < 4 << 20 for p in parts)
     spec, fab = wire.job_start_from_parts(parts)
     assert spec == _spec() and fab == FAB
+
+
+def test_a_spec_from_a_coordinator_without_idle_limits_has_no_limit() -> None:
+    parts = list(wire.job_start_parts(_spec(), FAB))
+    parts[0].spec.ClearField("idle_limit")
+    spec, _ = wire.job_start_from_parts(parts)
+    assert spec.idle_limit == 0.0
 
 
 def _with(
@@ -73,6 +81,9 @@ def _with(
         (lambda p: setattr(p[0].spec, "run_config_json", '{"a": [1]}'), "bool, int, float or str"),
         (lambda p: setattr(p[0].spec.dp, "epsilon", 0.0), "epsilon > 0"),
         (lambda p: setattr(p[0].spec, "fab_size", 1 << 30), "exceeds"),
+        (lambda p: setattr(p[0].spec, "idle_limit", -1.0), "idle_limit must be a finite number"),
+        (lambda p: setattr(p[0].spec, "idle_limit", float("nan")), "idle_limit must be"),
+        (lambda p: setattr(p[0].spec, "idle_limit", float("inf")), "idle_limit must be"),
         (lambda p: p.clear(), "no job spec"),
     ],
 )
@@ -162,3 +173,49 @@ def test_dp_noise_below_the_clipping_norm_is_flagged_with_its_real_epsilon() -> 
     assert sound.weakness() is None and sound.effective_epsilon == 5.0
     silent = wire.DpConfig(clipping_norm=1.0, sensitivity=0.0, epsilon=5.0, delta=1e-5)
     assert silent.effective_epsilon == float("inf") and silent.weakness() is not None
+
+
+def test_job_end_carries_its_reason() -> None:
+    proto = wire.job_end_to_proto("job-1", "error", "cancelled: the launcher went away")
+    assert wire.job_end_from_proto(proto) == wire.JobEndInfo(
+        "job-1", "error", "cancelled: the launcher went away"
+    )
+    # A coordinator that predates reasons sends none; the end still counts.
+    assert wire.job_end_from_proto(pb.JobEnd(job_id="j", outcome="ok")).reason == ""
+
+
+def test_a_long_or_multi_line_reason_is_cut_to_one_bounded_line() -> None:
+    reason = wire.end_reason("Traceback:\n  line\t1\r\x00" + "\U0001f600" * 10_000)
+    assert reason.startswith("Traceback: line 1 \U0001f600")
+    assert len(reason) == wire.MAX_END_REASON and reason.endswith("\u2026")
+    proto = wire.job_end_to_proto("job-1", "error", "x\n" * 100_000)
+    assert proto.ByteSize() < 4 << 20 and wire.job_end_from_proto(proto).reason.startswith("x x")
+
+
+@pytest.mark.parametrize(
+    ("proto", "match"),
+    [
+        (pb.JobEnd(job_id="j", outcome="maybe"), "outcome must be 'ok' or 'error', got 'maybe'"),
+        (pb.JobEnd(job_id="j", outcome="error", reason="r" * 501), "501 characters; at most 500"),
+        (pb.JobEnd(job_id="j", outcome="error", reason="two\nlines"), "control characters"),
+        (pb.JobEnd(job_id="j", outcome="error", reason="bell\x07"), "control characters"),
+        (pb.JobEnd(job_id="j", outcome="error", reason="c1\x85"), "control characters"),
+    ],
+    ids=["outcome", "too-long", "newline", "bell", "c1"],
+)
+def test_malformed_job_end_is_refused(proto: pb.JobEnd, match: str) -> None:
+    with pytest.raises(WireError, match=match):
+        wire.job_end_from_proto(proto)
+
+
+def test_exactly_500_characters_of_reason_pass() -> None:
+    proto = pb.JobEnd(job_id="j", outcome="error", reason="\u00e9" * 500)
+    assert len(wire.job_end_from_proto(proto).reason) == 500
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_text_makes_a_reason_the_receiver_accepts(text: str) -> None:
+    reason = wire.job_end_from_proto(wire.job_end_to_proto("j", "error", text)).reason
+    assert len(reason) <= wire.MAX_END_REASON
+    assert reason == wire.end_reason(reason)  # cleaning is idempotent
