@@ -381,3 +381,47 @@ def test_a_node_lost_during_secagg_setup_fails_the_job_naming_it(
         e for e in ledger(fed.homes[COORDINATOR], "fl.job") if summary["job_id"] in json.dumps(e)
     ]
     assert "health dropped out during SecAgg+ setup" in end[-1]["detail"]["reason"]
+
+
+def test_participants_end_a_job_whose_coordinator_was_killed(
+    setup: tuple[LocalFederation, dict[str, str]], tmp_path: Path
+) -> None:
+    fed, agreements = setup
+    idle = 2.0
+    job = write_job(tmp_path / "job.toml", agreements, rounds=50, min_nodes=3, extra=SLOW_TRAINING)
+    job.write_text(job.read_text().replace("node-wait = 5", f"node-wait = 5\nidle = {idle}"))
+    process = _launch(fed, job)
+    assert process.stdout is not None
+    job_id, since = "", 0.0
+    for line in process.stdout:
+        if line.startswith("job ") and not job_id:
+            job_id, since = line.split()[1], time.monotonic()
+        # Let the job run past its idle limit twice over: KeepJob holds it open.
+        if job_id and "round " in line and time.monotonic() - since > 2 * idle:
+            break
+    assert job_id, "the launch printed no job id"
+    assert all(not _ended(fed, d, job_id) for d in PARTICIPANTS), "ended while kept alive"
+    fed.processes[COORDINATOR].send_signal(signal.SIGKILL)
+    fed.processes[COORDINATOR].wait()
+    killed = time.monotonic()
+    try:
+        process.communicate(timeout=30)
+        assert process.returncode != 0  # the launch lost its node
+        for department in PARTICIPANTS:
+            while not (ended := _ended(fed, department, job_id)):
+                assert time.monotonic() - killed < idle + 15, f"{department} kept the job"
+                time.sleep(0.1)
+            # The last KeepJob came at most a quarter of the limit before the kill.
+            assert time.monotonic() - killed >= idle * 3 / 4
+            assert ended[0]["outcome"] == "error" and ended[0]["peer"] == COORDINATOR
+            reason = ended[0]["detail"]["reason"]
+            assert f"the coordinator {COORDINATOR} went silent" in reason and "2 s" in reason
+            assert not (fed.homes[department] / "data" / "fl" / "jobs" / job_id).exists()
+    finally:
+        fed.start(COORDINATOR)
+        fed.wait_ready([COORDINATOR])
+
+
+def _ended(fed: LocalFederation, department: str, job_id: str) -> list[dict[str, Any]]:
+    """The participant's fl.ended records of one job."""
+    return [e for e in ledger(fed.homes[department], "fl.ended") if e["detail"]["job_id"] == job_id]
