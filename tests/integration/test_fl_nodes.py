@@ -221,6 +221,9 @@ def test_a_killed_node_fails_the_job_clearly_when_minimums_are_unmet(
         assert '"error"' in json.dumps(end[-1])
         survivors = ledger(fed.homes["traffic"], "fl.reply")
         assert any(summary["job_id"] in json.dumps(e) for e in survivors)
+        for department in ("traffic", "public-security"):
+            [ended] = _ended(fed, department, summary["job_id"])
+            assert "only 2 of 3 participants remain" in ended["detail"]["reason"]
     finally:
         fed.start("health")
         fed.wait_ready(["health"])
@@ -326,6 +329,7 @@ def test_ctrl_c_during_launch_ends_the_job_at_every_participant(
             assert time.monotonic() - interrupted < 30, f"{department} never learnt the job ended"
             time.sleep(0.2)
         assert ended[0]["outcome"] == "error" and ended[0]["peer"] == COORDINATOR
+        assert "cancelled" in ended[0]["detail"]["reason"]
 
     # The coordinator records the end once every participant has answered.
     def ends() -> list[dict[str, Any]]:
