@@ -72,7 +72,7 @@ from ledger.merkle import (
     root_from_leaves,
 )
 
-__all__ = ["SCHEMA_VERSION", "FsckReport", "LedgerStore", "StoredCheckpoint"]
+__all__ = ["SCHEMA_VERSION", "Erasure", "FsckReport", "LedgerStore", "StoredCheckpoint"]
 
 SCHEMA_VERSION = 1
 _MAX_BATCH = 4096
@@ -80,6 +80,11 @@ _MAX_BATCH = 4096
 _LINGER_GAP = float(os.environ.get("FEDNODE_LEDGER_LINGER_GAP", "0.0002"))
 #: The longest the first append of a batch waits for others to join it.
 _LINGER_MAX = float(os.environ.get("FEDNODE_LEDGER_LINGER_MAX", "0.002"))
+#: How long a connection waits for a lock held by another process (a backup, fsck).
+_BUSY_TIMEOUT_S = 30
+#: How long an erasure waits for a reader of an old snapshot before it reports the
+#: write-ahead log as still holding the value: the node's appends wait meanwhile.
+_ERASE_BUSY_MS = 500
 _SALT_LEN = 16
 _WAL_CHECKPOINT_PAGES = 4000
 
@@ -172,9 +177,21 @@ class _Job:
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What :meth:`LedgerStore.erase` did."""
+
+    deleted: bool  #: the value was stored and is now deleted (False: already gone)
+    #: the write-ahead log was emptied, so no old page image holds the value; False
+    #: while another process reads an older snapshot (run the erasure again)
+    wal_truncated: bool
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_S
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         # Deleted rows are zeroed, not just unlinked: the only rows the ledger ever
@@ -592,33 +609,42 @@ class LedgerStore:
 
     # -- erasure -------------------------------------------------------------------------
 
-    def erase(self, seq: int, path: str) -> None:
-        """Crypto-shred a sensitive value: delete its value and salt for good.
+    def erase(self, seq: int, path: str, *, missing_ok: bool = False) -> Erasure:
+        """Crypto-shred a sensitive value: delete its value and salt for good, from the
+        file's bytes too.
+
+        Safe to run again: with ``missing_ok`` a value already deleted (by a run
+        cut short, say) is not an error, and the write-ahead log is truncated
+        again, which a run cut short may not have done.
 
         Raises:
-            StorageError: the entry has no stored value at ``path``.
+            StorageError: the entry has no stored value at ``path`` (unless ``missing_ok``).
         """
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> Erasure:
             conn.execute("BEGIN IMMEDIATE")
             cur = conn.execute("DELETE FROM secrets WHERE seq=? AND path=?", (seq, path))
             conn.execute("COMMIT")
-            if cur.rowcount != 1:
+            if cur.rowcount != 1 and not missing_ok:
                 raise StorageError(f"entry seq {seq} holds no stored value for {path!r}")
             # secure_delete zeroed the value in the page the delete wrote, but the WAL
             # still holds the page images written when the value was inserted. Copying
             # the zeroed page into the main file and truncating the WAL removes the last
-            # copy from the files; a reader holding an old snapshot keeps it in place.
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if busy:
-                raise StorageError(
-                    f"the value of entry seq {seq} {path!r} is deleted, but an older copy "
-                    f"stays in {self.path.name}-wal while another process reads the ledger; "
-                    "stop that reader (an open sqlite3 shell, a backup) and run the same "
-                    "erase again"
-                )
+            # copy from the files. A reader holding an old snapshot blocks that; wait for
+            # it only briefly, since every append of the node queues behind this writer.
+            conn.execute(f"PRAGMA busy_timeout={_ERASE_BUSY_MS}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
+            return Erasure(deleted=cur.rowcount == 1, wal_truncated=not busy)
 
-        self._submit(run)
+        return self._submit(run)
+
+    def stored_values(self) -> list[tuple[int, str]]:
+        """``(seq, path)`` of every sensitive value still stored (not erased), in order."""
+        rows = self._query("SELECT seq, path FROM secrets ORDER BY seq, path")
+        return [(int(seq), str(path)) for seq, path in rows]
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ from ledger.bundle import export_bundle
 from ledger.canonical import loads
 from ledger.checkpoint import cosignatures, log_name, parse_note
 from ledger.errors import CheckpointError, StorageError
+from ledger.store import LedgerStore
 from node.admin.registry import Emit, admin_command
-from node.agreements.workflow import erase_reason
+from node.agreements.workflow import REVOCATION_EVENTS, REVOCATION_SENSITIVE, erase_reason
 from node.audit.publisher import publish_checkpoint
 from node.audit.service import recorder_of
 from node.errors import AdminError, RequestError
@@ -159,8 +160,10 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     whose operator erases its own copies.
 
     Raises:
-        StorageError: no entry ``seq``.
-        RequestError: the entry commits no field ``field``.
+        RequestError: no entry ``seq``, or it commits no field ``field``.
+        StorageError: the value is deleted and recorded as erased, but another
+            process reading the ledger file kept its old copy in the write-ahead
+            log; running the command again removes it.
         AgreementError: the agreement store could not finish; run it again.
     """
     seq = _int_arg(args, "seq")
@@ -168,10 +171,19 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     if not isinstance(path, str) or not path:
         raise AdminError("argument 'field' must name a sensitive field, e.g. detail.reason")
     recorder = recorder_of(runtime)
+    if seq >= recorder.store.size:
+        raise RequestError(
+            f"the ledger has no entry {seq}: it holds entries 0 to {recorder.store.size - 1}",
+            hint="'fednode ledger show --json' lists entries with their seq",
+        )
     fields = loads(recorder.store.entry(seq))
     committed = [str(p) for p in fields.get("sensitive") or []]
     if path not in committed:
-        held = f"its committed fields are {', '.join(committed)}" if committed else "none"
+        held = (
+            f"its committed fields are {', '.join(committed)}"
+            if committed
+            else "it commits no fields"
+        )
         raise RequestError(
             f"entry {seq} ({fields['event']}) has no committed field {path!r}; {held}",
             hint="an entry's committed fields are its 'sensitive' list "
@@ -180,26 +192,54 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     # Copies outside the ledger first: until the ledger's value goes, the
     # command can be run again and finds this entry's value still there.
     record = erase_reason(runtime, fields, path)
-    try:
-        recorder.store.reveal(seq, path)
-    except StorageError:
-        already = True
-    else:
-        recorder.store.erase(seq, path)
-        already = False
+    # Always through the store, even when the value is gone already: a run cut
+    # short after the delete may not have emptied the write-ahead log.
+    erasure = recorder.store.erase(seq, path, missing_ok=True)
     detail: dict[str, object] = {"seq": seq, "field": path}
     if record is not None:
         detail["agreement_reason"] = "erased"
-    if already:
+    if not erasure.deleted:
         detail["already_erased"] = True
+    if not erasure.wal_truncated:
+        detail["wal_pending"] = True
     # The admin service marks the operator as the actor (node.audit.actor).
     erased_at = recorder.record("ledger.erased", agreement=fields.get("agreement"), detail=detail)
+    if not erasure.wal_truncated:
+        raise StorageError(
+            f"the value of entry {seq} {path!r} is deleted (recorded as entry {erased_at}), "
+            f"but an older copy stays in the ledger's write-ahead log while another process "
+            "reads the ledger file; stop that reader (an open sqlite3 shell, a backup or "
+            "copy in progress) and run the same command again to remove it"
+        )
     return {
         "seq": seq,
         "field": path,
         "recorded_as": erased_at,
-        "already_erased": already,
+        "already_erased": not erasure.deleted,
         "agreement_reason_erased": record is not None,
         "agreement": record.signed.id if record is not None else None,
         "other_party": fields.get("peer") if record is not None else None,
+        "still_held": _same_reason_still_held(recorder.store, fields),
     }
+
+
+def _same_reason_still_held(store: LedgerStore, erased: dict[str, Any]) -> list[dict[str, Any]]:
+    """Other committed fields of this ledger that hold the same revocation reason.
+
+    A revocation writes its reason into more than one entry (``agreement.revoked``
+    and, on the revoking side, ``agreement.revocation_sent`` with the signed
+    notice); the operator is told which are left, so one request is not taken as
+    fully met. Only stored values are looked at: a handful of rows, whatever the
+    ledger's size.
+    """
+    agreement = erased.get("agreement")
+    if erased.get("event") not in REVOCATION_EVENTS or not isinstance(agreement, str):
+        return []
+    left = []
+    for seq, path in store.stored_values():
+        if path not in REVOCATION_SENSITIVE:
+            continue
+        fields = loads(store.entry(seq))
+        if fields.get("agreement") == agreement and fields.get("event") in REVOCATION_EVENTS:
+            left.append({"seq": seq, "field": path, "event": fields["event"]})
+    return left

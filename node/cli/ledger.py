@@ -683,10 +683,15 @@ def _erase(args: argparse.Namespace) -> int:
             f"(recorded as entry {result['recorded_as']})"
         )
     if result.get("agreement_reason_erased"):
-        print(f"also erased the reason kept with agreement {result['agreement']} on this node")
+        print(f"the reason kept with agreement {result['agreement']} on this node is erased too")
         if result.get("other_party"):
             print(
                 f"{result['other_party']} keeps its own copy: its operator runs "
                 "'fednode ledger erase' on its node"
             )
+    for left in result.get("still_held") or []:
+        print(
+            f"entry {left['seq']} ({left['event']}) still holds the same reason in "
+            f"{left['field']}: fednode ledger erase {left['seq']} {left['field']}"
+        )
     return 0

@@ -110,11 +110,16 @@ def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
         # Every entry that holds the reason, as an erasure request would find them.
         holding = [e for e in ledger_events(home) if e["sensitive"]]
         assert {e["event"] for e in holding} <= {"agreement.revoked", "agreement.revocation_sent"}
+        fields_left = {(e["seq"], p) for e in holding for p in e["sensitive"]}
         for held in holding:
             for path in held["sensitive"]:
                 erased = fednode("ledger", "erase", str(held["seq"]), path, "--home", home)
                 assert erased.returncode == 0, erased.stderr
-                assert f"also erased the reason kept with agreement {agreement_id}" in (
+                fields_left.discard((held["seq"], path))
+                # Every other field holding the same reason is named, with the command.
+                for seq, other_path in fields_left:
+                    assert f"fednode ledger erase {seq} {other_path}" in erased.stdout
+                assert f"the reason kept with agreement {agreement_id} on this node is erased" in (
                     erased.stdout
                 )
                 assert f"{other} keeps its own copy" in erased.stdout
@@ -135,6 +140,9 @@ def test_a_revocation_reason_can_be_erased_from_both_ledgers_and_stores(
         wrong = fednode("ledger", "erase", str(entry["seq"]), "detail.other", "--home", home)
         assert wrong.returncode == 2, wrong.stderr
         assert "has no committed field 'detail.other'" in wrong.stderr
+        missing = fednode("ledger", "erase", "999999", "detail.reason", "--home", home)
+        assert missing.returncode == 2, missing.stderr
+        assert "the ledger has no entry 999999" in missing.stderr
         [first, repeat] = [
             e
             for e in events(fed, department, "ledger.erased")

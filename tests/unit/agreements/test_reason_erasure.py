@@ -216,7 +216,7 @@ def test_an_erasure_cut_short_before_the_ledger_is_finished_by_running_it_again(
 ) -> None:
     [revoked] = _entries(node, "agreement.revoked")
 
-    def power_cut(*_: Any) -> None:
+    def power_cut(*_: Any, **__: Any) -> None:
         raise RuntimeError("power cut")
 
     with monkeypatch.context() as patch:
@@ -255,7 +255,11 @@ def test_an_erasure_cut_short_before_its_record_is_recorded_when_run_again(
             r"entry \d+ \(agreement.revoked\) has no committed field 'detail.notice'; "
             r"its committed fields are detail.reason",
         ),
-        ("share.sent", "detail.reason", "has no committed field 'detail.reason'; none"),
+        (
+            "share.sent",
+            "detail.reason",
+            "has no committed field 'detail.reason'; it commits no fields",
+        ),
     ],
 )
 def test_a_field_that_holds_no_value_is_refused_and_nothing_is_erased(

@@ -282,3 +282,43 @@ def test_erased_value_leaves_neither_the_database_nor_its_wal(tmp_path: Path) ->
     finally:
         store.close()
     assert secret.encode() not in path.read_bytes()
+
+
+def test_erasure_blocked_by_a_reader_finishes_when_run_again(tmp_path: Path) -> None:
+    """Another process reading an old snapshot keeps the WAL: the erasure says so without
+    holding the writer for long, and running it again removes the last copy."""
+    path = tmp_path / "ledger.sqlite"
+    secret = "Reason naming Jane Q. Citizen"
+    store = LedgerStore(path, "alpha")
+    try:
+        seq, _ = store.append(
+            {"event": "agreement.revoked", "detail": {"reason": secret}},
+            sensitive={"detail.reason"},
+        )
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM entries").fetchone()  # holds a snapshot
+        blocked = store.erase(seq, "detail.reason")
+        assert blocked.deleted and not blocked.wal_truncated
+        assert store.stored_values() == []
+        # The node's appends still go through while the reader holds on.
+        fill(store, 2)
+        reader.rollback()
+        reader.close()
+        with pytest.raises(StorageError, match="holds no stored value"):
+            store.erase(seq, "detail.reason")
+        again = store.erase(seq, "detail.reason", missing_ok=True)
+        assert not again.deleted and again.wal_truncated
+        assert secret.encode() not in path.read_bytes()
+        wal = tmp_path / "ledger.sqlite-wal"
+        assert not wal.exists() or secret.encode() not in wal.read_bytes()
+    finally:
+        store.close()
+
+
+def test_stored_values_lists_what_erasure_has_not_reached(store: LedgerStore) -> None:
+    a, _ = store.append({"event": "x", "detail": {"r": "1"}}, sensitive={"detail.r"})
+    b, _ = store.append({"event": "x", "actor": "p", "detail": {"r": "2"}}, sensitive={"actor"})
+    assert store.stored_values() == [(a, "detail.r"), (b, "actor")]
+    store.erase(a, "detail.r")
+    assert store.stored_values() == [(b, "actor")]
