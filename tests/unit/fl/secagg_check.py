@@ -44,8 +44,8 @@ def carried_vectors(reply: Message) -> list[np.ndarray]:
                 out.append(bytes_to_ndarray(array.data))
             except (ValueError, OSError):
                 out.append(np.frombuffer(array.data, dtype=np.uint8))
-    for record in reply.content.config_records.values():
-        for value in record.values():
+    for config in reply.content.config_records.values():
+        for value in config.values():
             items = value if isinstance(value, list) else [value]
             for item in items:
                 if isinstance(item, bytes):

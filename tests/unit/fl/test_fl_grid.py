@@ -183,7 +183,7 @@ def test_waiting_for_more_nodes_than_the_job_has_ends_with_a_clear_error() -> No
 def test_a_refused_participant_gets_a_hint_about_what_it_refused() -> None:
     grid = NodeGrid(
         {1: "traffic", 2: "security"},
-        echo,  # type: ignore[arg-type]
+        echo,
         refused={3: ("health", "the app is not approved here")},
         node_wait_timeout=0.2,
     )

@@ -189,7 +189,7 @@ def test_one_context_lives_for_the_whole_run(cluster: Cluster, fab: bytes) -> No
     node.participant.deliver(COORDINATOR, "job-1", _train())
     assert node.participant._job(COORDINATOR, "job-1").context is context
     assert context.state.config_records["probe"]["n"] == 1
-    assert context.node_config["data-path"].endswith("data.parquet")
+    assert str(context.node_config["data-path"]).endswith("data.parquet")
 
 
 class _Gate:

@@ -111,7 +111,7 @@ def test_large_messages_travel_in_chunks_below_4_mib() -> None:
     assert job_id == "job-1"
     assert back.metadata.message_id == message.metadata.message_id
     np.testing.assert_array_equal(
-        back.content["arrays"].to_numpy_ndarrays()[0], np.arange(1_500_000)
+        back.content.array_records["arrays"].to_numpy_ndarrays()[0], np.arange(1_500_000)
     )
 
 
