@@ -13,6 +13,7 @@ Modules:
 * :mod:`node.fl.participant` -- admission, one Flower Context per run, the mod chain.
 * :mod:`node.fl.mods` -- policy gate, ledger, guard and DP mods.
 * :mod:`node.fl.coordinator` -- ``run_job``: start, run, end, results, ledger.
+* :mod:`node.fl.idle` -- idle limits: the coordinator's KeepJob, the participant's timer.
 * :mod:`node.fl.wire` -- the only module that touches the Federated protos.
 * :mod:`node.fl.bundle`, :mod:`node.fl.approvals` -- FABs and the approved list.
 * :mod:`node.fl.jobfile`, :mod:`node.fl.results` -- job files and results on disk.
