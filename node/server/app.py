@@ -212,7 +212,7 @@ def serve(home: Path) -> int:
     """Run the node in ``home`` until SIGTERM or SIGINT; return the exit code."""
     config = load_config(home)
     # Before the log handler exists, so the handler writes to the real stderr.
-    capture_native_stderr()
+    capture_native_stderr(config.department)
     try:
         return _serve(home, config)
     finally:
