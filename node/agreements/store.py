@@ -21,8 +21,9 @@ the store needs no sweeper and no clock-driven writes. Invariants:
   Erasing is idempotent, so an erasure cut short is finished by running it
   again.
 
-The ``reason_erased`` column was added within schema version 1: a file from
-before it gains the column when opened, and older readers ignore it.
+Schema version 2 added the ``reason_erased`` column; a version 1 file is
+upgraded when opened, and a fednode that reads version 1 then refuses it
+rather than writing rows of the wrong width.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from node.agreements.document import SignedAgreement
 from node.errors import AgreementError
-from node.sqlite_db import open_versioned_db
+from node.sqlite_db import Migration, open_versioned_db
 from node.timefmt import utc_text
 
 __all__ = ["SHOWN_STATES", "STATES", "AgreementRecord", "AgreementStore"]
@@ -44,7 +45,7 @@ __all__ = ["SHOWN_STATES", "STATES", "AgreementRecord", "AgreementStore"]
 STATES = ("proposed", "active", "revoked")
 #: States a record can be shown in: the stored ones, and ``expired``.
 SHOWN_STATES = (*STATES, "expired")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agreements (
@@ -98,6 +99,16 @@ class AgreementRecord:
         }
 
 
+def _add_reason_erased(db: sqlite3.Connection) -> None:
+    """Version 1 to 2: the time a revocation reason was erased."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(agreements)")}
+    if "reason_erased" not in columns:
+        db.execute("ALTER TABLE agreements ADD COLUMN reason_erased INTEGER")
+
+
+_MIGRATIONS: dict[int, Migration] = {1: _add_reason_erased}
+
+
 class AgreementStore:
     """Thread-safe access to ``agreements.db``."""
 
@@ -108,15 +119,14 @@ class AgreementStore:
             AgreementError: the file is unreadable or of an unknown schema version.
         """
         self._lock = threading.Lock()
-        self._db = open_versioned_db(path, _SQL, _SCHEMA_VERSION, AgreementError, "agreement store")
+        self._db = open_versioned_db(
+            path, _SQL, _SCHEMA_VERSION, AgreementError, "agreement store", _MIGRATIONS
+        )
         try:
             # Deleted and overwritten content is zeroed, whatever SQLite's build
             # default; VACUUM's temporary copy, pseudonym keys included, stays in memory.
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA temp_store=MEMORY")
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(agreements)")}
-            if "reason_erased" not in columns:
-                self._db.execute("ALTER TABLE agreements ADD COLUMN reason_erased INTEGER")
         except sqlite3.Error as e:
             self._db.close()
             raise AgreementError(f"cannot open agreement store {path}: {e}") from e

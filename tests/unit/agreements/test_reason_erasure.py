@@ -128,6 +128,12 @@ def test_a_store_from_before_erasure_gains_the_column(tmp_path: Path) -> None:
     assert record.reason == REASON and record.reason_erased is None
     assert store.erase_reason(signed.id).reason is None
     assert NAME not in _file_bytes(path)
+    store.close()
+    # The upgrade raised the version, so a fednode reading version 1 refuses the file
+    # instead of inserting rows one column short.
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    raw.close()
 
 
 @pytest.mark.parametrize(
