@@ -116,7 +116,13 @@ def read_all(
         sizes = [Path(fragment.path).stat().st_size for fragment in fragments]
     except OSError as e:
         raise CatalogError(f"cannot read {e.filename}: {e.strerror or e}") from e
-    tally = _Tally(sum(sizes), on_progress)
+    # A compressed CSV's converted bytes are not known until it ends: with only
+    # such files the total is left unknown, so the display counts rows instead
+    # of standing at 0% until the very end.
+    unknowable = fmt == "csv" and all(
+        Path(fragment.path).suffix.lower() in _COMPRESSED for fragment in fragments
+    )
+    tally = _Tally(None if unknowable else sum(sizes), on_progress)
     for fragment, size in zip(fragments, sizes, strict=True):
         where = Path(fragment.path).name
         if fmt == "csv":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
 from pathlib import Path
@@ -274,3 +275,16 @@ def test_progress_of_a_directory_of_csv_files_spans_them_all(
     # Within each file as well as between them.
     assert any(total // 3 < b < 2 * total // 3 for b in read)
     assert sum(1 for b in read if 0 < b < total) >= 3
+
+
+def test_progress_of_a_compressed_csv_counts_rows_without_a_total(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    path = tmp_path / "visits.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write("n,m\n" + "".join(f"{i},{i * 2}\n" for i in range(300_000)))
+    seen: list[ReadProgress] = []
+    assert catalog.add("zipped", path, fmt="csv", on_progress=seen.append).rows == 300_000
+    assert len(seen) > 2 and seen[-1].rows == 300_000
+    assert all(p.bytes_total is None for p in seen), seen[:3]
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen)
