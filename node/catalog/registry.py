@@ -30,13 +30,14 @@ import pyarrow.dataset as ds
 
 from ledger.canonical import dumps, loads
 from node.catalog.verify import ReadProgress, read_all
-from node.errors import CatalogError
+from node.errors import CatalogError, RequestError
 from node.sqlite_db import open_versioned_db
 
 __all__ = [
     "FORMATS",
     "LABELS",
     "Catalog",
+    "CatalogRequestError",
     "ColumnInfo",
     "DatasetInfo",
     "DatasetStatus",
@@ -48,6 +49,13 @@ __all__ = [
 ]
 
 LABELS = ("public", "internal", "personal")
+
+
+class CatalogRequestError(RequestError, CatalogError):
+    """A registration names something unusable (a bad dataset name, format or label):
+    a usage error (exit 2), still a :class:`CatalogError` to code that catches those."""
+
+
 FORMATS = ("parquet", "csv", "arrow")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Column names that usually hold data about a person. Matching is deliberately
@@ -136,7 +144,9 @@ def detect_format(path: Path, explicit: str | None = None) -> str:
     """
     if explicit:
         if explicit not in FORMATS:
-            raise CatalogError(f"unknown dataset format {explicit!r}", hint=f"use one of {FORMATS}")
+            raise CatalogRequestError(
+                f"unknown dataset format {explicit!r}", hint=f"use one of {FORMATS}"
+            )
         return explicit
     if path.is_dir():
         return "parquet"
@@ -292,7 +302,7 @@ class Catalog:
                 label.
         """
         if not is_dataset_name(name):
-            raise CatalogError(
+            raise CatalogRequestError(
                 f"dataset name {name!r} is not valid",
                 hint="use 1-64 lowercase letters, digits, '_', '.', '-', starting with a letter "
                 "or digit",
@@ -307,13 +317,13 @@ class Catalog:
         given = dict(labels or {})
         unknown = sorted(set(given) - set(schema.names))
         if unknown:
-            raise CatalogError(
+            raise CatalogRequestError(
                 f"labels name columns not in {name}: {', '.join(unknown)}",
                 hint=f"columns are: {', '.join(schema.names)}",
             )
         for column, label in given.items():
             if label not in LABELS:
-                raise CatalogError(
+                raise CatalogRequestError(
                     f"label {label!r} for column {column!r} is not one of {', '.join(LABELS)}"
                 )
         try:

@@ -15,11 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from node.admin.service import _public_kind
 from node.agreements.document import SignedAgreement, new_agreement
 from node.agreements.policy import agreements_of
 from node.catalog import treatments
 from node.catalog.loader import catalog_of, load_treated_table, open_treated_reader
 from node.catalog.registry import Catalog, infer_label
+from node.cli.exit_codes import USAGE, code_for
 from node.errors import AccessDenied, AgreementError, CatalogError
 
 PROVIDER = ed25519.Ed25519PrivateKey.generate()
@@ -97,8 +99,11 @@ def test_labels_default_conservatively_and_can_be_set(
 def test_add_refusals(
     tmp_path: Path, files: dict[str, Path], name: str, kwargs: dict[str, Any], match: str
 ) -> None:
-    with pytest.raises(CatalogError, match=match):
+    with pytest.raises(CatalogError, match=match) as refused:
         Catalog(tmp_path / "catalog.db").add(name, files["parquet"], **kwargs)
+    # Usage errors: exit 2, also when the refusal comes back over the admin socket.
+    assert code_for(refused.value) == USAGE
+    assert _public_kind(refused.value) == "RequestError"
 
 
 def test_add_refuses_duplicates_and_missing_paths(tmp_path: Path, files: dict[str, Path]) -> None:
