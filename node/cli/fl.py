@@ -40,7 +40,8 @@ job file (TOML), paths relative to it:
   rounds = 5                       # run-config num-server-rounds
   output = "results/traffic-risk"
   secagg = false                   # SecAgg+ at every participant
-  [job.timeouts]                   # seconds: message = 120, start = 30, node-wait = 10
+  [job.timeouts]                   # seconds: message = 120, start = 30, node-wait = 10,
+                                   #   idle = 300 (participants end a silent job)
   [strategy]                       # run-config keys the app's strategy reads
   min-nodes = 3
   [run-config]                     # other overrides of [tool.flwr.app.config]
