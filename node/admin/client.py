@@ -14,6 +14,7 @@ import node.errors as node_errors
 from ledger.errors import LedgerError
 from node.config import CONFIG_FILE
 from node.errors import AdminError, NodeError
+from node.interrupt import interrupted, on_interrupt
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["invoke", "is_running"]
@@ -89,22 +90,28 @@ def invoke(
     failure: NodeError | LedgerError | None = None
     with grpc.insecure_channel(_target(home)) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
+        call = stub.Invoke(
+            admin_pb2.AdminCall(command=command, args_json=json.dumps(args).encode()),
+            timeout=timeout,
+        )
         try:
             # Read to the end of the stream, past the result or failure: leaving
             # early would cancel the call, which the node's ledger would record.
-            for event in stub.Invoke(
-                admin_pb2.AdminCall(command=command, args_json=json.dumps(args).encode()),
-                timeout=timeout,
-            ):
-                which = event.WhichOneof("event")
-                if which == "progress_json":
-                    if on_event is not None:
-                        on_event(json.loads(event.progress_json))
-                elif which == "result_json":
-                    result = json.loads(event.result_json)
-                elif which == "failure":
-                    failure = _error_from(event.failure)
+            # Ctrl-C cancels it, so the node stops the command too (node.admin.cancel).
+            with on_interrupt(call.cancel):
+                for event in call:
+                    which = event.WhichOneof("event")
+                    if which == "progress_json":
+                        if on_event is not None:
+                            on_event(json.loads(event.progress_json))
+                    elif which == "result_json":
+                        result = json.loads(event.result_json)
+                    elif which == "failure":
+                        failure = _error_from(event.failure)
         except grpc.RpcError as e:
+            if interrupted():
+                # Cancelled by Ctrl-C, even if the KeyboardInterrupt itself was lost.
+                raise KeyboardInterrupt from None
             if failure is not None:
                 # The node ends a failed command's call with an error status too.
                 raise failure from None

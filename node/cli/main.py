@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ledger.errors import LedgerError
-from node import __version__
+from node import __version__, interrupt
 from node.cli import exit_codes
 from node.config import default_home
 from node.errors import NodeError
@@ -114,8 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C from the first import on: the group modules load grpc, pyarrow and
+    # Flower, which takes a while, and an interrupt then must end the command too.
+    with interrupt.handling():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            print("fednode: interrupted", file=sys.stderr)
+            return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # An interrupt a library swallowed while loading still ends the command here.
+    interrupt.check()
     handler = getattr(args, "handler", None)
     if handler is None:
         # A group without a command: show that group's help, or the top-level help.
@@ -134,9 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hint:
             print(f"hint: {hint}", file=sys.stderr)
         return exit_codes.code_for(e)
-    except KeyboardInterrupt:
-        print("fednode: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader went away (`fednode ledger show | head`): nothing is wrong.
         # Point stdout at /dev/null so the interpreter's final flush stays quiet.
