@@ -90,7 +90,9 @@ class LocalFederation:
             [sys.executable, "-m", "node.cli.main", "serve", "--home", str(home)],
             stdout=log,
             stderr=log,
-            env={**os.environ, **(env or {})},
+            # The node's own gRPC verbosity (see node/__init__.py), not one the parent
+            # picked up: importing Flower sets GRPC_VERBOSITY=error in its environment.
+            env={**os.environ, "GRPC_VERBOSITY": "info", **(env or {})},
             start_new_session=True,
         )
         log.close()

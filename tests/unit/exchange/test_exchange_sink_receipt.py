@@ -129,18 +129,22 @@ FIELDS = {
     "sender": "health",
     "recipient": "statistics",
     "agreement": "agr-1",
-    "time": int(time.time()),
 }
 
 
+def _fields(**changes: object) -> dict[str, object]:
+    """Receipt fields dated now: a time taken when the module loads goes stale in a long run."""
+    return {**FIELDS, "time": int(time.time()), **changes}
+
+
 def test_receipt_round_trip() -> None:
-    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    receipt = make_receipt(KEY, **_fields())  # type: ignore[arg-type]
     verify_receipt(receipt, ed25519_public_raw(KEY), {"share_id": "00" * 16, "rows": 3})
 
 
 @pytest.mark.parametrize("offset", [-3600, 3600, 4_000_000_000])
 def test_a_receipt_dated_far_from_the_providers_clock_is_refused(offset: int) -> None:
-    receipt = make_receipt(KEY, **{**FIELDS, "time": int(time.time()) + offset})  # type: ignore[arg-type]
+    receipt = make_receipt(KEY, **_fields(time=int(time.time()) + offset))  # type: ignore[arg-type]
     with pytest.raises(ReceiptError, match="from this node's clock"):
         verify_receipt(receipt, ed25519_public_raw(KEY), {})
 
@@ -156,14 +160,14 @@ def test_a_receipt_dated_far_from_the_providers_clock_is_refused(offset: int) ->
     ],
 )
 def test_receipt_refusals(mutate: object, match: str) -> None:
-    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    receipt = make_receipt(KEY, **_fields())  # type: ignore[arg-type]
     mutate(receipt)  # type: ignore[operator]
     with pytest.raises(ReceiptError, match=match):
         verify_receipt(receipt, ed25519_public_raw(KEY), {})
 
 
 def test_receipt_field_mismatch_and_wrong_key() -> None:
-    receipt = make_receipt(KEY, **FIELDS)  # type: ignore[arg-type]
+    receipt = make_receipt(KEY, **_fields())  # type: ignore[arg-type]
     with pytest.raises(ReceiptError, match="digest is"):
         verify_receipt(receipt, ed25519_public_raw(KEY), {"digest": "sha256:00"})
     other = ed25519_public_raw(ed25519.Ed25519PrivateKey.generate())
@@ -173,7 +177,7 @@ def test_receipt_field_mismatch_and_wrong_key() -> None:
 
 def test_receipt_refusals_quote_oversized_fields_briefly() -> None:
     huge = "x" * 1_000_000
-    receipt = make_receipt(KEY, **{**FIELDS, "digest": huge, "recipient": huge})  # type: ignore[arg-type]
+    receipt = make_receipt(KEY, **_fields(digest=huge, recipient=huge))  # type: ignore[arg-type]
     with pytest.raises(ReceiptError, match=r"digest is 'x+\.\.\. \(1000002 char") as mismatch:
         verify_receipt(receipt, ed25519_public_raw(KEY), {"digest": "sha256:00"})
     other = ed25519_public_raw(ed25519.Ed25519PrivateKey.generate())

@@ -32,7 +32,7 @@ PUBLIC = {
         "WitnessConflictError",
         "WitnessState",
     },
-    "ledger.store": {"SCHEMA_VERSION", "FsckReport", "LedgerStore", "StoredCheckpoint"},
+    "ledger.store": {"SCHEMA_VERSION", "Erasure", "FsckReport", "LedgerStore", "StoredCheckpoint"},
 }
 
 
