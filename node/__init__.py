@@ -13,11 +13,3 @@ __version__ = "0.1.0"
 # reuse it; an idle node still gives it back. mimalloc reads the setting when
 # pyarrow loads, which is after this package, and an operator's value wins.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "5000")
-
-# gRPC's core reports a failed TLS handshake (a client with no, a foreign or an
-# expired certificate) only at INFO, and that line is the node's only trace of
-# such a connection (node/native_log.py makes it a JSON warning). Flower sets
-# GRPC_VERBOSITY=error when it is imported and the variable is unset, which
-# would silence it depending on import order; set it first. An operator's value
-# wins.
-os.environ.setdefault("GRPC_VERBOSITY", "info")

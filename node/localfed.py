@@ -43,6 +43,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _inherited_env() -> dict[str, str]:
+    """This process's environment for a node, less what Flower's import put in it.
+
+    Importing Flower sets ``GRPC_VERBOSITY=error`` when it is unset, which would
+    silence the node's TLS handshake failures (node/native_log.py); a node
+    started here gets gRPC's own default, as one started by an operator does.
+    """
+    return {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+
+
 @dataclass
 class LocalFederation:
     """A provisioned federation in ``root``: the authority folder and one home per department."""
@@ -90,9 +100,7 @@ class LocalFederation:
             [sys.executable, "-m", "node.cli.main", "serve", "--home", str(home)],
             stdout=log,
             stderr=log,
-            # The node's own gRPC verbosity (see node/__init__.py), not one the parent
-            # picked up: importing Flower sets GRPC_VERBOSITY=error in its environment.
-            env={**os.environ, "GRPC_VERBOSITY": "info", **(env or {})},
+            env={**_inherited_env(), **(env or {})},
             start_new_session=True,
         )
         log.close()
