@@ -24,6 +24,7 @@ from rich.table import Table
 
 from node.admin.client import invoke
 from node.cli.exit_codes import UsageError
+from node.cli.progress import fit_description
 
 __all__ = ["read_progress", "register"]
 
@@ -215,10 +216,7 @@ def read_progress(console: Console, name: str) -> tuple[Progress, TaskID]:
     columns.append(TimeRemainingColumn())
     # Widths of the other columns and the spaces between them, as rich lays them out.
     used = (30 + 4 + 18 + 15 + 7 + 7 + 6) if wide else (10 + 4 + 18 + 7 + 4)
-    description = f"reading {name}"
-    room = max(12, console.width - used - 2)
-    if len(description) > room:
-        description = description[: room - 1] + "…"
+    description = fit_description(f"reading {name}", console.width, used)
     progress = Progress(*columns, console=console, transient=True)
     task = progress.add_task(escape(description), total=None, rows=0)
     return progress, task

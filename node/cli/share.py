@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from node.admin.client import invoke
+from node.cli.progress import fit_description
 
 __all__ = ["register"]
 
@@ -100,9 +101,7 @@ def share_progress(console: Console, description: str) -> tuple[Progress, TaskID
     columns.append(TimeRemainingColumn())
     # Widths of the other columns and the spaces between them, as rich lays them out.
     used = (30 + 4 + 16 + 12 + 12 + 7 + 7 + 7) if wide else (10 + 4 + 16 + 12 + 7 + 5)
-    room = max(12, console.width - used - 2)
-    if len(description) > room:
-        description = description[: room - 1] + "…"
+    description = fit_description(description, console.width, used)
     progress = Progress(*columns, console=console, transient=False)
     task = progress.add_task(escape(description), total=None, rows=0, mb=0.0, rate=0.0)
     return progress, task
