@@ -11,8 +11,8 @@ from node.cli.progress import MIN_DESCRIPTION, fit_description
     ("text", "width", "used", "expected"),
     [
         ("health -> visits.arrow", 80, 40, "health -> visits.arrow"),
-        ("reading a-very-long-dataset-name", 60, 30, "reading a-very-long-da…"),
-        ("reading a-very-long-dataset-name", 20, 30, "reading a-…"),
+        ("reading a-very-long-dataset-name", 60, 30, "reading a-very-long-dataset…"),
+        ("reading a-very-long-dataset-name", 20, 30, "reading a-v…"),
     ],
 )
 def test_fit_description(text: str, width: int, used: int, expected: str) -> None:
