@@ -35,7 +35,6 @@ import array
 import contextlib
 import faulthandler
 import fcntl
-import json
 import logging
 import os
 import re
@@ -47,6 +46,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
+
+from node.logs import JsonFormatter
 
 __all__ = [
     "NativeLine",
@@ -95,22 +96,22 @@ def parse_native_line(line: str) -> NativeLine:
     return NativeLine(level, message, match["source"], "grpc.core")
 
 
-def _json_line(line: NativeLine, department: str | None) -> str:
-    """The same shape as :class:`node.logs.JsonFormatter` writes."""
-    now = time.time()
-    record: dict[str, object] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        + f".{int(now * 1000) % 1000:03d}Z",
-        "level": logging.getLevelName(line.level),
-        "logger": "grpc",
-        "msg": line.message,
-    }
+def _json_logger(out: TextIO) -> logging.Logger:
+    """A logger of its own (not the process's tree) writing the node's JSON lines to ``out``."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.Logger("grpc", logging.DEBUG)
+    logger.addHandler(handler)
+    return logger
+
+
+def _log(logger: logging.Logger, line: NativeLine, department: str | None) -> None:
+    extra: dict[str, object] = {"event": line.event}
     if department:
-        record["department"] = department
-    record["event"] = line.event
+        extra["department"] = department
     if line.source is not None:
-        record["source"] = line.source
-    return json.dumps(record, ensure_ascii=False)
+        extra["source"] = line.source
+    logger.log(line.level, line.message, extra=extra)
 
 
 def drain(
@@ -125,6 +126,7 @@ def drain(
     pipe's size, writers may be losing lines, and a warning says so (at most
     once every :data:`_BACKLOG_EVERY_S` seconds).
     """
+    logger = _json_logger(out)
     warned = 0.0
     for count, raw in enumerate(lines):
         if count % 64 == 0 and backlog() >= _PIPE_SIZE * 3 // 4:
@@ -137,7 +139,7 @@ def drain(
                     None,
                     "native.backlog",
                 )
-                out.write(_json_line(note, department) + "\n")
+                _log(logger, note, department)
         cut = len(raw) > MAX_LINE
         text = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")
         if not text:
@@ -145,8 +147,7 @@ def drain(
         line = parse_native_line(text)
         if cut:
             line = NativeLine(line.level, line.message + " [cut]", line.source, line.event)
-        out.write(_json_line(line, department) + "\n")
-        out.flush()
+        _log(logger, line, department)
 
 
 def _drain_main(department: str) -> int:
