@@ -18,6 +18,7 @@ with the cause and a hint. The tree::
     │   └── EnvelopeError      the envelope bytes are malformed, tampered, truncated or reordered
     ├── OutputError            an output path exists, its folder is missing, or it is not writable
     ├── RequestError           a command names something the node does not hold (a usage error)
+    ├── BusyError              another process holds a file the command must rewrite; run it again
     ├── FederatedError         a federated job failed (policy gate, app approval, strategy minimums)
     └── AdminError             the local admin socket is missing, refused, or returned an error
 
@@ -87,6 +88,12 @@ class OutputError(NodeError):
 class RequestError(NodeError):
     """A command's arguments name something the node does not hold, such as a ledger
     field that is not committed: a usage error the node can only detect itself."""
+
+
+class BusyError(NodeError):
+    """Another process holds open a file the command must rewrite, and did not let go
+    within the command's wait. What the command did is kept; running it again once
+    that process is done finishes it."""
 
 
 class FederatedError(NodeError):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.agreements.document import SignedAgreement
-from node.errors import AgreementError
+from node.errors import AgreementError, BusyError
 from node.sqlite_db import Migration, open_versioned_db
 from node.timefmt import utc_text
 
@@ -279,9 +279,9 @@ class AgreementStore:
         gone from the file and its WAL.
 
         Raises:
-            AgreementError: no such agreement, it is not revoked, or another
-                process holds the file open so its WAL cannot be emptied
-                (run it again once it is closed).
+            AgreementError: no such agreement, or it is not revoked.
+            BusyError: another process held the file open for the whole busy
+                wait, so its WAL cannot be emptied (run it again once it is closed).
         """
         record = self.get(agreement_id)
         if record.state != "revoked":
@@ -302,7 +302,7 @@ class AgreementStore:
                     hint="run the erasure again",
                 ) from e
         if busy:
-            raise AgreementError(
+            raise BusyError(
                 f"the reason of agreement {agreement_id} is erased, but another process holds "
                 "the agreement store open, so an old copy may remain in its -wal file",
                 hint="close the other program (for example an sqlite3 shell), then run the "

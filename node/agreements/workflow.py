@@ -233,7 +233,7 @@ def erase_reason(
     no revocation reason or this node holds no revoked agreement of that id.
 
     Raises:
-        AgreementError: the store could not finish the erasure (see
+        AgreementError, BusyError: the store could not finish the erasure (see
             :meth:`~node.agreements.store.AgreementStore.erase_reason`).
     """
     agreement = entry.get("agreement")

@@ -18,6 +18,7 @@ store; its operator erases them there.
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ from ledger.bundle import export_bundle
 from ledger.canonical import loads
 from ledger.checkpoint import cosignatures, log_name, parse_note
 from ledger.errors import CheckpointError, StorageError
-from ledger.store import LedgerStore
+from ledger.store import Erasure, LedgerStore
 from node.admin.registry import Emit, admin_command
 from node.agreements.workflow import REVOCATION_EVENTS, REVOCATION_SENSITIVE, erase_reason
 from node.audit.publisher import publish_checkpoint
 from node.audit.service import recorder_of
-from node.errors import AdminError, RequestError
+from node.errors import AdminError, BusyError, RequestError
 from node.identity.keys import ed25519_public_from_bytes
 from node.runtime import NodeRuntime
 
@@ -38,6 +39,13 @@ __all__ = ["ledger_checkpoint", "ledger_erase", "ledger_export", "ledger_prove",
 
 _SHOW_LIMIT = 50
 _SHOW_SCAN = 200_000
+#: A reader holding an old snapshot of the ledger (a backup, an sqlite3 shell)
+#: keeps the write-ahead log from being emptied. Each try holds the node's
+#: writer for at most half a second, so the pauses between tries let the
+#: node's own appends through; about eight seconds in all covers a copy or a
+#: quick query finishing, and a longer holder gets exit code 11 (busy).
+ERASE_TRIES = 10
+ERASE_PAUSE_S = 0.3
 
 
 def _int_arg(args: dict[str, Any], name: str) -> int:
@@ -82,6 +90,20 @@ def ledger_export(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dic
         "checkpoints": summary.checkpoints,
         "unpublished_checkpoints": summary.skipped_checkpoints,
     }
+
+
+def _erase_waiting(store: LedgerStore, seq: int, path: str, emit: Emit) -> Erasure:
+    """``store.erase``, tried again while a reader keeps the write-ahead log (see
+    :data:`ERASE_TRIES`); ``deleted`` is whether any try deleted the value."""
+    erasure = store.erase(seq, path, missing_ok=True)
+    deleted = erasure.deleted
+    for _ in range(ERASE_TRIES - 1):
+        if erasure.wal_truncated:
+            break
+        emit({"event": "waiting", "file": "ledger"})
+        time.sleep(ERASE_PAUSE_S)
+        erasure = store.erase(seq, path, missing_ok=True)
+    return Erasure(deleted=deleted, wal_truncated=erasure.wal_truncated)
 
 
 def _latest_published(runtime: NodeRuntime) -> tuple[int, bytes]:
@@ -161,9 +183,10 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
 
     Raises:
         RequestError: no entry ``seq``, or it commits no field ``field``.
-        StorageError: the value is deleted and recorded as erased, but another
-            process reading the ledger file kept its old copy in the write-ahead
-            log; running the command again removes it.
+        BusyError: the value is deleted and recorded as erased (or, for the
+            agreement store, its copy is), but another process reading the file
+            kept an old copy in its write-ahead log for the whole wait; running
+            the command again once it is done removes it.
         AgreementError: the agreement store could not finish; run it again.
     """
     seq = _int_arg(args, "seq")
@@ -194,7 +217,7 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     record = erase_reason(runtime, fields, path)
     # Always through the store, even when the value is gone already: a run cut
     # short after the delete may not have emptied the write-ahead log.
-    erasure = recorder.store.erase(seq, path, missing_ok=True)
+    erasure = _erase_waiting(recorder.store, seq, path, emit)
     detail: dict[str, object] = {"seq": seq, "field": path}
     if record is not None:
         detail["agreement_reason"] = "erased"
@@ -205,11 +228,12 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     # The admin service marks the operator as the actor (node.audit.actor).
     erased_at = recorder.record("ledger.erased", agreement=fields.get("agreement"), detail=detail)
     if not erasure.wal_truncated:
-        raise StorageError(
+        raise BusyError(
             f"the value of entry {seq} {path!r} is deleted (recorded as entry {erased_at}), "
             f"but an older copy stays in the ledger's write-ahead log while another process "
-            "reads the ledger file; stop that reader (an open sqlite3 shell, a backup or "
-            "copy in progress) and run the same command again to remove it"
+            f"reads the ledger file (waited {ERASE_TRIES * ERASE_PAUSE_S:.0f} s)",
+            hint="stop that reader (an open sqlite3 shell, a backup or copy in progress), "
+            "then run the same command again to remove the copy",
         )
     return {
         "seq": seq,

@@ -19,6 +19,9 @@ code meaning
 8    admin: no node is running in --home, or its admin socket failed
 9    catalog: a dataset is missing or unreadable
 10   federated job failed
+11   busy: another process (an ``sqlite3`` shell, a backup or copy in
+     progress) holds open a file the command must rewrite; what was done is
+     kept, and running the same command again once it is done finishes it
 ==== =================================================================
 """
 
@@ -28,6 +31,7 @@ from ledger.errors import LedgerDamageError, LedgerError, StorageError
 from node.errors import (
     AdminError,
     AgreementError,
+    BusyError,
     CatalogError,
     ConfigError,
     DirectoryError,
@@ -41,7 +45,17 @@ from node.errors import (
     RequestError,
 )
 
-__all__ = ["ADMIN", "INTEGRITY", "INTERNAL", "OK", "PEER", "USAGE", "UsageError", "code_for"]
+__all__ = [
+    "ADMIN",
+    "BUSY",
+    "INTEGRITY",
+    "INTERNAL",
+    "OK",
+    "PEER",
+    "USAGE",
+    "UsageError",
+    "code_for",
+]
 
 OK = 0
 INTERNAL = 1
@@ -54,6 +68,7 @@ INTEGRITY = 7
 ADMIN = 8
 CATALOG = 9
 FEDERATED = 10
+BUSY = 11
 
 
 class UsageError(NodeError):
@@ -80,6 +95,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (AdminError, ADMIN),
     (CatalogError, CATALOG),
     (FederatedError, FEDERATED),
+    (BusyError, BUSY),
 )
 
 

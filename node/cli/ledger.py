@@ -294,7 +294,9 @@ def register(subparsers: Any) -> None:
         "Erasing a revocation reason also erases the copy kept with the agreement on\n"
         "this node ('fednode agreement show' prints it as erased). The other party keeps\n"
         "its own ledger and agreement store; its operator erases them on its node.\n"
-        "Running the command again finishes an erasure that was cut short.\n\n"
+        "Running the command again finishes an erasure that was cut short. While another\n"
+        "program reads the file (a backup, an sqlite3 shell) it waits a few seconds,\n"
+        "then exits 11 (busy) with the value deleted: run it again once that is done.\n\n"
         "example:\n  fednode ledger erase 1234 detail.reason",
     )
     erase.add_argument("seq", type=_entry_seq, metavar="SEQ", help="the entry number (from 0)")
@@ -671,7 +673,20 @@ def _fsck(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    result = _invoke(args, "ledger.erase", {"seq": args.seq, "field": args.field})
+    waiting: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        # Said once: the node tries again every fraction of a second for a few seconds.
+        if event.get("event") == "waiting" and not waiting:
+            waiting.append(str(event.get("file")))
+            print(
+                "another process is reading the ledger file; waiting a few seconds for it "
+                "to finish before the erasure can remove the last copy",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    result = _invoke(args, "ledger.erase", {"seq": args.seq, "field": args.field}, on_event)
     if result.get("already_erased"):
         print(
             f"{result['field']} of entry {result['seq']} was already erased "

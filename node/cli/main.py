@@ -51,7 +51,8 @@ start with:  fednode demo          (or: make demo)
 then:        fednode GROUP --help  for each group's commands and examples
 
 exit codes: 0 ok, 1 internal, 2 usage, 3 config, 4 identity, 5 peer, 6 policy,
-            7 integrity, 8 admin socket, 9 catalog, 10 federated job
+            7 integrity, 8 admin socket, 9 catalog, 10 federated job,
+            11 busy (another program holds a file open; run the command again)
 """
 
 

@@ -19,9 +19,11 @@ from node.agreements import workflow
 from node.agreements.document import SignedAgreement, new_agreement
 from node.agreements.policy import agreements_of
 from node.agreements.store import AgreementStore
+from node.audit import admin as audit_admin
 from node.audit.admin import ledger_erase
 from node.audit.recorder import AuditRecorder
-from node.errors import AgreementError, RequestError
+from node.cli import exit_codes
+from node.errors import AgreementError, BusyError, RequestError
 from node.identity.directory import Directory
 from node.timefmt import utc_text
 
@@ -293,3 +295,88 @@ def test_fields_that_hold_no_revocation_reason_leave_the_store_alone(node: Any) 
     sent = {"event": "agreement.revocation_sent", "agreement": revoked["agreement"]}
     erased = workflow.erase_reason(node, sent, "detail.notice")
     assert erased is not None and erased.reason is None
+
+
+# --- another process reading the files: wait, then exit code 11 (busy) ----------
+
+
+def _reader_holding_a_snapshot(path: Path) -> sqlite3.Connection:
+    """A second process's view of ``path`` (an sqlite3 shell, a backup) that holds an old
+    snapshot, which keeps the write-ahead log from being emptied."""
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return reader
+
+
+@pytest.fixture
+def quick_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_admin, "ERASE_TRIES", 3)
+    monkeypatch.setattr(audit_admin, "ERASE_PAUSE_S", 0.05)
+
+
+@pytest.mark.usefixtures("quick_waits")
+def test_a_ledger_reader_that_stays_makes_the_erasure_busy_and_running_it_again_finishes(
+    node: Any,
+) -> None:
+    [revoked] = _entries(node, "agreement.revoked")
+    events: list[dict[str, Any]] = []
+    reader = _reader_holding_a_snapshot(node.audit.store.path)
+    try:
+        with pytest.raises(BusyError, match="older copy stays in the ledger's write-ahead log"):
+            ledger_erase(node, {"seq": revoked["seq"], "field": "detail.reason"}, events.append)
+    finally:
+        reader.rollback()
+        reader.close()
+    assert exit_codes.code_for(BusyError("x")) == exit_codes.BUSY == 11
+    # It waited (said so once per try after the first), and kept what it did.
+    assert events == [{"event": "waiting", "file": "ledger"}] * 2
+    with pytest.raises(StorageError, match="holds no stored value"):
+        node.audit.store.reveal(revoked["seq"], "detail.reason")
+    [pending] = _entries(node, "ledger.erased")
+    assert pending["detail"]["wal_pending"] is True
+    # Once the reader is gone, the same command removes the last copy.
+    assert _erase(node, revoked["seq"])["already_erased"]
+    assert "wal_pending" not in _entries(node, "ledger.erased")[-1]["detail"]
+    assert NAME not in _file_bytes(node.audit.store.path)
+
+
+@pytest.mark.usefixtures("quick_waits")
+def test_a_ledger_reader_that_finishes_during_the_wait_is_no_error(node: Any) -> None:
+    [revoked] = _entries(node, "agreement.revoked")
+    events: list[dict[str, Any]] = []
+    reader = _reader_holding_a_snapshot(node.audit.store.path)
+
+    def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        reader.rollback()  # the backup ends while the erasure waits
+
+    try:
+        result = ledger_erase(node, {"seq": revoked["seq"], "field": "detail.reason"}, on_event)
+    finally:
+        reader.close()
+    assert events == [{"event": "waiting", "file": "ledger"}]
+    assert not result["already_erased"]
+    assert "wal_pending" not in _entries(node, "ledger.erased")[-1]["detail"]
+    assert NAME not in _file_bytes(node.audit.store.path)
+
+
+def test_an_agreement_store_reader_makes_the_erasure_busy_before_the_ledger_changes(
+    node: Any,
+) -> None:
+    [revoked] = _entries(node, "agreement.revoked")
+    store = agreements_of(node)
+    store._db.execute("PRAGMA busy_timeout=50")  # the default waits 5 s
+    path = node.config.data_dir / "agreements.db"
+    reader = _reader_holding_a_snapshot(path)
+    try:
+        with pytest.raises(BusyError, match="holds the agreement store open") as busy:
+            _erase(node, revoked["seq"])
+    finally:
+        reader.rollback()
+        reader.close()
+    assert busy.value.hint is not None and "run the erasure again" in busy.value.hint
+    # The ledger's value waits for the run that finishes the store.
+    assert node.audit.store.reveal(revoked["seq"], "detail.reason") == REASON
+    assert _erase(node, revoked["seq"])["agreement_reason_erased"]
+    assert NAME not in _file_bytes(path)
