@@ -233,8 +233,11 @@ class ShapeCache:
 def parse_canonical_lines(lines: list[bytes]) -> list[Any] | None:
     """Parse lines that are each canonical JSON, or return None ("look closer").
 
-    The C parser reads them as one array and the C encoder writes it back:
-    equal bytes prove every line canonical. Re-encoding drops whitespace,
+    The C parser reads them as one array and the C encoder writes each
+    element back: each element must give exactly its own line, so equal
+    bytes prove every line canonical and one value. (Comparing only the
+    whole array would let an element straddle two lines: the comma that
+    joins the lines can be the comma inside a value.) Re-encoding drops whitespace,
     duplicate keys, non-shortest escapes and "-0", so each of them changes
     the bytes; floats are refused while parsing, and integers of 16 or more
     digits (possibly beyond +-(2**53-1)) before it; invalid UTF-8 and lone
@@ -249,12 +252,12 @@ def parse_canonical_lines(lines: list[bytes]) -> list[Any] | None:
         return None
     try:
         parsed = json.loads(joined, parse_float=_refuse, parse_constant=_refuse)
-        same = _ENCODER.encode(parsed).encode("utf-8") == joined
+        if type(parsed) is not list or len(parsed) != len(lines):
+            return None
+        same = list(map(str.encode, map(_ENCODER.encode, parsed))) == lines
     except (ValueError, UnicodeError, RecursionError):
         return None
-    if not same or type(parsed) is not list or len(parsed) != len(lines):
-        return None
-    return parsed
+    return parsed if same else None
 
 
 def _refuse(text: str) -> Any:

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from ledger.canonical import dumps
-from ledger.checkpoint import log_name
+from ledger.checkpoint import add_signatures, log_name, sign_checkpoint
 from ledger.entry import GENESIS_PREV, parse_entry
 from ledger.errors import LedgerError
+from ledger.merkle import consistency_proof, hash_leaf, list_node_hash, root_from_leaves
 from ledger.store import LedgerStore, StoredCheckpoint
 from ledger.witness import Witness, WitnessState
 
@@ -203,6 +204,54 @@ class Federation:
             )
         return share_id
 
+    def bundle_of_lines(
+        self, dept: str, lines: list[bytes], out: Path, sizes: list[int] | None = None
+    ) -> Path:
+        """Write a bundle of ``lines``, whatever they hold, as ``dept`` would publish it:
+        each checkpoint signed by its key and cosigned by every other witness."""
+        leaves = [hash_leaf(line) for line in lines]
+        sizes = sizes or [len(lines)]
+        origin = self.origin(dept)
+        (out / "checkpoints").mkdir(parents=True)
+        proofs: list[dict[str, Any]] = []
+        for before, size in zip([0, *sizes], sizes, strict=False):
+            note = sign_checkpoint(origin, size, root_from_leaves(leaves[:size]), self.keys[dept])
+            lines_ = []
+            for other, witness in self.witnesses.items():
+                if other == dept:
+                    continue
+                held = witness.state.get(origin)
+                old = held[0] if held else 0
+                proof = (
+                    consistency_proof(old, size, list_node_hash(leaves)) if 0 < old < size else []
+                )
+                lines_.append(witness.add_checkpoint(old, proof, note))
+            (out / "checkpoints" / f"{size:012d}.note").write_bytes(add_signatures(note, lines_))
+            if before:
+                proof = consistency_proof(before, size, list_node_hash(leaves))
+                proofs.append(
+                    {
+                        "from": before,
+                        "to": size,
+                        "proof": [base64.b64encode(h).decode() for h in proof],
+                    }
+                )
+        (out / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+        (out / "proofs.json").write_bytes(dumps({"v": 1, "consistency": proofs}) + b"\n")
+        (out / "directory.json").write_bytes(self.directory_json)
+        (out / "ca.pem").write_bytes(self.ca_pem)
+        manifest = {
+            "v": 1,
+            "type": "fednode.ledger-bundle",
+            "origin": origin,
+            "node": dept,
+            "federation": FEDERATION,
+            "size": len(lines),
+            "checkpoints": sizes,
+        }
+        (out / "manifest.json").write_bytes(dumps(manifest) + b"\n")
+        return out
+
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
@@ -221,6 +270,41 @@ def fill(store: LedgerStore, count: int, start: int = 0) -> None:
                 "detail": {"i": i, "reason": "test"},
             }
         )
+
+
+def entry_fields(seq: int, prev: str, node: str = "alpha", **changes: Any) -> dict[str, Any]:
+    """The members of a plain v1 entry, with ``changes`` applied."""
+    fields: dict[str, Any] = {
+        "v": 1,
+        "seq": seq,
+        "time": 1_700_000_000_000 + seq,
+        "node": node,
+        "event": "access.read",
+        "actor": "operator",
+        "peer": "beta",
+        "agreement": None,
+        "dataset": None,
+        "columns": None,
+        "purpose": None,
+        "digest": None,
+        "outcome": "ok",
+        "detail": {},
+        "prev": prev,
+        "sensitive": [],
+    }
+    fields.update(changes)
+    return fields
+
+
+def chain(entries: list[dict[str, Any]]) -> list[bytes]:
+    """Render ``entries`` in order, each linked to the one before."""
+    lines: list[bytes] = []
+    prev = GENESIS_PREV
+    for fields in entries:
+        raw = dumps({**fields, "prev": prev})
+        lines.append(raw)
+        prev = hash_leaf(raw).hex()
+    return lines
 
 
 def strict_chain_ok(
