@@ -25,7 +25,9 @@ Invariants:
   never a bare ``ValueError`` or ``IndexError``.
 * A chunk's message is checked (record batch of the header schema's layout,
   the header's compression, decoded size within
-  :data:`~node.exchange.ipc_message.MAX_DECODED_LEN`) only after it
+  :data:`~node.exchange.ipc_message.MAX_DECODED_LEN`, field node lengths,
+  nested ones included, within
+  :data:`~node.exchange.ipc_message.MAX_CHUNK_ELEMENTS`) only after it
   authenticated and before anything is decompressed, so neither a forged nor
   a hostile sender's chunk can make the recipient allocate more than one chunk
   window.
@@ -66,10 +68,12 @@ from node.exchange.errors import (
     WrongRecipientError,
 )
 from node.exchange.ipc_message import (
+    MAX_CHUNK_ELEMENTS,
     MAX_CHUNK_ROWS,
     MAX_DECODED_LEN,
     BatchTemplate,
     RecordBatchMessage,
+    message_elements,
     read_batch_layout,
     unsupported_type,
 )
@@ -472,23 +476,35 @@ def _encode_piece(
 def encode_within(
     piece: pa.RecordBatch, encode: Callable[[pa.RecordBatch], pa.Buffer], limit: int
 ) -> list[pa.Buffer]:
-    """``encode(piece)``, halved until every message is at most ``limit`` bytes.
+    """``encode(piece)``, split until every message is at most ``limit`` bytes and
+    holds at most :data:`~node.exchange.ipc_message.MAX_CHUNK_ELEMENTS` elements.
 
     Incompressible buffers grow by a few bytes under compression, so a piece
-    that fits plain can overflow encoded.
+    that fits plain can overflow encoded; a piece of narrow elements (booleans,
+    nulls, nested lists) can hold more elements than the recipient accepts in
+    one chunk while its bytes fit easily.
 
     Raises:
-        ExchangeError: a single row encodes to more than ``limit`` bytes.
+        ExchangeError: a single row encodes to more than ``limit`` bytes or
+            more than the element bound.
     """
     message = encode(piece)
-    if message.size <= limit:
+    elements = message_elements(message)
+    if message.size <= limit and elements <= MAX_CHUNK_ELEMENTS:
         return [message]
     if piece.num_rows <= 1:
-        raise ExchangeError(f"one row encodes to {message.size} bytes, above {limit}")
-    half = piece.num_rows // 2
-    return encode_within(piece.slice(0, half), encode, limit) + encode_within(
-        piece.slice(half), encode, limit
-    )
+        raise ExchangeError(
+            f"one row encodes to {message.size} bytes and {elements} elements, above "
+            f"{limit} bytes or {MAX_CHUNK_ELEMENTS} elements"
+        )
+    # Elements spread evenly over rows in practice, so one split usually suffices;
+    # bytes only just over the limit are halved.
+    pieces = max(2, -(-elements // (MAX_CHUNK_ELEMENTS * 7 // 8)))
+    step = -(-piece.num_rows // min(pieces, piece.num_rows))
+    out: list[pa.Buffer] = []
+    for start in range(0, piece.num_rows, step):
+        out += encode_within(piece.slice(start, step), encode, limit)
+    return out
 
 
 @dataclass(frozen=True)

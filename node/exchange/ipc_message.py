@@ -26,7 +26,9 @@ Invariants:
 * :func:`read_batch_layout` returns only for a record-batch message that
   Arrow's verifier accepts, whose node and buffer counts equal the schema's,
   whose columns are as long as the batch (at most :data:`MAX_CHUNK_ROWS`
-  rows), whose buffers are aligned and lie inside its body, whose
+  rows), whose field nodes hold at most :data:`MAX_CHUNK_ELEMENTS` elements
+  between them (top-level and nested alike), whose buffers are aligned and
+  lie inside its body, whose
   compression is the one the share allows, and whose decoded size is at most
   :data:`MAX_DECODED_LEN`; every other input raises
   :class:`~node.exchange.errors.MalformedEnvelopeError`.
@@ -46,6 +48,7 @@ from node.exchange.errors import MalformedEnvelopeError
 
 __all__ = [
     "CONTINUATION",
+    "MAX_CHUNK_ELEMENTS",
     "MAX_CHUNK_ROWS",
     "MAX_DECODED_LEN",
     "BatchLayout",
@@ -66,6 +69,17 @@ MAX_DECODED_LEN = 16 * 1024 * 1024
 #: (a null column has no buffers at all), so the byte bound alone would let a
 #: tiny chunk declare billions of rows for the receiver to write.
 MAX_CHUNK_ROWS = 1 << 20
+#: Bound on the elements of one message: the sum of the lengths of all its field
+#: nodes, nested ones included. A nested node's length is not tied to the row
+#: count (a list row holds any number of items) and some nodes have no buffers
+#: of their own (null types, structs, fixed-size lists), so only this bound
+#: keeps what a reader builds from a tiny message (Parquet writes a definition
+#: and a repetition level per element) proportional to the chunk window. At
+#: one element per byte of :data:`MAX_DECODED_LEN`, ordinary columns (every
+#: element at least a byte in some buffer) never reach it before the byte
+#: bound; the sender splits the rare chunk that would (see
+#: :func:`message_elements`).
+MAX_CHUNK_ELEMENTS = MAX_DECODED_LEN
 CONTINUATION = b"\xff\xff\xff\xff"
 _MAGIC = b"ARROW1"
 _END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
@@ -142,6 +156,8 @@ class BatchLayout:
     body_len: int
     decoded_len: int  #: the body's size once every buffer is decompressed
     compressed: bool
+    #: Sum of the lengths of all field nodes: what a reader materialises per element.
+    elements: int = 0
 
 
 def unsupported_type(schema: pa.Schema) -> str | None:
@@ -150,12 +166,16 @@ def unsupported_type(schema: pa.Schema) -> str | None:
     Shares carry plain record batches of a fixed layout, so no column may be,
     or contain, a dictionary (its values travel in other messages), a union
     or a view type (their buffer counts vary), and there must be a column.
+    Below the top level, a null type is refused: its elements take no bytes,
+    so its length would be bounded by nothing but :data:`MAX_CHUNK_ELEMENTS`,
+    and a fixed-size list whose single row would exceed that bound cannot
+    travel in any chunk.
     """
     if not len(schema):
         return "the schema has no columns"
-    pending = [(f.name, f.type) for f in schema]
+    pending = [(f.name, f.type, False) for f in schema]
     while pending:
-        name, kind = pending.pop()
+        name, kind, nested = pending.pop()
         if pa.types.is_dictionary(kind):
             return f"column {name!r} is or holds a dictionary type; decode it first"
         if pa.types.is_union(kind):
@@ -168,7 +188,14 @@ def unsupported_type(schema: pa.Schema) -> str | None:
             or (pa.types.is_large_list_view(kind))
         ):
             return f"column {name!r} is or holds a view type"
-        pending += [(name, kind.field(i).type) for i in range(kind.num_fields)]
+        if nested and pa.types.is_null(kind):
+            return f"column {name!r} holds a null type below the top level"
+        if pa.types.is_fixed_size_list(kind) and kind.list_size > MAX_CHUNK_ELEMENTS:
+            return (
+                f"column {name!r} is or holds a fixed-size list of {kind.list_size} items, "
+                f"above the {MAX_CHUNK_ELEMENTS} elements a chunk may hold"
+            )
+        pending += [(name, kind.field(i).type, True) for i in range(kind.num_fields)]
     return None
 
 
@@ -282,14 +309,24 @@ def read_batch_layout(
     if header.vector(4, 8)[1]:
         raise MalformedEnvelopeError(f"{what}: carries variadic buffers the schema has none of")
     top_level = set(template.top_level)
-    for i in range(nodes):
-        length, nulls = _STRUCT16.unpack_from(fb.data, nodes_at + 16 * i)
+    elements = 0
+    for i, (length, nulls) in enumerate(
+        _STRUCT16.iter_unpack(fb.data[nodes_at : nodes_at + 16 * nodes])
+    ):
         if length < 0 or not 0 <= nulls <= length:
             raise MalformedEnvelopeError(f"{what}: field node {i} has invalid counts")
         if i in top_level and length != rows:
             raise MalformedEnvelopeError(
                 f"{what}: column node {i} has {length} rows, the batch says {rows}"
             )
+        # Every node counts, nested ones included: a child's length is not tied
+        # to the rows, and a node without buffers costs its reader per element.
+        elements += length
+    if elements > MAX_CHUNK_ELEMENTS:
+        raise MalformedEnvelopeError(
+            f"{what}: its field nodes hold {elements} elements; a chunk holds at most "
+            f"{MAX_CHUNK_ELEMENTS}"
+        )
     compression = header.table(3)
     compressed = compression is not None
     if compression is not None:
@@ -321,7 +358,29 @@ def read_batch_layout(
                 f"{what}: decodes to more than the {MAX_DECODED_LEN}-byte limit "
                 "(checked before anything is decompressed)"
             )
-    return BatchLayout(rows, metadata_len, body_len, decoded, compressed)
+    return BatchLayout(rows, metadata_len, body_len, decoded, compressed, elements)
+
+
+def message_elements(message: bytes | memoryview | pa.Buffer) -> int:
+    """The sum of the field node lengths of a record-batch message this node encoded.
+
+    The sender's measure of :data:`MAX_CHUNK_ELEMENTS`, read from the
+    metadata alone, without the checks :func:`read_batch_layout` applies to a
+    peer's bytes.
+
+    Raises:
+        MalformedEnvelopeError: the message is not an encapsulated record batch.
+    """
+    data = _bytes_view(message)
+    if len(data) < 8 or data[:4] != CONTINUATION:
+        raise MalformedEnvelopeError("not an encapsulated Arrow IPC message")
+    (flatbuffer_len,) = struct.unpack_from("<i", data, 4)
+    header = _Flatbuffer(data[8 : 8 + flatbuffer_len], "encoded message").root().table(2)
+    if header is None:
+        raise MalformedEnvelopeError("encoded message has no record batch header")
+    nodes_at, nodes = header.vector(1, 16)
+    view = header.buf.data[nodes_at : nodes_at + 16 * nodes]
+    return sum(length for length, _ in _STRUCT16.iter_unpack(view))
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ what is under test. Every refusal must leave no visible output.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.canonical import dumps
 from node.admin.client import invoke
 from node.agreements.document import SignedAgreement, new_agreement
 from node.config import load_config
 from node.errors import AccessDenied
+from node.exchange import envelope
 from node.exchange.envelope import EnvelopeSealer
 from node.identity import keys
+from node.identity.keys import HPKE_SUITE, hpke_public_from_bytes
 from node.localfed import DepartmentSpec, LocalFederation
 from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
 from tests.integration.helpers import exchange_stub, fednode
@@ -426,6 +431,8 @@ class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[mis
         self.agreement_id = agreement_id
         self.mode = "honest"
         self.recorded: list[Any] = []
+        #: When set, builds the frames of every share instead of :meth:`frames`.
+        self.script: Callable[[bytes], list[Any]] | None = None
 
     def frames(self, hpke_public: bytes) -> list[Any]:
         table = pa.table({"district": [f"d{i}" for i in range(3000)]})
@@ -444,13 +451,59 @@ class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[mis
             exchange_pb2.ShareFrame(trailer=trailer),
         ]
 
+    def forged(
+        self,
+        hpke_public: bytes,
+        schema_bytes: bytes,
+        messages: list[tuple[bytes, int]],
+        *,
+        dataset: str = "visits",
+    ) -> list[Any]:
+        """Frames around arbitrary schema bytes and IPC messages, validly signed and sealed.
+
+        No sealer would build them: this is a sender that holds the key and
+        writes whatever bytes it likes, so only the consumer's checks stand.
+        """
+        share_id, key = os.urandom(16), AESGCM.generate_key(256)
+        wrapped = HPKE_SUITE.encrypt(
+            key,
+            hpke_public_from_bytes(hpke_public),
+            info=envelope.hpke_info(share_id, "health", "statistics"),
+        )
+        now = int(time.time())
+        body = envelope._header_body(
+            share_id=share_id, sender="health", recipient="statistics",
+            agreement=self.agreement_id, dataset=dataset, created=now, expires=now + 3600,
+            compression="none", rows_hint=0, wrapped_key=wrapped, schema_bytes=schema_bytes,
+        )  # fmt: skip
+        header = body + self.signing_key.sign(envelope.HEADER_SIGNATURE_CONTEXT + body)
+        aad, aead, digest = hashlib.sha256(header).digest(), AESGCM(key), hashlib.sha256()
+        frames = [exchange_pb2.ShareFrame(header=header)]
+        for index, (message, _) in enumerate(messages):
+            final = index == len(messages) - 1
+            digest.update(message)
+            sealed = aead.encrypt(envelope.chunk_nonce(index, final), message, aad)
+            frames.append(
+                exchange_pb2.ShareFrame(chunk=envelope.encode_chunk_frame(index, final, sealed))
+            )
+        rows = sum(n for _, n in messages)
+        signed = envelope._trailer_message(aad, rows, len(messages), digest.digest())
+        trailer = (
+            envelope._U64.pack(rows)
+            + envelope._U64.pack(len(messages))
+            + digest.digest()
+            + self.signing_key.sign(signed)
+        )
+        frames.append(exchange_pb2.ShareFrame(trailer=trailer))
+        return frames
+
     def Fetch(self, request: Any, context: Any) -> Iterator[Any]:
         if self.mode == "wrong-key":
             frames = self.frames(keys.generate_hpke().public_bytes)
         elif self.mode == "replay" and self.recorded:
             frames = self.recorded
         else:
-            frames = self.frames(self.recipient_hpke)
+            frames = (self.script or self.frames)(self.recipient_hpke)
             self.recorded = frames
         header, chunks, trailer = frames[0], frames[1:-1], frames[-1]
         if self.mode == "tamper":
@@ -548,6 +601,72 @@ def test_consumer_refuses_a_replayed_share(
     assert "already received; refusing a replay" in result.stderr
     assert not (tmp_path / "again.parquet").exists()
     assert pq.read_table(tmp_path / "first.parquet").num_rows == 3000
+
+
+def share_failures(fed: LocalFederation) -> list[dict[str, Any]]:
+    return [e for e in ledger_events(fed.homes["statistics"]) if e.get("event") == "share.failed"]
+
+
+def peak_rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def one_row_bomb(items: pa.Array, declared: int) -> tuple[bytes, bytes]:
+    """The schema and message of one ``large_list`` row whose items node (and end
+    offset) declare ``declared`` items; the items' type has no bytes per item."""
+    mark = len(items).to_bytes(8, "little")
+    column = pa.LargeListArray.from_arrays(pa.array([0, len(items)], pa.int64()), items)
+    batch = pa.record_batch([column], names=["district"])
+    message = batch.serialize().to_pybytes()
+    assert message.count(mark) >= 2
+    return batch.schema.serialize().to_pybytes(), message.replace(
+        mark, declared.to_bytes(8, "little")
+    )
+
+
+_MARK = 0x01234567  # a length that occurs nowhere else in the message
+
+
+@pytest.mark.parametrize(
+    ("items", "out_name", "extra", "message"),
+    [
+        (pa.nulls(_MARK), "x.parquet", (), "holds a null type below the top level"),
+        (
+            pa.StructArray.from_buffers(pa.struct([]), _MARK, [None]),
+            "x.arrow",
+            ("--validate",),
+            "its field nodes hold 134217729 elements; a chunk holds at most 16777216",
+        ),
+    ],
+    ids=["list-of-nulls", "list-of-empty-structs"],
+)
+def test_a_tiny_chunk_declaring_a_huge_nested_column_is_refused(
+    malicious: tuple[LocalFederation, MaliciousProvider, str],
+    tmp_path: Path,
+    items: pa.Array,
+    out_name: str,
+    extra: tuple[str, ...],
+    message: str,
+) -> None:
+    """A message of about 200 bytes declares 2**27 nested items: the consumer
+    refuses it from the metadata, and its memory does not grow with the claim."""
+    fed, servicer, agreement_id = malicious
+    schema, bomb = one_row_bomb(items, 1 << 27)
+    assert len(bomb) < 300
+    servicer.script = lambda hpke: servicer.forged(hpke, schema, [(bomb, 1)])
+    node = fed.processes["statistics"].pid
+    before = peak_rss_mib(node)
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    result = fetch(fed, agreement_id, out_dir / out_name, *extra)
+    assert result.returncode == 7, result.stderr
+    assert message in result.stderr
+    assert peak_rss_mib(node) - before < 100
+    assert visible(out_dir) == []
+    assert message in share_failures(fed)[-1]["detail"]["reason"]
 
 
 # --- crashes ----------------------------------------------------------------

@@ -661,3 +661,23 @@ def test_a_header_schema_no_chunk_could_match_fails_before_the_share_id_is_claim
     with pytest.raises(MalformedEnvelopeError, match="holds a union type"):
         opener(replay=store).open_header(forged_header)
     opener(replay=store).open_header(header)  # the same share id was not taken
+
+
+def test_the_sealer_splits_chunks_to_the_element_bound_the_opener_enforces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Booleans in lists: the bytes fit one chunk easily, the elements do not.
+    for module in (env, ipc_message):
+        monkeypatch.setattr(module, "MAX_CHUNK_ELEMENTS", 1000)
+    flags = pa.table(
+        {
+            "f": pa.array([[i % 2 == 0] * (i % 20) for i in range(600)], pa.list_(pa.bool_())),
+            "z": pa.nulls(600),
+        }
+    )
+    header, chunks, trailer = seal(flags, limit=1 << 20, batch_rows=600)
+    assert len(chunks) > 6
+    assert open_all(header, chunks, trailer).equals(flags)
+    too_long = pa.record_batch({"f": pa.array([[True] * 1000], pa.list_(pa.bool_()))})
+    with pytest.raises(ExchangeError, match=r"one row encodes to \d+ bytes and 1001 elements"):
+        env.encode_within(too_long, env.MessageEncoder("zstd"), 1 << 20)

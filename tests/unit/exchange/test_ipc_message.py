@@ -617,3 +617,78 @@ def test_short_writes_are_completed() -> None:
         .read_all()
         .equals(pa.Table.from_batches([batch]))
     )
+
+
+# -- Element bound: nested nodes cannot declare more than a chunk window --------------
+
+
+@pytest.mark.parametrize(
+    ("column", "match"),
+    [
+        (pa.large_list(pa.null()), "column 'c' holds a null type below the top level"),
+        (pa.list_(pa.null(), 2), "column 'c' holds a null type below the top level"),
+        (pa.list_(pa.null(), 2**31 - 1), "fixed-size list of 2147483647 items"),
+        (pa.struct([("z", pa.null())]), "column 'c' holds a null type below the top level"),
+        (pa.map_(pa.string(), pa.null()), "column 'c' holds a null type below the top level"),
+        (
+            pa.list_(pa.list_(pa.int8(), im.MAX_CHUNK_ELEMENTS + 1)),
+            f"fixed-size list of {im.MAX_CHUNK_ELEMENTS + 1} items, above the",
+        ),
+    ],
+    ids=[
+        "large-list-null",
+        "fixed-size-list-null",
+        "huge-fixed-size-list-null",
+        "struct-null",
+        "map-null",
+        "huge-list-size",
+    ],
+)
+def test_templates_refuse_columns_whose_elements_cost_no_bytes(
+    column: pa.DataType, match: str
+) -> None:
+    with pytest.raises(MalformedEnvelopeError, match=match):
+        im.BatchTemplate.of(pa.schema({"n": pa.int64(), "c": column}))
+
+
+def test_a_top_level_null_column_and_a_fixed_size_list_within_bounds_are_carried() -> None:
+    schema = pa.schema({"z": pa.null(), "f": pa.list_(pa.int8(), im.MAX_CHUNK_ELEMENTS)})
+    assert im.unsupported_type(schema) is None
+
+
+LISTS = pa.record_batch({"l": pa.array([[1, 2, 3], [4], [], [5, 6]], pa.list_(pa.int8()))})
+
+
+def _node_lengths_at(message: bytes) -> list[int]:
+    start, count = vector(message, batch_table(message), 1)
+    return [start + 16 * i for i in range(count)]
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_a_nested_node_declaring_more_elements_than_a_chunk_holds_is_refused(
+    compression: str,
+) -> None:
+    # A child's length is not tied to the rows; nothing but the element bound
+    # stops a tiny message from declaring billions of items for a reader to build.
+    message = encode(LISTS, compression)
+    _, child = _node_lengths_at(message)
+    assert struct.unpack_from("<q", message, child)[0] == 6
+    bomb = _patched(message, child, "<q", 2**40)
+    with pytest.raises(MalformedEnvelopeError, match=r"hold \d+ elements; a chunk holds at most"):
+        layout_of(bomb, LISTS.schema, allow_zstd=True)
+    just_over = _patched(message, child, "<q", im.MAX_CHUNK_ELEMENTS - 4 + 1)
+    with pytest.raises(MalformedEnvelopeError, match=f"{im.MAX_CHUNK_ELEMENTS + 1} elements"):
+        layout_of(just_over, LISTS.schema, allow_zstd=True)
+
+
+def test_the_element_bound_is_inclusive_and_counts_every_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = encode(LISTS, "none")
+    layout = layout_of(message, LISTS.schema, allow_zstd=False)
+    assert layout.elements == 4 + 6 == im.message_elements(message)
+    monkeypatch.setattr(im, "MAX_CHUNK_ELEMENTS", 10)
+    assert layout_of(message, LISTS.schema, allow_zstd=False).elements == 10
+    monkeypatch.setattr(im, "MAX_CHUNK_ELEMENTS", 9)
+    with pytest.raises(MalformedEnvelopeError, match="hold 10 elements; a chunk holds at most 9"):
+        layout_of(message, LISTS.schema, allow_zstd=False)
