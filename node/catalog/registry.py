@@ -57,6 +57,11 @@ class CatalogRequestError(RequestError, CatalogError):
 
 
 FORMATS = ("parquet", "csv", "arrow")
+_SUFFIXES = (
+    ("parquet", (".parquet", ".pq")),
+    ("csv", (".csv",)),
+    ("arrow", (".arrow", ".ipc", ".feather")),
+)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Column names that usually hold data about a person. Matching is deliberately
 # broad: a wrong "personal" costs an operator one --label flag, a wrong
@@ -149,15 +154,14 @@ def detect_format(path: Path, explicit: str | None = None) -> str:
             )
         return explicit
     if path.is_dir():
-        return "parquet"
-    suffix = path.suffix.lower()
-    for fmt, suffixes in (
-        ("parquet", (".parquet", ".pq")),
-        ("csv", (".csv",)),
-        ("arrow", (".arrow", ".ipc", ".feather")),
-    ):
-        if suffix in suffixes:
-            return fmt
+        # A folder takes the format its files share; Parquet when they share none,
+        # as a partitioned Parquet dataset's files may have no extension at all.
+        found = {_format_of(f) for f in _data_files(path)}
+        only = found.pop() if len(found) == 1 else None
+        return only or "parquet"
+    fmt = _format_of(path)
+    if fmt is not None:
+        return fmt
     raise CatalogError(
         f"cannot tell the format of {path.name!r}",
         hint="use a .parquet, .csv or .arrow file (or a Parquet directory), or pass --format",
@@ -177,9 +181,89 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
             "and that the account running 'fednode serve' can read it",
         )
     try:
-        return ds.dataset(str(path), format="ipc" if fmt == "arrow" else fmt)
+        dataset = ds.dataset(str(path), format="ipc" if fmt == "arrow" else fmt)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise CatalogError(f"cannot open {path} as {fmt}: {e}") from e
+        raise CatalogError(
+            f"cannot open {path} as {fmt}: {e}",
+            hint="pass --format csv or --format arrow if it holds CSV or Arrow IPC files"
+            if path.is_dir()
+            else None,
+        ) from e
+    if path.is_dir():
+        _check_folder(path, fmt, dataset)
+    return dataset
+
+
+def _format_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    for fmt, suffixes in _SUFFIXES:
+        if suffix in suffixes:
+            return fmt
+    return None
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The files a dataset of ``folder`` reads: pyarrow skips names starting with '.' or '_'."""
+    return sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file()
+        and not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)
+    )
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _check_folder(path: Path, fmt: str, dataset: ds.Dataset) -> None:
+    """Refuse an empty folder, and one whose files disagree on the schema.
+
+    A dataset takes its schema from its first file and reads the others into
+    it, filling a column a file lacks with nulls. Files of different tables in
+    one folder would then pass under one dataset's agreements: a column that
+    only some files have would leave the node under a name that describes
+    the others. So every file must have the first file's columns.
+
+    Raises:
+        CatalogError: as above, naming the file and the columns that differ.
+    """
+    assert isinstance(dataset, ds.FileSystemDataset)
+    if not dataset.files:
+        raise CatalogError(
+            f"dataset folder {path} holds no {fmt} files",
+            hint="point at the folder that holds the data files, or pass --format",
+        )
+    first: pa.Schema | None = None
+    first_file = ""
+    for fragment in dataset.get_fragments():
+        try:
+            schema = _decode_dictionaries(fragment.physical_schema)
+        except (pa.ArrowException, OSError) as e:
+            raise CatalogError(f"cannot read {fragment.path} as {fmt}: {e}") from e
+        if first is None:
+            first, first_file = schema, fragment.path
+            continue
+        # By name: the scan matches columns by name, so their order may differ,
+        # and a value of another type is converted or refused when the data is
+        # read (node.catalog.verify).
+        changes = SchemaChanges.between(first, schema)
+        differ = [
+            f"{what}: {_some(names)}"
+            for what, names in (
+                ("only in this file", changes.new),
+                ("missing from this file", changes.dropped),
+            )
+            if names
+        ]
+        if differ:
+            raise CatalogError(
+                f"{fragment.path} does not have the schema of {first_file} "
+                f"({'; '.join(differ)}): the files of one dataset must hold the same table",
+                hint="move other tables' files to folders of their own and register each "
+                "folder as its own dataset",
+            )
 
 
 def _decode_dictionaries(schema: pa.Schema) -> pa.Schema:

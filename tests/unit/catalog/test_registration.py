@@ -288,3 +288,56 @@ def test_progress_of_a_compressed_csv_counts_rows_without_a_total(
     assert len(seen) > 2 and seen[-1].rows == 300_000
     assert all(p.bytes_total is None for p in seen), seen[:3]
     assert [p.rows for p in seen] == sorted(p.rows for p in seen)
+
+
+# --- a folder is one table ------------------------------------------------------
+
+
+def _table(**columns: list[object]) -> pa.Table:
+    return pa.table({name: pa.array(values) for name, values in columns.items()})
+
+
+def test_a_folder_mixing_tables_is_refused_naming_the_file_and_columns(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    # The first file's schema would otherwise be the dataset's, and a column only
+    # the other file has would be read as nulls, or leak in under its name.
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pq.write_table(_table(accident_id=[1, 2], severity=["low", "high"]), folder / "a.parquet")
+    pq.write_table(_table(accident_id=[3], intersection_id=["x9"]), folder / "b.parquet")
+    mismatch = r"b\.parquet does not have the schema of .*a\.parquet"
+    with pytest.raises(CatalogError, match=mismatch) as e:
+        catalog.add("mixed", folder)
+    text = str(e.value)
+    assert "only in this file: intersection_id" in text
+    assert "missing from this file: severity" in text
+    assert "folders of their own" in (e.value.hint or "")
+    assert catalog.list() == []
+
+
+def test_a_folder_of_one_table_in_any_column_order_is_registered(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    folder = tmp_path / "visits"
+    folder.mkdir()
+    pq.write_table(_table(id=[1, 2], district=["n", "s"]), folder / "part-0.parquet")
+    pq.write_table(_table(district=["e"], id=[3]), folder / "part-1.parquet")
+    (folder / "_SUCCESS").write_text("")  # marker files are not data
+    assert catalog.add("visits", folder).rows == 3
+
+
+def test_an_empty_folder_is_refused(tmp_path: Path, catalog: Catalog) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(CatalogError, match="holds no parquet files"):
+        catalog.add("empty", folder)
+
+
+def test_a_folder_of_csv_files_is_read_as_csv(tmp_path: Path, catalog: Catalog) -> None:
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    for day in (1, 2):
+        (folder / f"day-{day}.csv").write_text(f"id,count\n{day},{day * 10}\n")
+    info = catalog.add("daily", folder)
+    assert info.format == "csv" and info.rows == 2
