@@ -10,8 +10,8 @@ integers of at most 15 digits (always within +-(2**53-1)), and no whitespace.
 whole batch in a handful of calls.
 
 Invariant: :func:`scan_batch` accepts a batch only if the strict entry parser
-(:func:`ledger.entry.parse_entry`) accepts every line and ``seq``, ``node``
-and ``prev`` are as expected; anything else returns ``None`` and the caller
+(:func:`ledger.entry.parse_entry`) accepts every line and ``seq``, ``node``,
+``prev`` and non-decreasing ``time`` are as expected; anything else returns ``None`` and the caller
 re-checks the batch entry by entry, so a rejection here never decides what
 is reported. The caller checks that the bytes are UTF-8 (the grammar works on
 bytes and lets any byte above 0x7F through inside strings).
@@ -129,13 +129,16 @@ def scan_batch(
     node: bytes,
     links: Sequence[bytes],
     blob: bytes | None = None,
+    min_time: int = 0,
 ) -> tuple[bytes, list[dict[str, Any]]] | None:
     """Confirm a batch of entries, most of them of the common shape.
 
     ``node`` is :func:`node_token` of the recording department and ``links``
     the leaf hashes each entry after the first must name as ``prev`` (one
     fewer than ``lines``). ``blob``, when given, is the lines each followed by
-    a newline: one pass over it serves a batch without odd lines. Lines
+    a newline: one pass over it serves a batch without odd lines.
+    ``min_time`` is the time of the entry before the batch: entry times
+    never decrease. Lines
     outside the common shape go through the strict parser one by one.
     Returns the first entry's ``prev`` (lower-case hex, for the caller to link
     to the batch before) and the parsed ``share.sent``/``share.received``
@@ -163,8 +166,11 @@ def scan_batch(
                 return None
             rows.append(parsed[0])
             odd[index] = parsed[1]
-    details, events, nodes, outcomes, prevs, seqs, _times = zip(*rows, strict=True)
+    details, events, nodes, outcomes, prevs, seqs, time_texts = zip(*rows, strict=True)
     if list(map(int, seqs)) != list(range(first_seq, first_seq + n)):
+        return None
+    times = list(map(int, time_texts))
+    if times[0] < min_time or sorted(times) != times:
         return None
     if set(nodes) != {node}:
         return None

@@ -36,7 +36,8 @@ lines are then looked up by their exact ``(head, mid)``.
 
 Invariant: :meth:`ShapeCache.check_batch` accepts a batch only if the strict
 path would accept every entry in it (canonical form, schema, ``seq`` equal to
-the line index, the recording node, and ``prev`` equal to the given links);
+the line index, the recording node, ``prev`` equal to the given links, and
+``time`` never below the entry before it);
 anything else returns ``None`` and the caller re-checks the batch on the
 strict path, which decides what is reported.
 """
@@ -64,7 +65,7 @@ _PREV_KEY = b'"prev":"'
 _HEX_START = len(_PREV_KEY)
 _HEX_END = _HEX_START + 64
 #: At most 15 digits: always below 2**53 - 1, so no range check is needed.
-_TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(?:0|[1-9][0-9]{0,14}),"v":1\}\n')
+_TAIL = re.compile(rb',"seq":(0|[1-9][0-9]{0,14}),"time":(0|[1-9][0-9]{0,14}),"v":1\}\n')
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 #: A number token of 16 or more digits: without whitespace every number follows
 #: ":", "," or "[", so none is missed; a match inside a string only sends the
@@ -109,14 +110,21 @@ class ShapeCache:
         self._skip = 0
 
     def check_batch(
-        self, lines: Sequence[bytes], first_seq: int, first_prev: bytes | None, links: bytes
+        self,
+        lines: Sequence[bytes],
+        first_seq: int,
+        first_prev: bytes | None,
+        links: bytes,
+        min_time: int = 0,
     ) -> tuple[str, list[dict[str, Any]]] | None:
         """Confirm a batch of entries, or return None to ask for the strict path.
 
         ``lines`` are entries ``first_seq, first_seq + 1, ...``; ``links`` the
         concatenated 32-byte leaf hashes that entries after the first must
         name as ``prev``; ``first_prev`` the lower-case hex the first entry
-        must name, or None when the caller links it (it is then returned).
+        must name, or None when the caller links it (it is then returned);
+        ``min_time`` the time of the entry before the batch (entry times
+        never decrease, so none of the batch's may be smaller).
         Returns the first entry's ``prev`` and the parsed
         entries the verifier cross-checks (:data:`~ledger.bundle_format.CROSS_CHECKED_EVENTS`).
         """
@@ -131,7 +139,13 @@ class ShapeCache:
         # Each tail starts at the last ',"seq":' of its line and holds no newline, so n
         # matches, each ending at a newline, cover every tail whole.
         numbers = _TAIL.findall(tails)
-        if len(numbers) != n or b"\n".join(numbers) != _seq_text(first_seq, n):
+        if len(numbers) != n:
+            return None
+        seq_texts, time_texts = zip(*numbers, strict=True)
+        if b"\n".join(seq_texts) != _seq_text(first_seq, n):
+            return None
+        times = list(map(int, time_texts))
+        if times[0] < min_time or sorted(times) != times:
             return None
         prevs = list(map(bytes.rfind, lines, repeat(_PREV_KEY), repeat(0), seqs))
         if -1 in prevs:

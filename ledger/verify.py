@@ -6,8 +6,9 @@ checkpoint size, and what is wrong:
 
 1. the manifest (format version, origin, size, increasing checkpoint sizes);
 2. the federation directory (and its CA signature when a CA is given);
-3. every entry: canonical JSON, a well-formed v1 entry, ``seq`` dense from 0,
-   the recording node, and ``prev`` equal to the previous entry's leaf hash;
+3. every entry: canonical JSON (each line one entry), a well-formed v1 entry,
+   ``seq`` dense from 0, the recording node, ``prev`` equal to the previous
+   entry's leaf hash, and ``time`` not below the previous entry's;
 4. every checkpoint: the log's Ed25519 signature (key from the directory), the
    Merkle root recomputed from the entries, at least ``witness_threshold``
    valid cosignatures from the directory's witnesses, and the consistency
@@ -281,7 +282,9 @@ def _parse_batch(lines: list[bytes], first_seq: int, where: str) -> list[dict[st
     return [_check_entry_slow(raw, first_seq + i, where) for i, raw in enumerate(lines)]
 
 
-def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where: str) -> None:
+def _check_fields(
+    fields: dict[str, Any], seq: int, node: str, prev: Any, where: str, min_time: int
+) -> None:
     # The common shape is checked inline; anything unusual (sensitive fields,
     # unexpected types) goes through the full validator for a precise message.
     if not plain_fields(fields):
@@ -300,6 +303,15 @@ def _check_fields(fields: dict[str, Any], seq: int, node: str, prev: Any, where:
             f"{where}: entry seq {seq}",
             _link_error(seq, fields["prev"], prev),
         )
+    if fields["time"] < min_time:
+        raise _fail(f"{where}: entry seq {seq}", _time_error(seq, fields["time"], min_time))
+
+
+def _time_error(seq: int, found: int, before: int) -> str:
+    return (
+        f"time {found} is before the time of entry seq {seq - 1} ({before}): "
+        "entry times never decrease"
+    )
 
 
 def _pair_up(level: bytes) -> bytes:
@@ -363,8 +375,9 @@ def _root_at(levels: list[bytes], size: int) -> bytes:
 
 
 #: A checked range: its local tree levels (leaves first), its first ``prev``, its share
-#: entries, and the violation found in it (None when there is none).
-_RangeResult = tuple[list[bytes], str | None, list[dict[str, Any]], str | None]
+#: entries, the violation found in it (None when there is none), and the times of its
+#: first entry (None if unreadable) and its last.
+_RangeResult = tuple[list[bytes], str | None, list[dict[str, Any]], str | None, int | None, int]
 
 #: What worker processes read: the bundle's entries.jsonl (its bytes, or its
 #: path in a bundle directory, from which each worker reads its own ranges),
@@ -393,19 +406,28 @@ def _check_range(
 
     ``first_seq`` is a multiple of ``_CHUNK``, so each run's subtrees are
     aligned in the whole tree and its local levels join end to end. The
-    caller must compare the range's first ``prev`` with the range before it
-    before it reports an error from inside the range, so errors stay in seq
-    order.
+    caller must compare the range's first ``prev`` and first time with the
+    range before it before it reports an error from inside the range, so
+    errors stay in seq order.
     """
     depth = (_CHUNK & -_CHUNK).bit_length() - 1
     parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
     head: str | None = None
+    first_time = _line_time(lines[0]) if lines else None
+    last_time = 0
     for start in range(0, len(lines), _CHUNK):
-        state: dict[str, Any] = {"first_prev": None}
+        state: dict[str, Any] = {"first_prev": None, "last_time": last_time}
         try:
             leaves, shares, _ = _check_run(
-                b"", first_seq + start, node, where, state, lines[start : start + _CHUNK], shapes
+                b"",
+                first_seq + start,
+                node,
+                where,
+                state,
+                lines[start : start + _CHUNK],
+                shapes,
+                min_time=last_time,
             )
         except VerificationError as e:
             error: str | None = str(e)
@@ -423,12 +445,21 @@ def _check_range(
                     head,
                     kept,
                     f"{where}: entry seq {first_seq + start}: {message}",
+                    first_time,
+                    last_time,
                 )
         if error is not None:
-            return _concat_levels(parts), head, kept, error
+            return _concat_levels(parts), head, kept, error, first_time, last_time
         parts.append(_local_levels(leaves, depth))
         kept.extend(shares)
-    return _concat_levels(parts), head, kept, None
+        last_time = state["last_time"]
+    return _concat_levels(parts), head, kept, None, first_time, last_time
+
+
+def _line_time(line: bytes) -> int | None:
+    """The ``time`` of an entry line, read from its last members (None if it has none)."""
+    match = _LAST_TIME.search(line)
+    return int(match[1]) if match else None
 
 
 def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
@@ -441,7 +472,9 @@ def _check_shared_range(task: tuple[int, int, int]) -> _RangeResult:
     return _check_range(lines, first_seq, node, where, shapes)
 
 
-def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int) -> bool:
+def _batch_ok(
+    parsed: list[Any], seq0: int, node: str, leaves: list[bytes], start: int, min_time: int
+) -> bool:
     """Check a whole batch of parsed entries at C speed; False means "look closer".
 
     Each member is gathered across the batch with ``map``/``itemgetter`` and
@@ -449,7 +482,8 @@ def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], star
     surprise (a commitment, an odd type, a broken link) returns False, and
     the caller re-checks entry by entry for the exact message. ``leaves`` are
     the run's leaf hashes and ``start`` the batch's index within the run; the
-    first entry of a run is linked by the caller.
+    first entry of a run is linked by the caller. ``min_time`` is the time of
+    the entry before the batch: times never decrease.
     """
     n = len(parsed)
     if not n:
@@ -476,7 +510,7 @@ def _batch_ok(parsed: list[Any], seq0: int, node: str, leaves: list[bytes], star
         }:
             return False
         times = list(map(_GET_TIME, parsed))
-        if set(map(type, times)) != {int} or min(times) < 0:
+        if set(map(type, times)) != {int} or times[0] < min_time or sorted(times) != times:
             return False
         if set(map(type, map(_GET_DETAIL, parsed))) != {dict}:
             return False
@@ -509,11 +543,16 @@ def _check_run(
     state: dict[str, Any],
     lines: list[bytes] | None = None,
     shapes: ShapeCache | None = None,
+    *,
+    min_time: int = 0,
 ) -> tuple[list[bytes], list[dict[str, Any]], int]:
     """Check a run of entries (each line ending in a newline) starting at ``first_seq``.
 
     Returns the leaf hashes, the share entries and the count, and puts the
-    first entry's ``prev`` (its link to the run before) in ``state``.
+    first entry's ``prev`` (its link to the run before) and the last entry's
+    time in ``state``. ``min_time`` is the time of the entry before the run
+    (0 when the caller compares the run's first time itself): entry times
+    never decrease.
     ``lines``, when the caller has them, are ``data`` split at its newlines;
     ``shapes`` carries learned entry shapes from run to run.
 
@@ -534,13 +573,19 @@ def _check_run(
     kept: list[dict[str, Any]] = []
     token: bytes | None = None
     utf8: bool | None = None
+    # The time of the entry before the batch; each check below accepts a batch only
+    # if its times do not decrease from it, and then the last line holds the new one.
+    last_time = min_time
     for start in range(0, len(lines), _BATCH):
         batch = lines[start : start + _BATCH]
+        if start:
+            last_time = _line_time(lines[start - 1]) or 0
         confirmed = shapes.check_batch(
             batch,
             first_seq + start,
             leaves[start - 1].hex().encode() if start else None,
             b"".join(leaves[start : start + len(batch) - 1]),
+            last_time,
         )
         if confirmed is not None:
             if start == 0:
@@ -559,6 +604,7 @@ def _check_run(
                 token,
                 leaves[start : start + len(batch) - 1],
                 b"".join(line + b"\n" for line in batch) if len(batch) == len(lines) else None,
+                last_time,
             )
             if scanned is not None:
                 if start == 0:
@@ -568,7 +614,7 @@ def _check_run(
         parsed = _parse_batch(batch, first_seq + start, where)
         if start == 0 and parsed and type(parsed[0]) is dict:
             state["first_prev"] = str(parsed[0].get("prev"))
-        if _batch_ok(parsed, first_seq + start, node, leaves, start):
+        if _batch_ok(parsed, first_seq + start, node, leaves, start, last_time):
             kept.extend(f for f in parsed if f["event"] in CROSS_CHECKED_EVENTS)
             continue
         # Something in this batch is off: walk it entry by entry to name the first violation.
@@ -579,11 +625,14 @@ def _check_run(
                 raise _fail(f"{where}: entry seq {seq}", "is not a JSON object")
             if index == 0:
                 state["first_prev"] = str(fields.get("prev"))
-                _check_fields(fields, seq, node, fields.get("prev"), where)
+                _check_fields(fields, seq, node, fields.get("prev"), where, last_time)
             else:
-                _check_fields(fields, seq, node, leaves[index - 1].hex(), where)
+                _check_fields(fields, seq, node, leaves[index - 1].hex(), where, last_time)
+            last_time = fields["time"]
             if fields["event"] in CROSS_CHECKED_EVENTS:
                 kept.append(fields)
+    if lines:
+        state["last_time"] = _line_time(lines[-1]) or 0
     return leaves, kept, len(lines)
 
 
@@ -611,23 +660,19 @@ def _load_entries(
         # still counting lines to cut the next ones.
         source = path
         last = _last_byte(path, where)
-        tail = _read_range(path, max(0, path.stat().st_size - 4096), path.stat().st_size, where)
     else:
         source = files.require("entries.jsonl")
         last = source[-1:]
-        tail = source[-4096:]
     if last and last != b"\n":
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
-    parts, kept = _check_ranges(source, node, where, size)
+    parts, kept, last_time = _check_ranges(source, node, where, size)
     count = sum(len(levels[0]) for levels in parts) // HASH_SIZE
     if count != size:
         raise _fail(
             f"{where}: entries.jsonl",
             f"holds {count} entries, the manifest says {size}",
         )
-    # The last entry was checked above; its time is read back from its bytes.
-    match = _LAST_TIME.search(tail)
-    return count, _complete_levels(_concat_levels(parts)), kept, int(match[1]) if match else 0
+    return count, _complete_levels(_concat_levels(parts)), kept, last_time
 
 
 def _parallel(size: int) -> bool:
@@ -729,10 +774,11 @@ def _file_ranges(source: bytes | Path, pieces: int, where: str) -> Iterator[tupl
 
 def _check_ranges(
     source: bytes | Path, node: str, where: str, size: int
-) -> tuple[list[list[bytes]], list[dict[str, Any]]]:
+) -> tuple[list[list[bytes]], list[dict[str, Any]], int]:
     """Check entries.jsonl range by range, in worker processes for a large log.
 
-    Returns each range's tree levels and the share entries.
+    Returns each range's tree levels, the share entries and the last entry's
+    time (the largest: times never decrease).
 
     Raises:
         VerificationError: the first bad entry.
@@ -743,6 +789,7 @@ def _check_ranges(
     pool: ProcessPoolExecutor | None = None
     parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
+    last_time = 0
     try:
         ranges: list[tuple[int, int, int]] = []
         results: Iterator[_RangeResult]
@@ -765,7 +812,7 @@ def _check_ranges(
             ranges.append((0, len(whole), 0))
             lines = whole.split(b"\n")[:-1]
             results = iter([_check_range(lines, 0, node, where, ShapeCache(node))])
-        for (_, _, first_seq), (levels, first_prev, shares, error) in zip(
+        for (_, _, first_seq), (levels, first_prev, shares, error, first_time, end_time) in zip(
             ranges, results, strict=True
         ):
             expected = GENESIS_PREV if first_seq == 0 else parts[-1][0][-HASH_SIZE:].hex()
@@ -773,15 +820,21 @@ def _check_ranges(
                 raise _fail(
                     f"{where}: entry seq {first_seq}", _link_error(first_seq, first_prev, expected)
                 )
+            # Each range checks its own times; where two ranges meet is checked here.
+            if first_time is not None and first_time < last_time:
+                raise _fail(
+                    f"{where}: entry seq {first_seq}", _time_error(first_seq, first_time, last_time)
+                )
             if error is not None:
                 raise VerificationError(error)
             parts.append(levels)
             kept.extend(shares)
+            last_time = end_time
     finally:
         _SHARED = None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return parts, kept
+    return parts, kept, last_time
 
 
 def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:

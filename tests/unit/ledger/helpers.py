@@ -311,8 +311,10 @@ def strict_chain_ok(
     lines: list[bytes], first_seq: int = 0, first_prev: str = GENESIS_PREV, node: str = "alpha"
 ) -> bool:
     """The reference the verifier's fast paths are held to: every line parses
-    strictly, and seq, node and prev follow on from ``first_seq`` and ``first_prev``."""
+    strictly, seq, node and prev follow on from ``first_seq`` and ``first_prev``,
+    and times never decrease."""
     prev = first_prev
+    last_time = 0
     for i, raw in enumerate(lines):
         try:
             entry = parse_entry(raw)
@@ -320,5 +322,7 @@ def strict_chain_ok(
             return False
         if entry.seq != first_seq + i or entry.fields["node"] != node or entry.prev != prev:
             return False
-        prev = entry.leaf.hex()
+        if entry.fields["time"] < last_time:
+            return False
+        prev, last_time = entry.leaf.hex(), entry.fields["time"]
     return True

@@ -19,9 +19,9 @@ from ledger.canonical import dumps
 from ledger.entry import GENESIS_PREV
 from ledger.errors import VerificationError
 from ledger.merkle import hash_leaf
-from ledger.shapes import parse_canonical_lines
+from ledger.shapes import ShapeCache, parse_canonical_lines
 from ledger.verify import verify_bundle
-from tests.unit.ledger.helpers import Federation, entry_fields
+from tests.unit.ledger.helpers import Federation, chain, entry_fields
 
 
 def _split_lines() -> list[bytes]:
@@ -83,3 +83,95 @@ def test_lines_spliced_at_any_comma_parse_only_when_each_line_is_its_own_value(
         except ValueError:
             each_is_a_value = False
     assert (parsed is not None) == each_is_a_value
+
+
+# Entry times never decrease (FORMAT.md §2). The share and cut-back checks read
+# a bundle's last time; a back-dated last entry would turn a failure into a note.
+
+#: Entries of several shapes, so every check of the verifier's ladder sees them:
+#: learned shapes, the grammar scan, the batch parser, and the entry-by-entry walk.
+_SHAPES: list[dict[str, Any]] = [
+    {"event": "rpc.call", "detail": {"i": 1}},
+    {"event": "access.read", "columns": ["a"], "detail": {"k": {"nested": True}}},
+    {"event": "rpc.call", "actor": "é\\n", "detail": {}},
+]
+
+
+def _timed_lines(times: list[int]) -> list[bytes]:
+    return chain(
+        [
+            entry_fields(i, "", time=t, **_SHAPES[(i // 3) % len(_SHAPES)])
+            for i, t in enumerate(times)
+        ]
+    )
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("back_dated", [1, 5, 8, 16, 31, 37, 39])
+def test_a_back_dated_entry_is_refused_wherever_it_is(
+    federation: Federation,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parallel: bool,
+    back_dated: int,
+) -> None:
+    import ledger.verify as verify_module
+
+    # Batches of 4 in runs of 8: the back-dated entry falls inside a batch, at a
+    # batch start, at a run start, at the start of a worker's range, or last.
+    monkeypatch.setattr(verify_module, "_BATCH", 4)
+    monkeypatch.setattr(verify_module, "_CHUNK", 8)
+    monkeypatch.setattr(verify_module, "_PARALLEL_MIN", 1 if parallel else 10**9)
+    times = [TIME0 + 1000 * i for i in range(40)]
+    equal = federation.bundle_of_lines("alpha", _timed_lines([TIME0] * 40), tmp_path / "eq")
+    assert verify_bundle([equal]).bundles[0].entries == 40  # equal times are fine
+    times[back_dated] = times[back_dated - 1] - 1
+    # Another federation: this one's witnesses would refuse a second root for size 40.
+    other = Federation(tmp_path / "other")
+    bad = other.bundle_of_lines("alpha", _timed_lines(times), tmp_path / "bad")
+    other.close()
+    with pytest.raises(
+        VerificationError,
+        match=rf"entry seq {back_dated}: time \d+ is before the time of entry seq "
+        rf"{back_dated - 1} \(\d+\): entry times never decrease",
+    ):
+        verify_bundle([bad])
+
+
+TIME0 = 1_795_900_664_875
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=2, max_size=12), st.integers(0, 3))
+def test_every_batch_check_refuses_decreasing_times(steps: list[int], before: int) -> None:
+    import ledger.verify as verify_module
+    from ledger.scan import node_token, scan_batch
+
+    # Times from steps of -1..+2: any negative step is a decrease.
+    times, t = [], TIME0
+    for step in steps:
+        t += step - 1
+        times.append(t)
+    min_time = TIME0 - 2 + before
+    ok = times[0] >= min_time and sorted(times) == times
+    lines = [
+        dumps(entry_fields(i, "0" * 64, time=times[i], detail={"i": 1})) for i in range(len(times))
+    ]
+    lines = chain([json.loads(line) for line in lines])
+    leaves = [hash_leaf(line) for line in lines]
+    # Two caches: one learns the shape from equal times, one learns from this batch.
+    cache = ShapeCache("alpha")
+    warm = chain([entry_fields(i, "", time=TIME0, detail={"i": 1}) for i in range(2)])
+    assert cache.check_batch(warm, 0, GENESIS_PREV.encode(), hash_leaf(warm[0])) is not None
+    fresh = ShapeCache("alpha").check_batch(
+        lines, 0, GENESIS_PREV.encode(), b"".join(leaves[:-1]), min_time
+    )
+    learned = cache.check_batch(lines, 0, GENESIS_PREV.encode(), b"".join(leaves[:-1]), min_time)
+    token = node_token("alpha")
+    assert token is not None
+    scanned = scan_batch(lines, 0, token, leaves[:-1], None, min_time)
+    blob = scan_batch(lines, 0, token, leaves[:-1], b"".join(x + b"\n" for x in lines), min_time)
+    parsed = [json.loads(line) for line in lines]
+    batch = verify_module._batch_ok(parsed, 0, "alpha", leaves, 0, min_time)
+    assert (fresh is not None) == (learned is not None) == ok
+    assert (scanned is not None) == (blob is not None) == batch == ok
