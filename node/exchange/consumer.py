@@ -8,7 +8,10 @@ Invariants:
 * ``share.received`` is recorded, and the receipt sent, only after the output
   was renamed into place;
 * the share_id is claimed in the exchange store before the first chunk, so a
-  replayed header is refused even across restarts.
+  replayed header is refused even across restarts;
+* once the provider was asked, every failure, expected or not, is recorded as
+  ``share.failed`` before it reaches the caller, and reaches it as a
+  :class:`~node.errors.NodeError`.
 """
 
 from __future__ import annotations
@@ -245,6 +248,12 @@ def fetch_share(
     except NodeError as e:
         _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(e))
         raise
+    except Exception as e:
+        # Whatever went wrong, the ledger says the share failed; an unexpected
+        # error is reported as an exchange failure, its cause kept for --debug.
+        failure = ExchangeError(f"share from {provider} failed: {type(e).__name__}: {e}")
+        _record_failure(runtime, provider, signed.dataset, agreement_id, opener, str(failure))
+        raise failure from e
     finally:
         frames.close()
         call.cancel()

@@ -286,10 +286,33 @@ class Header:
 
     @property
     def schema(self) -> pa.Schema:
+        """The Arrow schema the header signs, every field name (nested too) valid UTF-8.
+
+        Raises:
+            MalformedEnvelopeError: the bytes are not an Arrow IPC schema, or a
+                field name anywhere in it is not UTF-8.
+        """
         try:
-            return pa.ipc.read_schema(pa.py_buffer(self.schema_bytes))
+            schema = pa.ipc.read_schema(pa.py_buffer(self.schema_bytes))
+            # pyarrow decodes a name only when it is read: read them all here, so
+            # that a bad one fails as a malformed header, not later and elsewhere.
+            pending = list(schema)
+            while pending:
+                field = pending.pop()
+                _ = field.name
+                kind = field.type
+                if isinstance(kind, pa.ExtensionType):
+                    kind = kind.storage_type
+                if pa.types.is_dictionary(kind):
+                    kind = kind.value_type
+                pending += [kind.field(i) for i in range(kind.num_fields)]
+        except UnicodeDecodeError as e:
+            raise MalformedEnvelopeError(
+                f"header schema has a field name that is not UTF-8: {e}"
+            ) from e
         except (pa.ArrowException, ValueError, OSError) as e:
             raise MalformedEnvelopeError(f"header schema is not an Arrow IPC schema: {e}") from e
+        return schema
 
 
 def _header_body(

@@ -669,6 +669,27 @@ def test_a_tiny_chunk_declaring_a_huge_nested_column_is_refused(
     assert message in share_failures(fed)[-1]["detail"]["reason"]
 
 
+def test_a_header_naming_a_column_in_bytes_that_are_not_utf8_is_refused_and_recorded(
+    malicious: tuple[LocalFederation, MaliciousProvider, str], tmp_path: Path
+) -> None:
+    fed, servicer, agreement_id = malicious
+    schema = pa.schema({"abcd": pa.string()})
+    raw = schema.serialize().to_pybytes()
+    misnamed = raw.replace(b"abcd", b"\xff\xfe\xfd\xfc")
+    message = pa.record_batch([pa.array(["x"])], schema=schema).serialize().to_pybytes()
+    servicer.script = lambda hpke: servicer.forged(hpke, misnamed, [(message, 1)])
+    before = len(share_failures(fed))
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    result = fetch(fed, agreement_id, out_dir / "x.parquet")
+    assert result.returncode == 7, result.stderr
+    assert "header schema has a field name that is not UTF-8" in result.stderr
+    assert visible(out_dir) == []
+    failures = share_failures(fed)
+    assert len(failures) == before + 1
+    assert "not UTF-8" in failures[-1]["detail"]["reason"]
+
+
 # --- crashes ----------------------------------------------------------------
 
 

@@ -37,7 +37,13 @@ from node.exchange.errors import (
     WrongRecipientError,
 )
 from node.exchange.store import ExchangeStore
-from node.identity.keys import ed25519_public_raw, generate_hpke, hpke_from_seed
+from node.identity.keys import (
+    HPKE_SUITE,
+    ed25519_public_raw,
+    generate_hpke,
+    hpke_from_seed,
+    hpke_public_from_bytes,
+)
 from tests.unit.exchange import envelope_vectors as vectors
 
 SENDER = ed25519.Ed25519PrivateKey.from_private_bytes(vectors.SENDER_SEED)
@@ -681,3 +687,45 @@ def test_the_sealer_splits_chunks_to_the_element_bound_the_opener_enforces(
     too_long = pa.record_batch({"f": pa.array([[True] * 1000], pa.list_(pa.bool_()))})
     with pytest.raises(ExchangeError, match=r"one row encodes to \d+ bytes and 1001 elements"):
         env.encode_within(too_long, env.MessageEncoder("zstd"), 1 << 20)
+
+
+def _signed_header(schema_bytes: bytes) -> bytes:
+    """A header validly signed by the sender around arbitrary schema bytes."""
+    share_id = os.urandom(env.SHARE_ID_LEN)
+    wrapped = HPKE_SUITE.encrypt(
+        os.urandom(env.CONTENT_KEY_LEN),
+        hpke_public_from_bytes(RECIPIENT.public_bytes),
+        info=env.hpke_info(share_id, "health", "statistics"),
+    )
+    body = env._header_body(
+        share_id=share_id, sender="health", recipient="statistics", agreement="agr-1",
+        dataset="visits", created=NOW, expires=NOW + 3600, compression="none", rows_hint=0,
+        wrapped_key=wrapped, schema_bytes=schema_bytes,
+    )  # fmt: skip
+    return body + SENDER.sign(env.HEADER_SIGNATURE_CONTEXT + body)
+
+
+def _misnamed(schema: pa.Schema, name: bytes) -> bytes:
+    raw: bytes = schema.serialize().to_pybytes()
+    assert raw.count(name) == 1
+    return raw.replace(name, b"\xff\xfe" + name[2:])
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        pa.schema({"abcd": pa.string()}),
+        pa.schema({"n": pa.int64(), "s": pa.struct([("abcd", pa.int8())])}),
+        pa.schema({"l": pa.list_(pa.field("abcd", pa.string()))}),
+    ],
+    ids=["column", "struct-field", "list-item"],
+)
+def test_a_field_name_that_is_not_utf8_is_a_malformed_header(
+    schema: pa.Schema, tmp_path: Path
+) -> None:
+    store = ExchangeStore(tmp_path / "exchange.db")
+    header = _signed_header(_misnamed(schema, b"abcd"))
+    with pytest.raises(MalformedEnvelopeError, match="field name that is not UTF-8"):
+        opener(replay=store).open_header(header)
+    # Refused before its share id is claimed.
+    store.claim(env.parse_header(header).share_id)

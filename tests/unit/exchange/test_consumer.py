@@ -1,0 +1,179 @@
+"""The consumer's decisions around a verified stream: what it records, keeps and refuses.
+
+The provider is a fake channel that plays frames from the real sealer (or
+forged ones, signed with the sender's key); the agreement is a real signed
+agreement; the output, the exchange store and the opener are the real ones.
+Envelope verification itself is tested in ``test_exchange_envelope.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from node.agreements.document import SignedAgreement, new_agreement
+from node.agreements.store import AgreementRecord
+from node.errors import ExchangeError, NodeError
+from node.exchange import consumer
+from node.exchange.envelope import EnvelopeSealer
+from node.exchange.sink import AtomicTableSink
+from node.identity.keys import ed25519_public_raw, hpke_from_seed
+from tests.unit.exchange import envelope_vectors as vectors
+
+PROVIDER_KEY = ed25519.Ed25519PrivateKey.from_private_bytes(vectors.SENDER_SEED)
+CONSUMER_KEY = ed25519.Ed25519PrivateKey.generate()
+HPKE = hpke_from_seed(vectors.RECIPIENT_HPKE_SEED)
+Frames = list[tuple[str, bytes]]
+
+
+class Audit:
+    """Records what the node would write to its ledger."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, event: str, **fields: Any) -> int:
+        self.entries.append((event, fields))
+        return len(self.entries)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [fields for event, fields in self.entries if event == name]
+
+
+class Unreachable(grpc.RpcError):  # type: ignore[misc]
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "the fake provider takes no receipts"
+
+
+class Call:
+    """A server stream that plays fixed frames."""
+
+    def __init__(self, frames: Frames) -> None:
+        self._frames = iter(frames)
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return self._frames
+
+    def cancel(self) -> None:
+        pass
+
+
+class Channel:
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        self.requests: list[Any] = []
+
+    def unary_stream(self, *_: Any, **__: Any) -> Callable[..., Call]:
+        def fetch(request: Any, timeout: float) -> Call:
+            self.requests.append(request)
+            return Call(self.frames)
+
+        return fetch
+
+    def unary_unary(self, *_: Any, **__: Any) -> Callable[..., Any]:
+        def acknowledge(*_: Any, **__: Any) -> Any:
+            raise Unreachable()
+
+        return acknowledge
+
+
+def agreement(*, columns: dict[str, Any] | None = None, valid_s: int = 3600) -> AgreementRecord:
+    now = int(time.time())
+    doc = new_agreement(
+        federation="test", provider="health", consumer="statistics", dataset="visits",
+        purpose_code="X", purpose_text="", valid_from=now - 5, valid_until=now + valid_s,
+        modes=["transfer"], columns=columns or {"district": {"treatment": "plain"}}, created=now,
+    )  # fmt: skip
+    signed = SignedAgreement.sign(doc, PROVIDER_KEY)
+    return AgreementRecord(signed, "active", None, now, None, None)
+
+
+def honest_frames(record: AgreementRecord, table: pa.Table, dataset: str = "visits") -> Frames:
+    sealer = EnvelopeSealer(
+        signing_key=PROVIDER_KEY, sender="health", recipient="statistics",
+        recipient_hpke_public=HPKE.public_bytes, agreement=record.signed.id, dataset=dataset,
+        schema=table.schema, chunk_limit=4096,
+    )  # fmt: skip
+    frames: Frames = [("header", sealer.header)]
+    for batch in table.to_batches(max_chunksize=100):
+        frames += [("chunk", c) for c in sealer.add(batch)]
+    final, trailer = sealer.finish()
+    return [*frames, ("chunk", final), ("trailer", trailer)]
+
+
+def runtime(tmp_path: Path, frames: Frames) -> Any:
+    entry = SimpleNamespace(ed25519_public=ed25519_public_raw(PROVIDER_KEY))
+    channel = Channel(frames)
+    return SimpleNamespace(
+        department="statistics",
+        hpke=HPKE,
+        signing_key=CONSUMER_KEY,
+        directory=SimpleNamespace(get=lambda department: entry),
+        config=SimpleNamespace(data_dir=tmp_path),
+        extensions={},
+        audit=Audit(),
+        peer_channel=lambda department: channel,
+    )
+
+
+@pytest.fixture
+def granted(monkeypatch: pytest.MonkeyPatch) -> Callable[[AgreementRecord], None]:
+    """Let the consumer's own agreement checks see ``record``."""
+
+    def grant(record: AgreementRecord) -> None:
+        monkeypatch.setattr(consumer, "authorize", lambda *_, **__: record)
+
+    return grant
+
+
+DISTRICTS = pa.table({"district": [f"d{i}" for i in range(500)]})
+
+
+def fetch(node: Any, record: AgreementRecord, out: Path, **options: Any) -> Any:
+    return consumer.fetch_share(
+        node, provider="health", agreement_id=record.signed.id, out=out, **options
+    )
+
+
+def test_an_honest_share_is_kept_and_recorded(
+    tmp_path: Path, granted: Callable[[AgreementRecord], None]
+) -> None:
+    record = agreement()
+    granted(record)
+    node = runtime(tmp_path, honest_frames(record, DISTRICTS))
+    result = fetch(node, record, tmp_path / "out.parquet")
+    assert result.rows == 500 and not result.receipt_acknowledged
+    assert pq.read_table(tmp_path / "out.parquet").equals(DISTRICTS)
+    assert [e["columns"] for e in node.audit.events("share.received")] == [["district"]]
+
+
+def test_an_unexpected_error_is_recorded_as_a_failed_share_and_wrapped(
+    tmp_path: Path, granted: Callable[[AgreementRecord], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: AtomicTableSink, message: Any) -> None:
+        raise RuntimeError("the writer broke")
+
+    monkeypatch.setattr(AtomicTableSink, "write", broken)
+    record = agreement()
+    granted(record)
+    node = runtime(tmp_path, honest_frames(record, DISTRICTS))
+    with pytest.raises(ExchangeError, match="RuntimeError: the writer broke") as raised:
+        fetch(node, record, tmp_path / "out.parquet")
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert isinstance(raised.value, NodeError)
+    [failed] = node.audit.events("share.failed")
+    assert "the writer broke" in failed["detail"]["reason"]
+    assert "share_id" in failed["detail"]
+    assert list(tmp_path.glob("*.parquet")) == [] and list(tmp_path.glob(".*partial")) == []
