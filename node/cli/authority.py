@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from node.admin.client import invoke, is_running
 from node.config import load_config
-from node.errors import ConfigError
+from node.errors import CertificateError, ConfigError
 from node.identity import certs
 from node.identity.authority import Authority
 from node.identity.directory import install_directory_file, parse_directory
@@ -254,26 +256,37 @@ def _directory_publish(args: argparse.Namespace) -> int:
 def _directory_install(args: argparse.Namespace) -> int:
     data = _read(args.file, "directory")
     home: Path = args.home
+    # First: a mistyped --home must not be created, nor get a ca.pem.
+    config = load_config(home)
+    trusted = home / "ca.pem"
     if args.ca_cert is None:
         ca_cert = certs.load_ca_cert(
-            home / "ca.pem",
+            trusted,
             hint="pass --ca-cert ca.pem, the federation authority's certificate "
             "(made by 'fednode ca init'; the authority hands a copy to each department)",
         )
     else:
         ca_cert = certs.load_ca_cert(args.ca_cert)
-    if args.ca_cert is not None and not (home / "ca.pem").exists():
-        write_private_file(home / "ca.pem", _read(args.ca_cert, "CA certificate"))
+        # The node verifies every directory against the CA it already trusts. A
+        # directory signed by another CA, installed past it, would leave a node
+        # that cannot start and refuses the real directory as older.
+        if trusted.exists() and certs.load_ca_cert(trusted) != ca_cert:
+            raise CertificateError(
+                f"{args.ca_cert} is not the federation CA this node trusts ({trusted})",
+                hint="check the directory came from your federation's authority; a node "
+                "moves to another federation only by enrolling afresh in a new home",
+            )
     if is_running(home):
         result = invoke(
             home, "directory.install", {"directory_b64": base64.b64encode(data).decode()}
         )
         print(f"running node switched to directory serial {result['serial']}")
         return 0
-    config = load_config(home)
     directory = install_directory_file(
         config.directory_path, config.directory_state_path, data, ca_cert
     )
+    if not trusted.exists():
+        write_private_file(trusted, ca_cert.public_bytes(serialization.Encoding.PEM))
     print(f"installed directory serial {directory.serial} into {home}")
     return 0
 

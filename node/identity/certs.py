@@ -99,9 +99,20 @@ def load_ca_cert(path: Path, *, hint: str = CA_CERT_HINT) -> x509.Certificate:
 
     Raises:
         ConfigError: the file cannot be read.
-        CertificateError: the file is not a PEM X.509 certificate.
+        CertificateError: the file is not a PEM X.509 certificate, or not a CA's
+            (a node's own certificate given by mistake, say).
     """
-    return load_cert(path, hint=hint)
+    cert = load_cert(path, hint=hint)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise CertificateError(
+            f"{path} is not a CA certificate (it may be a node's certificate)",
+            hint="give the federation authority's ca.pem, made by 'fednode ca init'",
+        )
+    return cert
 
 
 def identity_of(cert: x509.Certificate) -> tuple[str, str]:

@@ -107,6 +107,54 @@ def test_authority_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert "tax" in capsys.readouterr().out
 
 
+def _enrolled(tmp_path: Path, name: str = "ca") -> tuple[Path, Path, Path]:
+    """A CA, a node ``tax`` it issued, and a published directory: (ca, home, directory)."""
+    ca, home, out = tmp_path / name, tmp_path / "tax", tmp_path / f"{name}-directory.json"
+    assert main(["ca", "init", "--ca", str(ca), "--federation", "city"]) == 0
+    if not home.exists():
+        assert (
+            main(["init", "--home", str(home), "--federation", "city", "--department", "tax"]) == 0
+        )
+    request, cert = str(home / "request.json"), str(tmp_path / f"{name}-tax.pem")
+    assert main(["ca", "issue", "--ca", str(ca), "--request", request, "--out", cert]) == 0
+    assert main(["directory", "publish", "--ca", str(ca), "--out", str(out)]) == 0
+    return ca, home, out
+
+
+def test_a_directory_of_another_ca_is_refused_and_the_node_keeps_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca, home, ours = _enrolled(tmp_path)
+    install = ["directory", "install", "--home", str(home), "--ca-cert"]
+    assert main([*install, str(ca / "ca.pem"), str(ours)]) == 0
+    trusted = (home / "ca.pem").read_bytes()
+    # Another authority's directory, with its own CA given: refused before anything changes,
+    # so the real directory can still be installed afterwards.
+    evil, _, theirs = _enrolled(tmp_path, "evil")
+    capsys.readouterr()
+    assert main([*install, str(evil / "ca.pem"), str(theirs)]) == exit_codes.IDENTITY
+    err = capsys.readouterr().err
+    assert f"is not the federation CA this node trusts ({home / 'ca.pem'})" in err
+    assert (home / "ca.pem").read_bytes() == trusted
+    assert (home / "directory.serial").read_text().strip() == "1"
+    # A node's own certificate is not a CA.
+    assert main([*install, str(tmp_path / "ca-tax.pem"), str(ours)]) == exit_codes.IDENTITY
+    assert "is not a CA certificate" in capsys.readouterr().err
+
+
+def test_a_mistyped_home_is_not_created_by_directory_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca, _, out = _enrolled(tmp_path)
+    typo = tmp_path / "taxx"
+    code = main(
+        ["directory", "install", str(out), "--ca-cert", str(ca / "ca.pem"), "--home", str(typo)]
+    )
+    assert code == exit_codes.CONFIG
+    assert f"no node configuration at {typo / 'node.toml'}" in capsys.readouterr().err
+    assert not typo.exists()
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "soon"])
 def test_a_validity_under_one_day_is_a_usage_error_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
