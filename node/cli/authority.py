@@ -250,6 +250,15 @@ def _directory_publish(args: argparse.Namespace) -> int:
         f"published directory serial {directory.serial} with {len(directory.entries)} "
         f"departments, {len(directory.revoked)} revocations -> {args.out}"
     )
+    chosen = authority.chosen_witness_threshold
+    if directory.witness_threshold < chosen:
+        print(
+            f"warning: witness threshold {directory.witness_threshold} in this directory, "
+            f"below the chosen {chosen}: only {len(directory.witnesses)} witnesses are "
+            f"enrolled and a log cannot witness itself; the next directory with "
+            f"{chosen + 1} witnesses carries {chosen} again",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -351,6 +351,12 @@ class Authority:
     def enrolments(self) -> dict[str, Any]:
         return dict(self._load_state())
 
+    @property
+    def chosen_witness_threshold(self) -> int:
+        """The threshold last given to :meth:`publish_directory` (1 until one is given);
+        a directory carries less only while fewer witnesses than that can cosign."""
+        return int(self._load_state()["witness_threshold"])
+
     # --- directory --------------------------------------------------------------
 
     def publish_directory(
@@ -375,6 +381,10 @@ class Authority:
         # A log cannot witness itself, so at most n - 1 witnesses can cosign any one log.
         ceiling = max(witnesses - 1, 0)
         if witness_threshold is None:
+            # The threshold the authority chose stays its choice: a directory
+            # published while too few witnesses are enrolled (the first ones,
+            # or after a revocation) carries what is possible, and the next
+            # one with enough witnesses carries the choice again.
             threshold = min(int(state["witness_threshold"]), ceiling)
         elif not 0 <= witness_threshold <= ceiling:
             raise ConfigError(
@@ -383,8 +393,8 @@ class Authority:
             )
         else:
             threshold = witness_threshold
+            state["witness_threshold"] = threshold
         state["directory_serial"] += 1
-        state["witness_threshold"] = threshold
         document = {
             "v": 1,
             "type": "fednode.directory",

@@ -355,3 +355,13 @@ def test_a_missing_ca_certificate_is_traced_to_ca_init(
     assert code == exit_codes.CONFIG
     err = capsys.readouterr().err
     assert "'fednode ca init' creates it" in err and "ca issue" not in err
+
+
+def test_publishing_below_the_chosen_witness_threshold_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    _enrolled(tmp_path)  # one department: no other log can witness it
+    err = capsys.readouterr().err
+    assert "warning: witness threshold 0 in this directory, below the chosen 1" in err
+    assert "the next directory with 2 witnesses carries 1 again" in err

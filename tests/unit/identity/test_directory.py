@@ -56,6 +56,44 @@ def test_impossible_witness_threshold_is_refused(authority: Authority) -> None:
         authority.publish_directory(witness_threshold=2)
 
 
+def test_a_threshold_lowered_for_want_of_witnesses_comes_back_with_them(tmp_path: Path) -> None:
+    # A revocation (or an early publish) can leave fewer witnesses than the chosen
+    # threshold needs; the directory then carries what is possible, but the
+    # choice is kept, so the federation does not stay weakly witnessed for good.
+    ca = Authority.create(tmp_path / "ca", "city")
+
+    def enrol(dept: str) -> None:
+        request = init_home(
+            tmp_path / dept,
+            federation="city",
+            department=dept,
+            display_name=dept.title(),
+            listen="127.0.0.1:0",
+            endpoint=f"{dept}.example:7443",
+        )
+        ca.issue(request, witness=True, replace=True)
+
+    def published() -> int:
+        return parse_directory(ca.publish_directory(), ca.ca_certificate()).witness_threshold
+
+    enrol("traffic")
+    assert published() == 0  # one witness cannot witness its own log
+    for dept in ("health", "security"):
+        enrol(dept)
+    assert published() == 1  # the default choice, not the 0 published before
+    assert (
+        parse_directory(
+            ca.publish_directory(witness_threshold=2), ca.ca_certificate()
+        ).witness_threshold
+        == 2
+    )
+    ca.revoke("security", reason="key-compromise")
+    assert published() == 1
+    assert ca.chosen_witness_threshold == 2
+    enrol("security")  # re-enrolled with new keys
+    assert published() == 2
+
+
 def _resign(authority: Authority, mutate: object) -> bytes:
     doc = json.loads(authority.publish_directory())["directory"]
     assert callable(mutate)
