@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from node.errors import AgreementError
 
-__all__ = ["TREATMENTS", "apply", "treated_schema", "validate_spec"]
+__all__ = ["TREATMENTS", "apply", "produces", "treated_schema", "validate_spec"]
 
 TREATMENTS = ("plain", "pseudonymize", "generalize", "drop")
 _TIME_UNITS = ("minute", "hour", "day", "month", "year")
@@ -94,6 +94,24 @@ def _output_type(field: pa.Field, spec: Mapping[str, Any]) -> pa.DataType | None
     if treatment == "generalize" and "band" in spec.get("params", {}):
         return pa.string()
     return field.type
+
+
+def produces(spec: Mapping[str, Any], kind: pa.DataType) -> bool:
+    """Whether a column treated by ``spec`` can arrive with type ``kind``.
+
+    The recipient's check of what a provider sent: ``pseudonymize`` and
+    ``generalize`` to bands give text, ``generalize`` to a time unit keeps a
+    timestamp or date, ``plain`` keeps any type, and ``drop`` gives no column.
+    """
+    treatment = spec.get("treatment")
+    params = spec.get("params") or {}
+    if treatment == "plain":
+        return True
+    if treatment == "pseudonymize" or (treatment == "generalize" and "band" in params):
+        return bool(kind == pa.string())
+    if treatment == "generalize" and "to" in params:
+        return bool(pa.types.is_timestamp(kind) or pa.types.is_date(kind))
+    return False
 
 
 def treated_schema(schema: pa.Schema, columns: Mapping[str, Mapping[str, Any]]) -> pa.Schema:

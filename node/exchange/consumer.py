@@ -26,10 +26,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from node.admin.cancel import check_cancelled
+from node.agreements.document import SignedAgreement
 from node.agreements.policy import authorize
+from node.catalog.treatments import produces
 from node.errors import AccessDenied, ExchangeError, NodeError, PeerError
 from node.exchange import convert
-from node.exchange.envelope import EnvelopeOpener
+from node.exchange.envelope import EnvelopeOpener, Header
+from node.exchange.errors import OutsideAgreementError
 from node.exchange.memory import tune_allocator
 from node.exchange.provider import exchange_store_of
 from node.exchange.readahead import read_ahead
@@ -41,7 +44,7 @@ from protocols.fednode.v1 import exchange_pb2_grpc
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
-__all__ = ["FetchResult", "fetch_share"]
+__all__ = ["FetchResult", "check_header", "fetch_share"]
 
 #: Deadline of a whole share; large shares on slow links need hours, not seconds.
 DEFAULT_DEADLINE_S = 6 * 3600.0
@@ -158,6 +161,8 @@ def fetch_share(
         UnknownPeerError: the provider is not in the directory.
         AccessDenied: this node's agreement, or the provider, refused.
         EnvelopeError: the stream failed verification (tampered, truncated, ...).
+        OutsideAgreementError: the provider sent another dataset, or columns
+            the agreement does not share or that were not asked for.
         PeerError: the provider could not be reached or the stream broke.
         OutputError: ``out`` exists (without ``overwrite``), or its folder is
             missing or not writable (checked before the provider is asked).
@@ -200,6 +205,9 @@ def fetch_share(
             received += len(data)
             if kind == "header":
                 opened = opener.open_header(data)
+                # Before anything is written: a provider cannot make this node keep
+                # data its agreement does not share, or that it did not ask for.
+                check_header(opened, signed, columns)
                 sink = AtomicTableSink(
                     out, opened.schema, fmt, overwrite=overwrite, validate=validate
                 )
@@ -310,6 +318,53 @@ def fetch_share(
         receipt_acknowledged=acknowledged,
         provider_ledger_seq=seq,
     )
+
+
+def check_header(header: Header, signed: SignedAgreement, columns: list[str] | None) -> None:
+    """Check that a verified header carries what the agreement shares and what was asked.
+
+    The header must name the agreement's dataset; its columns must each
+    appear once, be shared by the agreement (not dropped), have a type their
+    treatment produces, and be exactly ``columns`` when given, otherwise every
+    column the agreement shares. Their order is the provider's (its
+    dataset's), so only the set is compared.
+
+    Raises:
+        OutsideAgreementError: the header does not fit.
+        MalformedEnvelopeError: its schema does not parse.
+    """
+    where = f"agreement {signed.id}"
+    if header.dataset != signed.dataset:
+        raise OutsideAgreementError(
+            f"the share is of dataset {header.dataset!r}; {where} covers {signed.dataset!r}"
+        )
+    schema = header.schema
+    names = schema.names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise OutsideAgreementError(f"the share names columns twice: {', '.join(twice)}")
+    spec = signed.columns
+    shared = set(signed.shared_columns)
+    outside = sorted(set(names) - shared)
+    if outside:
+        raise OutsideAgreementError(
+            f"the share holds columns {where} does not share: {', '.join(outside)}"
+        )
+    asked = set(columns) if columns else shared
+    if set(names) != asked:
+        extra, missing = sorted(set(names) - asked), sorted(asked - set(names))
+        raise OutsideAgreementError(
+            "the share's columns are not the ones asked for"
+            + (f"; not asked for: {', '.join(extra)}" if extra else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    for field in schema:
+        treatment = spec[field.name]
+        if not produces(treatment, field.type):
+            raise OutsideAgreementError(
+                f"column {field.name!r} arrived as {field.type}, which its treatment "
+                f"({treatment['treatment']}) in {where} does not produce"
+            )
 
 
 def _record_failure(

@@ -13,6 +13,8 @@ caller can catch the whole family, and a test can name the exact cause::
         ├── UnexpectedSenderError     signed by a department other than the one asked
         ├── EnvelopeExpiredError      the header's expiry has passed
         ├── ReplayError               the share_id was seen before
+        ├── OutsideAgreementError     the header's dataset or columns are not what the agreement
+        │                             shares, or not what was asked
         ├── ChunkTagError             an AES-GCM tag failed: a chunk was altered
         ├── ChunkGapError             a chunk is missing from the sequence
         ├── ChunkReorderError         chunks arrived out of order
@@ -38,6 +40,7 @@ __all__ = [
     "ExchangeError",
     "MalformedEnvelopeError",
     "MissingFinalChunkError",
+    "OutsideAgreementError",
     "ReceiptError",
     "ReplayError",
     "TrailerMismatchError",
@@ -77,6 +80,11 @@ class EnvelopeExpiredError(EnvelopeError):
 
 class ReplayError(EnvelopeError):
     """The share_id has been seen before."""
+
+
+class OutsideAgreementError(EnvelopeError):
+    """The header's dataset, columns or column types are not what the agreement shares,
+    or its columns are not the ones asked for."""
 
 
 class ChunkTagError(EnvelopeError):

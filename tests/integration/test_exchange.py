@@ -690,6 +690,27 @@ def test_a_header_naming_a_column_in_bytes_that_are_not_utf8_is_refused_and_reco
     assert "not UTF-8" in failures[-1]["detail"]["reason"]
 
 
+def test_columns_the_agreement_does_not_share_are_refused_before_anything_is_written(
+    malicious: tuple[LocalFederation, MaliciousProvider, str], tmp_path: Path
+) -> None:
+    """The agreement shares only 'district'; the provider sends 'income' as well."""
+    fed, servicer, agreement_id = malicious
+    table = pa.table({"district": ["d1", "d2"], "income": pa.array([120000, 98000], pa.int64())})
+    message = table.to_batches()[0].serialize().to_pybytes()
+    schema = table.schema.serialize().to_pybytes()
+    servicer.script = lambda hpke: servicer.forged(hpke, schema, [(message, 2)])
+    out_dir = tmp_path / "recv"
+    out_dir.mkdir()
+    result = fetch(fed, agreement_id, out_dir / "x.parquet")
+    assert result.returncode == 7, result.stderr
+    told = f"the share holds columns agreement {agreement_id} does not share: income"
+    assert told in result.stderr
+    assert visible(out_dir) == []
+    assert told in share_failures(fed)[-1]["detail"]["reason"]
+    events = {e["event"] for e in ledger_events(fed.homes["statistics"])}
+    assert "share.received" not in events
+
+
 # --- crashes ----------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ Envelope verification itself is tested in ``test_exchange_envelope.py``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from node.agreements.store import AgreementRecord
 from node.errors import ExchangeError, NodeError
 from node.exchange import consumer
 from node.exchange.envelope import EnvelopeSealer
+from node.exchange.errors import OutsideAgreementError
 from node.exchange.sink import AtomicTableSink
 from node.identity.keys import ed25519_public_raw, hpke_from_seed
 from tests.unit.exchange import envelope_vectors as vectors
@@ -177,3 +179,123 @@ def test_an_unexpected_error_is_recorded_as_a_failed_share_and_wrapped(
     assert "the writer broke" in failed["detail"]["reason"]
     assert "share_id" in failed["detail"]
     assert list(tmp_path.glob("*.parquet")) == [] and list(tmp_path.glob(".*partial")) == []
+
+
+VISITS_COLUMNS = {
+    "person_id": {"treatment": "pseudonymize"},
+    "age": {"treatment": "generalize", "params": {"band": 10}},
+    "seen": {"treatment": "generalize", "params": {"to": "hour"}},
+    "district": {"treatment": "plain"},
+    "diagnosis": {"treatment": "drop"},
+}
+SHARED = {
+    "person_id": pa.array(["3f" * 32, "a1" * 32]),
+    "age": pa.array(["30-39", "40-49"]),
+    "seen": pa.array([0, 3_600_000_000], pa.timestamp("us")),
+    "district": pa.array(["d1", "d2"]),
+}
+
+
+def shared_except(**changes: pa.Array | None) -> pa.Table:
+    columns = {**SHARED, **changes}
+    return pa.table({k: v for k, v in columns.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    ("table", "dataset", "asked", "match"),
+    [
+        (
+            shared_except(income=pa.array([120000, 98000])),
+            "visits",
+            None,
+            "the share holds columns agreement agr-[0-9a-f]+ does not share: income$",
+        ),
+        (
+            shared_except(diagnosis=pa.array(["x", "y"])),
+            "visits",
+            None,
+            "does not share: diagnosis$",
+        ),
+        (shared_except(), "payroll", None, "the share is of dataset 'payroll'; agreement"),
+        (
+            shared_except(),
+            "visits",
+            ["district", "age"],
+            "not the ones asked for; not asked for: person_id, seen$",
+        ),
+        (
+            shared_except(age=None),
+            "visits",
+            None,
+            "not the ones asked for; missing: age$",
+        ),
+        (
+            shared_except(person_id=pa.array([1, 2])),
+            "visits",
+            None,
+            r"column 'person_id' arrived as int64, which its treatment \(pseudonymize\)",
+        ),
+        (
+            shared_except(age=pa.array([31, 42], pa.int32())),
+            "visits",
+            None,
+            r"column 'age' arrived as int32, which its treatment \(generalize\)",
+        ),
+        (
+            shared_except(seen=pa.array(["09:00", "10:00"])),
+            "visits",
+            None,
+            r"column 'seen' arrived as string, which its treatment \(generalize\)",
+        ),
+        (
+            pa.Table.from_arrays(
+                [SHARED["district"], SHARED["district"]], names=["district", "district"]
+            ),
+            "visits",
+            ["district"],
+            "the share names columns twice: district$",
+        ),
+    ],
+    ids=[
+        "column-not-in-agreement",
+        "dropped-column",
+        "other-dataset",
+        "more-than-asked",
+        "fewer-than-shared",
+        "pseudonym-not-text",
+        "band-not-text",
+        "time-not-temporal",
+        "duplicate-column",
+    ],
+)
+def test_a_share_that_is_not_what_the_agreement_shares_or_was_asked_is_refused(
+    tmp_path: Path,
+    granted: Callable[[AgreementRecord], None],
+    table: pa.Table,
+    dataset: str,
+    asked: list[str] | None,
+    match: str,
+) -> None:
+    record = agreement(columns=VISITS_COLUMNS)
+    granted(record)
+    node = runtime(tmp_path, honest_frames(record, table, dataset=dataset))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OutsideAgreementError, match=match):
+        fetch(node, record, out / "x.parquet", columns=asked)
+    [failed] = node.audit.events("share.failed")
+    assert re.search(match, failed["detail"]["reason"])
+    assert node.audit.events("share.received") == []
+    assert list(out.iterdir()) == []
+
+
+def test_asked_columns_arrive_in_the_providers_order(
+    tmp_path: Path, granted: Callable[[AgreementRecord], None]
+) -> None:
+    record = agreement(columns=VISITS_COLUMNS)
+    granted(record)
+    table = shared_except().select(["age", "district"])
+    node = runtime(tmp_path, honest_frames(record, table))
+    result = fetch(node, record, tmp_path / "out.parquet", columns=["district", "age"])
+    assert result.rows == 2
+    assert pq.read_table(tmp_path / "out.parquet").column_names == ["age", "district"]
