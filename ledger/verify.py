@@ -1101,36 +1101,65 @@ def _receipt_time(sent: dict[str, Any]) -> int:
 def _check_witnessed(
     bundles: list[_Bundle], report: Report, *, threshold: int, strict: bool
 ) -> dict[str, int]:
-    """Check every checkpoint a witness in ``bundles`` recorded cosigning against the
-    witnessed log's own entries, when that log's bundle is given; returns, per
-    origin, the largest size that ``witness_threshold`` of the given witnesses
-    confirm.
+    """Check every checkpoint a witness in ``bundles`` recorded cosigning; returns,
+    per origin, the largest size that ``threshold`` of the given witnesses confirm.
 
     A ``witness.cosigned`` entry carries the log's signed note and the
     witness's cosignature line, so a claim binds the log only once both
     verify: a witness cannot frame a log with a root the log never signed.
-    A log's own bundle may leave its checkpoints out, or hold entries
-    rewritten after them; what it signed and its witnesses recorded still
-    binds it. A log bundle shorter than a claim is a cut-back log when the log
-    went on recording after the claim, and otherwise possibly an export older
-    than the witness's (a note, or a failure when ``strict``).
+    Every claim is verified, whether or not the log's bundle is given, and
+    two claims of one log for one size with different roots are proof that
+    the log showed its witnesses different histories (a split view).
+
+    When the log's bundle is given, each claim is also checked against its
+    entries: a log's own bundle may leave its checkpoints out, or hold
+    entries rewritten after them; what it signed and its witnesses recorded
+    still binds it. A log bundle shorter than a claim is a cut-back log when
+    the log went on recording after the claim, and otherwise possibly an
+    export older than the witness's (a note, or a failure when ``strict``).
+
+    Raises:
+        VerificationError: a claim that does not verify, a split view, or a log
+            bundle that contradicts what its witnesses cosigned.
     """
     by_origin = {b.manifest["origin"]: b for b in bundles}
     confirmed: dict[str, dict[str, int]] = {}
-    unsigned = 0
+    # (origin, size) -> root -> (witness, entry) of the first claim of that root.
+    roots: dict[tuple[str, int], dict[bytes, tuple[str, str]]] = {}
+    unsigned = unknown = 0
     for witness in bundles:
+        witness_name = witness.manifest["node"]
         for seq, fields in witness.cosigned:
             where = f"{witness.files.path}: entry seq {seq}"
             detail = fields["detail"]
-            log = by_origin.get(detail.get("origin"))
-            if log is None or log is witness:
+            origin = detail.get("origin")
+            if not isinstance(origin, str):
+                raise _fail(where, f"witness.cosigned names origin {origin!r}, not a string")
+            if origin == witness.manifest["origin"]:
                 continue
             if "note" not in detail or "cosignature" not in detail:
                 unsigned += 1  # recorded before witnesses kept the signed note
                 continue
-            size = _signed_claim(witness, log, detail, where)
+            log_node = _department_of(witness.directory, origin)
+            if log_node is None:
+                unknown += 1  # a log the witness's directory no longer lists
+                continue
+            size = _signed_claim(witness, log_node, origin, detail, where)
+            root = _claim_root(detail)
+            seen = roots.setdefault((origin, size), {})
+            seen.setdefault(root, (witness_name, where))
+            if len(seen) > 1:
+                (first_root, (first_witness, first_where)), *_ = seen.items()
+                raise _fail(
+                    where,
+                    f"{log_node} signed two roots for size {size}: {first_root.hex()} "
+                    f"cosigned by {first_witness} ({first_where}) and {root.hex()} cosigned "
+                    f"by {witness_name}: the log showed its witnesses different histories",
+                )
+            log = by_origin.get(origin)
+            if log is None:
+                continue
             name = log.manifest["node"]
-            witness_name = witness.manifest["node"]
             if size > log.count:
                 said = (
                     f"{log.files.path} holds {log.count} entries, but {witness_name} cosigned "
@@ -1144,19 +1173,23 @@ def _check_witnessed(
                 )
                 continue
             actual = _root_at(log.levels, size)
-            if actual != _claim_root(detail):
+            if actual != root:
                 raise _fail(
                     str(log.files.path),
                     f"entries 0..{size - 1} have root {actual.hex()}, but {name} signed root "
-                    f"{_claim_root(detail).hex()} for that size, and {witness_name} cosigned it "
+                    f"{root.hex()} for that size, and {witness_name} cosigned it "
                     f"({where}): the log was rewritten after it was witnessed",
                 )
             report.witnessed_checked += 1
-            sizes = confirmed.setdefault(log.manifest["origin"], {})
+            sizes = confirmed.setdefault(origin, {})
             sizes[witness_name] = max(sizes.get(witness_name, 0), size)
     if unsigned:
         report.notes.append(
             f"{unsigned} witness record(s) without the log's signed note were not used"
+        )
+    if unknown:
+        report.notes.append(
+            f"{unknown} witness record(s) for logs not in the witness's directory were not used"
         )
     covered: dict[str, int] = {}
     for origin, per_witness in confirmed.items():
@@ -1167,27 +1200,37 @@ def _check_witnessed(
     return covered
 
 
+def _department_of(directory: DirectoryView, origin: str) -> str | None:
+    """The department whose log has ``origin`` in ``directory``, or None."""
+    for department in directory.keys:
+        if directory.origin(department) == origin:
+            return department
+    return None
+
+
 def _claim_root(detail: dict[str, Any]) -> bytes:
     return base64.b64decode(str(detail["root"]), validate=True)
 
 
-def _signed_claim(witness: _Bundle, log: _Bundle, detail: dict[str, Any], where: str) -> int:
-    """Verify a ``witness.cosigned`` claim: the log's signature on the note, the note's
-    size and root as the entry states them, and the witness's cosignature; return
-    the size.
+def _signed_claim(
+    witness: _Bundle, log_node: str, origin: str, detail: dict[str, Any], where: str
+) -> int:
+    """Verify a ``witness.cosigned`` claim about ``log_node``'s log: the log's signature
+    on the note, the note's size and root as the entry states them, and the witness's
+    cosignature; return the size.
 
     Raises:
         VerificationError: naming the witness's entry, whose claim does not verify.
     """
     directory = witness.directory
-    log_node, witness_node = log.manifest["node"], witness.manifest["node"]
+    witness_node = witness.manifest["node"]
     log_key = directory.keys.get(log_node)
     witness_key = directory.witness_keys(exclude=log_node).get(directory.origin(witness_node))
     try:
         if log_key is None or witness_key is None:
             raise ValueError(f"{log_node} or {witness_node} is not a log and witness here")
         note, line = str(detail["note"]).encode(), str(detail["cosignature"]).encode()
-        checkpoint = verify_checkpoint(note, log.manifest["origin"], log_key)
+        checkpoint = verify_checkpoint(note, origin, log_key)
         if checkpoint.size != detail.get("size") or checkpoint.root != _claim_root(detail):
             raise ValueError("its size or root differs from the signed note it carries")
         cosigned = cosignatures(

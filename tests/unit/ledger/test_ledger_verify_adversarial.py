@@ -7,6 +7,7 @@ is wrong.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.bundle import export_bundle
 from ledger.canonical import dumps
+from ledger.checkpoint import sign_checkpoint
 from ledger.entry import GENESIS_PREV
 from ledger.errors import VerificationError
 from ledger.merkle import hash_leaf
 from ledger.shapes import ShapeCache, parse_canonical_lines
 from ledger.verify import verify_bundle
-from tests.unit.ledger.helpers import Federation, chain, entry_fields
+from tests.unit.ledger.helpers import Federation, chain, entry_fields, fill
 
 
 def _split_lines() -> list[bytes]:
@@ -175,3 +178,97 @@ def test_every_batch_check_refuses_decreasing_times(steps: list[int], before: in
     batch = verify_module._batch_ok(parsed, 0, "alpha", leaves, 0, min_time)
     assert (fresh is not None) == (learned is not None) == ok
     assert (scanned is not None) == (blob is not None) == batch == ok
+
+
+# Witnesses' records: every claim is verified, and two roots for one size are a split view.
+
+
+def _cosign_and_record(
+    federation: Federation, witness: str, log: str, size: int, root: bytes
+) -> None:
+    """Have ``log`` sign (size, root), ``witness`` cosign it and record it as its node does."""
+    origin = federation.origin(log)
+    note = sign_checkpoint(origin, size, root, federation.keys[log])
+    held = federation.witnesses[witness].state.get(origin)
+    line = federation.witnesses[witness].add_checkpoint(held[0] if held else 0, [], note)
+    federation.store(witness).append(
+        {
+            "event": "witness.cosigned",
+            "peer": log,
+            "detail": {
+                "origin": origin,
+                "size": size,
+                "root": base64.b64encode(root).decode(),
+                "note": note.decode(),
+                "cosignature": line.encode(),
+            },
+        }
+    )
+
+
+def _exported(federation: Federation, dept: str, out: Path) -> Path:
+    fill(federation.store(dept), 2)
+    federation.publish(dept)
+    store = federation.store(dept)
+    origin = federation.origin(dept)
+    return export_bundle(
+        store, federation.directory_json, out, origin=origin, ca_pem=federation.ca_pem
+    ).path
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_split_view_in_witnesses_bundles_fails_without_the_logs_bundle(
+    federation: Federation, tmp_path: Path, split: bool
+) -> None:
+    _cosign_and_record(federation, "beta", "alpha", 3, b"\x11" * 32)
+    _cosign_and_record(federation, "gamma", "alpha", 3, (b"\x22" if split else b"\x11") * 32)
+    beta = _exported(federation, "beta", tmp_path / "b")
+    gamma = _exported(federation, "gamma", tmp_path / "g")
+    if not split:
+        assert verify_bundle([beta, gamma], require_published=True).bundles[1].entries == 3
+        return
+    with pytest.raises(
+        VerificationError,
+        match=r"g: entry seq 0: alpha signed two roots for size 3: 1111.* cosigned by beta "
+        r"\(.*b: entry seq 0\) and 2222.* cosigned by gamma",
+    ):
+        verify_bundle([beta, gamma])
+
+
+def test_a_forged_claim_fails_without_the_logs_bundle(
+    federation: Federation, tmp_path: Path
+) -> None:
+    origin = federation.origin("alpha")
+    note = sign_checkpoint(origin, 3, b"\x11" * 32, federation.keys["gamma"])  # not alpha's key
+    federation.store("beta").append(
+        {
+            "event": "witness.cosigned",
+            "peer": "alpha",
+            "detail": {
+                "origin": origin,
+                "size": 3,
+                "root": "",
+                "note": note.decode(),
+                "cosignature": "",
+            },
+        }
+    )
+    beta = _exported(federation, "beta", tmp_path / "b")
+    with pytest.raises(
+        VerificationError, match=r"entry seq 0: witness\.cosigned entry does not verify"
+    ):
+        verify_bundle([beta])
+
+
+@pytest.mark.parametrize("origin", [["fednode", "testfed", "beta"], 7, None, {"a": 1}])
+def test_a_claim_naming_a_non_string_origin_is_a_verification_error(
+    federation: Federation, tmp_path: Path, origin: Any
+) -> None:
+    federation.store("alpha").append(
+        {"event": "witness.cosigned", "detail": {"origin": origin, "size": 1}}
+    )
+    bundle = _exported(federation, "alpha", tmp_path / "a")
+    with pytest.raises(
+        VerificationError, match=r"entry seq 0: witness.cosigned names origin .*not a string"
+    ):
+        verify_bundle([bundle])
