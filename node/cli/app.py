@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.cli.exit_codes import UsageError
 from node.config import load_config
+from node.fl.errors import AppBundleError
 from node.output_path import check_output
 from node.timefmt import utc_text
 
@@ -119,7 +120,14 @@ def _approve(args: argparse.Namespace) -> int:
             f"{args.target}: no such file, and not a SHA-256 digest",
             hint="pass the .fab file or its 64-character hex SHA-256",
         )
-    approval = _store(args).approve(args.target)
+    try:
+        approval = _store(args).approve(args.target)
+    except AppBundleError as e:
+        # A wrong file (a CSV, a zip of a folder) is a usage slip, not a failed job.
+        raise UsageError(
+            f"{target} is not a Flower App Bundle (FAB): {e}",
+            hint="build one with 'fednode app build FOLDER --out APP.fab' and approve that file",
+        ) from e
     label = f"{approval.name} {approval.version}".strip() or "(digest only)"
     print(f"approved sha256:{approval.sha256}  {label}")
     return 0

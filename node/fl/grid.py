@@ -138,6 +138,17 @@ def _error_reply(ins: Message, code: int, reason: str) -> Message:
     return reply
 
 
+#: gRPC codes of a participant that was never reached, as opposed to one that refused.
+_UNREACHED = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def _not_started(why: str) -> str:
+    """Why a participant is not in the job, said as a refusal only when it refused."""
+    if why.startswith(_UNREACHED) or why.startswith("cannot reach"):
+        return f"could not be reached: {why}"
+    return f"refused the job: {why}"
+
+
 class NodeGrid(Grid):
     """A Flower Grid whose nodes are fednode departments."""
 
@@ -174,7 +185,7 @@ class NodeGrid(Grid):
         self._unavailable: dict[int, str] = {}
         for node_id, (department, why) in (refused or {}).items():
             self._departments[node_id] = department
-            self._unavailable[node_id] = f"refused the job: {why}"
+            self._unavailable[node_id] = _not_started(why)
         self._short_since: float | None = None
         self._run: Run | None = None
         self._failed = threading.Event()

@@ -96,7 +96,8 @@ def _read(path: Path, what: str) -> bytes:
     except OSError as e:
         raise IdentityError(
             f"cannot read {what} at {path}: {e.strerror}",
-            hint="run 'fednode init' to create the node's keys, or check --home",
+            hint="check --home; if it is right, restore keys/ from the node's backup (new "
+            "keys mean enrolling the department again with the authority)",
         ) from e
 
 

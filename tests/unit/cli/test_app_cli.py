@@ -134,6 +134,17 @@ def test_approve_of_a_folder_is_a_usage_error(
     assert f"{tmp_path} is a folder, not a FAB file" in _error(capsys)
 
 
+def test_approve_of_a_file_that_is_not_a_fab_is_a_usage_error(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "accidents.csv"
+    data.write_text("id,severity\n1,low\n")
+    assert main(["app", "approve", str(data), "--home", str(home)]) == exit_codes.USAGE
+    err = _error(capsys)
+    assert f"{data} is not a Flower App Bundle (FAB)" in err
+    assert "fednode app build FOLDER --out APP.fab" in err
+
+
 @pytest.mark.parametrize(
     ("digest", "message"),
     [

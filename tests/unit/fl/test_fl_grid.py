@@ -194,6 +194,22 @@ def test_a_refused_participant_gets_a_hint_about_what_it_refused() -> None:
     assert "fednode app approve" in (e.value.hint or "")
 
 
+def test_a_participant_that_was_never_reached_is_not_said_to_have_refused() -> None:
+    grid = NodeGrid(
+        {1: "traffic"},
+        echo,
+        refused={3: ("health", "UNAVAILABLE: failed to connect to all addresses")},
+        node_wait_timeout=0.2,
+    )
+    assert len(list(grid.get_node_ids())) == 1
+    time.sleep(0.3)
+    with pytest.raises(NodesUnavailableError, match=r"health \(could not be reached") as e:
+        grid.get_node_ids()
+    assert "refused" not in str(e.value)
+    assert "once the participants are back" in (e.value.hint or "")
+    assert "app approve" not in (e.value.hint or "")
+
+
 def test_a_lost_node_is_not_contacted_again() -> None:
     calls: list[str] = []
 
