@@ -5,6 +5,9 @@ Invariants:
 * the output path changes only after the trailer verified (every chunk
   authenticated, in order, the final chunk present, counts and digest equal);
   on any failure the temporary file is removed and nothing is visible;
+* the agreement is checked again after the trailer verified and before the
+  output is renamed into place: a share that completes after its agreement
+  expired or was revoked is discarded like any other failed share;
 * ``share.received`` is recorded, and the receipt sent, only after the output
   was renamed into place;
 * the share_id is claimed in the exchange store before the first chunk, so a
@@ -27,7 +30,7 @@ import grpc
 
 from node.admin.cancel import check_cancelled
 from node.agreements.document import SignedAgreement
-from node.agreements.policy import authorize
+from node.agreements.policy import authorize, recheck
 from node.catalog.treatments import produces
 from node.errors import AccessDenied, ExchangeError, NodeError, PeerError
 from node.exchange import convert
@@ -159,7 +162,8 @@ def fetch_share(
 
     Raises:
         UnknownPeerError: the provider is not in the directory.
-        AccessDenied: this node's agreement, or the provider, refused.
+        AccessDenied: this node's agreement, or the provider, refused; or the
+            agreement expired or was revoked before the share completed.
         EnvelopeError: the stream failed verification (tampered, truncated, ...).
         OutsideAgreementError: the provider sent another dataset, or columns
             the agreement does not share or that were not asked for.
@@ -248,6 +252,9 @@ def fetch_share(
             raise ExchangeError("share ended without a header")
         writes.settle()
         check_cancelled()  # the last moment a cancellation can still undo the share
+        # Authorization was checked when the share started; an agreement that
+        # expired or was revoked while it ran must not leave a kept output.
+        recheck(runtime, agreement_id)
         sink.commit()
     except grpc.RpcError as e:
         error = _peer_error(provider, e)

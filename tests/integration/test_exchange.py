@@ -433,6 +433,8 @@ class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[mis
         self.recorded: list[Any] = []
         #: When set, builds the frames of every share instead of :meth:`frames`.
         self.script: Callable[[bytes], list[Any]] | None = None
+        #: When set, called with each chunk's index before the chunk is sent.
+        self.before_chunk: Callable[[int], None] | None = None
 
     def frames(self, hpke_public: bytes) -> list[Any]:
         table = pa.table({"district": [f"d{i}" for i in range(3000)]})
@@ -515,7 +517,10 @@ class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[mis
         elif self.mode == "truncate":
             chunks, trailer = chunks[:3], None
         yield header
-        yield from chunks
+        for index, chunk in enumerate(chunks):
+            if self.before_chunk is not None:
+                self.before_chunk(index)
+            yield chunk
         if trailer is not None:
             yield trailer
 
@@ -523,18 +528,19 @@ class MaliciousProvider(exchange_pb2_grpc.ExchangeServicer):  # type: ignore[mis
         return exchange_pb2.ReceiptAck(ledger_seq=1)
 
 
-@pytest.fixture
-def malicious(
-    federation_factory: Any, tmp_path: Path
-) -> Iterator[tuple[LocalFederation, MaliciousProvider, str]]:
-    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+def serve_malicious(
+    fed: LocalFederation, tmp_path: Path, valid_seconds: int = 3600
+) -> tuple[grpc.Server, MaliciousProvider, str, int]:
+    """Start the consumer and, in health's place, a malicious provider under a fresh
+    agreement the consumer countersigned; returns the server, the servicer, the
+    agreement id and the agreement's end."""
     start(fed, "statistics")
     health = load_config(fed.homes["health"])
     statistics = load_config(fed.homes["statistics"])
     now = int(time.time())
     doc = new_agreement(
         federation=fed.federation, provider="health", consumer="statistics", dataset="visits",
-        purpose_code="X", purpose_text="", valid_from=now - 5, valid_until=now + 3600,
+        purpose_code="X", purpose_text="", valid_from=now - 5, valid_until=now + valid_seconds,
         modes=["transfer"], columns={"district": {"treatment": "plain"}}, created=now,
     )  # fmt: skip
     signed = SignedAgreement.sign(doc, keys.load_ed25519(health.signing_key_path))
@@ -556,7 +562,16 @@ def malicious(
     )
     server.add_secure_port(health.listen, credentials)
     server.start()
-    yield fed, servicer, signed.id
+    return server, servicer, signed.id, now + valid_seconds
+
+
+@pytest.fixture
+def malicious(
+    federation_factory: Any, tmp_path: Path
+) -> Iterator[tuple[LocalFederation, MaliciousProvider, str]]:
+    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+    server, servicer, agreement_id, _ = serve_malicious(fed, tmp_path)
+    yield fed, servicer, agreement_id
     server.stop(0)
 
 
@@ -709,6 +724,34 @@ def test_columns_the_agreement_does_not_share_are_refused_before_anything_is_wri
     assert told in share_failures(fed)[-1]["detail"]["reason"]
     events = {e["event"] for e in ledger_events(fed.homes["statistics"])}
     assert "share.received" not in events
+
+
+def test_a_share_completing_after_its_agreement_expired_is_not_kept(
+    federation_factory: Any, tmp_path: Path
+) -> None:
+    """The provider ignores the agreement's end and finishes the share after it:
+    the consumer checks the agreement again before it keeps anything."""
+    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+    server, servicer, agreement_id, valid_until = serve_malicious(fed, tmp_path, 6)
+    try:
+
+        def after_the_end(index: int) -> None:
+            if index == 1:
+                time.sleep(max(0.0, valid_until - time.time()) + 1)
+
+        servicer.before_chunk = after_the_end
+        out_dir = tmp_path / "recv"
+        out_dir.mkdir()
+        result = fetch(fed, agreement_id, out_dir / "x.parquet")
+        assert time.time() > valid_until
+        assert result.returncode == 6, result.stderr
+        assert f"agreement {agreement_id} expired at" in result.stderr
+        assert visible(out_dir) == []
+        assert "expired" in share_failures(fed)[-1]["detail"]["reason"]
+        events = {e["event"] for e in ledger_events(fed.homes["statistics"])}
+        assert "share.received" not in events
+    finally:
+        server.stop(0)
 
 
 # --- crashes ----------------------------------------------------------------

@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.agreements.document import SignedAgreement, new_agreement
-from node.agreements.store import AgreementRecord
-from node.errors import ExchangeError, NodeError
+from node.agreements.policy import agreements_of
+from node.errors import AccessDenied, ExchangeError, NodeError
 from node.exchange import consumer
 from node.exchange.envelope import EnvelopeSealer
 from node.exchange.errors import OutsideAgreementError
@@ -91,21 +91,21 @@ class Channel:
         return acknowledge
 
 
-def agreement(*, columns: dict[str, Any] | None = None, valid_s: int = 3600) -> AgreementRecord:
+def agreement(*, columns: dict[str, Any] | None = None, valid_s: int = 3600) -> SignedAgreement:
+    """A signed and countersigned agreement from health to statistics, valid from now."""
     now = int(time.time())
     doc = new_agreement(
         federation="test", provider="health", consumer="statistics", dataset="visits",
         purpose_code="X", purpose_text="", valid_from=now - 5, valid_until=now + valid_s,
         modes=["transfer"], columns=columns or {"district": {"treatment": "plain"}}, created=now,
     )  # fmt: skip
-    signed = SignedAgreement.sign(doc, PROVIDER_KEY)
-    return AgreementRecord(signed, "active", None, now, None, None)
+    return SignedAgreement.sign(doc, PROVIDER_KEY).countersign(CONSUMER_KEY)
 
 
-def honest_frames(record: AgreementRecord, table: pa.Table, dataset: str = "visits") -> Frames:
+def honest_frames(signed: SignedAgreement, table: pa.Table, dataset: str = "visits") -> Frames:
     sealer = EnvelopeSealer(
         signing_key=PROVIDER_KEY, sender="health", recipient="statistics",
-        recipient_hpke_public=HPKE.public_bytes, agreement=record.signed.id, dataset=dataset,
+        recipient_hpke_public=HPKE.public_bytes, agreement=signed.id, dataset=dataset,
         schema=table.schema, chunk_limit=4096,
     )  # fmt: skip
     frames: Frames = [("header", sealer.header)]
@@ -115,10 +115,12 @@ def honest_frames(record: AgreementRecord, table: pa.Table, dataset: str = "visi
     return [*frames, ("chunk", final), ("trailer", trailer)]
 
 
-def runtime(tmp_path: Path, frames: Frames) -> Any:
+def runtime(tmp_path: Path, signed: SignedAgreement, frames: Frames) -> Any:
+    """A consumer node holding ``signed`` as active, whose provider plays ``frames``."""
     entry = SimpleNamespace(ed25519_public=ed25519_public_raw(PROVIDER_KEY))
     channel = Channel(frames)
-    return SimpleNamespace(
+    # Only what the consumer reads of a NodeRuntime.
+    node: Any = SimpleNamespace(
         department="statistics",
         hpke=HPKE,
         signing_key=CONSUMER_KEY,
@@ -128,51 +130,39 @@ def runtime(tmp_path: Path, frames: Frames) -> Any:
         audit=Audit(),
         peer_channel=lambda department: channel,
     )
-
-
-@pytest.fixture
-def granted(monkeypatch: pytest.MonkeyPatch) -> Callable[[AgreementRecord], None]:
-    """Let the consumer's own agreement checks see ``record``."""
-
-    def grant(record: AgreementRecord) -> None:
-        monkeypatch.setattr(consumer, "authorize", lambda *_, **__: record)
-
-    return grant
+    agreements_of(node).activate(signed)
+    return node
 
 
 DISTRICTS = pa.table({"district": [f"d{i}" for i in range(500)]})
 
 
-def fetch(node: Any, record: AgreementRecord, out: Path, **options: Any) -> Any:
-    return consumer.fetch_share(
-        node, provider="health", agreement_id=record.signed.id, out=out, **options
-    )
+def fetch(node: Any, signed: SignedAgreement, out: Path, **options: Any) -> Any:
+    return consumer.fetch_share(node, provider="health", agreement_id=signed.id, out=out, **options)
 
 
 def test_an_honest_share_is_kept_and_recorded(
-    tmp_path: Path, granted: Callable[[AgreementRecord], None]
+    tmp_path: Path,
 ) -> None:
-    record = agreement()
-    granted(record)
-    node = runtime(tmp_path, honest_frames(record, DISTRICTS))
-    result = fetch(node, record, tmp_path / "out.parquet")
+    signed = agreement()
+    node = runtime(tmp_path, signed, honest_frames(signed, DISTRICTS))
+    result = fetch(node, signed, tmp_path / "out.parquet")
     assert result.rows == 500 and not result.receipt_acknowledged
     assert pq.read_table(tmp_path / "out.parquet").equals(DISTRICTS)
     assert [e["columns"] for e in node.audit.events("share.received")] == [["district"]]
 
 
 def test_an_unexpected_error_is_recorded_as_a_failed_share_and_wrapped(
-    tmp_path: Path, granted: Callable[[AgreementRecord], None], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(self: AtomicTableSink, message: Any) -> None:
         raise RuntimeError("the writer broke")
 
     monkeypatch.setattr(AtomicTableSink, "write", broken)
-    record = agreement()
-    granted(record)
-    node = runtime(tmp_path, honest_frames(record, DISTRICTS))
+    signed = agreement()
+    node = runtime(tmp_path, signed, honest_frames(signed, DISTRICTS))
     with pytest.raises(ExchangeError, match="RuntimeError: the writer broke") as raised:
-        fetch(node, record, tmp_path / "out.parquet")
+        fetch(node, signed, tmp_path / "out.parquet")
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert isinstance(raised.value, NodeError)
     [failed] = node.audit.events("share.failed")
@@ -270,19 +260,17 @@ def shared_except(**changes: pa.Array | None) -> pa.Table:
 )
 def test_a_share_that_is_not_what_the_agreement_shares_or_was_asked_is_refused(
     tmp_path: Path,
-    granted: Callable[[AgreementRecord], None],
     table: pa.Table,
     dataset: str,
     asked: list[str] | None,
     match: str,
 ) -> None:
-    record = agreement(columns=VISITS_COLUMNS)
-    granted(record)
-    node = runtime(tmp_path, honest_frames(record, table, dataset=dataset))
+    signed = agreement(columns=VISITS_COLUMNS)
+    node = runtime(tmp_path, signed, honest_frames(signed, table, dataset=dataset))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(OutsideAgreementError, match=match):
-        fetch(node, record, out / "x.parquet", columns=asked)
+        fetch(node, signed, out / "x.parquet", columns=asked)
     [failed] = node.audit.events("share.failed")
     assert re.search(match, failed["detail"]["reason"])
     assert node.audit.events("share.received") == []
@@ -290,12 +278,56 @@ def test_a_share_that_is_not_what_the_agreement_shares_or_was_asked_is_refused(
 
 
 def test_asked_columns_arrive_in_the_providers_order(
-    tmp_path: Path, granted: Callable[[AgreementRecord], None]
+    tmp_path: Path,
 ) -> None:
-    record = agreement(columns=VISITS_COLUMNS)
-    granted(record)
+    signed = agreement(columns=VISITS_COLUMNS)
     table = shared_except().select(["age", "district"])
-    node = runtime(tmp_path, honest_frames(record, table))
-    result = fetch(node, record, tmp_path / "out.parquet", columns=["district", "age"])
+    node = runtime(tmp_path, signed, honest_frames(signed, table))
+    result = fetch(node, signed, tmp_path / "out.parquet", columns=["district", "age"])
     assert result.rows == 2
     assert pq.read_table(tmp_path / "out.parquet").column_names == ["age", "district"]
+
+
+def test_a_share_whose_agreement_is_revoked_before_it_completes_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    signed = agreement()
+    node = runtime(tmp_path, signed, [])
+    frames = honest_frames(signed, DISTRICTS)
+    assert len(frames) > 4
+
+    def revoked_midway() -> Iterator[tuple[str, bytes]]:
+        yield from frames[:3]
+        agreements_of(node).revoke(signed.id, "withdrawn")
+        yield from frames[3:]
+
+    node.peer_channel("health").frames = revoked_midway()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AccessDenied, match=f"agreement {signed.id} was revoked at"):
+        fetch(node, signed, out / "x.parquet")
+    [failed] = node.audit.events("share.failed")
+    assert "was revoked" in failed["detail"]["reason"]
+    assert node.audit.events("share.received") == []
+    assert list(out.iterdir()) == []
+
+
+def test_a_share_completing_after_its_agreement_expired_is_not_kept(tmp_path: Path) -> None:
+    signed = agreement(valid_s=2)
+    node = runtime(tmp_path, signed, [])
+    frames = honest_frames(signed, DISTRICTS)
+
+    def expired_midway() -> Iterator[tuple[str, bytes]]:
+        yield from frames[:3]
+        # The provider ignores the end of the agreement; the consumer must not.
+        time.sleep(max(0.0, signed.valid_until - time.time()) + 0.1)
+        yield from frames[3:]
+
+    node.peer_channel("health").frames = expired_midway()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AccessDenied, match=f"agreement {signed.id} expired at"):
+        fetch(node, signed, out / "x.parquet")
+    assert "expired" in node.audit.events("share.failed")[-1]["detail"]["reason"]
+    assert node.audit.events("share.received") == []
+    assert list(out.iterdir()) == []
