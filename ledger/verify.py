@@ -144,6 +144,9 @@ class BundleReport:
     directory_signature_checked: bool
     #: Entries covered by checkpoints other bundles' witnesses cosigned (0 if none given).
     witnessed_size: int = 0
+    #: The serial and witness threshold of the directory this bundle carries.
+    directory_serial: int = 0
+    directory_threshold: int = 0
 
 
 @dataclass
@@ -157,6 +160,9 @@ class Report:
     witnessed_checked: int = 0
     #: The directories were checked against the bundles' own ca.pem, not a CA the caller gave.
     ca_from_bundle: bool = False
+    #: The witness policy applied to every bundle: the newest directory among them.
+    policy_serial: int = 0
+    policy_threshold: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -228,6 +234,8 @@ class _Bundle:
     last_time: int
     #: SHA-256 of the CA certificate the directory was checked against (b"" if none).
     ca_digest: bytes
+    #: ``(size, note)`` of each listed checkpoint, checked against the bundle's directory.
+    notes: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 def _fail(where: str, message: str, cause: BaseException | None = None) -> VerificationError:
@@ -886,7 +894,51 @@ def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
             except ProofError as e:
                 raise _fail(cp_where, f"consistency with size {previous[0]}: {e}", e) from e
         previous = (size, checkpoint.root)
+        bundle.notes.append((size, note))
     return previous if previous is not None else (0, EMPTY_ROOT)
+
+
+def _published_under(bundle: _Bundle, policy: DirectoryView) -> int:
+    """The largest listed checkpoint size that ``policy``'s witnesses cosigned at least
+    ``policy.witness_threshold`` times (0 if none).
+
+    A bundle is checked against the directory it carries; an older directory may
+    have asked for fewer witnesses, or other ones, than the newest one the auditor
+    holds, so whether a checkpoint is published is decided by the newest.
+    """
+    witnesses = policy.witness_keys(exclude=bundle.manifest["node"])
+    published = 0
+    for size, note in bundle.notes:
+        try:
+            valid = cosignatures(parse_note(note), witnesses)
+        except CheckpointError as e:
+            raise _fail(f"{bundle.files.path}: checkpoint size {size}", str(e), e) from e
+        if len(valid) >= policy.witness_threshold:
+            published = size
+    return published
+
+
+def _policy(bundles: list[_Bundle]) -> DirectoryView:
+    """The newest directory among the bundles; two different ones with one serial fail.
+
+    Raises:
+        VerificationError: two bundles carry different directories with the same serial.
+    """
+    newest = max((b.directory for b in bundles), key=lambda d: d.serial)
+    for bundle in bundles:
+        other = bundle.directory
+        if other.serial == newest.serial and _directory_terms(other) != _directory_terms(newest):
+            raise VerificationError(
+                f"{bundle.files.path}: directory.json: serial {other.serial} differs from "
+                f"another bundle's directory with the same serial; one of them is not the "
+                "federation's"
+            )
+    return newest
+
+
+def _directory_terms(directory: DirectoryView) -> tuple[object, ...]:
+    keys = sorted((dept, key.public_bytes_raw()) for dept, key in directory.keys.items())
+    return (directory.witness_threshold, sorted(directory.witnesses), keys)
 
 
 def _proofs(files: _Files) -> dict[tuple[int, int], list[bytes]]:
@@ -1099,10 +1151,11 @@ def _receipt_time(sent: dict[str, Any]) -> int:
 
 
 def _check_witnessed(
-    bundles: list[_Bundle], report: Report, *, threshold: int, strict: bool
+    bundles: list[_Bundle], report: Report, *, policy: DirectoryView, strict: bool
 ) -> dict[str, int]:
     """Check every checkpoint a witness in ``bundles`` recorded cosigning; returns,
-    per origin, the largest size that ``threshold`` of the given witnesses confirm.
+    per origin, the largest size that ``policy.witness_threshold`` of the given
+    witnesses (witnesses in ``policy``) confirm.
 
     A ``witness.cosigned`` entry carries the log's signed note and the
     witness's cosignature line, so a claim binds the log only once both
@@ -1181,6 +1234,8 @@ def _check_witnessed(
                     f"({where}): the log was rewritten after it was witnessed",
                 )
             report.witnessed_checked += 1
+            if witness_name not in policy.witnesses:
+                continue  # no longer a witness: its word does not count towards the threshold
             sizes = confirmed.setdefault(origin, {})
             sizes[witness_name] = max(sizes.get(witness_name, 0), size)
     if unsigned:
@@ -1192,6 +1247,7 @@ def _check_witnessed(
             f"{unknown} witness record(s) for logs not in the witness's directory were not used"
         )
     covered: dict[str, int] = {}
+    threshold = policy.witness_threshold
     for origin, per_witness in confirmed.items():
         ranked = sorted(per_witness.values(), reverse=True)
         if threshold and len(ranked) >= threshold:
@@ -1244,7 +1300,11 @@ def _signed_claim(
 
 
 def verify_bundle(
-    paths: Sequence[Path], *, ca_pem: bytes | None = None, require_published: bool = False
+    paths: Sequence[Path],
+    *,
+    ca_pem: bytes | None = None,
+    require_published: bool = False,
+    min_directory_serial: int = 0,
 ) -> Report:
     """Verify the bundles at ``paths`` and check them against each other.
 
@@ -1260,6 +1320,13 @@ def verify_bundle(
     log rewriting them. It also turns every "not yet covered" note into a
     failure, for an audit of bundles exported together.
 
+    Each bundle's checkpoints are checked against the directory it carries;
+    whether a checkpoint is *published* is decided by the witness policy
+    (witnesses and ``witness_threshold``) of the newest directory among the
+    bundles, so a bundle cannot choose an older, laxer directory.
+    ``min_directory_serial`` refuses any bundle whose directory is older: an
+    auditor with one bundle gives the serial of the directory it knows.
+
     Raises:
         VerificationError: the first violation, naming the bundle and the
             entry seq or checkpoint size.
@@ -1272,6 +1339,11 @@ def verify_bundle(
     try:
         for path in paths:
             bundle = _load(Path(path), ca_pem)
+            if bundle.directory.serial < min_directory_serial:
+                raise VerificationError(
+                    f"{path}: directory.json: serial {bundle.directory.serial} is older than "
+                    f"the oldest accepted, {min_directory_serial}"
+                )
             published_size, root = _check_checkpoints(bundle)
             bundles.append(bundle)
             report.bundles.append(
@@ -1285,6 +1357,8 @@ def verify_bundle(
                     root=root,
                     tail=bundle.count - published_size,
                     directory_signature_checked=bundle.directory.signature_checked,
+                    directory_serial=bundle.directory.serial,
+                    directory_threshold=bundle.directory.witness_threshold,
                 )
             )
         nodes = [b.manifest["node"] for b in bundles]
@@ -1302,12 +1376,21 @@ def verify_bundle(
                 f"({', '.join(f'{b.files.path}: {b.ca_digest.hex()[:16]}' for b in bundles)}); "
                 "one of them is not from this federation"
             )
-        directory = max((b.directory for b in bundles), key=lambda d: d.serial)
+        directory = _policy(bundles)
+        report.policy_serial = directory.serial
+        report.policy_threshold = directory.witness_threshold
         _cross_check(bundles, directory, report, strict=require_published)
-        witnessed = _check_witnessed(
-            bundles, report, threshold=directory.witness_threshold, strict=require_published
-        )
+        witnessed = _check_witnessed(bundles, report, policy=directory, strict=require_published)
         for bundle, entry in zip(bundles, report.bundles, strict=True):
+            entry.published_size = _published_under(bundle, directory)
+            entry.root = _root_at(bundle.levels, entry.published_size)
+            entry.tail = bundle.count - entry.published_size
+            if bundle.directory.serial < directory.serial:
+                report.notes.append(
+                    f"{bundle.files.path} carries directory serial {bundle.directory.serial}; "
+                    f"its checkpoints were counted as published under serial {directory.serial} "
+                    f"(witness threshold {directory.witness_threshold})"
+                )
             entry.witnessed_size = witnessed.get(entry.origin, 0)
             covered = max(entry.published_size, entry.witnessed_size)
             if require_published and covered < bundle.count:

@@ -79,6 +79,14 @@ Entries after a log's last published checkpoint are chained but could still
 be rewritten by that node; verify prints how many. --require-published makes
 them a failure (exit 7), for audits that must rest on witnessed history only.
 
+Each bundle carries the signed federation directory it was exported with;
+verify prints its serial and witness threshold. Whether a checkpoint is
+published (cosigned by enough witnesses) is decided by the newest directory
+among the bundles given, so a bundle cannot pick an older directory that
+asked for fewer witnesses. With a single bundle, give --min-directory-serial N,
+the serial of the newest directory you know (from the federation authority):
+a bundle carrying an older directory then fails (exit 7).
+
 Trust starts from --ca FILE: the federation CA certificate you got from the
 federation authority over a channel you trust. It is required: the ca.pem
 inside a bundle proves nothing, because anyone can make a CA and sign a
@@ -94,6 +102,8 @@ examples:
   fednode ledger verify --ca federation-ca.pem health.zip
   fednode ledger verify --ca federation-ca.pem health.zip transport.zip
   fednode ledger verify --ca federation-ca.pem --require-published *.zip
+  fednode ledger verify --ca federation-ca.pem --require-published \
+      --min-directory-serial 4 health.zip
 """
 
 _PROVE_HELP = """\
@@ -232,6 +242,14 @@ def register(subparsers: Any) -> None:
         "--require-published",
         action="store_true",
         help="fail if any entry is covered by no published or witnessed checkpoint",
+    )
+    verify.add_argument(
+        "--min-directory-serial",
+        type=_whole_number,
+        default=0,
+        metavar="N",
+        help="fail if a bundle carries a federation directory older than serial N "
+        "(e.g. --min-directory-serial 4)",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
@@ -447,7 +465,12 @@ def _verify(args: argparse.Namespace) -> int:
     if ca is None:
         print(_BUNDLE_CA_WARNING, file=sys.stderr)
     try:
-        report = verify_bundle(args.bundles, ca_pem=ca, require_published=args.require_published)
+        report = verify_bundle(
+            args.bundles,
+            ca_pem=ca,
+            require_published=args.require_published,
+            min_directory_serial=args.min_directory_serial,
+        )
     except LedgerError as e:
         if getattr(e, "hint", None) is None:
             directory_refused = isinstance(e, LedgerDirectoryError) or isinstance(
@@ -485,9 +508,15 @@ def _verify(args: argparse.Namespace) -> int:
                             "unchecked_tail": b.tail,
                             "witnessed_size": b.witnessed_size,
                             "directory_signature_checked": b.directory_signature_checked,
+                            "directory_serial": b.directory_serial,
+                            "directory_witness_threshold": b.directory_threshold,
                         }
                         for b in report.bundles
                     ],
+                    "witness_policy": {
+                        "directory_serial": report.policy_serial,
+                        "witness_threshold": report.policy_threshold,
+                    },
                     "shares_checked": report.shares_checked,
                     "shares_receipt_only": report.shares_unmatched_peers,
                     "witnessed_checkpoints_checked": report.witnessed_checked,
@@ -504,6 +533,9 @@ def _verify(args: argparse.Namespace) -> int:
             f"ok {b.path}: {b.origin}, {b.entries} entries, {len(b.checkpoints)} checkpoint(s), "
             f"published up to size {b.published_size}{ca_note}"
         )
+        print(
+            f"   directory serial {b.directory_serial}, witness threshold {b.directory_threshold}"
+        )
         if b.witnessed_size > b.published_size:
             print(f"   witnesses' bundles confirm entries 0..{b.witnessed_size - 1} as cosigned")
         uncovered = b.entries - max(b.published_size, b.witnessed_size)
@@ -512,6 +544,10 @@ def _verify(args: argparse.Namespace) -> int:
                 f"   {uncovered} entries after the last published checkpoint are chained only: "
                 "the node could still rewrite them (--require-published fails on this)"
             )
+    print(
+        f"witness policy: directory serial {report.policy_serial}, witness threshold "
+        f"{report.policy_threshold} (the newest directory among the bundles)"
+    )
     print(
         f"verified {report.entries} entries, {report.shares_checked} cross-checked share(s) and "
         f"{report.witnessed_checked} witnessed checkpoint(s) in {report.seconds:.2f}s"

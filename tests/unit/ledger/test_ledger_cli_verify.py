@@ -153,3 +153,21 @@ def test_a_mistyped_bundle_path_is_a_usage_error(
     _, ca = genuine
     assert main(["ledger", "verify", "--ca", str(ca), str(tmp_path / "typo.zip")]) == 2
     assert "no such bundle" in capsys.readouterr().err
+
+
+def test_verify_prints_each_directory_serial_and_threshold_and_honours_a_minimum(
+    genuine: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle, ca = genuine
+    assert main(["ledger", "verify", "--ca", str(ca), str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "directory serial 1, witness threshold 2" in out
+    assert "witness policy: directory serial 1, witness threshold 2" in out
+    assert main(["ledger", "verify", "--ca", str(ca), "--json", str(bundle)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bundles"][0]["directory_serial"] == 1
+    assert report["bundles"][0]["directory_witness_threshold"] == 2
+    assert report["witness_policy"] == {"directory_serial": 1, "witness_threshold": 2}
+    args = ["ledger", "verify", "--ca", str(ca), "--min-directory-serial", "2", str(bundle)]
+    assert main(args) == 7
+    assert "serial 1 is older than the oldest accepted, 2" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from ledger.errors import VerificationError
 from ledger.merkle import hash_leaf
 from ledger.shapes import ShapeCache, parse_canonical_lines
 from ledger.verify import verify_bundle
-from tests.unit.ledger.helpers import Federation, chain, entry_fields, fill
+from tests.unit.ledger.helpers import Federation, chain, entry_fields, fill, make_directory
 
 
 def _split_lines() -> list[bytes]:
@@ -272,3 +272,80 @@ def test_a_claim_naming_a_non_string_origin_is_a_verification_error(
         VerificationError, match=r"entry seq 0: witness.cosigned names origin .*not a string"
     ):
         verify_bundle([bundle])
+
+
+# The witness policy comes from the newest directory among the bundles.
+
+
+@pytest.fixture
+def old_directory_bundles(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
+    """beta published under directory serial 2 (threshold 2); alpha's checkpoint no witness
+    cosigned, in a bundle carrying serial 1 (threshold 0), which the CA also signed."""
+    keys = {d: k.public_key() for d, k in federation.keys.items()}
+    current = make_directory(federation.ca_key, keys, set(federation.departments), 2, serial=2)
+    old = make_directory(federation.ca_key, keys, set(federation.departments), 0, serial=1)
+    fill(federation.store("beta"), 4)
+    federation.publish("beta")
+    beta = export_bundle(
+        federation.store("beta"), current, tmp_path / "b", origin=federation.origin("beta")
+    ).path
+    alpha = federation.store("alpha")
+    fill(alpha, 7)
+    alpha.sign_checkpoint(federation.origin("alpha"), federation.keys["alpha"])
+    old_alpha = export_bundle(alpha, old, tmp_path / "a", origin=federation.origin("alpha")).path
+    return old_alpha, beta
+
+
+def test_an_older_laxer_directory_does_not_publish_an_uncosigned_checkpoint(
+    federation: Federation, old_directory_bundles: tuple[Path, Path]
+) -> None:
+    alpha, beta = old_directory_bundles
+    ca = federation.ca_pem
+    alone = verify_bundle([alpha], ca_pem=ca, require_published=True)  # serial 1 says so
+    assert alone.bundles[0].published_size == 7
+    assert (alone.bundles[0].directory_serial, alone.bundles[0].directory_threshold) == (1, 0)
+    report = verify_bundle([alpha, beta], ca_pem=ca)
+    assert (report.policy_serial, report.policy_threshold) == (2, 2)
+    assert [b.published_size for b in report.bundles] == [0, 4]
+    assert [b.directory_serial for b in report.bundles] == [1, 2]
+    assert any("carries directory serial 1" in note for note in report.notes)
+    with pytest.raises(VerificationError, match=r"a: entries 0\.\.6 are covered by no published"):
+        verify_bundle([alpha, beta], ca_pem=ca, require_published=True)
+
+
+@pytest.mark.parametrize(("minimum", "fails"), [(0, False), (1, False), (2, True)])
+def test_a_minimum_directory_serial_refuses_an_older_directory(
+    federation: Federation, old_directory_bundles: tuple[Path, Path], minimum: int, fails: bool
+) -> None:
+    alpha, _ = old_directory_bundles
+    if fails:
+        with pytest.raises(
+            VerificationError, match=r"a: directory\.json: serial 1 is older than the oldest"
+        ):
+            verify_bundle([alpha], ca_pem=federation.ca_pem, min_directory_serial=minimum)
+    else:
+        verify_bundle([alpha], ca_pem=federation.ca_pem, min_directory_serial=minimum)
+
+
+def test_two_different_directories_with_one_serial_are_refused(
+    federation: Federation, tmp_path: Path
+) -> None:
+    keys = {d: k.public_key() for d, k in federation.keys.items()}
+    lax = make_directory(federation.ca_key, keys, set(federation.departments), 0, serial=1)
+    fill(federation.store("beta"), 2)
+    federation.publish("beta")
+    beta = export_bundle(
+        federation.store("beta"),
+        federation.directory_json,
+        tmp_path / "b",
+        origin=federation.origin("beta"),
+    ).path
+    fill(federation.store("alpha"), 2)
+    federation.store("alpha").sign_checkpoint(federation.origin("alpha"), federation.keys["alpha"])
+    alpha = export_bundle(
+        federation.store("alpha"), lax, tmp_path / "a", origin=federation.origin("alpha")
+    ).path
+    with pytest.raises(
+        VerificationError, match="differs from another bundle's directory with the same serial"
+    ):
+        verify_bundle([alpha, beta], ca_pem=federation.ca_pem)
