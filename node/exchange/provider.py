@@ -15,7 +15,9 @@ Invariants:
   final chunk and trailer, so a revocation or expiry ends the share at once,
   without a valid trailer;
 * a share counts as sent (``share.sent``) only when the consumer's receipt for
-  exactly this share_id, digest and row count verifies.
+  exactly this share_id, digest and row count verifies, and it is recorded
+  once per share however many times the receipt arrives, even concurrently
+  (see :func:`accept_receipt`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from node.exchange.store import ExchangeStore, SentShare
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
 
-__all__ = ["WINDOW", "accept_receipt", "exchange_store_of", "stream_share"]
+__all__ = [
+    "WINDOW",
+    "accept_receipt",
+    "exchange_store_of",
+    "record_unrecorded_receipts",
+    "stream_share",
+]
 
 log = logging.getLogger("fednode.exchange")
 
@@ -162,9 +170,17 @@ def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any])
 
     Returns the ledger sequence number of the ``share.sent`` entry.
 
+    The receipt is attached to the share (a single conditional update) before
+    ``share.sent`` is recorded, so of concurrent callers with the same receipt
+    exactly one records it. Should the node stop between the two, the share
+    holds a receipt without a ledger entry, and :func:`record_unrecorded_receipts`
+    records it at the next start: ``share.sent`` is never lost, and can be
+    recorded twice only if the node stops in the instant after the ledger
+    append and before the store notes its sequence number.
+
     Raises:
-        ReceiptError: malformed, badly signed, for an unknown share, or the
-            fields differ from what was sent.
+        ReceiptError: malformed, badly signed, for an unknown share, the
+            fields differ from what was sent, or the share has a receipt already.
     """
     body = receipt.get("receipt") if isinstance(receipt, dict) else None
     share_hex = body.get("share_id") if isinstance(body, dict) else None
@@ -193,10 +209,35 @@ def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any])
             "agreement": sent.agreement,
         },
     )
+    # The claim: only one caller gets past this line for a share.
     store.attach_receipt(share_id, receipt)
+    seq = _record_sent(runtime, sent, receipt)
+    store.mark_recorded(share_id, seq)
+    return seq
+
+
+def record_unrecorded_receipts(runtime: NodeRuntime) -> int:
+    """Record ``share.sent`` for shares whose receipt was stored but never recorded.
+
+    Run when the node starts, before it serves: the node stopped between
+    storing a receipt and recording it. Returns how many were recorded.
+    """
+    store = exchange_store_of(runtime)
+    pending = store.unrecorded()
+    for sent in pending:
+        assert sent.receipt is not None
+        log.warning(
+            "recording share.sent for share %s: its receipt arrived before the node last stopped",
+            sent.share_id.hex(),
+        )
+        store.mark_recorded(sent.share_id, _record_sent(runtime, sent, sent.receipt))
+    return len(pending)
+
+
+def _record_sent(runtime: NodeRuntime, sent: SentShare, receipt: dict[str, Any]) -> int:
     return runtime.audit.record(
         "share.sent",
-        peer=consumer,
+        peer=sent.consumer,
         agreement=sent.agreement,
         dataset=sent.dataset,
         columns=sent.columns,
@@ -204,7 +245,7 @@ def accept_receipt(runtime: NodeRuntime, consumer: str, receipt: dict[str, Any])
         digest=sent.digest,
         outcome="ok",
         detail={
-            "share_id": share_id.hex(),
+            "share_id": sent.share_id.hex(),
             "rows": sent.rows,
             "chunks": sent.chunks,
             "receipt": receipt,

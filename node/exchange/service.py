@@ -29,7 +29,7 @@ from node.exchange import convert
 from node.exchange.envelope import SealedChunk
 from node.exchange.errors import ReceiptError
 from node.exchange.memory import tune_allocator
-from node.exchange.provider import accept_receipt, stream_share
+from node.exchange.provider import accept_receipt, record_unrecorded_receipts, stream_share
 from node.server.peer import caller_department
 from protocols.fednode.v1 import exchange_pb2, exchange_pb2_grpc
 
@@ -170,10 +170,19 @@ def add_services(server: grpc.Server, runtime: NodeRuntime) -> None:
     ``Fetch`` yields ShareFrame messages already in wire form (see
     :func:`node.exchange.convert.chunk_to_wire`), so its serializer passes
     bytes through; the other methods use the generated message classes. It
-    also applies the exchange allocator policy (:mod:`node.exchange.memory`).
+    also applies the exchange allocator policy (:mod:`node.exchange.memory`),
+    and records ``share.sent`` for receipts stored but not yet recorded when
+    the node last stopped.
     """
     # Shares stream chunk-sized buffers through this process for as long as it serves.
     tune_allocator()
+    # Before any receipt can arrive: a receipt stored just before the node last
+    # stopped still gets its share.sent entry.
+    try:
+        record_unrecorded_receipts(runtime)
+    except Exception:
+        # The node serves anyway; the shares stay pending and the next start tries again.
+        log.exception("could not record share.sent for receipts stored before the last stop")
     service = ExchangeService(runtime)
     handlers = {
         "Fetch": grpc.unary_stream_rpc_method_handler(
