@@ -26,9 +26,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -118,6 +120,35 @@ def _is_damage(error: sqlite3.Error) -> bool:
 def _storage_error(message: str, error: sqlite3.Error) -> StorageError:
     kind = LedgerDamageError if _is_damage(error) else StorageError
     return kind(f"{message}: {error}")
+
+
+#: The tables of the schema; a store missing one is damaged.
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+
+
+def _blob(value: object, what: str) -> bytes:
+    """Return a BLOB column's value; anything else (TEXT, INTEGER, NULL) is damage.
+
+    Raises:
+        LedgerDamageError: ``value`` is not bytes; ``what`` names the row and column.
+    """
+    if type(value) is not bytes:
+        raise LedgerDamageError(f"{what} is stored as {type(value).__name__}, not as bytes")
+    return value
+
+
+def _entry_pages(conn: sqlite3.Connection, size: int) -> Iterator[tuple[Any, Any, Any]]:
+    """Yield the raw ``(seq, body, leaf)`` rows of entries ``0..size-1`` in pages."""
+    start, page = 0, 10_000
+    while start < size:
+        rows = conn.execute(
+            "SELECT seq, body, leaf FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (start, min(size, start + page)),
+        ).fetchall()
+        if not rows:
+            return
+        yield from rows
+        start = rows[-1][0] + 1
 
 
 @dataclass(frozen=True)
@@ -260,6 +291,7 @@ class LedgerStore:
                 raise StorageError(
                     f"ledger store {self.path} belongs to {owner and owner[0]!r}, not {self.node!r}"
                 )
+            self._check_tables(conn)
             return
         if tables:
             raise StorageError(f"{self.path} is an SQLite file but not a fednode ledger")
@@ -288,9 +320,11 @@ class LedgerStore:
             body, leaf = conn.execute(
                 "SELECT body, leaf FROM entries WHERE seq=?", (size - 1,)
             ).fetchone()
-            self._last_leaf = bytes(leaf)
+            self._last_leaf = _blob(leaf, f"ledger store {self.path}: entry seq {size - 1}: leaf")
             try:
-                self._last_time = parse_entry(bytes(body)).fields["time"]
+                self._last_time = parse_entry(
+                    _blob(body, f"ledger store {self.path}: entry seq {size - 1}: body")
+                ).fields["time"]
             except EntryError as e:
                 raise LedgerDamageError(
                     f"ledger store {self.path}: last entry (seq {size - 1}) is corrupt: {e}"
@@ -326,7 +360,7 @@ class LedgerStore:
             raise StorageError(
                 f"ledger store {self.path} lacks tree node level {level} index {idx}"
             )
-        return bytes(row[0])
+        return _blob(row[0], f"ledger store {self.path}: tree node level {level} index {idx}")
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -523,7 +557,7 @@ class LedgerStore:
         rows = self._query("SELECT body FROM entries WHERE seq=?", (seq,))
         if not rows:
             raise StorageError(f"ledger has no entry seq {seq} (size {self._size})")
-        return bytes(rows[0][0])
+        return _blob(rows[0][0], f"ledger store {self.path}: entry seq {seq}: body")
 
     def iter_entries(
         self, start: int = 0, end: int | None = None
@@ -539,7 +573,8 @@ class LedgerStore:
             if not rows:
                 return
             for seq, body, leaf in rows:
-                yield seq, bytes(body), bytes(leaf)
+                where = f"ledger store {self.path}: entry seq {seq}"
+                yield seq, _blob(body, f"{where}: body"), _blob(leaf, f"{where}: leaf")
             start = rows[-1][0] + 1
 
     def node_hash(self, start: int, end: int) -> bytes:
@@ -743,12 +778,18 @@ class LedgerStore:
     def checkpoints(self) -> list[StoredCheckpoint]:
         """Return every stored checkpoint, smallest size first."""
         rows = self._query("SELECT size, root, note FROM checkpoints ORDER BY size")
-        return [StoredCheckpoint(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+        return [self._checkpoint_row(r) for r in rows]
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         """Return the checkpoint of the largest size, or None."""
         rows = self._query("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1")
-        return StoredCheckpoint(rows[0][0], bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+        return self._checkpoint_row(rows[0]) if rows else None
+
+    def _checkpoint_row(self, row: Any) -> StoredCheckpoint:
+        where = f"ledger store {self.path}: checkpoint size {row[0]}"
+        return StoredCheckpoint(
+            row[0], _blob(row[1], f"{where}: root"), _blob(row[2], f"{where}: note")
+        )
 
     # -- fsck ----------------------------------------------------------------------------
 
@@ -774,10 +815,50 @@ class LedgerStore:
                 node, checkpoint or record.
             StorageError: the file could not be read.
         """
-        size = self._size
-        stored = {c.size: c for c in self.checkpoints()}
-        signed_rows = self._query("SELECT size, root FROM signed WHERE id=1")
-        signed = (signed_rows[0][0], bytes(signed_rows[0][1])) if signed_rows else None
+        # One read transaction: a running node appends while fsck reads, and the
+        # entries, tree cache, checkpoints and signing record must be one state.
+        try:
+            conn = _connect(self.path)
+        except StorageError as e:
+            raise StorageError(f"fsck: {e}") from e
+        try:
+            conn.execute("BEGIN")
+            return self._fsck_snapshot(conn, public_key, origin, progress, witnesses)
+        except sqlite3.Error as e:
+            raise _storage_error(f"ledger store {self.path}", e) from e
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    def _fsck_snapshot(
+        self,
+        conn: sqlite3.Connection,
+        public_key: Ed25519PublicKey | None,
+        origin: str | None,
+        progress: Callable[[int, int], None] | None,
+        witnesses: Mapping[str, Ed25519PublicKey] | None,
+    ) -> FsckReport:
+        """:meth:`fsck` inside the read transaction ``conn`` holds open."""
+        self._check_tables(conn)
+        row = conn.execute("SELECT MAX(seq), COUNT(*) FROM entries").fetchone()
+        size = 0 if row[0] is None else row[0] + 1
+        if size != row[1]:
+            raise LedgerDamageError(f"ledger has gaps: {row[1]} entries up to seq {size - 1}")
+        stored = {
+            r[0]: StoredCheckpoint(
+                r[0],
+                _blob(r[1], f"checkpoint size {r[0]}: root"),
+                _blob(r[2], f"checkpoint size {r[0]}: note"),
+            )
+            for r in conn.execute("SELECT size, root, note FROM checkpoints ORDER BY size")
+        }
+        signed_rows = conn.execute("SELECT size, root FROM signed WHERE id=1").fetchall()
+        signed = (
+            (signed_rows[0][0], _blob(signed_rows[0][1], "signing record: root"))
+            if signed_rows
+            else None
+        )
         wanted = set(stored) | ({signed[0]} if signed else set())
         roots: dict[int, bytes] = {}
         if 0 in wanted:
@@ -789,9 +870,11 @@ class LedgerStore:
 
         rng = CompactRange()
         prev = GENESIS_PREV
-        for seq, body, leaf in self.iter_entries(0, size):
+        for seq, raw_body, raw_leaf in _entry_pages(conn, size):
             if seq != rng.size:
                 raise LedgerDamageError(f"entry seq {rng.size} is missing (found seq {seq})")
+            body = _blob(raw_body, f"entry seq {seq}: body")
+            leaf = _blob(raw_leaf, f"entry seq {seq}: leaf")
             try:
                 entry = parse_entry(body)
             except EntryError as e:
@@ -817,12 +900,17 @@ class LedgerStore:
         if rng.size != size:
             raise LedgerDamageError(f"ledger should hold {size} entries, found {rng.size}")
         node_count = 0
-        for level, idx, digest in self._query(
+        for level, idx, digest in conn.execute(
             "SELECT level, idx, hash FROM nodes ORDER BY level, idx"
         ):
             level_nodes = computed.get(level, [])
-            if idx >= len(level_nodes) or level_nodes[idx] != bytes(digest):
-                raise LedgerDamageError(f"cached tree node level {level} index {idx} is wrong")
+            where = f"cached tree node level {level} index {idx}"
+            if (
+                type(idx) is not int
+                or not 0 <= idx < len(level_nodes)
+                or level_nodes[idx] != _blob(digest, where)
+            ):
+                raise LedgerDamageError(f"{where} is wrong")
             node_count += 1
         expected_nodes = sum(len(v) for v in computed.values())
         if node_count != expected_nodes:
@@ -832,18 +920,24 @@ class LedgerStore:
         for cp in stored.values():
             self._fsck_checkpoint(cp, size, roots, public_key, origin, witnesses)
         self._fsck_signed(signed, size, stored, roots)
-        secrets = self._query("SELECT seq, path, salt, value FROM secrets")
+        secrets = conn.execute("SELECT seq, path, salt, value FROM secrets").fetchall()
         for seq, path, salt, value in secrets:
-            fields = loads(self.entry(seq))
-            committed = (
-                fields["detail"].get(path[7:]) if path.startswith("detail.") else fields.get(path)
-            )
-            if path not in fields["sensitive"] or committed != commitment(
-                bytes(salt), loads(bytes(value))
-            ):
-                raise LedgerDamageError(
-                    f"entry seq {seq}: stored value for {path!r} does not match its commitment"
+            where = f"entry seq {seq}: stored value for {path!r}"
+            body = conn.execute("SELECT body FROM entries WHERE seq=?", (seq,)).fetchone()
+            if body is None or not isinstance(path, str):
+                raise LedgerDamageError(f"{where} belongs to no entry")
+            try:
+                fields = loads(_blob(body[0], f"entry seq {seq}: body"))
+                committed = (
+                    fields["detail"].get(path[7:])
+                    if path.startswith("detail.")
+                    else fields.get(path)
                 )
+                expected = commitment(_blob(salt, where), loads(_blob(value, where)))
+            except LedgerError as e:
+                raise LedgerDamageError(f"{where} is unreadable: {e}") from e
+            if path not in fields["sensitive"] or committed != expected:
+                raise LedgerDamageError(f"{where} does not match its commitment")
         if progress is not None:
             progress(size, size)
         return FsckReport(
@@ -853,6 +947,13 @@ class LedgerStore:
             nodes=node_count,
             secrets=len(secrets),
         )
+
+    def _check_tables(self, conn: sqlite3.Connection) -> None:
+        """Raise LedgerDamageError if a table of the schema is missing."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = sorted(_TABLES - tables)
+        if missing:
+            raise LedgerDamageError(f"ledger store {self.path} lacks table(s) {', '.join(missing)}")
 
     @staticmethod
     def _fsck_checkpoint(

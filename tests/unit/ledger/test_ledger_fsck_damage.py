@@ -7,6 +7,7 @@ a tamperer would, then expects :class:`LedgerDamageError` naming the damage.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,3 +158,52 @@ def test_foreign_schema_stays_a_configuration_error(tmp_path: Path) -> None:
         LedgerStore(path, "alpha")
     assert not isinstance(info.value, LedgerDamageError)
     assert exit_codes.code_for(info.value) == exit_codes.CONFIG
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("UPDATE entries SET body=CAST(body AS TEXT) WHERE seq=3", r"entry seq 3: body is stored"),
+        ("UPDATE entries SET leaf='x' WHERE seq=3", r"entry seq 3: leaf is stored as str"),
+        ("UPDATE entries SET leaf=32 WHERE seq=3", r"entry seq 3: leaf is stored as int"),
+        ("UPDATE nodes SET hash='abc' WHERE level=1 AND idx=0", r"level 1 index 0 is stored"),
+        ("UPDATE checkpoints SET note=CAST(note AS TEXT)", r"checkpoint size 30: note is stored"),
+        ("UPDATE checkpoints SET root=7 WHERE size=40", r"size 40: root is stored as int"),
+        ("UPDATE signed SET root='r'", r"signing record: root is stored as str"),
+        ("UPDATE entries SET body=CAST(body AS TEXT) WHERE seq=44", r"seq 44: body is stored"),
+        ("DROP TABLE nodes", r"lacks table\(s\) nodes"),
+        ("DROP TABLE secrets", r"lacks table\(s\) secrets"),
+        ("DROP TABLE signed", r"lacks table\(s\) signed"),
+    ],
+)
+def test_values_of_the_wrong_type_and_missing_tables_are_damage(
+    federation: Federation, statement: str, message: str
+) -> None:
+    path = _ledger_with_checkpoints(federation)
+    _sql(path, statement)
+    with pytest.raises(LedgerDamageError, match=message) as info:
+        _fsck(federation, path, witnesses=_witnesses(federation))
+    assert exit_codes.code_for(info.value) == exit_codes.INTEGRITY
+
+
+def test_fsck_checks_one_state_while_the_node_appends(federation: Federation) -> None:
+    # fsck reads entries, tree nodes, checkpoints and the signing record in one read
+    # transaction, so entries appended meanwhile (and their tree nodes) are not damage.
+    store = federation.store("alpha")
+    fill(store, 1500)
+    federation.publish("alpha")
+    stop = threading.Event()
+
+    def append() -> None:
+        while not stop.is_set():
+            store.append({"event": "rpc.call", "detail": {"i": 1}})
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        sizes = [store.fsck().size for _ in range(4)]
+    finally:
+        stop.set()
+        writer.join()
+    assert sizes[-1] > 1500
+    assert store.fsck().size == store.size
