@@ -70,6 +70,15 @@ def agreement_countersign(runtime: NodeRuntime, args: dict[str, Any], emit: Emit
         else:
             result["pushed"] = True
             result["provider_state"] = ack.state
+            if ack.state == "revoked":
+                # The provider revoked it before this countersignature: this copy
+                # must not stay active, or this node would fetch and answer under it.
+                record = workflow.revoke(
+                    runtime,
+                    signed.id,
+                    f"{signed.provider} revoked it before it was countersigned",
+                )
+                result.update(record.to_json())
     return result
 
 
@@ -97,6 +106,13 @@ def agreement_revoke(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> 
     agreement_id = str(args["id"])
     notify = bool(args.get("notify", True))
     record = agreements_of(runtime).get(agreement_id)
+    if record.state == "proposed":
+        # Never countersigned: the consumer holds no copy to revoke. Should it
+        # countersign later, its push is answered "revoked" and it revokes its own.
+        record = workflow.revoke(
+            runtime, agreement_id, str(args.get("reason") or "revoked by operator")
+        )
+        return {**record.to_json(), "peer_holds_no_copy": True}
     if record.state != "revoked" or not notify:
         record = workflow.revoke(
             runtime, agreement_id, str(args.get("reason") or "revoked by operator")

@@ -32,6 +32,7 @@ from node.agreements.store import AgreementRecord
 from node.catalog import treatments
 from node.catalog.loader import catalog_of
 from node.errors import AgreementError, CatalogError
+from node.timefmt import utc_text
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -142,8 +143,8 @@ def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecor
     """Verify a provider-signed agreement naming this node as consumer, countersign and store it.
 
     Raises:
-        AgreementError: it names another consumer, is in another federation, or
-            the provider's signature does not verify.
+        AgreementError: it names another consumer, is in another federation,
+            the provider's signature does not verify, or it has expired.
         UnknownPeerError: the provider is not in the directory.
     """
     if signed.consumer != runtime.department:
@@ -157,6 +158,13 @@ def countersign(runtime: NodeRuntime, signed: SignedAgreement) -> AgreementRecor
             f"agreement {signed.id} belongs to federation {signed.doc['federation']}"
         )
     signed.verify(runtime.directory.get(signed.provider).ed25519_public, None)
+    valid_until = int(signed.doc["valid_until"])
+    if valid_until <= time.time():
+        # It could never be used, and its provider would report it as expired.
+        raise AgreementError(
+            f"agreement {signed.id} expired at {utc_text(valid_until)}; it cannot be countersigned",
+            hint=f"ask {signed.provider} for a new agreement with a later --valid-until",
+        )
     both = signed.countersign(runtime.signing_key)
     record = agreements_of(runtime).activate(both)
     _record(runtime, "agreement.countersigned", signed)
@@ -171,9 +179,14 @@ def accept_countersigned(
     On the provider the document must be one this node proposed. On the
     consumer (re-importing its own countersigned copy) both signatures must verify.
 
+    A consumer's push of an agreement this provider revoked before it was
+    countersigned returns the revoked record (the consumer then revokes its
+    copy); an import of one is refused.
+
     Raises:
         AgreementError: signatures fail, the node is not a party, the provider
-            never proposed it, or the submitter is not its consumer.
+            never proposed it, the submitter is not its consumer, or (import)
+            it was revoked.
     """
     me = runtime.department
     if me not in (signed.provider, signed.consumer):
@@ -187,11 +200,17 @@ def accept_countersigned(
         runtime.directory.get(signed.consumer).ed25519_public,
     )
     store = agreements_of(runtime)
-    if me == signed.provider and store.find(signed.id) is None:
+    held = store.find(signed.id)
+    if me == signed.provider and held is None:
         raise AgreementError(
             f"this node never drew up agreement {signed.id}",
             hint="only agreements created here with 'fednode agreement create' can be activated",
         )
+    if submitted_by is not None and held is not None and held.state == "revoked":
+        # Revoked before the consumer countersigned: the consumer held no copy
+        # to notify then, so its push is where it learns; the answer says so
+        # and it revokes its copy (see agreement.countersign).
+        return held
     record = store.activate(signed)
     _record(runtime, "agreement.activated", signed)
     return record

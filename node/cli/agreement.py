@@ -20,7 +20,7 @@ from ledger.canonical import dumps, loads
 from ledger.errors import LedgerError
 from node.admin.client import invoke
 from node.agreements.document import SignedAgreement
-from node.cli.exit_codes import PEER, UsageError
+from node.cli.exit_codes import PEER, POLICY, UsageError
 from node.errors import OutputError
 from node.output_path import check_output
 from node.timefmt import utc_text
@@ -444,6 +444,13 @@ def _countersign(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return PEER
+        if result.get("provider_state") == "revoked":
+            print(
+                f"{provider} had revoked this agreement before it was countersigned, so it is "
+                "revoked on this node too: nothing can be shared under it",
+                file=sys.stderr,
+            )
+            return POLICY
         print(f"delivered to {provider}: {result.get('provider_state')}")
     return 0
 
@@ -518,6 +525,12 @@ def _revoke(args: argparse.Namespace) -> int:
         {"id": args.id, "reason": args.reason, "notify": not args.no_notify},
     )
     print(_summary(result))
+    if result.get("peer_holds_no_copy"):
+        print(
+            "the other party never countersigned it, so it holds no copy to revoke; if it "
+            "countersigns now, its node learns the agreement is revoked"
+        )
+        return 0
     if result.get("peer_notified"):
         print("the other party was notified and revoked its copy")
     elif "peer_notified" in result:

@@ -104,3 +104,42 @@ def test_an_expired_agreement_is_shown_as_expired(fed: LocalFederation, tmp_path
         assert json.loads(raw.stdout)["state"] == "expired"
     refused = fetch(fed, agreement_id, tmp_path / "out.parquet")
     assert refused.returncode == 6 and f"expired at {expiry}" in refused.stderr
+
+
+def test_an_agreement_revoked_before_countersigning_is_revoked_on_both_nodes(
+    fed: LocalFederation, tmp_path: Path
+) -> None:
+    file = tmp_path / "visits.agreement"
+    code, _, err = create(fed, file, "district=plain")
+    assert code == 0, err
+    agreement_id = loads(file.read_bytes())["agreement"]["id"]
+    # The consumer holds no copy yet: nothing to notify, and not a failure.
+    revoked = fednode("agreement", "revoke", agreement_id, "--home", fed.homes["health"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert "never countersigned it, so it holds no copy to revoke" in revoked.stdout
+    # Countersigning it later learns the revocation and keeps no active copy.
+    pushed = fednode("agreement", "countersign", file, "--push", "--home", fed.homes["statistics"])
+    assert pushed.returncode == 6, pushed.stderr
+    assert "health had revoked this agreement before it was countersigned" in pushed.stderr
+    for department in ("health", "statistics"):
+        assert admin(fed, department, "agreement.show", id=agreement_id)["state"] == "revoked"
+    refused = fetch(fed, agreement_id, tmp_path / "out.parquet")
+    assert refused.returncode == 6, refused.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_expired_agreement_cannot_be_countersigned(fed: LocalFederation, tmp_path: Path) -> None:
+    file = tmp_path / "visits.agreement"
+    done = fednode(
+        "agreement", "create", "--home", fed.homes["health"], "--consumer", "statistics",
+        "--dataset", "visits", "--purpose-code", "STAT-7", "--valid-until", "+2s",
+        "--mode", "transfer", "--column", "district=plain", "--out", file,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    until = loads(file.read_bytes())["agreement"]["valid_until"]
+    time.sleep(max(0.0, until - time.time()) + 0.5)
+    pushed = fednode("agreement", "countersign", file, "--push", "--home", fed.homes["statistics"])
+    assert pushed.returncode == 6, pushed.stderr
+    assert "expired at" in pushed.stderr and "it cannot be countersigned" in pushed.stderr
+    assert "ask health for a new agreement" in pushed.stderr
+    assert admin(fed, "statistics", "agreement.list")["agreements"] == []
