@@ -39,6 +39,8 @@ Invariants:
 from __future__ import annotations
 
 import struct
+from array import array
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -418,7 +420,7 @@ class RecordBatchMessage:
         return batch
 
 
-def file_footer(schema: pa.Schema, blocks: list[tuple[int, int, int]]) -> bytes:
+def file_footer(schema: pa.Schema, blocks: Collection[tuple[int, int, int]]) -> bytes:
     """The footer of an Arrow IPC file holding record batches at ``blocks``, with its
     length and closing magic.
 
@@ -457,13 +459,35 @@ def _write_all(file: BinaryIO, data: bytes | memoryview | pa.Buffer) -> None:
         view = view[written:]
 
 
+class _Blocks:
+    """Footer blocks kept as three machine integers each (24 bytes a block, no
+    Python object per block), so a share of many small chunks costs the
+    writer little more than the footer it will write."""
+
+    def __init__(self) -> None:
+        self._values = array("q")
+
+    def append(self, offset: int, metadata_len: int, body_len: int) -> None:
+        self._values.extend((offset, metadata_len, body_len))
+
+    def __len__(self) -> int:
+        return len(self._values) // 3
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        values = iter(self._values)
+        return zip(values, values, values, strict=True)
+
+    def __contains__(self, block: object) -> bool:
+        return block in set(self)
+
+
 class IpcMessageFileWriter:
     """Append checked record-batch messages, unchanged, to an Arrow IPC file."""
 
     def __init__(self, file: BinaryIO, schema: pa.Schema) -> None:
         self._file = file
         self._schema = schema
-        self._blocks: list[tuple[int, int, int]] = []
+        self._blocks = _Blocks()
         head = _MAGIC + b"\x00\x00" + schema.serialize().to_pybytes()
         _write_all(file, head)
         self._pos = len(head)
@@ -475,7 +499,7 @@ class IpcMessageFileWriter:
             OSError: the write failed.
         """
         _write_all(self._file, message)
-        self._blocks.append((self._pos, layout.metadata_len, layout.body_len))
+        self._blocks.append(self._pos, layout.metadata_len, layout.body_len)
         self._pos += layout.metadata_len + layout.body_len
 
     def close(self) -> None:

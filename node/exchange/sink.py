@@ -8,7 +8,13 @@ Arrow IPC output receives each chunk's record-batch message unchanged (see
 with zstd lands as a zstd-compressed Arrow IPC file, the form
 ``pyarrow.feather`` writes with zstd, and nothing is decompressed or
 re-encoded on the way to disk. Parquet output decodes and validates each
-batch and encodes Parquet.
+batch and encodes Parquet, collecting batches into row groups of up to
+:data:`ROW_GROUP_ROWS` rows, :data:`ROW_GROUP_BYTES` bytes or
+:data:`ROW_GROUP_ELEMENTS` elements, whatever the sender's chunk sizes: a
+Parquet writer holds every row group's metadata (per column) until the file
+closes, so a row group per chunk would let a share of many small chunks grow
+the receiver's memory with its length. Memory therefore stays within a row
+group's worth of batches plus the chunk window.
 
 While batches arrive, a background thread flushes what was written so far
 every :data:`FLUSH_EVERY` bytes, so the disk writes overlap the transfer and
@@ -37,7 +43,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from node.errors import ExchangeError, OutputError
-from node.exchange.ipc_message import IpcMessageFileWriter, RecordBatchMessage
+from node.exchange.ipc_message import (
+    MAX_CHUNK_ELEMENTS,
+    IpcMessageFileWriter,
+    RecordBatchMessage,
+)
 from node.output_path import check_output
 
 __all__ = ["FORMATS", "OVERWRITE_FLAG", "AtomicTableSink", "output_format"]
@@ -53,6 +63,16 @@ FORMATS = ("parquet", "arrow")
 #: back, one at a time, and the final fsync finds almost nothing left.
 FLUSH_EVERY = 1024 * 1024
 _FLUSH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="share-flush")
+#: Bounds of one Parquet row group: Arrow's default row count, and a size that
+#: holds a few chunks' worth of decoded batches.
+ROW_GROUP_ROWS = 1024 * 1024
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+#: Elements (field node lengths, see ``ipc_message.MAX_CHUNK_ELEMENTS``) of one
+#: row group: the Parquet writer builds levels per element.
+ROW_GROUP_ELEMENTS = MAX_CHUNK_ELEMENTS
+#: Batches waiting for a row group are merged into one once this many wait:
+#: each batch costs an object per column, which a small chunk does not pay for.
+_MERGE_BATCHES = 64
 _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -108,6 +128,44 @@ def _remove_stale_partials(dest: Path) -> None:
                 leftover.unlink()
 
 
+class _RowGroup:
+    """Decoded batches waiting to be written as one Parquet row group."""
+
+    def __init__(self) -> None:
+        self._batches: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.bytes = 0
+        self.elements = 0
+
+    def add(self, batch: pa.RecordBatch, message: RecordBatchMessage) -> None:
+        """Hold ``batch``, decoded from ``message``, counting what it keeps in memory.
+
+        An uncompressed batch is a view of its message, so the larger of the
+        two is what it costs.
+        """
+        self._batches.append(batch)
+        self.rows += batch.num_rows
+        self.bytes += max(len(message.data), message.layout.decoded_len)
+        self.elements += message.layout.elements
+        if len(self._batches) >= _MERGE_BATCHES:
+            merged = pa.concat_batches(self._batches)
+            self._batches = [merged]
+            self.bytes = merged.get_total_buffer_size()
+
+    def full(self) -> bool:
+        return (
+            self.rows >= ROW_GROUP_ROWS
+            or self.bytes >= ROW_GROUP_BYTES
+            or self.elements >= ROW_GROUP_ELEMENTS
+        )
+
+    def take(self, schema: pa.Schema) -> pa.Table:
+        """The batches held, as one table; the row group starts empty again."""
+        table = pa.Table.from_batches(self._batches, schema=schema)
+        self._batches, self.rows, self.bytes, self.elements = [], 0, 0, 0
+        return table
+
+
 class AtomicTableSink:
     """Write record batches to ``dest`` so that it appears complete or not at all."""
 
@@ -141,7 +199,9 @@ class AtomicTableSink:
         except OSError as e:
             raise OutputError(f"cannot create output beside {dest}: {e}") from e
         self.tmp = Path(tmp)
+        self._schema = schema
         self._parquet: pq.ParquetWriter | None = None
+        self._row_group = _RowGroup()
         self._arrow: IpcMessageFileWriter | None = None
         self._file: io.FileIO | None = None
         try:
@@ -208,12 +268,18 @@ class AtomicTableSink:
                 self._arrow.write(message.data, message.layout)
                 self._maybe_flush(len(message.data))
             else:
-                assert self._parquet is not None
-                batch = message.decode()
-                self._parquet.write_batch(batch)
-                self._maybe_flush(batch.nbytes)
+                self._row_group.add(message.decode(), message)
+                if self._row_group.full():
+                    self._write_row_group()
         except (OSError, pa.ArrowException) as e:
             raise ExchangeError(f"cannot write output {self.tmp}: {e}") from e
+
+    def _write_row_group(self) -> None:
+        assert self._parquet is not None
+        table = self._row_group.take(self._schema)
+        if table.num_rows:
+            self._parquet.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            self._maybe_flush(table.nbytes)
 
     def _close(self, *, complete: bool = True) -> None:
         self._open = False
@@ -221,6 +287,10 @@ class AtomicTableSink:
             if self._arrow is not None and complete:
                 self._arrow.close()
             elif self._parquet is not None:
+                if complete:
+                    self._write_row_group()
+                else:
+                    self._row_group.take(self._schema)
                 self._parquet.close()
         finally:
             if self._file is not None:

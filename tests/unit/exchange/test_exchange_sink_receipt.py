@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,9 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.cli.exit_codes import code_for
 from node.errors import ExchangeError, OutputError
+from node.exchange import sink as sink_module
 from node.exchange.envelope import MessageEncoder
 from node.exchange.errors import MalformedEnvelopeError, ReceiptError
-from node.exchange.ipc_message import BatchTemplate, RecordBatchMessage, read_batch_layout
+from node.exchange.ipc_message import (
+    BatchTemplate,
+    IpcMessageFileWriter,
+    RecordBatchMessage,
+    read_batch_layout,
+)
 from node.exchange.receipt import make_receipt, verify_receipt
 from node.exchange.sink import AtomicTableSink, output_format
 from node.identity.keys import ed25519_public_raw
@@ -264,3 +271,79 @@ def test_unusable_output_paths_are_refused_as_output_errors(tmp_path: Path) -> N
         assert code_for(refused.value) == 2
     check_output(tmp_path / "taken.parquet", overwrite=True)
     check_output(tmp_path / "new.arrow")
+
+
+# -- Memory of long shares: row groups and footer blocks do not grow per chunk ------------
+
+
+def _tiny_chunks(count: int, columns: int = 20) -> tuple[pa.Schema, list[RecordBatchMessage]]:
+    """``count`` one-row chunks of ``columns`` columns, as a hostile sender may split a share."""
+    batches = [
+        pa.record_batch({f"c{c}": pa.array([i * columns + c], pa.int32()) for c in range(columns)})
+        for i in range(count)
+    ]
+    return batches[0].schema, [message_of(b) for b in batches]
+
+
+def test_parquet_row_groups_collect_small_chunks(tmp_path: Path) -> None:
+    schema, messages = _tiny_chunks(1000)
+    dest = tmp_path / "out.parquet"
+    with AtomicTableSink(dest, schema, "parquet") as sink:
+        for message in messages:
+            sink.write(message)
+        sink.commit()
+    assert pq.ParquetFile(dest).metadata.num_row_groups == 1
+    table = pq.read_table(dest)
+    assert table.num_rows == 1000 and table["c3"][999].as_py() == 999 * 20 + 3
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "row_groups"),
+    [
+        ("ROW_GROUP_ROWS", 100, range(10, 11)),
+        ("ROW_GROUP_ELEMENTS", 20 * 250, range(4, 5)),
+        # Held batches are merged every few dozen, which shrinks what they hold.
+        ("ROW_GROUP_BYTES", 64 * 1024, range(5, 50)),
+    ],
+)
+def test_parquet_row_groups_end_at_each_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str, value: int, row_groups: range
+) -> None:
+    monkeypatch.setattr(sink_module, bound, value)
+    schema, messages = _tiny_chunks(1000)
+    dest = tmp_path / "out.parquet"
+    with AtomicTableSink(dest, schema, "parquet") as sink:
+        for message in messages:
+            sink.write(message)
+        sink.commit()
+    assert pq.ParquetFile(dest).metadata.num_row_groups in row_groups
+    assert pq.read_table(dest).equals(pa.Table.from_batches([m.decode() for m in messages]))
+
+
+def test_an_aborted_parquet_output_writes_no_row_group(tmp_path: Path) -> None:
+    schema, messages = _tiny_chunks(10)
+    dest = tmp_path / "out.parquet"
+    with AtomicTableSink(dest, schema, "parquet") as sink:
+        for message in messages:
+            sink.write(message)
+        sink.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_arrow_output_keeps_24_bytes_per_chunk_until_its_footer(tmp_path: Path) -> None:
+    schema, messages = _tiny_chunks(1, columns=1)
+    count = 20_000
+    with Path(os.devnull).open("wb", buffering=0) as devnull:
+        writer = IpcMessageFileWriter(devnull, schema)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for _ in range(count):
+                writer.write(messages[0].data, messages[0].layout)
+            grown = sum(
+                s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename")
+            )
+        finally:
+            tracemalloc.stop()
+        writer.close()
+    assert grown < 32 * count, f"{grown / count:.0f} bytes per chunk"
