@@ -180,7 +180,7 @@ class _Files:
         if path.is_file():
             try:
                 self._zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as e:
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
                 raise VerificationError(f"{path}: not a bundle directory or zip: {e}") from e
         elif not path.is_dir():
             raise VerificationError(f"{path}: no such bundle")
@@ -194,8 +194,18 @@ class _Files:
                     return None
             target = self.path / name
             return target.read_bytes() if target.is_file() else None
-        except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
-            # A damaged deflate stream surfaces as zlib.error or EOFError, not BadZipFile.
+        except (
+            OSError,
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            RuntimeError,
+            NotImplementedError,
+            ValueError,
+        ) as e:
+            # A damaged deflate stream surfaces as zlib.error or EOFError, not BadZipFile;
+            # an entry flagged as encrypted as RuntimeError, an unknown compression
+            # method as NotImplementedError, and a bad header field as ValueError.
             raise VerificationError(f"{self.path}: cannot read {name}: {e}") from e
 
     def local(self, name: str) -> Path | None:

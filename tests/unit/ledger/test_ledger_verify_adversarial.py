@@ -349,3 +349,45 @@ def test_two_different_directories_with_one_serial_are_refused(
         VerificationError, match="differs from another bundle's directory with the same serial"
     ):
         verify_bundle([alpha, beta], ca_pem=federation.ca_pem)
+
+
+def _patch_headers(data: bytes, signature: bytes, offset: int, value: bytes) -> bytes:
+    out = bytearray(data)
+    at = out.find(signature)
+    while at >= 0:
+        out[at + offset : at + offset + len(value)] = value
+        at = out.find(signature, at + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("local", "central", "message"),
+    [
+        ((6, b"\x01\x00"), (8, b"\x01\x00"), "is encrypted"),  # general-purpose flag bit 0
+        ((8, b"\x63\x00"), (10, b"\x63\x00"), "compression method is not supported"),
+    ],
+    ids=["encrypted-flag", "unknown-compression"],
+)
+def test_a_zip_the_reader_cannot_open_is_a_verification_error_naming_the_file(
+    federation: Federation,
+    tmp_path: Path,
+    local: tuple[int, bytes],
+    central: tuple[int, bytes],
+    message: str,
+) -> None:
+    fill(federation.store("alpha"), 3)
+    federation.publish("alpha")
+    good = export_bundle(
+        federation.store("alpha"),
+        federation.directory_json,
+        tmp_path / "good.zip",
+        origin=federation.origin("alpha"),
+    ).path
+    verify_bundle([good])
+    data = _patch_headers(good.read_bytes(), b"PK\x03\x04", *local)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(_patch_headers(data, b"PK\x01\x02", *central))
+    with pytest.raises(
+        VerificationError, match=rf"bad\.zip: cannot read manifest\.json: .*{message}"
+    ):
+        verify_bundle([bad])
