@@ -155,11 +155,29 @@ def _pseudonymize(array: pa.Array, key: bytes) -> pa.Array:
 
 
 def _band(array: pa.Array, width: int) -> pa.Array:
-    values = pc.fill_null(array, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    low = (values // width) * width
+    """``"low-high"`` per value: ``low = floor(value / width) * width``, ``high = low + width - 1``.
+
+    Exact for every integer type, up to its extremes: the quotient is taken in
+    the column's own signedness (64 bits), and the few values whose band ends
+    do not fit in int64 (within one band of the type's extremes) are rendered
+    from Python integers instead of wrapping around.
+    """
+    values = pc.fill_null(array, 0).to_numpy(zero_copy_only=False)
+    unsigned = values.dtype.kind == "u"
+    values = values.astype(np.uint64 if unsigned else np.int64)
+    quotient = values // values.dtype.type(width)
+    # Quotients whose band ends both fit in int64.
+    lowest, highest = -(2**63 // width), (2**63 - width) // width
+    outside = quotient > highest
+    if not unsigned:
+        outside |= quotient < lowest
+    low = np.where(outside, 0, quotient).astype(np.int64) * width
     low_text = pc.cast(pa.array(low), pa.string())
     high_text = pc.cast(pa.array(low + (width - 1)), pa.string())
     joined = pc.binary_join_element_wise(low_text, high_text, "-")
+    if outside.any():
+        exact = [f"{int(q) * width}-{int(q) * width + width - 1}" for q in quotient[outside]]
+        joined = pc.replace_with_mask(joined, pa.array(outside), pa.array(exact, pa.string()))
     return pc.if_else(pc.is_null(array), pa.nulls(len(array), pa.string()), joined)
 
 
