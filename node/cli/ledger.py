@@ -617,37 +617,57 @@ def _show(args: argparse.Namespace) -> int:
     if not result["entries"]:
         print(f"no matching entries among the last of {result['size']} entries")
         return 0
+    console = Console()
     table = Table(title=f"ledger ({result['size']} entries)")
-    # Names and times must stay whole on a narrow terminal (share.sent and
-    # share.received differ only at the end); the detail column gives way.
-    longest = max(len(str(e["event"])) for e in result["entries"])
-    for column, width in (
-        ("seq", None),
-        ("time (UTC)", 19),
-        ("event", longest),
-        ("actor/peer", None),
-        ("dataset", None),
-        ("outcome", None),
-    ):
-        table.add_column(column, no_wrap=True, min_width=width)
-    table.add_column("detail", overflow="ellipsis", no_wrap=True, ratio=1)
-    for e in result["entries"]:
-        when = dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        who = e["actor"] or e["peer"] or ""
-        if e["actor"] and e["peer"]:
-            who = f"{e['actor']} / {e['peer']}"
-        detail = json.dumps(e["detail"], separators=(",", ":"))
-        table.add_row(
-            str(e["seq"]),
-            when,
-            e["event"],
-            who,
-            e["dataset"] or "",
-            e["outcome"],
-            detail if len(detail) <= 60 else detail[:57] + "...",
-        )
-    Console().print(table)
+    entries = result["entries"]
+    rows = [_show_row(e) for e in entries]
+    # Widths are set here, not left to rich, which shrinks any column to nothing
+    # on a narrow terminal. The seq (which 'prove' and 'erase' take), the time,
+    # the event (share.sent and share.received differ only at the end) and the
+    # outcome stay whole; the actor or peer keeps enough to tell departments
+    # apart; the dataset and then the detail get what is left, or are left out.
+    names = ("seq", "time (UTC)", "event", "actor/peer", "dataset", "outcome", "detail")
+    longest = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(names)]
+    widths = dict(zip(names, longest, strict=True))
+    widths["actor/peer"] = min(widths["actor/peer"], 16)
+    flexible = {"dataset": min(widths["dataset"], 12), "detail": min(widths["detail"], 60)}
+    fixed = sum(w for n, w in widths.items() if n not in flexible)
+
+    def room(columns: int) -> int:
+        return console.width - (1 + 3 * columns) - fixed  # borders and padding
+
+    shown = [n for n in names if n not in flexible]
+    if room(len(names)) >= flexible["dataset"] + 10:
+        widths["dataset"] = flexible["dataset"]
+        widths["detail"] = min(flexible["detail"], room(len(names)) - widths["dataset"])
+        shown = list(names)
+    elif room(len(names) - 1) >= 7:
+        widths["dataset"] = min(flexible["dataset"], room(len(names) - 1))
+        shown = [n for n in names if n != "detail"]
+    for name in shown:
+        table.add_column(name, no_wrap=True, width=widths[name], overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(cell for name, cell in zip(names, row, strict=True) if name in shown))
+    console.print(table)
     return 0
+
+
+def _show_row(e: dict[str, Any]) -> tuple[str, ...]:
+    """One ``ledger show`` row: seq, time, event, actor/peer, dataset, outcome, detail."""
+    when = dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    who = e["actor"] or e["peer"] or ""
+    if e["actor"] and e["peer"]:
+        who = f"{e['actor']} / {e['peer']}"
+    detail = json.dumps(e["detail"], separators=(",", ":"))
+    return (
+        str(e["seq"]),
+        when,
+        str(e["event"]),
+        who,
+        e["dataset"] or "",
+        str(e["outcome"]),
+        detail,
+    )
 
 
 def _witness_keys(config: NodeConfig) -> dict[str, Ed25519PublicKey]:
