@@ -144,6 +144,10 @@ def parse_note(data: bytes) -> Note:
             blob = base64.b64decode(parts[1], validate=True)
         except binascii.Error as e:
             raise CheckpointError(f"signature line {number} is not base64: {e}") from e
+        if base64.b64encode(blob).decode() != parts[1]:
+            # Non-zero padding bits decode to the same bytes: one signature would
+            # have several encodings, and notes would not be unique byte strings.
+            raise CheckpointError(f"signature line {number} is not canonical base64")
         if len(blob) < 5:
             raise CheckpointError(f"signature line {number} is too short")
         signatures.append(SignatureLine(parts[0], blob[:4], blob[4:]))

@@ -115,3 +115,20 @@ def test_cosignature_round_trip_and_tamper() -> None:
 def test_note_parser_raises_only_checkpoint_errors(data: bytes) -> None:
     with contextlib.suppress(CheckpointError):
         parse_checkpoint(parse_note(data).text)
+
+
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@given(st.integers(1, 3))
+def test_a_signature_with_non_zero_padding_bits_is_refused(flip: int) -> None:
+    # A 68-byte key ID + signature is 92 base64 characters ending in one "=": the
+    # last character before the padding carries 2 unused bits.
+    note = sign_checkpoint(ORIGIN, 7, ROOT, KEY)
+    assert note.endswith(b"=\n") and not note.endswith(b"==\n")
+    at = len(note) - 3
+    mutated = note[:at] + bytes([_B64[_B64.index(note[at]) ^ flip]]) + note[at + 1 :]
+    assert base64.b64decode(mutated.split(b" ")[-1]) == base64.b64decode(note.split(b" ")[-1])
+    verify_checkpoint(note, ORIGIN, KEY.public_key())
+    with pytest.raises(CheckpointError, match="signature line 1 is not canonical base64"):
+        verify_checkpoint(mutated, ORIGIN, KEY.public_key())
