@@ -144,6 +144,9 @@ def ledger_prove(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
         "proof": [base64.b64encode(h).decode() for h in proof],
         "note": note.decode(),
         "origin": recorder_of(runtime).origin,
+        # The CA-signed directory gives the auditor the log's and witnesses' keys
+        # (ledger.proof_document); it is signed, so carrying it here is safe.
+        "directory": runtime.directory.raw.decode(),
     }
 
 

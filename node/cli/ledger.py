@@ -35,6 +35,7 @@ from ledger.directory import LedgerDirectoryError, parse_directory
 from ledger.entry import parse_entry
 from ledger.errors import LedgerDamageError, LedgerError, StorageError, VerificationError
 from ledger.merkle import verify_inclusion
+from ledger.proof_document import PROOF_FIELDS, check_proof_document
 from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
 from node.admin.client import invoke
@@ -111,14 +112,37 @@ For the node operator: produce the inclusion proof of entry SEQ against the
 latest checkpoint that met the witness threshold, for an auditor to check
 offline. It asks the running node over its admin socket (so it runs on the
 node's machine with access to --home) and checks the proof against this
-node's own signing key before printing it. The auditor checks the printed
-entry, proof and cosigned checkpoint without the node.
+node's own signing key before printing it. With --json it prints a proof
+document: the entry, its inclusion path, the cosigned checkpoint and the
+node's signed federation directory. The auditor checks it without the node,
+with 'fednode ledger check-proof'.
 
 exit codes: 2 if SEQ is not an entry of this ledger; 7 if the proof does not
 verify.
 
 example:
   fednode ledger prove 1234 --json > proof-1234.json
+"""
+
+_CHECK_PROOF_HELP = """For an auditor: check a proof document that a node's operator produced with
+'fednode ledger prove SEQ --json', offline and without trusting the node.
+Trust starts from --ca FILE, the federation CA certificate you got from the
+federation authority over a channel you trust. The command checks the
+directory in the document under that CA, the checkpoint's signature by the
+department's log key from that directory, that enough witnesses (the
+directory's threshold, the log itself never counting) cosigned it, and that
+the entry lies on the inclusion path to the checkpoint's root. It prints the
+entry's department, seq and event, and the cosigners.
+
+Give --min-directory-serial N, the serial of the newest directory you know,
+to refuse a proof made under an older directory (one that may have asked for
+fewer witnesses).
+
+exit codes: 0 the proof holds; 2 the file is not a proof document or --ca is
+unusable; 7 a check failed (the message names which).
+
+example:
+  fednode ledger check-proof proof-1234.json --ca federation-ca.pem
 """
 
 _FSCK_HINT = (
@@ -262,6 +286,25 @@ def register(subparsers: Any) -> None:
     prove.add_argument("seq", type=_entry_seq, metavar="SEQ", help="the entry number (from 0)")
     prove.add_argument("--json", action="store_true", help="print the proof as JSON")
     prove.set_defaults(handler=_prove)
+
+    check_proof = commands.add_parser(
+        "check-proof",
+        help="auditor: check a proof from 'ledger prove --json' offline",
+        description=_CHECK_PROOF_HELP,
+    )
+    check_proof.add_argument("file", type=Path, metavar="PROOF", help="a 'prove --json' file")
+    check_proof.add_argument(
+        "--ca", type=Path, required=True, metavar="FILE", help="the federation CA certificate"
+    )
+    check_proof.add_argument(
+        "--min-directory-serial",
+        type=_whole_number,
+        default=0,
+        metavar="N",
+        help="fail if the proof carries a federation directory older than serial N",
+    )
+    check_proof.add_argument("--json", action="store_true", help="print the result as JSON")
+    check_proof.set_defaults(handler=_check_proof)
 
     show = commands.add_parser(
         "show",
@@ -600,6 +643,63 @@ def _prove(args: argparse.Namespace) -> int:
         print(f"proof[{i}] {h.hex()}")
     print("checkpoint:")
     print(result["note"], end="")
+    return 0
+
+
+def _check_proof(args: argparse.Namespace) -> int:
+    ca = _read_ca(args.ca)
+    try:
+        document = json.loads(args.file.read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{args.file}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(
+            f"{args.file} is a folder, not a proof document",
+            hint="bundles (folders and .zip files) are checked with 'fednode ledger verify'",
+        ) from None
+    except OSError as e:
+        raise UsageError(f"{args.file} cannot be read: {e.strerror or e}") from e
+    except ValueError:
+        document = None
+    missing = (
+        [f for f in PROOF_FIELDS if f not in document]
+        if isinstance(document, dict)
+        else list(PROOF_FIELDS)
+    )
+    if missing:
+        raise UsageError(
+            f"{args.file} is not a proof document (it lacks {', '.join(missing)})",
+            hint="the node's operator writes one with 'fednode ledger prove SEQ --json'; "
+            "bundles are checked with 'fednode ledger verify'",
+        )
+    checked = check_proof_document(document, ca, min_directory_serial=args.min_directory_serial)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "department": checked.department,
+                    "origin": checked.origin,
+                    "seq": checked.seq,
+                    "event": checked.event,
+                    "checkpoint_size": checked.size,
+                    "root": checked.root.hex(),
+                    "cosigners": list(checked.cosigners),
+                    "threshold": checked.threshold,
+                    "directory_serial": checked.directory_serial,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"entry {checked.seq} ({checked.event}) of {checked.department}'s ledger is in its "
+        f"checkpoint of size {checked.size}"
+    )
+    print(
+        f"  cosigned by {len(checked.cosigners)} witness(es), threshold {checked.threshold} "
+        f"(directory serial {checked.directory_serial}): {', '.join(checked.cosigners) or '-'}"
+    )
+    print(f"  root {checked.root.hex()}")
     return 0
 
 

@@ -44,7 +44,8 @@ command groups by role:
                          dataset, agreement      catalog data, sign sharing agreements
                          share, app              fetch encrypted shares, approve Flower apps
   coordinator            fl                      launch and follow federated jobs
-  auditor                ledger                  verify exported bundles offline (--ca)
+  auditor                ledger                  verify exported bundles and proofs offline
+                                                 (verify, check-proof; --ca)
   everyone, first time   demo                    a whole federation on this machine
 
 start with:  fednode demo          (or: make demo)
