@@ -126,6 +126,12 @@ class WitnessState:
             ).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
+    def held_note(self, origin: str) -> bytes | None:
+        """Return the note of the held view of ``origin`` (the last one cosigned), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT note FROM views WHERE origin=?", (origin,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def views(self) -> dict[str, tuple[int, bytes]]:
         """Return every held view."""
         with self._lock:
@@ -224,11 +230,42 @@ class Witness:
         # One submission at a time: the check and the compare-and-swap below
         # must see the same view.
         with self._lock:
-            self._check(checkpoint, old_size, proof, note)
+            self._check(checkpoint, old_size, proof, note, log_key)
             return cosign(checkpoint.text, self.name, self._key, int(self._clock()))
 
-    def _check(self, cp: Checkpoint, old_size: int, proof: Sequence[bytes], note: bytes) -> None:
-        held = self.state.get(cp.origin)
+    def _held(
+        self, origin: str, log_key: Ed25519PublicKey
+    ) -> tuple[tuple[int, bytes] | None, bool]:
+        """The view held for ``origin`` and whether it is of the log ``log_key`` signs.
+
+        A department that enrolled again (after a key compromise, say) starts a
+        new log under a new key, which the authority's signed directory names.
+        The view held from its old key is not that log's history: holding the
+        new log to it would refuse every checkpoint of the new log as a
+        rollback. Only the directory can change the key, so a log cannot shed
+        its history this way on its own.
+        """
+        held = self.state.get(origin)
+        note = self.state.held_note(origin)
+        if held is None or note is None:
+            return held, True
+        try:
+            verify_checkpoint(note, origin, log_key)
+        except CheckpointError:
+            return held, False
+        return held, True
+
+    def _check(
+        self,
+        cp: Checkpoint,
+        old_size: int,
+        proof: Sequence[bytes],
+        note: bytes,
+        log_key: Ed25519PublicKey,
+    ) -> None:
+        stored, same_log = self._held(cp.origin, log_key)
+        # A view of a previous key is replaced (compare-and-swap on it) as if none were held.
+        held = stored if same_log else None
         held_size, held_root = held if held is not None else (0, b"")
         if cp.size < held_size:
             raise RollbackError(
@@ -266,4 +303,4 @@ class Witness:
                 ) from e
         elif proof:
             raise WitnessError(f"a first checkpoint of {cp.origin} must come without a proof")
-        self.state.compare_and_set(cp.origin, held, (cp.size, cp.root), note)
+        self.state.compare_and_set(cp.origin, stored, (cp.size, cp.root), note)
