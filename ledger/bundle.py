@@ -28,7 +28,7 @@ from ledger.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, checkpoint_name
 from ledger.canonical import dumps
 from ledger.checkpoint import cosignatures, parse_note
 from ledger.directory import parse_directory
-from ledger.errors import CheckpointError, LedgerError, StorageError
+from ledger.errors import CheckpointError, LedgerError, NotPublishedError, StorageError
 from ledger.store import LedgerStore
 
 __all__ = ["ExportSummary", "export_bundle"]
@@ -70,6 +70,7 @@ def export_bundle(
     *,
     origin: str,
     ca_pem: bytes | None = None,
+    published_only: bool = False,
 ) -> ExportSummary:
     """Write an auditor bundle of ``store`` to ``out`` (a zip if the name ends in ``.zip``,
     in any case; otherwise a directory).
@@ -77,11 +78,15 @@ def export_bundle(
     Only checkpoints with at least ``witness_threshold`` valid cosignatures
     from the directory's witnesses are included: an unpublished checkpoint
     proves nothing to an auditor. Entries after the last one are included
-    as an uncheckpointed tail.
+    as an uncheckpointed tail, unless ``published_only``: the bundle then
+    ends at the last published checkpoint, so every entry in it is covered
+    (the export's own audit entries always come after it), as an audit under
+    ``verify --require-published`` needs.
 
     Raises:
         StorageError: ``out`` exists, its parent is not a directory that can
-            be created, or the store cannot be read or written out.
+            be created, the store cannot be read or written out, or
+            ``published_only`` and no checkpoint is published yet.
         LedgerError: the directory is malformed.
     """
     out = Path(out)
@@ -107,6 +112,15 @@ def export_bundle(
             notes[cp.size] = cp.note
         else:
             skipped.append(cp.size)
+    if published_only:
+        if not published:
+            raise NotPublishedError(
+                "no checkpoint of this ledger is published yet (cosigned by the witness "
+                "threshold), so a bundle of published entries would be empty; run "
+                "'fednode ledger checkpoint' first"
+            )
+        size = published[-1]
+        skipped = [s for s in skipped if s <= size]
     proofs = []
     for old, new in pairwise(published):
         if old == 0:

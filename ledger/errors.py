@@ -42,6 +42,11 @@ class StorageError(LedgerError):
     """The ledger store is unreadable, of an unknown schema version, or inconsistent."""
 
 
+class NotPublishedError(StorageError):
+    """A request needs a published (witness-cosigned) checkpoint, and there is none yet
+    that covers it: running ``fednode ledger checkpoint`` first resolves it."""
+
+
 class LedgerDamageError(StorageError):
     """The ledger file is damaged: entries or checkpoints are missing or corrupt,
     or SQLite cannot read it as a database. The remedy is a restore from backup."""

@@ -25,7 +25,7 @@ from typing import Any
 from ledger.bundle import export_bundle
 from ledger.canonical import loads
 from ledger.checkpoint import cosignatures, log_name, parse_note
-from ledger.errors import CheckpointError, StorageError
+from ledger.errors import CheckpointError, NotPublishedError
 from ledger.store import Erasure, LedgerStore
 from node.admin.registry import Emit, admin_command
 from node.agreements.workflow import REVOCATION_EVENTS, REVOCATION_SENSITIVE, erase_reason
@@ -83,6 +83,7 @@ def ledger_export(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dic
         Path(out),
         origin=recorder.origin,
         ca_pem=ca.read_bytes() if ca.exists() else None,
+        published_only=bool(args.get("published_only")),
     )
     return {
         "path": str(summary.path),
@@ -121,9 +122,7 @@ def _latest_published(runtime: NodeRuntime) -> tuple[int, bytes]:
             continue
         if count >= directory.witness_threshold:
             return cp.size, cp.note
-    raise StorageError(
-        "no checkpoint has enough witness cosignatures yet",
-    )
+    raise NotPublishedError("no checkpoint has enough witness cosignatures yet")
 
 
 @admin_command("ledger.prove")
@@ -131,7 +130,7 @@ def ledger_prove(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     seq = _int_arg(args, "seq")
     size, note = _latest_published(runtime)
     if seq >= size:
-        raise StorageError(
+        raise NotPublishedError(
             f"entry seq {seq} is not covered by the latest published checkpoint (size {size}); "
             "run 'fednode ledger checkpoint' first"
         )

@@ -7,8 +7,9 @@ code meaning
 ==== =================================================================
 0    success
 1    unexpected internal error (a bug; rerun with --debug and report it)
-2    usage error: unknown command, bad option, an unusable output path, or
-     an argument naming something the node does not hold
+2    usage error: unknown command, bad option, an unusable output path, an
+     argument naming something the node does not hold, or a ledger command
+     that needs a published checkpoint first (run ``fednode ledger checkpoint``)
 3    configuration: missing or malformed config, key or file
 4    identity: certificate or federation directory refused
 5    peer: another node could not be reached or refused the call (``status``:
@@ -27,7 +28,7 @@ code meaning
 
 from __future__ import annotations
 
-from ledger.errors import LedgerDamageError, LedgerError, StorageError
+from ledger.errors import LedgerDamageError, LedgerError, NotPublishedError, StorageError
 from node.errors import (
     AdminError,
     AgreementError,
@@ -86,6 +87,7 @@ class UsageError(NodeError):
 _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (UsageError, USAGE),
     (LedgerDamageError, INTEGRITY),
+    (NotPublishedError, USAGE),
     (StorageError, CONFIG),
     (LedgerError, INTEGRITY),
     (ConfigError, CONFIG),

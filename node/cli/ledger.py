@@ -233,14 +233,24 @@ def register(subparsers: Any) -> None:
         help="write an auditor bundle (directory or .zip)",
         description="Write the entries, published checkpoints with cosignatures, consistency\n"
         "proofs and the federation directory into a bundle an auditor can verify offline.\n\n"
+        "Entries after the last published checkpoint are included as a tail that\n"
+        "verify reports as not yet covered; --published-only leaves them out, so the\n"
+        "bundle passes 'verify --require-published' (run 'fednode ledger checkpoint'\n"
+        "first: the export's own audit entries always come after any checkpoint).\n\n"
         "examples:\n  fednode ledger export --out audit.zip\n"
-        "  fednode ledger export --out /srv/audit/2026-11-28",
+        "  fednode ledger export --out /srv/audit/2026-11-28\n"
+        "  fednode ledger checkpoint && fednode ledger export --published-only --out audit.zip",
     )
     export.add_argument(
         "--out",
         type=Path,
         required=True,
         help="new path; a name ending .zip (any case) makes a zip",
+    )
+    export.add_argument(
+        "--published-only",
+        action="store_true",
+        help="end the bundle at the last published checkpoint (for --require-published audits)",
     )
     export.set_defaults(handler=_export)
 
@@ -443,7 +453,9 @@ def _export_target(path: Path) -> Path:
 
 def _export(args: argparse.Namespace) -> int:
     out = _export_target(args.out)
-    result = _invoke(args, "ledger.export", {"out": str(out)})
+    result = _invoke(
+        args, "ledger.export", {"out": str(out), "published_only": args.published_only}
+    )
     kind = "zip" if out.suffix.lower() == ".zip" else "directory"
     print(
         f"wrote {result['path']} ({kind}): {result['entries']} entries, "
