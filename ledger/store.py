@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import queue
@@ -270,6 +271,9 @@ class LedgerStore:
         self._closed = False
         self._put_lock = threading.Lock()
         self._inflight: list[Any] = []
+        # Taken by the writer thread before its first write and held until close():
+        # a store that only reads (fsck next to a running node) never takes it.
+        self._lock_fd: int | None = None
         self._writer = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._writer.start()
 
@@ -393,11 +397,54 @@ class LedgerStore:
             elif isinstance(item, _Job) and not item.future.done():
                 item.future.set_exception(error)
 
+    def _take_writer_lock(self) -> None:
+        """Become the only writer of this ledger file, across processes.
+
+        A second writer's in-memory tip (size, last leaf, tree) would go stale
+        as soon as the first one commits. The lock is an exclusive flock on
+        ``<ledger>.lock``, which the kernel releases when its holder exits.
+        Entries committed between opening and locking are read in again.
+
+        Raises:
+            StorageError: another process (or store) holds the lock.
+        """
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise StorageError(f"ledger store {self.path}: cannot open {lock_path}: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(
+                f"ledger store {self.path} is being written by another fednode process "
+                f"(it holds {lock_path}); stop that process, or ask it to do this"
+            ) from e
+        self._lock_fd = fd
+        with self._read_lock:
+            try:
+                self._load_state()
+            except sqlite3.Error as e:
+                raise _storage_error(f"ledger store {self.path} is unreadable", e) from e
+
+    def _refuse(self, item: object, error: StorageError) -> None:
+        if isinstance(item, _Append):
+            item.set_exception(error)
+        elif isinstance(item, _Job) and not item.future.done():
+            item.future.set_exception(error)
+
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
+            if self._lock_fd is None:
+                try:
+                    self._take_writer_lock()
+                except StorageError as e:
+                    self._refuse(item, e)
+                    continue
             if isinstance(item, _Job):
                 self._run_job(conn, item)
                 continue
@@ -1036,6 +1083,9 @@ class LedgerStore:
             if not self._read_closed:
                 self._read.close()
                 self._read_closed = True
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the writer lock
+            self._lock_fd = None
 
     def __enter__(self) -> LedgerStore:
         return self

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,13 +143,15 @@ def test_checkpoint_compare_and_swap(store: LedgerStore, tmp_path: Path) -> None
 
 def test_signing_recomputes_root_from_leaves(store: LedgerStore) -> None:
     fill(store, 8)
+    store.close()  # the writer lock passes to the store opened below
     conn = sqlite3.connect(store.path)
     conn.execute("UPDATE nodes SET hash=? WHERE level=3", (b"\x02" * 32,))
     conn.commit()
     conn.close()
     with pytest.raises(StorageError, match="run fsck"):
         # The in-memory frontier came from the cache at open time.
-        LedgerStore(store.path, "alpha").sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
+        with LedgerStore(store.path, "alpha") as reopened:
+            reopened.sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
 
 
 @pytest.mark.parametrize(
@@ -322,3 +326,65 @@ def test_stored_values_lists_what_erasure_has_not_reached(store: LedgerStore) ->
     assert store.stored_values() == [(a, "detail.r"), (b, "actor")]
     store.erase(a, "detail.r")
     assert store.stored_values() == [(b, "actor")]
+
+
+_SECOND_WRITER = """
+import sys
+from pathlib import Path
+from ledger.errors import StorageError
+from ledger.store import LedgerStore
+store = LedgerStore(Path(sys.argv[1]), "alpha")
+print(store.size)
+try:
+    store.append({"event": "rpc.call"})
+except StorageError as e:
+    print(e)
+store.close()
+"""
+
+
+def test_only_one_process_writes_a_ledger_and_readers_are_not_blocked(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    first = LedgerStore(path, "alpha")
+    try:
+        fill(first, 3)
+        # Another process opens the file while this one holds the writer lock: it may
+        # read (fsck, size), but its append fails with a message naming the file.
+        result = subprocess.run(
+            [sys.executable, "-c", _SECOND_WRITER, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[3],
+        )
+        size, message = result.stdout.splitlines()
+        assert size == "3"
+        assert message == (
+            f"ledger store {path} is being written by another fednode process (it holds "
+            f"{path}.lock); stop that process, or ask it to do this"
+        )
+        # A second store in this process is refused the same way, and never writes.
+        second = LedgerStore(path, "alpha")
+        with pytest.raises(StorageError, match="being written by another fednode process"):
+            second.append({"event": "rpc.call"})
+        assert second.fsck().size == 3
+        second.close()
+        first.append({"event": "rpc.call"})
+    finally:
+        first.close()
+    # Once the writer closed, another may write, from the tip the first one left.
+    with LedgerStore(path, "alpha") as third:
+        assert third.append({"event": "rpc.call"})[0] == 4
+        assert third.fsck().size == 5
+
+
+def test_a_writer_opened_before_another_wrote_continues_from_the_new_tip(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite"
+    late = LedgerStore(path, "alpha")  # opened, but has not written: holds no lock
+    with LedgerStore(path, "alpha") as early:
+        fill(early, 2)
+    assert late.append({"event": "rpc.call"})[0] == 2
+    assert late.fsck().size == 3
+    late.close()
