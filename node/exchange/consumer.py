@@ -228,6 +228,10 @@ def fetch_share(
                 if sink is None:
                     opener.open_chunk(data)  # raises: chunk before header
                     continue
+                # A revocation (this node's own, or the provider's notice) stops the
+                # share at the next chunk, whatever the provider and the buffers
+                # between the two nodes still hold.
+                recheck(runtime, agreement_id)
                 message = opener.open_chunk(data)
                 if message is not None:
                     writes.submit(sink.write, message)

@@ -754,6 +754,36 @@ def test_a_share_completing_after_its_agreement_expired_is_not_kept(
         server.stop(0)
 
 
+def test_a_revocation_at_the_consumer_stops_a_share_at_its_next_chunk(
+    federation_factory: Any, tmp_path: Path
+) -> None:
+    """The consumer's copy is revoked mid-share (its operator, or the provider's notice);
+    the provider streams on, then stalls. The consumer stops at the next chunk instead
+    of waiting for the rest."""
+    fed: LocalFederation = federation_factory(DEPARTMENTS, start=False)
+    server, servicer, agreement_id, _ = serve_malicious(fed, tmp_path, 3600)
+    try:
+
+        def revoke_then_stall(index: int) -> None:
+            if index == 1:
+                admin(fed, "statistics", "agreement.revoke", id=agreement_id, notify=False)
+            elif index == 3:
+                time.sleep(60)  # the rest of the share would come only after this
+
+        servicer.before_chunk = revoke_then_stall
+        out_dir = tmp_path / "recv"
+        out_dir.mkdir()
+        started = time.monotonic()
+        result = fetch(fed, agreement_id, out_dir / "x.parquet")
+        assert time.monotonic() - started < 45, "the consumer waited for the stalled provider"
+        assert result.returncode == 6, result.stderr
+        assert f"agreement {agreement_id} was revoked" in result.stderr
+        assert visible(out_dir) == []
+        assert "revoked" in share_failures(fed)[-1]["detail"]["reason"]
+    finally:
+        server.stop(0)
+
+
 # --- crashes ----------------------------------------------------------------
 
 
