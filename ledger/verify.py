@@ -240,7 +240,7 @@ class _Bundle:
     receipts_failed: set[str]
     #: ``(seq, fields)`` of each ``witness.cosigned`` entry.
     cosigned: list[tuple[int, dict[str, Any]]]
-    #: ``time`` of the last entry (0 for an empty log).
+    #: ``time`` of the last entry, the largest (times never decrease; 0 for an empty log).
     last_time: int
     #: SHA-256 of the CA certificate the directory was checked against (b"" if none).
     ca_digest: bytes

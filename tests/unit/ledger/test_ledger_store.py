@@ -148,10 +148,12 @@ def test_signing_recomputes_root_from_leaves(store: LedgerStore) -> None:
     conn.execute("UPDATE nodes SET hash=? WHERE level=3", (b"\x02" * 32,))
     conn.commit()
     conn.close()
-    with pytest.raises(StorageError, match="run fsck"):
-        # The in-memory frontier came from the cache at open time.
-        with LedgerStore(store.path, "alpha") as reopened:
-            reopened.sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
+    # The in-memory frontier came from the cache at open time.
+    with (
+        LedgerStore(store.path, "alpha") as reopened,
+        pytest.raises(StorageError, match="run fsck"),
+    ):
+        reopened.sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
 
 
 @pytest.mark.parametrize(
