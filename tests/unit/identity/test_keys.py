@@ -51,4 +51,7 @@ def test_wrong_key_type_is_refused(tmp_path: Path) -> None:
 def test_missing_key_names_a_fix(tmp_path: Path) -> None:
     with pytest.raises(IdentityError) as missing:
         keys.load_ed25519(tmp_path / "nope.key")
-    assert missing.value.hint is not None and "fednode init" in missing.value.hint
+    # An enrolled node's keys cannot be made again ('fednode init' refuses an existing
+    # home): the fix is the backup, or the right --home.
+    hint = missing.value.hint or ""
+    assert "restore keys/ from the node's backup" in hint and "--home" in hint
