@@ -82,7 +82,15 @@ from ledger.bundle_format import (
     checkpoint_name,
 )
 from ledger.canonical import dumps, loads
-from ledger.checkpoint import cosignatures, parse_note, verify_checkpoint
+from ledger.checkpoint import (
+    COSIGNATURE_TYPE,
+    ED25519_TYPE,
+    cosignatures,
+    key_id,
+    parse_note,
+    parse_signature_line,
+    verify_checkpoint,
+)
 from ledger.directory import DirectoryView, parse_directory
 from ledger.entry import ENTRY_FIELDS, GENESIS_PREV, parse_entry, plain_fields, validate_fields
 from ledger.errors import CheckpointError, EntryError, LedgerError, ProofError, VerificationError
@@ -1189,7 +1197,7 @@ def _check_witnessed(
     confirmed: dict[str, dict[str, int]] = {}
     # (origin, size) -> root -> (witness, entry) of the first claim of that root.
     roots: dict[tuple[str, int], dict[bytes, tuple[str, str]]] = {}
-    unsigned = unknown = 0
+    unsigned = unknown = rekeyed = 0
     for witness in bundles:
         witness_name = witness.manifest["node"]
         for seq, fields in witness.cosigned:
@@ -1207,8 +1215,11 @@ def _check_witnessed(
             if log_node is None:
                 unknown += 1  # a log the witness's directory no longer lists
                 continue
-            size = _signed_claim(witness, log_node, origin, detail, where)
-            root = _claim_root(detail)
+            claimed = _signed_claim(witness, log_node, origin, detail, where)
+            if claimed is None:
+                rekeyed += 1
+                continue
+            size, root = claimed, _claim_root(detail)
             seen = roots.setdefault((origin, size), {})
             seen.setdefault(root, (witness_name, where))
             if len(seen) > 1:
@@ -1256,6 +1267,11 @@ def _check_witnessed(
         report.notes.append(
             f"{unknown} witness record(s) for logs not in the witness's directory were not used"
         )
+    if rekeyed:
+        report.notes.append(
+            f"{rekeyed} witness record(s) signed under keys the directory no longer names "
+            "(a department enrolled again) were not used"
+        )
     covered: dict[str, int] = {}
     threshold = policy.witness_threshold
     for origin, per_witness in confirmed.items():
@@ -1280,10 +1296,15 @@ def _claim_root(detail: dict[str, Any]) -> bytes:
 
 def _signed_claim(
     witness: _Bundle, log_node: str, origin: str, detail: dict[str, Any], where: str
-) -> int:
+) -> int | None:
     """Verify a ``witness.cosigned`` claim about ``log_node``'s log: the log's signature
     on the note, the note's size and root as the entry states them, and the witness's
     cosignature; return the size.
+
+    Returns None when the note or the cosignature is signed under another key ID
+    than the directory's key of the log or the witness: a department that enrolled
+    again under a new key keeps its origin, and claims about its old log are
+    neither evidence for nor against the new one.
 
     Raises:
         VerificationError: naming the witness's entry, whose claim does not verify.
@@ -1296,6 +1317,13 @@ def _signed_claim(
         if log_key is None or witness_key is None:
             raise ValueError(f"{log_node} or {witness_node} is not a log and witness here")
         note, line = str(detail["note"]).encode(), str(detail["cosignature"]).encode()
+        witness_origin = directory.origin(witness_node)
+        log_kid = key_id(origin, ED25519_TYPE, log_key)
+        witness_kid = key_id(witness_origin, COSIGNATURE_TYPE, witness_key)
+        if log_kid not in {s.key_id for s in parse_note(note).signatures if s.name == origin}:
+            return None
+        if parse_signature_line(line).key_id != witness_kid:
+            return None
         checkpoint = verify_checkpoint(note, origin, log_key)
         if checkpoint.size != detail.get("size") or checkpoint.root != _claim_root(detail):
             raise ValueError("its size or root differs from the signed note it carries")

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.bundle import export_bundle
 from ledger.canonical import dumps
-from ledger.checkpoint import sign_checkpoint
+from ledger.checkpoint import cosign, parse_note, sign_checkpoint
 from ledger.entry import GENESIS_PREV
 from ledger.errors import VerificationError
 from ledger.merkle import hash_leaf
@@ -235,29 +236,86 @@ def test_a_split_view_in_witnesses_bundles_fails_without_the_logs_bundle(
         verify_bundle([beta, gamma])
 
 
+def _flip_last_signature_bit(line: str) -> str:
+    """Flip one bit of the signature in a signature line, keeping its name and key ID."""
+    head, text = line.rstrip("\n").rsplit(" ", 1)
+    blob = bytearray(base64.b64decode(text))
+    blob[-1] ^= 1
+    return f"{head} {base64.b64encode(bytes(blob)).decode()}" + (
+        "\n" if line.endswith("\n") else ""
+    )
+
+
+def _forge_note(detail: dict[str, Any]) -> None:
+    body, signature = detail["note"].split("\n\n")
+    detail["note"] = body + "\n\n" + _flip_last_signature_bit(signature)
+
+
+def _forge_cosignature(detail: dict[str, Any]) -> None:
+    detail["cosignature"] = _flip_last_signature_bit(detail["cosignature"])
+
+
+def _other_root(detail: dict[str, Any]) -> None:
+    detail["root"] = base64.b64encode(b"\x33" * 32).decode()
+
+
+@pytest.mark.parametrize(
+    ("forge", "message"),
+    [
+        (_forge_note, r"log signature of fednode/testfed/alpha does not verify"),
+        (_forge_cosignature, r"cosignature by fednode/testfed/beta does not verify"),
+        (_other_root, r"size or root differs from the signed note"),
+    ],
+    ids=["log-signature", "cosignature", "root"],
+)
 def test_a_forged_claim_fails_without_the_logs_bundle(
-    federation: Federation, tmp_path: Path
+    federation: Federation, tmp_path: Path, forge: Any, message: str
 ) -> None:
     origin = federation.origin("alpha")
-    note = sign_checkpoint(origin, 3, b"\x11" * 32, federation.keys["gamma"])  # not alpha's key
+    note = sign_checkpoint(origin, 3, b"\x11" * 32, federation.keys["alpha"])
+    line = federation.witnesses["beta"].add_checkpoint(0, [], note)
+    detail = {
+        "origin": origin,
+        "size": 3,
+        "root": base64.b64encode(b"\x11" * 32).decode(),
+        "note": note.decode(),
+        "cosignature": line.encode(),
+    }
+    forge(detail)
     federation.store("beta").append(
-        {
-            "event": "witness.cosigned",
-            "peer": "alpha",
-            "detail": {
-                "origin": origin,
-                "size": 3,
-                "root": "",
-                "note": note.decode(),
-                "cosignature": "",
-            },
-        }
+        {"event": "witness.cosigned", "peer": "alpha", "detail": detail}
     )
     beta = _exported(federation, "beta", tmp_path / "b")
     with pytest.raises(
-        VerificationError, match=r"entry seq 0: witness\.cosigned entry does not verify"
+        VerificationError,
+        match=rf"entry seq 0: witness\.cosigned entry does not verify: .*{message}",
     ):
         verify_bundle([beta])
+
+
+def test_a_claim_under_a_key_the_directory_no_longer_names_is_not_used(
+    federation: Federation, tmp_path: Path
+) -> None:
+    # alpha enrolled again under a new key: what beta cosigned of its old log is
+    # evidence neither for nor against the new one, and no split view with it.
+    old_key = Ed25519PrivateKey.from_private_bytes(b"o" * 32)
+    origin = federation.origin("alpha")
+    for key, root in ((old_key, b"\x11"), (federation.keys["alpha"], b"\x22")):
+        note = sign_checkpoint(origin, 3, root * 32, key)
+        line = cosign(parse_note(note).text, federation.origin("beta"), federation.keys["beta"], 1)
+        detail = {
+            "origin": origin,
+            "size": 3,
+            "root": base64.b64encode(root * 32).decode(),
+            "note": note.decode(),
+            "cosignature": line.encode(),
+        }
+        federation.store("beta").append(
+            {"event": "witness.cosigned", "peer": "alpha", "detail": detail}
+        )
+    beta = _exported(federation, "beta", tmp_path / "b")
+    report = verify_bundle([beta])
+    assert any("keys the directory no longer names" in note for note in report.notes)
 
 
 @pytest.mark.parametrize("origin", [["fednode", "testfed", "beta"], 7, None, {"a": 1}])
