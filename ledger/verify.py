@@ -29,6 +29,14 @@ against each other:
   back, or rewritten after it was witnessed, fails here even when its own
   bundle leaves the checkpoints out.
 
+A log is a department's origin *and* the key that signs it: a department that
+enrolled again under a new key starts a new log from seq 0. Each bundle's log
+is checked under the key its own (CA-signed) directory names, so the log of a
+previous key stays verifiable; two bundles of one department under different
+keys are two logs, under one key a second bundle is refused. A witness's claim
+is checked under the key that signed it when a directory among the bundles
+names that key for the department, and is matched to that log's bundle.
+
 Trust comes from the CA certificate the auditor passes; without one, each
 bundle's own ``ca.pem`` is used, the bundles must all carry the same one, and
 the report says the CA was not the auditor's.
@@ -74,6 +82,7 @@ from typing import Any, BinaryIO
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.bundle_format import (
     BUNDLE_TYPE,
@@ -254,6 +263,15 @@ class _Bundle:
     ca_digest: bytes
     #: ``(size, note)`` of each listed checkpoint, checked against the bundle's directory.
     notes: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def log(self) -> tuple[str, bytes]:
+        """The log this bundle holds: its origin and the raw key its own directory
+        names for its department (checked to exist by :func:`_check_checkpoints`)."""
+        return (
+            self.manifest["origin"],
+            self.directory.keys[self.manifest["node"]].public_bytes_raw(),
+        )
 
 
 def _fail(where: str, message: str, cause: BaseException | None = None) -> VerificationError:
@@ -1043,24 +1061,59 @@ def _ca_digest(pem: bytes) -> bytes:
 
 
 def _check_receipt(
-    sender: _Bundle, seq: int, sent: dict[str, Any], recipient: str, directory: DirectoryView
-) -> None:
+    sender: _Bundle,
+    seq: int,
+    sent: dict[str, Any],
+    recipient: str,
+    directory: DirectoryView,
+    named: Sequence[Ed25519PublicKey] = (),
+) -> bytes:
+    """Check the receipt of a ``share.sent``; return the raw key that signed it.
+
+    The receipt verifies under the recipient's key in ``directory`` or one of
+    ``named`` (the keys CA-checked directories among the bundles name for it:
+    a receipt signed before the recipient enrolled again is under its key then).
+
+    Raises:
+        VerificationError: the receipt is missing, not signed by the recipient,
+            or does not match the entry.
+    """
     where = f"{sender.files.path}: entry seq {seq}"
     detail = sent["detail"]
     signed = detail.get("receipt")
     if not isinstance(signed, dict) or not isinstance(signed.get("receipt"), dict):
         raise _fail(where, f"share {detail.get('share_id')} carries no signed receipt")
     receipt = signed["receipt"]
-    key = directory.keys.get(recipient)
-    if key is None:
+    current = directory.keys.get(recipient)
+    keys = [current] if current is not None else []
+    keys += [k for k in named if current is None or k != current]
+    if not keys:
         raise _fail(where, f"recipient {recipient!r} is not in the federation directory")
+    signer: bytes | None = None
+    error: BaseException | None = None
     try:
         signature = base64.b64decode(signed.get("signature", ""), validate=True)
-        key.verify(signature, dumps(receipt))
-    except (binascii.Error, TypeError, ValueError, InvalidSignature, LedgerError) as e:
+        message = dumps(receipt)
+    except (binascii.Error, TypeError, ValueError, LedgerError) as e:
+        error = e
+    else:
+        for key in keys:
+            try:
+                key.verify(signature, message)
+            except InvalidSignature as e:
+                error = e
+                continue
+            signer = key.public_bytes_raw()
+            break
+    if signer is None:
         raise _fail(
-            where, f"receipt for share {detail.get('share_id')} is not signed by {recipient}", e
-        ) from e
+            where,
+            f"receipt for share {detail.get('share_id')} is not signed by {recipient} under "
+            f"any of its {len(keys)} key(s) the bundles' directories name (if {recipient} "
+            "enrolled again since, add a bundle carrying a directory that names its "
+            "earlier key)",
+            error,
+        )
     expected = {
         "v": 1,
         "type": "fednode.receipt",
@@ -1078,6 +1131,7 @@ def _check_receipt(
                 where,
                 f"receipt field {name} is {receipt.get(name)!r}, the entry says {value!r}",
             )
+    return signer
 
 
 def _cross_check(
@@ -1085,13 +1139,18 @@ def _cross_check(
 ) -> None:
     """Check every share against the other side's bundle; with ``strict``, a share the
     other bundle does not hold yet fails instead of being noted."""
-    by_node = {b.manifest["node"]: b for b in bundles}
+    # A department enrolled again has a bundle per log, one per key.
+    by_node: dict[str, list[_Bundle]] = {}
+    for bundle in bundles:
+        by_node.setdefault(bundle.manifest["node"], []).append(bundle)
+    named = _named_keys(bundles)
     for bundle in bundles:
         node = bundle.manifest["node"]
         for share_id, (seq, sent) in bundle.shares_sent.items():
             peer = sent["peer"]
-            _check_receipt(bundle, seq, sent, peer, directory)
-            other = by_node.get(peer)
+            signer = _check_receipt(bundle, seq, sent, peer, directory, named.get(peer, ()))
+            # The recipient's log is the one under the key that signed the receipt.
+            other = next((b for b in by_node.get(peer, ()) if b.log[1] == signer), None)
             if other is None:
                 report.shares_unmatched_peers += 1
                 continue
@@ -1135,9 +1194,10 @@ def _cross_check(
                 )
             report.shares_checked += 1
         for share_id, (seq, received) in bundle.shares_received.items():
-            provider = by_node.get(received["peer"])
-            if provider is None or share_id in provider.shares_sent:
+            providers = by_node.get(received["peer"], [])
+            if not providers or any(share_id in p.shares_sent for p in providers):
                 continue
+            provider = max(providers, key=lambda p: p.last_time)
             if share_id in bundle.receipts_failed and not strict:
                 report.notes.append(
                     f"share {share_id} received by {node} (seq {seq}): {received['peer']} never "
@@ -1170,10 +1230,18 @@ def _receipt_time(sent: dict[str, Any]) -> int:
 
 def _check_witnessed(
     bundles: list[_Bundle], report: Report, *, policy: DirectoryView, strict: bool
-) -> dict[str, int]:
+) -> dict[tuple[str, bytes], int]:
     """Check every checkpoint a witness in ``bundles`` recorded cosigning; returns,
-    per origin, the largest size that ``policy.witness_threshold`` of the given
-    witnesses (witnesses in ``policy``) confirm.
+    per log (origin and raw key, as :attr:`_Bundle.log`), the largest size that
+    ``policy.witness_threshold`` of the given witnesses (witnesses in ``policy``)
+    confirm.
+
+    A claim is checked under the log key that signed its note when a directory
+    among the bundles names that key for the log's department (see
+    :func:`_named_keys`), and bound to the bundle of that log only: a
+    department enrolled again under a new key keeps its origin but starts a
+    new log, and the two are not one history. Under one key, everything
+    below holds as for any log.
 
     A ``witness.cosigned`` entry carries the log's signed note and the
     witness's cosignature line, so a claim binds the log only once both
@@ -1193,10 +1261,11 @@ def _check_witnessed(
         VerificationError: a claim that does not verify, a split view, or a log
             bundle that contradicts what its witnesses cosigned.
     """
-    by_origin = {b.manifest["origin"]: b for b in bundles}
-    confirmed: dict[str, dict[str, int]] = {}
-    # (origin, size) -> root -> (witness, entry) of the first claim of that root.
-    roots: dict[tuple[str, int], dict[bytes, tuple[str, str]]] = {}
+    by_log = {b.log: b for b in bundles}
+    named = _named_keys(bundles)
+    confirmed: dict[tuple[str, bytes], dict[str, int]] = {}
+    # (origin, log key, size) -> root -> (witness, entry) of the first claim of that root.
+    roots: dict[tuple[str, bytes, int], dict[bytes, tuple[str, str]]] = {}
     unsigned = unknown = rekeyed = 0
     for witness in bundles:
         witness_name = witness.manifest["node"]
@@ -1215,12 +1284,16 @@ def _check_witnessed(
             if log_node is None:
                 unknown += 1  # a log the witness's directory no longer lists
                 continue
-            claimed = _signed_claim(witness, log_node, origin, detail, where)
+            own = witness.directory.keys.get(log_node)
+            keys = [own] if own is not None else []
+            keys += [k for k in named.get(log_node, ()) if own is None or k != own]
+            claimed = _signed_claim(witness, log_node, origin, detail, where, keys)
             if claimed is None:
                 rekeyed += 1
                 continue
-            size, root = claimed, _claim_root(detail)
-            seen = roots.setdefault((origin, size), {})
+            (size, log_key), root = claimed, _claim_root(detail)
+            log_id = (origin, log_key.public_bytes_raw())
+            seen = roots.setdefault((*log_id, size), {})
             seen.setdefault(root, (witness_name, where))
             if len(seen) > 1:
                 (first_root, (first_witness, first_where)), *_ = seen.items()
@@ -1230,7 +1303,7 @@ def _check_witnessed(
                     f"cosigned by {first_witness} ({first_where}) and {root.hex()} cosigned "
                     f"by {witness_name}: the log showed its witnesses different histories",
                 )
-            log = by_origin.get(origin)
+            log = by_log.get(log_id)
             if log is None:
                 continue
             name = log.manifest["node"]
@@ -1257,7 +1330,7 @@ def _check_witnessed(
             report.witnessed_checked += 1
             if witness_name not in policy.witnesses:
                 continue  # no longer a witness: its word does not count towards the threshold
-            sizes = confirmed.setdefault(origin, {})
+            sizes = confirmed.setdefault(log_id, {})
             sizes[witness_name] = max(sizes.get(witness_name, 0), size)
     if unsigned:
         report.notes.append(
@@ -1270,16 +1343,41 @@ def _check_witnessed(
     if rekeyed:
         report.notes.append(
             f"{rekeyed} witness record(s) signed under keys the directory no longer names "
-            "(a department enrolled again) were not used"
+            "(a department enrolled again) were not used; a bundle carrying a directory "
+            "that names the earlier key lets them be checked"
         )
-    covered: dict[str, int] = {}
+    covered: dict[tuple[str, bytes], int] = {}
     threshold = policy.witness_threshold
-    for origin, per_witness in confirmed.items():
+    for log_id, per_witness in confirmed.items():
         ranked = sorted(per_witness.values(), reverse=True)
         if threshold and len(ranked) >= threshold:
             # The largest size that at least `threshold` distinct witnesses cosigned.
-            covered[origin] = ranked[threshold - 1]
+            covered[log_id] = ranked[threshold - 1]
     return covered
+
+
+def _named_keys(bundles: list[_Bundle]) -> dict[str, list[Ed25519PublicKey]]:
+    """Every distinct Ed25519 key a CA-checked directory among ``bundles`` names,
+    per department, newest directory first.
+
+    Only a directory whose signature was checked can vouch for a key: a key
+    named nowhere else (a department's compromised key after it enrolled
+    again, used to sign a new history) is not one of these unless a
+    CA-signed directory named it when it was the department's key.
+    """
+    named: dict[str, list[Ed25519PublicKey]] = {}
+    seen: set[tuple[str, bytes]] = set()
+    directories = sorted(
+        (b.directory for b in bundles if b.directory.signature_checked),
+        key=lambda d: d.serial,
+        reverse=True,
+    )
+    for directory in directories:
+        for department, key in directory.keys.items():
+            if (department, key.public_bytes_raw()) not in seen:
+                seen.add((department, key.public_bytes_raw()))
+                named.setdefault(department, []).append(key)
+    return named
 
 
 def _department_of(directory: DirectoryView, origin: str) -> str | None:
@@ -1295,32 +1393,42 @@ def _claim_root(detail: dict[str, Any]) -> bytes:
 
 
 def _signed_claim(
-    witness: _Bundle, log_node: str, origin: str, detail: dict[str, Any], where: str
-) -> int | None:
+    witness: _Bundle,
+    log_node: str,
+    origin: str,
+    detail: dict[str, Any],
+    where: str,
+    log_keys: Sequence[Ed25519PublicKey],
+) -> tuple[int, Ed25519PublicKey] | None:
     """Verify a ``witness.cosigned`` claim about ``log_node``'s log: the log's signature
     on the note, the note's size and root as the entry states them, and the witness's
-    cosignature; return the size.
+    cosignature (under the witness's own directory); return the size and the log key.
 
-    Returns None when the note or the cosignature is signed under another key ID
-    than the directory's key of the log or the witness: a department that enrolled
-    again under a new key keeps its origin, and claims about its old log are
-    neither evidence for nor against the new one.
+    ``log_keys`` are the keys the log may be signed under (see :func:`_named_keys`);
+    the one whose key ID the note carries is used. Returns None when the note
+    carries none of them, or the cosignature another key ID than the witness's
+    directory key: a department that enrolled again under a new key keeps its
+    origin, and a claim under a key no directory at hand names is evidence about
+    no log the auditor can identify.
 
     Raises:
         VerificationError: naming the witness's entry, whose claim does not verify.
     """
     directory = witness.directory
     witness_node = witness.manifest["node"]
-    log_key = directory.keys.get(log_node)
     witness_key = directory.witness_keys(exclude=log_node).get(directory.origin(witness_node))
     try:
-        if log_key is None or witness_key is None:
+        if not log_keys or witness_key is None:
             raise ValueError(f"{log_node} or {witness_node} is not a log and witness here")
         note, line = str(detail["note"]).encode(), str(detail["cosignature"]).encode()
         witness_origin = directory.origin(witness_node)
-        log_kid = key_id(origin, ED25519_TYPE, log_key)
         witness_kid = key_id(witness_origin, COSIGNATURE_TYPE, witness_key)
-        if log_kid not in {s.key_id for s in parse_note(note).signatures if s.name == origin}:
+        signed = {s.key_id for s in parse_note(note).signatures if s.name == origin}
+        log_key = next(
+            (k for k in log_keys if key_id(origin, ED25519_TYPE, k) in signed),
+            None,
+        )
+        if log_key is None:
             return None
         if parse_signature_line(line).key_id != witness_kid:
             return None
@@ -1334,7 +1442,26 @@ def _signed_claim(
             raise ValueError(f"it carries no valid cosignature by {witness_node}")
     except (ValueError, TypeError, KeyError, binascii.Error, LedgerError) as e:
         raise _fail(where, f"witness.cosigned entry does not verify: {e}", e) from e
-    return checkpoint.size
+    return checkpoint.size, log_key
+
+
+def _note_previous_key(bundle: _Bundle, policy: DirectoryView, report: Report) -> None:
+    """Say so when ``bundle``'s log is under another key than ``policy`` names for its
+    department: the log of a key the department had before it enrolled again."""
+    node = bundle.manifest["node"]
+    current = policy.keys.get(node)
+    if current is None:
+        report.notes.append(
+            f"{bundle.files.path}: log of {node}, which directory serial {policy.serial} "
+            f"no longer names, checked under its key from directory serial "
+            f"{bundle.directory.serial}"
+        )
+    elif current.public_bytes_raw() != bundle.log[1]:
+        report.notes.append(
+            f"{bundle.files.path}: log of {node} under its previous key, from directory "
+            f"serial {bundle.directory.serial} (directory serial {policy.serial} names "
+            "another key: the department enrolled again and its new log starts at seq 0)"
+        )
 
 
 def verify_bundle(
@@ -1399,9 +1526,14 @@ def verify_bundle(
                     directory_threshold=bundle.directory.witness_threshold,
                 )
             )
-        nodes = [b.manifest["node"] for b in bundles]
-        if len(set(nodes)) != len(nodes):
-            raise VerificationError(f"two bundles are from the same department: {sorted(nodes)}")
+        # A department enrolled again under a new key has a new log: its bundles
+        # under different keys are two logs, under one key a duplicate or a fork.
+        logs = [b.log for b in bundles]
+        if len(set(logs)) != len(logs):
+            nodes = sorted(b.manifest["node"] for b in bundles)
+            raise VerificationError(
+                f"two bundles are from the same department under the same key: {nodes}"
+            )
         federations = {b.directory.federation for b in bundles}
         if len(federations) != 1:
             raise VerificationError(
@@ -1429,7 +1561,8 @@ def verify_bundle(
                     f"its checkpoints were counted as published under serial {directory.serial} "
                     f"(witness threshold {directory.witness_threshold})"
                 )
-            entry.witnessed_size = witnessed.get(entry.origin, 0)
+            _note_previous_key(bundle, directory, report)
+            entry.witnessed_size = witnessed.get(bundle.log, 0)
             covered = max(entry.published_size, entry.witnessed_size)
             if require_published and covered < bundle.count:
                 raise VerificationError(
