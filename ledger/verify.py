@@ -899,7 +899,11 @@ def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
         try:
             checkpoint = verify_checkpoint(note, origin, log_key)
         except CheckpointError as e:
-            raise _fail(cp_where, str(e), e) from e
+            # Name the directory: a log exported with a directory that names a later
+            # key of its department (it enrolled again) fails here, not as a forgery.
+            raise _fail(
+                cp_where, f"{e}, the key directory serial {directory.serial} names for {node}", e
+            ) from e
         if checkpoint.size != size:
             raise _fail(cp_where, f"note is for size {checkpoint.size}")
         if size > bundle.count:

@@ -220,6 +220,28 @@ def test_claims_about_the_old_log_need_a_directory_naming_its_key(rekeyed: Rekey
     assert with_old.witnessed_checked > report.witnessed_checked
 
 
+def test_the_old_log_exported_with_the_new_directory_fails_naming_it(
+    rekeyed: Rekeyed, tmp_path: Path
+) -> None:
+    # A bundle is checked under the key its own directory names: the old log
+    # carrying the directory of the new key is not verifiable on its own terms.
+    mixed = tmp_path / "old-alpha-new-directory"
+    mixed.mkdir()
+    for part in rekeyed.old_alpha.rglob("*"):
+        target = mixed / part.relative_to(rekeyed.old_alpha)
+        if part.is_dir():
+            target.mkdir()
+        else:
+            target.write_bytes(part.read_bytes())
+    (mixed / "directory.json").write_bytes(rekeyed.federation.directory_json)
+    with pytest.raises(
+        VerificationError,
+        match=rf"checkpoint size 10: .*no signature by the log key of .*alpha, the key "
+        rf"directory serial {NEW_SERIAL} names for alpha",
+    ):
+        verify_bundle([mixed, rekeyed.beta], ca_pem=rekeyed.federation.ca_pem)
+
+
 def _second_bundle_under_old_key(rekeyed: Rekeyed, out: Path, entries: int) -> Path:
     """Another log of alpha under its old key, as the holder of the compromised key
     could write it, carrying the old directory."""
