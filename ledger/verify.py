@@ -1334,6 +1334,10 @@ def _check_witnessed(
             report.witnessed_checked += 1
             if witness_name not in policy.witnesses:
                 continue  # no longer a witness: its word does not count towards the threshold
+            if _raw(policy.keys[witness_name]) != _raw(witness.directory.keys[witness_name]):
+                # Cosigned under a key the newest directory no longer names (the witness
+                # enrolled again): checked above, but an older directory cannot make it count.
+                continue
             sizes = confirmed.setdefault(log_id, {})
             sizes[witness_name] = max(sizes.get(witness_name, 0), size)
     if unsigned:
@@ -1358,6 +1362,10 @@ def _check_witnessed(
             # The largest size that at least `threshold` distinct witnesses cosigned.
             covered[log_id] = ranked[threshold - 1]
     return covered
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes_raw()
 
 
 def _named_keys(bundles: list[_Bundle]) -> dict[str, list[Ed25519PublicKey]]:

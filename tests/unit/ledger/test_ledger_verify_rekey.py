@@ -220,6 +220,24 @@ def test_claims_about_the_old_log_need_a_directory_naming_its_key(rekeyed: Rekey
     assert with_old.witnessed_checked > report.witnessed_checked
 
 
+def _beta_witnessed_by_old_alpha(federation: Federation, _: Ed25519PrivateKey) -> None:
+    fill(federation.store("beta"), 3)
+    _publish(federation, "beta")  # old alpha and gamma cosign; old alpha records it
+
+
+def test_a_witness_under_its_previous_key_does_not_count_towards_the_threshold(
+    build: Callable[..., Rekeyed],
+) -> None:
+    # old alpha cosigned beta's checkpoint: its claim is checked against beta's
+    # bundle, but the newest directory names another key for alpha, so it does
+    # not make beta's entries count as witnessed (gamma's bundle is not given).
+    built = build(before=_beta_witnessed_by_old_alpha)
+    report = verify_bundle([built.old_alpha, built.beta], ca_pem=built.federation.ca_pem)
+    beta = report.bundles[1]
+    assert report.witnessed_checked >= 1
+    assert beta.witnessed_size == 0 and beta.published_size > 0
+
+
 def test_the_old_log_exported_with_the_new_directory_fails_naming_it(
     rekeyed: Rekeyed, tmp_path: Path
 ) -> None:
