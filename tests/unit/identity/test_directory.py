@@ -16,20 +16,25 @@ from node.identity.directory import DirectoryHolder, parse_directory, sign_direc
 from node.identity.home import init_home
 
 
+def _enrol(ca: Authority, root: Path, dept: str, *, witness: bool) -> None:
+    """A fresh home for ``dept`` under ``root``, enrolled (again, if need be) by ``ca``."""
+    request = init_home(
+        root / dept,
+        federation="city",
+        department=dept,
+        display_name=dept.title(),
+        listen="127.0.0.1:0",
+        endpoint=f"{dept}.example:7443",
+    )
+    ca.issue(request, witness=witness, replace=True)
+
+
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     root = tmp_path_factory.mktemp("authority")
     ca = Authority.create(root / "ca", "city")
     for dept in ("traffic", "health", "security"):
-        request = init_home(
-            root / dept,
-            federation="city",
-            department=dept,
-            display_name=dept.title(),
-            listen="127.0.0.1:0",
-            endpoint=f"{dept}.example:7443",
-        )
-        ca.issue(request, witness=dept != "security")
+        _enrol(ca, root, dept, witness=dept != "security")
     return ca
 
 
@@ -63,15 +68,7 @@ def test_a_threshold_lowered_for_want_of_witnesses_comes_back_with_them(tmp_path
     ca = Authority.create(tmp_path / "ca", "city")
 
     def enrol(dept: str) -> None:
-        request = init_home(
-            tmp_path / dept,
-            federation="city",
-            department=dept,
-            display_name=dept.title(),
-            listen="127.0.0.1:0",
-            endpoint=f"{dept}.example:7443",
-        )
-        ca.issue(request, witness=True, replace=True)
+        _enrol(ca, tmp_path, dept, witness=True)
 
     def published() -> int:
         return parse_directory(ca.publish_directory(), ca.ca_certificate()).witness_threshold
