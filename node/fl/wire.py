@@ -9,6 +9,10 @@ Invariants:
   arrive exactly as Flower's own engine would deliver them.
 * Parsers raise :class:`WireError` on anything malformed; no bare
   ``ValueError`` or protobuf ``DecodeError`` escapes.
+* A reassembled Flower Message is at most ``MAX_MESSAGE_SIZE`` bytes, and
+  :func:`message_from_chunks` asks its caller to authorize the stream on the
+  first chunk, so a peer with no business at this node cannot make it buffer
+  more than one chunk.
 * A job's end reason is at most ``MAX_END_REASON`` characters with no control
   characters: the sender shortens and cleans it (:func:`end_reason`), the
   receiver refuses anything else.
@@ -20,7 +24,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +68,12 @@ JOB_SPEC_VERSION = 1
 CHUNK_SIZE = 1 << 20
 #: Flower refuses FABs above 10 MB; a participant refuses anything above this.
 MAX_FAB_SIZE = 16 << 20
-#: A reassembled Flower Message larger than this is refused (bounds memory).
-MAX_MESSAGE_SIZE = 512 << 20
+#: A reassembled Flower Message larger than this is refused: it bounds the memory
+#: one Deliver stream can take. 128 MiB holds a model of ~16 million float64 (or
+#: ~32 million float32) parameters plus Flower's framing, far above the tabular
+#: models fednode federates (the seed app's is a dozen weights); a larger model
+#: needs this raised knowingly, as every stream may then buffer that much.
+MAX_MESSAGE_SIZE = 128 << 20
 #: Longest end reason (in characters) a JobEnd may carry.
 MAX_END_REASON = 500
 
@@ -94,9 +102,10 @@ class DpConfig:
         values = (self.clipping_norm, self.sensitivity, self.epsilon, self.delta)
         if not all(math.isfinite(v) for v in values):
             raise WireError("DP settings must be finite numbers")
-        if self.clipping_norm <= 0 or self.sensitivity < 0:
+        # A sensitivity of 0 means no noise at all while the ledger would record DP.
+        if self.clipping_norm <= 0 or self.sensitivity <= 0:
             raise WireError(
-                f"DP clipping_norm must be > 0 and sensitivity >= 0, got "
+                f"DP clipping_norm and sensitivity must be > 0, got "
                 f"{self.clipping_norm} and {self.sensitivity}"
             )
         if not (self.epsilon > 0 and 0 < self.delta < 1):
@@ -115,11 +124,8 @@ class DpConfig:
 
         A clipped update can move by the clipping norm, so that, not
         ``sensitivity``, is what the noise has to hide: with a smaller
-        ``sensitivity`` the guarantee is ``epsilon * clipping_norm / sensitivity``
-        (infinite without noise).
+        ``sensitivity`` the guarantee is ``epsilon * clipping_norm / sensitivity``.
         """
-        if self.sensitivity == 0:
-            return math.inf
         return self.epsilon * self.clipping_norm / self.sensitivity
 
     def weakness(self) -> str | None:
@@ -370,8 +376,13 @@ def message_chunks(message: Message, job_id: str = "") -> Iterator[pb.MessageChu
         yield pb.MessageChunk(job_id=job_id, data=piece, last=index == total - 1)
 
 
-def message_from_chunks(chunks: Iterable[pb.MessageChunk]) -> tuple[str, Message]:
+def message_from_chunks(
+    chunks: Iterable[pb.MessageChunk], authorize: Callable[[str], None] | None = None
+) -> tuple[str, Message]:
     """Reassemble one Flower Message; returns (job_id of the first chunk, message).
+
+    ``authorize`` is called with the job id as soon as the first chunk arrives,
+    before any further chunk is read; whatever it raises ends the stream.
 
     Raises:
         WireError: no chunk, chunks after the last, a missing final chunk, a job id
@@ -385,6 +396,8 @@ def message_from_chunks(chunks: Iterable[pb.MessageChunk]) -> tuple[str, Message
             raise WireError("message stream continues after its final chunk")
         if job_id is None:
             job_id = chunk.job_id
+            if authorize is not None:
+                authorize(job_id)
         elif chunk.job_id != job_id:
             raise WireError("message stream changes job id mid-stream")
         buffer += chunk.data

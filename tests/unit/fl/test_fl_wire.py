@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.fl import wire
-from node.fl.errors import WireError
+from node.fl.errors import UnknownJobError, WireError
 from protocols.fednode.v1 import federated_pb2 as pb
 
 FAB = b"PK" + bytes(range(256)) * 9000  # > 2 chunks
@@ -150,6 +150,45 @@ def test_malformed_message_stream_is_refused(
         wire.message_from_chunks(chunks)
 
 
+def test_the_stream_is_authorized_on_its_first_chunk_before_more_is_read() -> None:
+    read: list[int] = []
+
+    def stream() -> Iterator[pb.MessageChunk]:
+        for index in range(1000):
+            read.append(index)
+            yield pb.MessageChunk(job_id="not-yours", data=b"\x00" * 1024, last=index == 999)
+
+    def authorize(job_id: str) -> None:
+        raise UnknownJobError(f"no job {job_id!r} here")
+
+    with pytest.raises(UnknownJobError, match="no job 'not-yours' here"):
+        wire.message_from_chunks(stream(), authorize)
+    assert read == [0]
+
+
+def test_authorize_sees_the_job_id_once() -> None:
+    seen: list[str] = []
+    chunks = list(wire.message_chunks(_message(300_000), "job-1"))
+    assert len(chunks) > 1
+    job_id, _ = wire.message_from_chunks(chunks, seen.append)
+    assert job_id == "job-1" and seen == ["job-1"]
+
+
+def test_a_message_above_the_limit_is_refused_once_it_passes_it() -> None:
+    assert wire.MAX_MESSAGE_SIZE == 128 << 20
+    read: list[int] = []
+    piece = b"\x00" * wire.CHUNK_SIZE
+
+    def stream() -> Iterator[pb.MessageChunk]:
+        for index in range(wire.MAX_MESSAGE_SIZE // wire.CHUNK_SIZE + 10):
+            read.append(index)
+            yield pb.MessageChunk(job_id="job-1", data=piece, last=False)
+
+    with pytest.raises(WireError, match="exceeds the 134217728-byte limit"):
+        wire.message_from_chunks(stream())
+    assert len(read) == wire.MAX_MESSAGE_SIZE // wire.CHUNK_SIZE + 1
+
+
 @settings(max_examples=50, deadline=None)
 @given(data=st.binary(max_size=2000))
 def test_arbitrary_bytes_never_escape_as_bare_errors(data: bytes) -> None:
@@ -171,8 +210,21 @@ def test_dp_noise_below_the_clipping_norm_is_flagged_with_its_real_epsilon() -> 
     assert weak.to_record()["effective_epsilon"] == "2500.0"
     sound = wire.DpConfig(clipping_norm=1.0, sensitivity=1.0, epsilon=5.0, delta=1e-5)
     assert sound.weakness() is None and sound.effective_epsilon == 5.0
-    silent = wire.DpConfig(clipping_norm=1.0, sensitivity=0.0, epsilon=5.0, delta=1e-5)
-    assert silent.effective_epsilon == float("inf") and silent.weakness() is not None
+
+
+@pytest.mark.parametrize("sensitivity", [0.0, -0.0, -1.0])
+def test_dp_without_noise_is_refused(sensitivity: float) -> None:
+    # Zero sensitivity adds no noise at all, yet the ledger would record DP.
+    with pytest.raises(WireError, match="sensitivity must be > 0"):
+        wire.DpConfig(clipping_norm=1.0, sensitivity=sensitivity, epsilon=5.0, delta=1e-5)
+
+
+def test_a_job_spec_with_zero_dp_sensitivity_is_refused() -> None:
+    dp = wire.DpConfig(clipping_norm=1.0, sensitivity=1.0, epsilon=5.0, delta=1e-5)
+    parts = list(wire.job_start_parts(_spec(b"fab", dp=dp), b"fab"))
+    parts[0].spec.dp.sensitivity = 0.0
+    with pytest.raises(WireError, match="sensitivity must be > 0"):
+        wire.job_start_from_parts(parts)
 
 
 def test_job_end_carries_its_reason() -> None:
