@@ -2,12 +2,21 @@
 
 The coordinator's identity comes only from its verified client certificate
 (:func:`node.server.peer.caller_department`). Errors map to gRPC status codes
-with short public messages; details stay in the local log.
+with short public messages; details stay in the local log. Anything that is
+not a :class:`NodeError` is a fault of this node: it is logged once with its
+traceback and the caller gets ``INTERNAL`` with no internal text.
+
+A Deliver stream is checked on its first chunk (the caller must be the
+coordinator of a job running here) before the rest is read, and a peer has at
+most ``MAX_DELIVERS_PER_PEER`` Deliver streams open at once (more are refused
+with ``RESOURCE_EXHAUSTED``), so one peer can hold at most
+``MAX_DELIVERS_PER_PEER * wire.MAX_MESSAGE_SIZE`` bytes of this node's memory.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,12 +29,18 @@ from node.fl.participant import Participant
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
-__all__ = ["PARTICIPANT_KEY", "FederatedServicer", "add_services"]
+__all__ = ["MAX_DELIVERS_PER_PEER", "PARTICIPANT_KEY", "FederatedServicer", "add_services"]
 
 _log = logging.getLogger(__name__)
 
 #: Key of the Participant in ``runtime.extensions``.
 PARTICIPANT_KEY = "fl.participant"
+#: Deliver streams one peer may have open at once. A participant runs one
+#: message of a job at a time, so a coordinator needs one stream per job it
+#: runs here; four leaves room for concurrent jobs and bounds memory per peer.
+MAX_DELIVERS_PER_PEER = 4
+#: What the caller reads when this node fails; the cause stays in the local log.
+_INTERNAL = "federated job failed at the participant"
 
 _STATUS: list[tuple[type[NodeError], grpc.StatusCode, str]] = [
     (AccessDenied, grpc.StatusCode.PERMISSION_DENIED, "denied by node policy"),
@@ -47,7 +62,7 @@ def _abort(context: grpc.ServicerContext, error: NodeError) -> None:
                 else public
             )
             context.abort(code, text)
-    context.abort(grpc.StatusCode.INTERNAL, "federated job failed at the participant")
+    context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
 
 
 class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
@@ -60,6 +75,15 @@ class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
 
             caller = caller_department
         self._caller = caller
+        self._streams: dict[str, threading.BoundedSemaphore] = {}
+        self._streams_lock = threading.Lock()
+
+    def _stream_slot(self, peer: str) -> threading.BoundedSemaphore:
+        with self._streams_lock:
+            slot = self._streams.get(peer)
+            if slot is None:
+                slot = self._streams[peer] = threading.BoundedSemaphore(MAX_DELIVERS_PER_PEER)
+            return slot
 
     def StartJob(  # noqa: N802 -- gRPC method name
         self, request_iterator: Iterator[pb.JobStartPart], context: grpc.ServicerContext
@@ -72,20 +96,52 @@ class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
             _log.warning("StartJob from %s refused: %s", coordinator, e)
             _abort(context, e)
             raise  # unreachable: abort raises
+        except Exception:
+            _log.exception("StartJob from %s failed", coordinator)
+            context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+            raise
         return wire.job_started_to_proto(info)
 
     def Deliver(  # noqa: N802 -- gRPC method name
         self, request_iterator: Iterator[pb.MessageChunk], context: grpc.ServicerContext
     ) -> Iterator[pb.MessageChunk]:
         coordinator = self._caller(context)
+        # The reply is built in full before the first yield, so the stream slot is
+        # released even when the caller never reads the reply.
+        yield from self._deliver(coordinator, request_iterator, context)
+
+    def _deliver(
+        self,
+        coordinator: str,
+        request_iterator: Iterator[pb.MessageChunk],
+        context: grpc.ServicerContext,
+    ) -> list[pb.MessageChunk]:
+        slot = self._stream_slot(coordinator)
+        if not slot.acquire(blocking=False):
+            _log.warning("Deliver from %s refused: too many open streams", coordinator)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {MAX_DELIVERS_PER_PEER} Deliver streams per peer at once",
+            )
         try:
-            job_id, message = wire.message_from_chunks(request_iterator)
+
+            def authorize(job_id: str) -> None:
+                # Counts as word from the coordinator, as the Deliver itself does.
+                self._participant.keep_job(coordinator, job_id)
+
+            job_id, message = wire.message_from_chunks(request_iterator, authorize)
             reply = self._participant.deliver(coordinator, job_id, message)
+            return list(wire.message_chunks(reply))
         except NodeError as e:
             _log.warning("Deliver from %s refused: %s", coordinator, e)
             _abort(context, e)
             raise
-        yield from wire.message_chunks(reply)
+        except Exception:
+            _log.exception("Deliver from %s failed", coordinator)
+            context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+            raise
+        finally:
+            slot.release()
 
     def EndJob(  # noqa: N802 -- gRPC method name
         self, request: pb.JobEnd, context: grpc.ServicerContext
