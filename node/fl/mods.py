@@ -2,7 +2,8 @@
 
 The chain, outermost first, is::
 
-    gate -> ledger -> guard -> secaggplus_mod (if asked) -> LocalDpMod (if asked) -> ClientApp
+    gate -> ledger -> guard -> secagg floor + secaggplus_mod (if asked) -> LocalDpMod (if asked)
+         -> ClientApp
 
 so that a denied message never reaches the ledger mod's ``fl.task`` record (it
 is recorded as ``access.denied`` instead), the ledger digests the reply exactly
@@ -10,12 +11,39 @@ as it leaves the node (masked, under SecAgg+), and DP noise is added before
 SecAgg+ masks the update. The guard turns any exception below it into an
 error reply (``CLIENT_APP_RAISED_EXCEPTION``), so the ledger records a failed
 task as ``fl.reply`` with outcome ``error``.
+
+The gate also refuses a message whose ``group_id`` looks like a round number
+but is not 1-9 ASCII digits; ledger details never raise, whatever the message
+carries.
+
+SecAgg+ floor. Flower's ``secaggplus_mod`` takes the protocol's parameters
+from the coordinator's setup message as they come. A coordinator that asks
+for threshold 1 (or lists this node alone) can rebuild the node's self-mask
+from the node's own share and read its individual update, while the job says
+``secagg``. :func:`secagg_floor_mod` checks before Flower's mod runs, and
+refuses (an error reply and an ``access.denied`` record) unless:
+
+* setup: threshold >= ``MIN_SECAGG_THRESHOLD`` (2), share count >= threshold,
+  and sample size >= ``MIN_SECAGG_NODES`` (2);
+* share_keys: at least ``MIN_SECAGG_NODES`` nodes' keys are listed;
+* unmask: this node is not named dead, and no node is named both active and
+  dead (which would hand out both halves of one node's masks).
+
+The job spec carries no count of participants, so the floor is absolute, not
+"all of the job's participants". What it does not stop: SecAgg+ public keys
+are not authenticated, so a coordinator that invents the other nodes' keys (or
+shows different nodes different views of who dropped out) still recovers an
+update. SecAgg+ protects against an honest-but-curious coordinator, one that
+follows the protocol but reads everything it receives; the floor keeps such a
+coordinator from choosing parameters under which "following the protocol"
+reveals an update.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from flwr.app import Context, Error, Message
@@ -24,20 +52,26 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.mod import LocalDpMod
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from node.errors import NodeError
+from node.errors import AccessDenied, NodeError, brief
 from node.fl import wire
+from node.fl.errors import WireError
 from node.runtime import AuditSink
 
 __all__ = [
+    "MIN_SECAGG_NODES",
+    "MIN_SECAGG_THRESHOLD",
+    "SecAggFloorError",
     "TaskInfo",
+    "check_secagg_floor",
     "dp_mod",
     "guard_mod",
     "ledger_mod",
     "mods_for",
     "policy_gate",
     "round_of",
+    "secagg_floor_mod",
     "secagg_stage",
     "secaggplus_mod",
 ]
@@ -48,17 +82,33 @@ _log = logging.getLogger(__name__)
 _LEGACY_FIT_KEY = "fitins.parameters"
 #: Longest SecAgg+ stage name recorded (Flower's are short words; anything else is dropped).
 _MAX_STAGE = 32
+#: A round number in ``group_id``: 1-9 ASCII digits (int() of thousands of digits raises).
+_ROUND = re.compile(r"[0-9]{1,9}")
+#: Smallest SecAgg+ reconstruction threshold accepted: 1 lets one share rebuild a mask.
+MIN_SECAGG_THRESHOLD = 2
+#: Fewest nodes a SecAgg+ round must name: alone, a node's sum is its own update.
+MIN_SECAGG_NODES = 2
+
+
+class SecAggFloorError(AccessDenied):
+    """The coordinator asked for SecAgg+ parameters that would reveal this node's update."""
 
 
 def round_of(message: Message) -> int | None:
     """The FL round of an instruction message, if it says.
 
     Legacy workflows put it in ``group_id``; message-API strategies send a
-    ``server-round`` config value instead.
+    ``server-round`` config value instead. A ``group_id`` that is not all
+    digits is not a round (``None``).
+
+    Raises:
+        WireError: ``group_id`` is all digits but not 1-9 ASCII digits.
     """
     group = message.metadata.group_id
-    if group.isdigit():
+    if _ROUND.fullmatch(group):
         return int(group)
+    if group.isdigit():
+        raise WireError(f"message group id {brief(group, 24)} is not a round number of 1-9 digits")
     if message.has_content():
         for record in message.content.config_records.values():
             value = record.get("server-round")
@@ -82,6 +132,7 @@ class TaskInfo:
     dp: wire.DpConfig | None
 
     def detail(self, message: Message) -> dict[str, object]:
+        """What the ledger records about ``message``; never raises on what it carries."""
         detail: dict[str, object] = {
             "job_id": self.job_id,
             "run_id": self.run_id,
@@ -90,7 +141,10 @@ class TaskInfo:
             "dp": self.dp.to_record() if self.dp else None,
             "secagg": self.secagg,
         }
-        round_id = round_of(message)
+        try:
+            round_id = round_of(message)
+        except WireError:
+            round_id = None  # the gate refuses such a message; the record still gets made
         if round_id is not None:
             detail["round"] = round_id
         stage = secagg_stage(message)
@@ -105,7 +159,7 @@ def secagg_stage(message: Message) -> str | None:
     Four SecAgg+ messages make one round; without the stage their ledger
     entries would look alike.
     """
-    if message.has_error():
+    if message.has_error() or not message.has_content():
         return None
     configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
     stage = configs.get(Key.STAGE) if configs is not None else None
@@ -125,6 +179,7 @@ def policy_gate(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> 
 
     def gate(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         try:
+            round_of(message)
             check()
         except NodeError as e:
             audit.record(
@@ -205,11 +260,102 @@ def dp_mod(dp: wire.DpConfig) -> Mod:
     return apply
 
 
+def _count(configs: object, key: str) -> int:
+    value = configs.get(key) if isinstance(configs, Mapping) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SecAggFloorError(f"SecAgg+ setup has no whole number {key!r}")
+    return value
+
+
+def _node_ids(configs: object, key: str) -> list[int]:
+    value = configs.get(key) if isinstance(configs, Mapping) else None
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise SecAggFloorError(f"SecAgg+ unmask has no node id list {key!r}")
+    return list(value)
+
+
+def check_secagg_floor(message: Message) -> None:
+    """Refuse SecAgg+ parameters under which the protocol would reveal this node's update.
+
+    Only the setup, share_keys and unmask stages are checked (see the module
+    docstring); anything else is left to Flower's ``secaggplus_mod``.
+
+    Raises:
+        SecAggFloorError: the threshold is below 2 or above the share count, the
+            round names fewer than 2 nodes, or unmask names this node dead or a
+            node both active and dead.
+    """
+    if message.has_error() or not message.has_content():
+        return
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    stage = configs.get(Key.STAGE) if configs is not None else None
+    if stage == Stage.SETUP:
+        threshold = _count(configs, Key.THRESHOLD)
+        shares = _count(configs, Key.SHARE_NUMBER)
+        sample = _count(configs, Key.SAMPLE_NUMBER)
+        if threshold < MIN_SECAGG_THRESHOLD:
+            raise SecAggFloorError(
+                f"SecAgg+ threshold {threshold} is below {MIN_SECAGG_THRESHOLD}: "
+                "one share would rebuild this node's mask"
+            )
+        if shares < threshold:
+            raise SecAggFloorError(
+                f"SecAgg+ share count {shares} is below the threshold {threshold}"
+            )
+        if sample < MIN_SECAGG_NODES:
+            raise SecAggFloorError(
+                f"SecAgg+ round samples {sample} node(s); at least {MIN_SECAGG_NODES} "
+                "are needed to hide one node's update"
+            )
+    elif stage == Stage.SHARE_KEYS:
+        listed = sum(1 for key in (configs or {}) if key != Key.STAGE)
+        if listed < MIN_SECAGG_NODES:
+            raise SecAggFloorError(
+                f"SecAgg+ round lists the keys of {listed} node(s); "
+                f"at least {MIN_SECAGG_NODES} are needed"
+            )
+    elif stage == Stage.UNMASK:
+        active = _node_ids(configs, Key.ACTIVE_NODE_ID_LIST)
+        dead = _node_ids(configs, Key.DEAD_NODE_ID_LIST)
+        if message.metadata.dst_node_id in dead:
+            raise SecAggFloorError("SecAgg+ unmask names this node, which is answering, dead")
+        if set(active) & set(dead):
+            raise SecAggFloorError("SecAgg+ unmask names a node both active and dead")
+
+
+def secagg_floor_mod(info: TaskInfo, audit: AuditSink) -> Mod:
+    """Flower's ``secaggplus_mod`` behind :func:`check_secagg_floor`.
+
+    A refusal becomes an error reply (``MOD_FAILED_PRECONDITION``) and an
+    ``access.denied`` record, like the policy gate's.
+    """
+
+    def floor(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        try:
+            check_secagg_floor(message)
+        except SecAggFloorError as e:
+            _log.warning("job %s: %s", info.job_id, e)
+            audit.record(
+                "access.denied",
+                peer=info.coordinator,
+                agreement=info.agreement,
+                dataset=info.dataset,
+                outcome="denied",
+                detail={"reason": str(e), **info.detail(message)},
+            )
+            return _error_reply(
+                message, ErrorCode.MOD_FAILED_PRECONDITION, f"denied by node policy: {e}"
+            )
+        return secaggplus_mod(message, context, call_next)
+
+    return floor
+
+
 def mods_for(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> list[Mod]:
     """The full mod chain for a job, outermost first."""
     mods: list[Mod] = [policy_gate(info, audit, check), ledger_mod(info, audit), guard_mod]
     if info.secagg:
-        mods.append(secaggplus_mod)
+        mods.append(secagg_floor_mod(info, audit))
     if info.dp is not None:
         mods.append(dp_mod(info.dp))
     return mods

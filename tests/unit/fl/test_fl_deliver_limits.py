@@ -198,3 +198,37 @@ def test_refused_streams_give_their_slot_back(cluster: Cluster) -> None:
         with pytest.raises(AbortedError) as info:
             list(servicer.Deliver(_flood("none", [], 2), FakeContext()))
         assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "group_id",
+    ["9" * 5000, "1234567890", "\u00b2", "\u0663"],
+    ids=["5000-digits", "10-digits", "superscript-two", "arabic-indic-three"],
+)
+def test_a_group_id_that_is_no_round_number_is_refused_and_recorded(
+    cluster: Cluster, fab: bytes, group_id: str
+) -> None:
+    participant = _started(cluster, fab)
+    message = _train()
+    message.metadata.__dict__["_group_id"] = group_id
+    stub = pb_grpc.FederatedStub(cluster.coordinator.peer_channel("traffic"))
+    replies = list(stub.Deliver(wire.message_chunks(message, "job-1"), timeout=30))
+    _, reply = wire.message_from_chunks(replies)
+    reason = reply.error.reason or ""
+    assert reply.has_error() and "is not a round number of 1-9 digits" in reason
+    assert len(reason) < 200
+    audit = cluster.nodes["traffic"].runtime.audit
+    [denied] = audit.events("access.denied")
+    assert denied["peer"] == COORDINATOR and "round" not in denied["detail"]
+    assert audit.events("fl.task") == []
+    assert participant.job_ids == ["job-1"]
+
+
+def test_a_short_decimal_group_id_is_the_round(cluster: Cluster, fab: bytes) -> None:
+    participant = _started(cluster, fab)
+    message = _train()
+    message.metadata.__dict__["_group_id"] = "123456789"
+    reply = participant.deliver(COORDINATOR, "job-1", message)
+    assert not reply.has_error(), reply.error.reason
+    [task_record] = cluster.nodes["traffic"].runtime.audit.events("fl.task")
+    assert task_record["detail"]["round"] == 123456789
