@@ -21,14 +21,22 @@ home can be moved or restored from backup as one folder.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "NodeConfig", "default_home", "load_config", "render_config"]
+__all__ = [
+    "DEFAULT_PORT",
+    "FlSettings",
+    "NodeConfig",
+    "default_home",
+    "load_config",
+    "render_config",
+]
 
 DEFAULT_PORT = 7443
 CONFIG_FILE = "node.toml"
@@ -37,6 +45,21 @@ CONFIG_FILE = "node.toml"
 def default_home() -> Path:
     """The home used when ``--home`` is not given: ``$FEDNODE_HOME`` or ``./.fednode``."""
     return Path(os.environ.get("FEDNODE_HOME", ".fednode")).resolve()
+
+
+@dataclass(frozen=True)
+class FlSettings:
+    """What this node requires of a federated job it takes part in (``[fl]``).
+
+    The defaults require nothing: the coordinator's choices stand.
+    """
+
+    #: Refuse a job that does not use secure aggregation.
+    require_secagg: bool = False
+    #: Refuse a job that does not apply differential privacy to its updates.
+    require_dp: bool = False
+    #: Refuse a job whose DP gives a clipped update a larger (effective) epsilon.
+    max_epsilon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,7 @@ class NodeConfig:
     data_dir: Path
     ledger_dir: Path
     log_level: str
+    fl: FlSettings = field(default_factory=FlSettings)
 
     @property
     def admin_socket(self) -> Path:
@@ -136,6 +160,13 @@ ledger_dir = "ledger"
 [logging]
 # One of DEBUG, INFO, WARNING, ERROR. Logs are JSON lines on stderr.
 level = "INFO"
+
+[fl]
+# What a federated job must use before this node trains on its data.
+require_secagg = false
+require_dp = false
+# Largest effective DP epsilon accepted (uncomment to set):
+# max_epsilon = 8.0
 """
 
 
@@ -159,11 +190,47 @@ def _table(doc: dict[str, object], name: str, path: Path) -> dict[str, object]:
     return table
 
 
+_FL_KEYS = ("require_secagg", "require_dp", "max_epsilon")
+
+
+def _fl_settings(table: dict[str, object], where: str) -> FlSettings:
+    """Parse ``[fl]``; every key is optional, and a key it does not know is refused.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or a
+            ``max_epsilon`` that is not a finite number above zero.
+    """
+    unknown = sorted(set(table) - set(_FL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: [fl] has no key {unknown[0]!r}",
+            hint=f"[fl] knows: {', '.join(_FL_KEYS)}",
+        )
+    flags = {
+        key: _get(table, key, bool, f"{where}: [fl]") if key in table else False
+        for key in ("require_secagg", "require_dp")
+    }
+    max_epsilon: float | None = None
+    if "max_epsilon" in table:
+        max_epsilon = float(_get(table, "max_epsilon", float, f"{where}: [fl]"))  # type: ignore[arg-type]
+        if not (math.isfinite(max_epsilon) and max_epsilon > 0):
+            raise ConfigError(
+                f"{where}: [fl] 'max_epsilon' must be a finite number above 0, got {max_epsilon!r}",
+                hint="leave it out to accept any epsilon, or give e.g. max_epsilon = 8.0",
+            )
+    return FlSettings(
+        require_secagg=bool(flags["require_secagg"]),
+        require_dp=bool(flags["require_dp"]),
+        max_epsilon=max_epsilon,
+    )
+
+
 def load_config(home: Path) -> NodeConfig:
     """Read ``<home>/node.toml``.
 
     Raises:
-        ConfigError: the file is missing, is not TOML, or lacks a required key.
+        ConfigError: the file is missing, is not TOML, lacks a required key,
+            or has an invalid ``[fl]`` section.
     """
     path = home / CONFIG_FILE
     try:
@@ -180,6 +247,7 @@ def load_config(home: Path) -> NodeConfig:
     paths = _table(doc, "paths", path)
     logging_ = _table(doc, "logging", path)
     where = str(path)
+    fl = _fl_settings(_table(doc, "fl", path), where)
     return NodeConfig(
         home=home,
         federation=str(_get(node, "federation", str, where)),
@@ -191,4 +259,5 @@ def load_config(home: Path) -> NodeConfig:
         data_dir=home / str(paths.get("data_dir", "data")),
         ledger_dir=home / str(paths.get("ledger_dir", "ledger")),
         log_level=str(logging_.get("level", "INFO")).upper(),
+        fl=fl,
     )

@@ -1,0 +1,276 @@
+"""The participant's own requirements of a job: node.toml [fl], dataset, run config."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from node.config import FlSettings, load_config, render_config
+from node.errors import AccessDenied, ConfigError
+from node.fl import wire
+from node.fl.approvals import ApprovalStore
+from node.fl.bundle import build_bundle
+from node.fl.participant import Participant
+from tests.unit.fl.fl_fakes import (
+    APP,
+    COORDINATOR,
+    FakeAudit,
+    FakeConfig,
+    FakePolicy,
+    FakeRuntime,
+    agreement_id,
+    seed_table,
+)
+
+
+@pytest.fixture(scope="module")
+def fab() -> bytes:
+    return build_bundle(APP).data
+
+
+class NamingPolicy(FakePolicy):
+    """A FakePolicy whose agreement covers one named dataset, as the catalog's does."""
+
+    def __init__(self, audit: FakeAudit, table: pa.Table, dataset: str) -> None:
+        super().__init__(audit, table)
+        self.covers = dataset
+
+    def dataset(self, agreement_id: str) -> str:
+        return self.covers
+
+
+@dataclass
+class FlConfig(FakeConfig):
+    fl: FlSettings = field(default_factory=FlSettings)
+
+
+def _participant(
+    tmp: Path, fab: bytes, settings: FlSettings | None = None, dataset: str = "incidents"
+) -> tuple[FakeRuntime, Participant]:
+    runtime = FakeRuntime(FlConfig(tmp / "traffic", "traffic", settings or FlSettings()))
+    approvals = ApprovalStore.for_data_dir(runtime.config.data_dir)
+    path = tmp / "app.fab"
+    path.write_bytes(fab)
+    approvals.approve(str(path))
+    policy = NamingPolicy(runtime.audit, seed_table("traffic"), dataset)
+    return runtime, Participant(runtime, policy=policy, approvals=approvals)
+
+
+def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
+    fields: dict[str, Any] = {
+        "job_id": "job-1",
+        "run_id": 42,
+        "node_id": 77,
+        "fab_sha256": hashlib.sha256(fab).hexdigest(),
+        "fab_size": len(fab),
+        "agreement": agreement_id("traffic"),
+        "dataset": "incidents",
+        "run_config": {
+            "local-epochs": 5,
+            "learning-rate": 0.5,
+            "label-column": "incident",
+            "split-column": "split",
+            "secure-aggregation": False,
+        },
+    }
+    fields.update(kw)
+    return wire.JobSpec(**fields)
+
+
+def _dp(sensitivity: float, epsilon: float = 1.0) -> wire.DpConfig:
+    return wire.DpConfig(clipping_norm=1.0, sensitivity=sensitivity, epsilon=epsilon, delta=1e-5)
+
+
+def _refused(runtime: FakeRuntime, tmp: Path, match: str) -> None:
+    (denied,) = runtime.audit.events("access.denied")
+    assert denied["outcome"] == "denied" and denied["peer"] == COORDINATOR
+    assert match in str(denied["detail"]["reason"])
+    assert not runtime.audit.events("fl.admitted")
+    assert not (tmp / "traffic" / "data" / "fl" / "jobs" / "job-1").exists()
+
+
+# -- node.toml [fl] ----------------------------------------------------------------
+
+
+def _home(tmp: Path, fl: str | None) -> Path:
+    text = render_config(
+        federation="fed",
+        department="traffic",
+        display_name="Traffic",
+        listen="127.0.0.1:7443",
+        endpoint="127.0.0.1:7443",
+    )
+    if fl is not None:
+        text = text.split("[fl]")[0] + "[fl]\n" + fl
+    (tmp / "node.toml").write_text(text, encoding="utf-8")
+    return tmp
+
+
+def test_fl_settings_default_to_requiring_nothing(tmp_path: Path) -> None:
+    assert load_config(_home(tmp_path, None)).fl == FlSettings()
+    assert load_config(_home(tmp_path, "")).fl == FlSettings(False, False, None)
+
+
+def test_fl_settings_are_read(tmp_path: Path) -> None:
+    home = _home(tmp_path, "require_secagg = true\nrequire_dp = true\nmax_epsilon = 4\n")
+    assert load_config(home).fl == FlSettings(True, True, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("fl", "match"),
+    [
+        ("require_dpp = true\n", r"\[fl\] has no key 'require_dpp'"),
+        ('require_secagg = "yes"\n', "'require_secagg' must be a bool"),
+        ("require_dp = 1\n", "'require_dp' must be a bool"),
+        ('max_epsilon = "8"\n', "'max_epsilon' must be a float"),
+        ("max_epsilon = true\n", "'max_epsilon' must be a float"),
+        ("max_epsilon = 0\n", "'max_epsilon' must be a finite number above 0"),
+        ("max_epsilon = -1.5\n", "'max_epsilon' must be a finite number above 0"),
+        ("max_epsilon = inf\n", "'max_epsilon' must be a finite number above 0"),
+        ("max_epsilon = nan\n", "'max_epsilon' must be a finite number above 0"),
+    ],
+)
+def test_bad_fl_settings_are_refused(tmp_path: Path, fl: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(_home(tmp_path, fl))
+
+
+def test_fl_must_be_a_table(tmp_path: Path) -> None:
+    text = render_config(
+        federation="f", department="d", display_name="D", listen="a:1", endpoint="a:1"
+    ).split("[fl]")[0]
+    (tmp_path / "node.toml").write_text('fl = "strict"\n' + text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[fl\] must be a table"):
+        load_config(tmp_path)
+
+
+# -- privacy requirements ------------------------------------------------------------
+
+
+def test_defaults_take_a_job_without_secagg_or_dp(tmp_path: Path, fab: bytes) -> None:
+    runtime, participant = _participant(tmp_path, fab)
+    participant.start_job(COORDINATOR, _spec(fab), fab)
+    assert participant.job_ids == ["job-1"]
+    assert not runtime.audit.events("access.denied")
+
+
+def test_required_secagg_refuses_a_job_without_it(tmp_path: Path, fab: bytes) -> None:
+    runtime, participant = _participant(tmp_path, fab, FlSettings(require_secagg=True))
+    with pytest.raises(AccessDenied, match=r"\[fl\] require_secagg"):
+        participant.start_job(COORDINATOR, _spec(fab, dp=_dp(1.0)), fab)
+    _refused(runtime, tmp_path, "require_secagg")
+
+
+def test_required_secagg_takes_a_job_with_it(tmp_path: Path, fab: bytes) -> None:
+    _, participant = _participant(tmp_path, fab, FlSettings(require_secagg=True))
+    participant.start_job(COORDINATOR, _spec(fab, secagg=True), fab)
+    assert participant.job_ids == ["job-1"]
+
+
+def test_required_dp_refuses_a_job_without_it(tmp_path: Path, fab: bytes) -> None:
+    runtime, participant = _participant(tmp_path, fab, FlSettings(require_dp=True))
+    with pytest.raises(AccessDenied, match=r"\[fl\] require_dp"):
+        participant.start_job(COORDINATOR, _spec(fab, secagg=True), fab)
+    _refused(runtime, tmp_path, "require_dp")
+
+
+def test_explicit_settings_override_the_node_config(tmp_path: Path, fab: bytes) -> None:
+    runtime, _ = _participant(tmp_path, fab)
+    participant = Participant(
+        runtime,
+        policy=NamingPolicy(runtime.audit, seed_table("traffic"), "incidents"),
+        approvals=ApprovalStore.for_data_dir(runtime.config.data_dir),
+        settings=FlSettings(require_secagg=True),
+    )
+    with pytest.raises(AccessDenied, match=r"\[fl\] require_secagg"):
+        participant.start_job(COORDINATOR, _spec(fab), fab)
+
+
+@pytest.mark.parametrize(
+    ("dp", "admitted"),
+    [
+        (_dp(sensitivity=1.0, epsilon=2.0), True),  # effective 2
+        (_dp(sensitivity=2.0, epsilon=2.0), True),  # noise above the clip: stated epsilon
+        (_dp(sensitivity=1.0, epsilon=2.5), False),  # stated epsilon too large
+        (_dp(sensitivity=0.5, epsilon=2.0), False),  # stated 2 but effective 4
+        (_dp(sensitivity=1e-6, epsilon=1.0), False),  # near-zero noise
+    ],
+)
+def test_max_epsilon_judges_the_effective_epsilon(
+    tmp_path: Path, fab: bytes, dp: wire.DpConfig, admitted: bool
+) -> None:
+    runtime, participant = _participant(tmp_path, fab, FlSettings(max_epsilon=2.0))
+    if admitted:
+        participant.start_job(COORDINATOR, _spec(fab, dp=dp), fab)
+        assert participant.job_ids == ["job-1"]
+        return
+    with pytest.raises(
+        AccessDenied, match=r"effective epsilon .* above this node's \[fl\] max_epsilon 2"
+    ):
+        participant.start_job(COORDINATOR, _spec(fab, dp=dp), fab)
+    _refused(runtime, tmp_path, "max_epsilon")
+
+
+def test_max_epsilon_alone_does_not_require_dp(tmp_path: Path, fab: bytes) -> None:
+    _, participant = _participant(tmp_path, fab, FlSettings(max_epsilon=1.0))
+    participant.start_job(COORDINATOR, _spec(fab), fab)
+    assert participant.job_ids == ["job-1"]
+    assert math.isfinite(_dp(1.0).effective_epsilon)
+
+
+# -- dataset -------------------------------------------------------------------------
+
+
+def test_a_dataset_other_than_the_agreements_is_refused(tmp_path: Path, fab: bytes) -> None:
+    runtime, participant = _participant(tmp_path, fab, dataset="road_safety")
+    with pytest.raises(
+        AccessDenied, match=r"names dataset 'incidents' but agreement .* covers 'road_safety'"
+    ):
+        participant.start_job(COORDINATOR, _spec(fab, dataset="incidents"), fab)
+    _refused(runtime, tmp_path, "covers 'road_safety'")
+
+
+def test_the_agreements_dataset_is_taken(tmp_path: Path, fab: bytes) -> None:
+    runtime, participant = _participant(tmp_path, fab, dataset="road_safety")
+    participant.start_job(COORDINATOR, _spec(fab, dataset="road_safety"), fab)
+    assert runtime.audit.events("fl.admitted")[0]["dataset"] == "road_safety"
+
+
+# -- run config ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"undeclared-key": "x"}, "'undeclared-key' is not present"),
+        ({"local-epochs": "5"}, "'local-epochs' is '5' \\(str\\); .* declares a int"),
+        ({"local-epochs": 5.0}, "'local-epochs' is 5.0 \\(float\\)"),
+        ({"local-epochs": True}, "'local-epochs' is True \\(bool\\)"),
+        ({"learning-rate": "fast"}, "'learning-rate' is 'fast'"),
+        ({"secure-aggregation": 0}, "'secure-aggregation' is 0 \\(int\\); .* declares a bool"),
+        ({"label-column": 3}, "'label-column' is 3"),
+    ],
+)
+def test_a_run_config_the_fab_does_not_declare_is_refused(
+    tmp_path: Path, fab: bytes, change: dict[str, Any], match: str
+) -> None:
+    runtime, participant = _participant(tmp_path, fab)
+    spec = _spec(fab)
+    with pytest.raises(AccessDenied, match=match):
+        participant.start_job(
+            COORDINATOR, _spec(fab, run_config={**spec.run_config, **change}), fab
+        )
+    _refused(runtime, tmp_path, "run")
+
+
+def test_a_declared_run_config_is_taken(tmp_path: Path, fab: bytes) -> None:
+    _, participant = _participant(tmp_path, fab)
+    config = {**_spec(fab).run_config, "learning-rate": 1}  # an int for a float key
+    participant.start_job(COORDINATOR, _spec(fab, run_config=config), fab)
+    assert participant.job_ids == ["job-1"]
