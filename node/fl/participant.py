@@ -6,8 +6,14 @@ the mods of :mod:`node.fl.mods`. Invariants:
 * A job starts only if the FAB's SHA-256 is on the operator's approved list
   and the catalog loader grants the agreement in ``federated`` mode; either
   refusal is recorded as ``access.denied``.
-* Every message is checked again (approval and agreement), so revoking either
-  stops a running job at its next message.
+* A job starts only if it meets the node's ``[fl]`` settings (secure
+  aggregation, DP, largest effective epsilon), names the agreement's own
+  dataset, and its run config holds only keys the FAB declares, each with the
+  declared type; each refusal is recorded as ``access.denied``.
+* Every message is checked again (approval and agreement) before the app runs
+  and after it returns, and so is every KeepJob. A check that finds either
+  revoked or expired ends the job at once (``fl.ended``, its data copy
+  deleted) and a reply computed meanwhile is dropped, not sent.
 * Only the coordinator that started a job (identified by its certificate) can
   send it messages or end it.
 * One Flower ``Context`` per job lives for the whole run, as in Flower's
@@ -37,7 +43,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,7 +52,9 @@ from flwr.client.mod import make_ffn
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
+from node.config import FlSettings
 from node.errors import AccessDenied, NodeError
+from node.fl import policy as job_policy
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import install_bundle, load_client_app, read_bundle
@@ -55,7 +63,14 @@ from node.fl.idle import IdleWatch
 from node.fl.mods import TaskInfo, mods_for
 from node.fl.runtime import FlRuntime
 
-__all__ = ["DATA_PATH_KEY", "MODE", "CatalogPolicy", "DataPolicy", "Participant"]
+__all__ = [
+    "DATA_PATH_KEY",
+    "MODE",
+    "CatalogPolicy",
+    "DataPolicy",
+    "NamesDataset",
+    "Participant",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +96,19 @@ class DataPolicy(Protocol):
         ...
 
 
+@runtime_checkable
+class NamesDataset(Protocol):
+    """A policy that can name the dataset an agreement covers."""
+
+    def dataset(self, agreement_id: str) -> str:
+        """The agreement's dataset.
+
+        Raises:
+            AgreementError: no such agreement.
+        """
+        ...
+
+
 class CatalogPolicy:
     """The node's real policy: the agreements store and the catalog loader."""
 
@@ -101,6 +129,12 @@ class CatalogPolicy:
 
         recheck(self._runtime, agreement_id)
 
+    def dataset(self, agreement_id: str) -> str:
+        from node.agreements.policy import agreements_of  # noqa: PLC0415
+
+        name: str = agreements_of(self._runtime).get(agreement_id).signed.dataset
+        return name
+
 
 @dataclass
 class _Job:
@@ -113,6 +147,8 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set by end_job; a message that sees it neither runs nor replies.
     ended: threading.Event = field(default_factory=threading.Event)
+    #: The refusal that ended the job (agreement or approval revoked), if one did.
+    denied: AccessDenied | None = None
 
 
 class Participant:
@@ -124,8 +160,14 @@ class Participant:
         *,
         policy: DataPolicy | None = None,
         approvals: ApprovalStore | None = None,
+        settings: FlSettings | None = None,
     ) -> None:
         self._runtime = runtime
+        if settings is None:
+            # A NodeConfig carries node.toml's [fl]; a config without one requires nothing.
+            configured = getattr(runtime.config, "fl", None)
+            settings = configured if isinstance(configured, FlSettings) else FlSettings()
+        self._settings = settings
         self._policy = policy or CatalogPolicy(runtime)
         self._approvals = approvals or ApprovalStore.for_data_dir(runtime.config.data_dir)
         self._root = runtime.config.data_dir / "fl"
@@ -142,16 +184,18 @@ class Participant:
 
         Raises:
             AppNotApprovedError: the FAB digest is not approved here.
-            AccessDenied: the agreement does not grant ``federated`` to the coordinator.
+            AccessDenied: the job falls short of the node's ``[fl]`` settings,
+                its run config does not fit the FAB, it names another dataset
+                than its agreement, or the agreement does not grant
+                ``federated`` to the coordinator.
             CatalogError: the dataset cannot be read.
             AppBundleError: the FAB does not install or load.
             FederatedError: a job with this id already runs.
         """
         audit = self._runtime.audit
         base = {"job_id": spec.job_id, "fab_sha256": spec.fab_sha256}
-        try:
-            self._check_approved(spec.fab_sha256)
-        except AccessDenied as e:
+
+        def refuse(e: AccessDenied) -> None:
             audit.record(
                 "access.denied",
                 peer=coordinator,
@@ -160,8 +204,21 @@ class Participant:
                 outcome="denied",
                 detail={"reason": str(e), **base},
             )
+
+        try:
+            self._check_approved(spec.fab_sha256)
+            job_policy.check_privacy(self._settings, spec)
+            job_policy.check_run_config(read_bundle(fab), dict(spec.run_config))
+        except AccessDenied as e:
+            refuse(e)
             raise
         table = self._policy.admit(coordinator, spec.agreement)
+        if isinstance(self._policy, NamesDataset):
+            try:
+                job_policy.check_dataset(spec, self._policy.dataset(spec.agreement))
+            except AccessDenied as e:
+                refuse(e)
+                raise
         with self._lock:
             if spec.job_id in self._jobs:
                 raise NodeError(f"job {spec.job_id} already runs at this node")
@@ -204,8 +261,12 @@ class Participant:
         )
 
         def check() -> None:
-            self._check_approved(spec.fab_sha256)
-            self._policy.recheck(spec.agreement)
+            try:
+                self._recheck(spec)
+            except AccessDenied as e:
+                # The policy gate records the refusal; the job ends here and now.
+                self._revoked(spec.job_id, e, "a message was refused")
+                raise
 
         handler = make_ffn(app, mods_for(info, audit, check))
         # The treated table now sits in the job's private copy: that read is an access.
@@ -235,6 +296,8 @@ class Participant:
         Raises:
             UnknownJobError: no such job here, it was started by another
                 department, or it ended before or while the message ran.
+            AccessDenied: the agreement or approval was found revoked or
+                expired before or after the app ran; the job has ended.
         """
         job = self._job(coordinator, job_id)
         self._idle.heard(job_id)
@@ -248,6 +311,13 @@ class Participant:
             # Messages queue on the job's lock; one that waited past the end must not run.
             _check_running(job)
             reply = job.handler(message, job.context)
+            if job.denied is not None:
+                # The policy gate refused the message and ended the job; its error reply
+                # carries no data and tells the coordinator why.
+                return reply
+            # The agreement may have been revoked while the app ran: then the reply is
+            # computed on data no longer granted, and must not leave the node.
+            self._recheck_or_end(job, "a reply was dropped", message_type=meta.message_type)
         _check_running(job)
         reply.metadata.__dict__["_message_id"] = reply.object_id
         return reply
@@ -257,8 +327,11 @@ class Participant:
 
         Raises:
             UnknownJobError: no such job here, or it was started by another department.
+            AccessDenied: the agreement or approval was revoked or has
+                expired; the job has ended.
         """
-        self._job(coordinator, job_id)
+        job = self._job(coordinator, job_id)
+        self._recheck_or_end(job, "the job was kept alive")
         self._idle.heard(job_id)
 
     def end_job(self, coordinator: str, job_id: str, outcome: str, reason: str = "") -> None:
@@ -313,6 +386,48 @@ class Participant:
             },
         )
         _log.info("job %s ended (%s)", job_id, outcome)
+
+    def _recheck(self, spec: wire.JobSpec) -> None:
+        self._check_approved(spec.fab_sha256)
+        self._policy.recheck(spec.agreement)
+
+    def _recheck_or_end(self, job: _Job, when: str, **detail: str) -> None:
+        """Recheck approval and agreement; on refusal record it, end the job and raise.
+
+        Raises:
+            AccessDenied: the approval or agreement no longer holds.
+        """
+        try:
+            self._recheck(job.spec)
+        except AccessDenied as e:
+            self._runtime.audit.record(
+                "access.denied",
+                peer=job.coordinator,
+                agreement=job.spec.agreement,
+                dataset=job.spec.dataset,
+                outcome="denied",
+                detail={
+                    "reason": str(e),
+                    "job_id": job.spec.job_id,
+                    "fab_sha256": job.spec.fab_sha256,
+                    **detail,
+                },
+            )
+            self._revoked(job.spec.job_id, e, when)
+            raise
+
+    def _revoked(self, job_id: str, error: AccessDenied, when: str) -> None:
+        """End a job whose agreement or approval no longer holds (once; later calls do nothing)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return
+        job.denied = error
+        try:
+            self._end(job, "error", f"{when}: {error}")
+        except UnknownJobError:
+            return  # an end got there first
+        _log.warning("job %s ended: %s", job_id, error)
 
     @property
     def job_ids(self) -> list[str]:
