@@ -95,11 +95,22 @@ class FakeRuntime:
 class FakePolicy:
     """Grants ``federated`` on one table to one coordinator, until revoked."""
 
-    def __init__(self, audit: FakeAudit, table: pa.Table, coordinator: str = COORDINATOR) -> None:
+    def __init__(
+        self,
+        audit: FakeAudit,
+        table: pa.Table,
+        coordinator: str = COORDINATOR,
+        dataset: str = "incidents",
+    ) -> None:
         self.audit = audit
         self.table = table
         self.coordinator = coordinator
+        self.dataset_name = dataset
         self.revoked = False
+
+    def dataset(self, agreement_id: str) -> str:
+        """The dataset the agreement names, as the catalog policy tells it."""
+        return self.dataset_name
 
     def admit(self, coordinator: str, agreement_id: str) -> pa.Table:
         if coordinator != self.coordinator or self.revoked:

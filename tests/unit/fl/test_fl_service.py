@@ -22,7 +22,7 @@ def _spec(fab: bytes, **kw: object) -> wire.JobSpec:
         "fab_sha256": hashlib.sha256(fab).hexdigest(),
         "fab_size": len(fab),
         "agreement": agreement_id("1"),
-        "dataset": "road_safety",
+        "dataset": "incidents",
         "run_config": {"secure-aggregation": False},
     }
     fields.update(kw)
