@@ -161,6 +161,22 @@ def stream_share(
             detail={"share_id": sealer.share_id.hex(), "reason": str(e)},
         )
         raise
+    except GeneratorExit:
+        # Closed before the end: the consumer left (its own revocation check, a
+        # cancellation, a lost link). Recorded, so every share.started has an end.
+        runtime.audit.record(
+            "share.failed",
+            peer=consumer,
+            agreement=agreement_id,
+            dataset=signed.dataset,
+            columns=shared,
+            outcome="error",
+            detail={
+                "share_id": sealer.share_id.hex(),
+                "reason": "the consumer ended the share before its end",
+            },
+        )
+        raise
     finally:
         frames.close()
 

@@ -347,11 +347,25 @@ def test_agreement_revoked_mid_stream(pair: LocalFederation, tmp_path: Path) -> 
     assert process.returncode == 6, stderr
     assert "revoked" in stderr
     assert visible(out_dir) == []
+
+    # Whichever side checks first stops it: the provider at its next chunk, or the
+    # consumer, notified of the revocation, at the next chunk it receives. Either
+    # way the provider's ledger records how its share ended (the provider learns of
+    # the consumer leaving a moment after the CLI exits, hence the bounded wait).
+    def ended(e: dict[str, Any]) -> bool:
+        if e.get("event") == "access.denied":
+            return "stopped" in e["detail"]["reason"]
+        return e.get("event") == "share.failed" and (
+            e["detail"]["reason"] == "the consumer ended the share before its end"
+        )
+
+    deadline = time.monotonic() + 15
     events = ledger_events(pair.homes["health"])
+    while not any(ended(e) for e in events) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = ledger_events(pair.homes["health"])
     assert any(e.get("event") == "agreement.revoked" for e in events)
-    assert any(
-        e.get("event") == "access.denied" and "stopped" in e["detail"]["reason"] for e in events
-    )
+    assert any(ended(e) for e in events), [e["event"] for e in events[-6:]]
 
 
 def test_ctrl_c_cancels_the_share_and_keeps_nothing(pair: LocalFederation, tmp_path: Path) -> None:
