@@ -118,6 +118,18 @@ def stream_share(
         purpose=signed.purpose,
         detail={"share_id": sealer.share_id.hex(), "compression": compression},
     )
+
+    def failed(reason: str) -> None:
+        runtime.audit.record(
+            "share.failed",
+            peer=consumer,
+            agreement=agreement_id,
+            dataset=signed.dataset,
+            columns=shared,
+            outcome="error",
+            detail={"share_id": sealer.share_id.hex(), "reason": reason},
+        )
+
     yield "header", sealer.header
     frames = read_ahead(produce(), WINDOW, "share-sealer")
     try:
@@ -151,31 +163,12 @@ def stream_share(
             columns=shared,
         )
     except NodeError as e:
-        runtime.audit.record(
-            "share.failed",
-            peer=consumer,
-            agreement=agreement_id,
-            dataset=signed.dataset,
-            columns=shared,
-            outcome="error",
-            detail={"share_id": sealer.share_id.hex(), "reason": str(e)},
-        )
+        failed(str(e))
         raise
     except GeneratorExit:
         # Closed before the end: the consumer left (its own revocation check, a
         # cancellation, a lost link). Recorded, so every share.started has an end.
-        runtime.audit.record(
-            "share.failed",
-            peer=consumer,
-            agreement=agreement_id,
-            dataset=signed.dataset,
-            columns=shared,
-            outcome="error",
-            detail={
-                "share_id": sealer.share_id.hex(),
-                "reason": "the consumer ended the share before its end",
-            },
-        )
+        failed("the consumer ended the share before its end")
         raise
     finally:
         frames.close()
