@@ -166,6 +166,21 @@ def secagg_stage(message: Message) -> str | None:
     return stage if isinstance(stage, str) and len(stage) <= _MAX_STAGE else None
 
 
+def _denied(audit: AuditSink, info: TaskInfo, message: Message, error: Exception) -> Message:
+    """Record a refused message as ``access.denied`` and answer it with an error reply."""
+    audit.record(
+        "access.denied",
+        peer=info.coordinator,
+        agreement=info.agreement,
+        dataset=info.dataset,
+        outcome="denied",
+        detail={"reason": str(error), **info.detail(message)},
+    )
+    return _error_reply(
+        message, ErrorCode.MOD_FAILED_PRECONDITION, f"denied by node policy: {error}"
+    )
+
+
 def _error_reply(message: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
@@ -182,17 +197,7 @@ def policy_gate(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> 
             round_of(message)
             check()
         except NodeError as e:
-            audit.record(
-                "access.denied",
-                peer=info.coordinator,
-                agreement=info.agreement,
-                dataset=info.dataset,
-                outcome="denied",
-                detail={"reason": str(e), **info.detail(message)},
-            )
-            return _error_reply(
-                message, ErrorCode.MOD_FAILED_PRECONDITION, f"denied by node policy: {e}"
-            )
+            return _denied(audit, info, message, e)
         return call_next(message, context)
 
     return gate
@@ -335,17 +340,7 @@ def secagg_floor_mod(info: TaskInfo, audit: AuditSink) -> Mod:
             check_secagg_floor(message)
         except SecAggFloorError as e:
             _log.warning("job %s: %s", info.job_id, e)
-            audit.record(
-                "access.denied",
-                peer=info.coordinator,
-                agreement=info.agreement,
-                dataset=info.dataset,
-                outcome="denied",
-                detail={"reason": str(e), **info.detail(message)},
-            )
-            return _error_reply(
-                message, ErrorCode.MOD_FAILED_PRECONDITION, f"denied by node policy: {e}"
-            )
+            return _denied(audit, info, message, e)
         return secaggplus_mod(message, context, call_next)
 
     return floor
