@@ -36,7 +36,7 @@ proto: $(STAMP) ## Regenerate the protobuf code.
 	$(BIN)/python protocols/generate.py
 
 test: lint typecheck protocheck ## Lint, type-check, proto drift check, then every test but benchmarks.
-	$(BIN)/pytest -m "not benchmark" --timeout=600 -q
+	$(BIN)/pytest -m "not benchmark" --timeout=600 -q --durations=15
 
 unit: $(STAMP) ## Unit tests only.
 	$(BIN)/pytest tests/unit -q
