@@ -107,7 +107,7 @@ from ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_children, verify_consisten
 from ledger.scan import node_token, scan_batch
 from ledger.shapes import ShapeCache, parse_canonical_lines
 
-__all__ = ["BundleReport", "Report", "verify_bundle"]
+__all__ = ["BundleReport", "DirectoryFileError", "DirectoryReport", "Report", "verify_bundle"]
 
 _BATCH = 4096
 #: Lines per run. A power of two keeps each run's subtrees aligned in the whole tree
@@ -166,18 +166,31 @@ class BundleReport:
     directory_threshold: int = 0
 
 
+@dataclass(frozen=True)
+class DirectoryReport:
+    """A directory file given beside the bundles, checked under the CA and used as key history."""
+
+    path: Path
+    federation: str
+    serial: int
+    witness_threshold: int
+
+
 @dataclass
 class Report:
     """The result of a successful verification."""
 
     bundles: list[BundleReport]
+    #: The directory files given beside the bundles, in the order given.
+    directories: list[DirectoryReport] = field(default_factory=list)
     shares_checked: int = 0
     shares_unmatched_peers: int = 0
     #: Checkpoints in witnesses' bundles checked against the witnessed log's entries.
     witnessed_checked: int = 0
     #: The directories were checked against the bundles' own ca.pem, not a CA the caller gave.
     ca_from_bundle: bool = False
-    #: The witness policy applied to every bundle: the newest directory among them.
+    #: The witness policy applied to every bundle: the newest directory among the
+    #: bundles' and the directory files'.
     policy_serial: int = 0
     policy_threshold: int = 0
     seconds: float = 0.0
@@ -186,6 +199,11 @@ class Report:
     @property
     def entries(self) -> int:
         return sum(b.entries for b in self.bundles)
+
+
+class DirectoryFileError(VerificationError):
+    """A directory file given beside the bundles is unreadable, malformed, not signed
+    by the trusted CA, of another federation, or contradicts another directory."""
 
 
 class _Files:
@@ -263,6 +281,8 @@ class _Bundle:
     ca_digest: bytes
     #: ``(size, note)`` of each listed checkpoint, checked against the bundle's directory.
     notes: list[tuple[int, bytes]] = field(default_factory=list)
+    #: The CA certificate the directory was checked against (None if none).
+    ca_pem: bytes | None = None
 
     @property
     def log(self) -> tuple[str, bytes]:
@@ -958,21 +978,38 @@ def _published_under(bundle: _Bundle, policy: DirectoryView) -> int:
     return published
 
 
-def _policy(bundles: list[_Bundle]) -> DirectoryView:
-    """The newest directory among the bundles; two different ones with one serial fail.
+def _policy(
+    bundles: list[_Bundle], files: Sequence[tuple[Path, DirectoryView]] = ()
+) -> DirectoryView:
+    """The newest directory among the bundles and the directory ``files``; two
+    different directories with one serial fail.
+
+    A directory file older than the newest adds key history only: its witness
+    threshold and witnesses never replace the newest directory's.
 
     Raises:
         VerificationError: two bundles carry different directories with the same serial.
+        DirectoryFileError: a directory file differs from another directory (a
+            bundle's or a file's) with the same serial.
     """
-    newest = max((b.directory for b in bundles), key=lambda d: d.serial)
-    for bundle in bundles:
-        other = bundle.directory
-        if other.serial == newest.serial and _directory_terms(other) != _directory_terms(newest):
-            raise VerificationError(
-                f"{bundle.files.path}: directory.json: serial {other.serial} differs from "
-                f"another bundle's directory with the same serial; one of them is not the "
-                "federation's"
-            )
+    sources: list[tuple[str, DirectoryView, bool]] = [
+        (f"{b.files.path}: directory.json", b.directory, False) for b in bundles
+    ]
+    sources += [(str(path), directory, True) for path, directory in files]
+    newest = max((directory for _, directory, _ in sources), key=lambda d: d.serial)
+    # Per serial: where it was first seen, whether that was a file, and its terms.
+    first: dict[int, tuple[str, bool, tuple[object, ...]]] = {}
+    for where, other, is_file in sources:
+        terms = _directory_terms(other)
+        seen_where, seen_file, seen_terms = first.setdefault(other.serial, (where, is_file, terms))
+        if seen_terms == terms:
+            continue
+        other_side = f"directory file {seen_where}" if seen_file else "another bundle's directory"
+        error = DirectoryFileError if is_file else VerificationError
+        raise error(
+            f"{where}: serial {other.serial} differs from {other_side} with the same "
+            "serial; one of them is not the federation's"
+        )
     return newest
 
 
@@ -1052,6 +1089,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
         cosigned,
         last_time,
         ca_digest,
+        ca_pem=trusted,
     )
 
 
@@ -1113,9 +1151,9 @@ def _check_receipt(
         raise _fail(
             where,
             f"receipt for share {detail.get('share_id')} is not signed by {recipient} under "
-            f"any of its {len(keys)} key(s) the bundles' directories name (if {recipient} "
-            "enrolled again since, add a bundle carrying a directory that names its "
-            "earlier key)",
+            f"any of its {len(keys)} key(s) the bundles' directories and directory files "
+            f"name (if {recipient} enrolled again since, add a bundle carrying a directory "
+            "that names its earlier key, or give that directory file)",
             error,
         )
     expected = {
@@ -1139,15 +1177,20 @@ def _check_receipt(
 
 
 def _cross_check(
-    bundles: list[_Bundle], directory: DirectoryView, report: Report, *, strict: bool
+    bundles: list[_Bundle],
+    directory: DirectoryView,
+    report: Report,
+    *,
+    strict: bool,
+    named: dict[str, list[Ed25519PublicKey]],
 ) -> None:
     """Check every share against the other side's bundle; with ``strict``, a share the
-    other bundle does not hold yet fails instead of being noted."""
+    other bundle does not hold yet fails instead of being noted. ``named`` are the
+    keys CA-checked directories name per department (:func:`_named_keys`)."""
     # A department enrolled again has a bundle per log, one per key.
     by_node: dict[str, list[_Bundle]] = {}
     for bundle in bundles:
         by_node.setdefault(bundle.manifest["node"], []).append(bundle)
-    named = _named_keys(bundles)
     for bundle in bundles:
         node = bundle.manifest["node"]
         for share_id, (seq, sent) in bundle.shares_sent.items():
@@ -1233,16 +1276,21 @@ def _receipt_time(sent: dict[str, Any]) -> int:
 
 
 def _check_witnessed(
-    bundles: list[_Bundle], report: Report, *, policy: DirectoryView, strict: bool
+    bundles: list[_Bundle],
+    report: Report,
+    *,
+    policy: DirectoryView,
+    strict: bool,
+    named: dict[str, list[Ed25519PublicKey]],
 ) -> dict[tuple[str, bytes], int]:
     """Check every checkpoint a witness in ``bundles`` recorded cosigning; returns,
     per log (origin and raw key, as :attr:`_Bundle.log`), the largest size that
     ``policy.witness_threshold`` of the given witnesses (witnesses in ``policy``)
     confirm.
 
-    A claim is checked under the log key that signed its note when a directory
-    among the bundles names that key for the log's department (see
-    :func:`_named_keys`), and bound to the bundle of that log only: a
+    A claim is checked under the log key that signed its note when a CA-checked
+    directory, a bundle's or a directory file, names that key for the log's
+    department (``named``, see :func:`_named_keys`), and bound to the bundle of that log only: a
     department enrolled again under a new key keeps its origin but starts a
     new log, and the two are not one history. Under one key, everything
     below holds as for any log.
@@ -1266,7 +1314,6 @@ def _check_witnessed(
             bundle that contradicts what its witnesses cosigned.
     """
     by_log = {b.log: b for b in bundles}
-    named = _named_keys(bundles)
     confirmed: dict[tuple[str, bytes], dict[str, int]] = {}
     # (origin, log key, size) -> root -> (witness, entry) of the first claim of that root.
     roots: dict[tuple[str, bytes, int], dict[bytes, tuple[str, str]]] = {}
@@ -1352,7 +1399,7 @@ def _check_witnessed(
         report.notes.append(
             f"{rekeyed} witness record(s) signed under keys the directory no longer names "
             "(a department enrolled again) were not used; a bundle carrying a directory "
-            "that names the earlier key lets them be checked"
+            "that names the earlier key, or that directory file, lets them be checked"
         )
     covered: dict[tuple[str, bytes], int] = {}
     threshold = policy.witness_threshold
@@ -1368,9 +1415,9 @@ def _raw(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes_raw()
 
 
-def _named_keys(bundles: list[_Bundle]) -> dict[str, list[Ed25519PublicKey]]:
-    """Every distinct Ed25519 key a CA-checked directory among ``bundles`` names,
-    per department, newest directory first.
+def _named_keys(directories: Sequence[DirectoryView]) -> dict[str, list[Ed25519PublicKey]]:
+    """Every distinct Ed25519 key a CA-checked directory among ``directories`` (the
+    bundles' and the directory files') names, per department, newest directory first.
 
     Only a directory whose signature was checked can vouch for a key: a key
     named nowhere else (a department's compromised key after it enrolled
@@ -1379,12 +1426,12 @@ def _named_keys(bundles: list[_Bundle]) -> dict[str, list[Ed25519PublicKey]]:
     """
     named: dict[str, list[Ed25519PublicKey]] = {}
     seen: set[tuple[str, bytes]] = set()
-    directories = sorted(
-        (b.directory for b in bundles if b.directory.signature_checked),
+    checked = sorted(
+        (d for d in directories if d.signature_checked),
         key=lambda d: d.serial,
         reverse=True,
     )
-    for directory in directories:
+    for directory in checked:
         for department, key in directory.keys.items():
             if (department, key.public_bytes_raw()) not in seen:
                 seen.add((department, key.public_bytes_raw()))
@@ -1457,6 +1504,55 @@ def _signed_claim(
     return checkpoint.size, log_key
 
 
+def _load_directory_files(
+    paths: Sequence[Path], ca_pem: bytes | None, bundles: list[_Bundle]
+) -> list[tuple[Path, DirectoryView]]:
+    """Read and check the directory files given beside ``bundles``.
+
+    Each file is the signed directory document a node installs. It is checked
+    exactly as a bundle's directory is: under ``ca_pem``, or without one under
+    the CA the bundles carry (they all carry the same one, checked by the
+    caller). Its expiry is not checked: an older directory is expected to have
+    expired, and it vouches only for keys it named while it was current. A
+    file no CA can check would vouch for nothing, so it is refused.
+
+    Raises:
+        DirectoryFileError: naming the file, which cannot be read, is malformed,
+            does not verify under the CA, or is for another federation.
+    """
+    trusted = (
+        ca_pem
+        if ca_pem is not None
+        else next((b.ca_pem for b in bundles if b.ca_pem is not None), None)
+    )
+    federation = bundles[0].directory.federation
+    loaded: list[tuple[Path, DirectoryView]] = []
+    for given in paths:
+        path = Path(given)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise DirectoryFileError(
+                f"{path}: cannot read directory file: {e.strerror or e}"
+            ) from e
+        if trusted is None:
+            raise DirectoryFileError(
+                f"{path}: no CA to check this directory file against (the bundles carry no "
+                "ca.pem): a directory whose signature is not checked vouches for no key"
+            )
+        try:
+            directory = parse_directory(data, trusted)
+        except LedgerError as e:
+            raise DirectoryFileError(f"{path}: {e}") from e
+        if directory.federation != federation:
+            raise DirectoryFileError(
+                f"{path}: directory is for federation {directory.federation!r}, the bundles "
+                f"are of {federation!r}"
+            )
+        loaded.append((path, directory))
+    return loaded
+
+
 def _note_previous_key(bundle: _Bundle, policy: DirectoryView, report: Report) -> None:
     """Say so when ``bundle``'s log is under another key than ``policy`` names for its
     department: the log of a key the department had before it enrolled again."""
@@ -1482,6 +1578,7 @@ def verify_bundle(
     ca_pem: bytes | None = None,
     require_published: bool = False,
     min_directory_serial: int = 0,
+    directories: Sequence[Path] = (),
 ) -> Report:
     """Verify the bundles at ``paths`` and check them against each other.
 
@@ -1504,7 +1601,20 @@ def verify_bundle(
     ``min_directory_serial`` refuses any bundle whose directory is older: an
     auditor with one bundle gives the serial of the directory it knows.
 
+    ``directories`` are signed directory files the auditor holds besides the
+    bundles (for example the one that named a department's key before it
+    enrolled again). Each is checked under the same CA as the bundles'
+    directories and must be of their federation. Their keys are key history,
+    used exactly as the keys of an older directory a bundle carries: a receipt
+    or a witness claim verifies under a key a CA-checked directory names for
+    its signer, and is bound to the log of that key. A directory file newer
+    than every bundle's sets the witness policy; an older one never does, so it
+    cannot lower the threshold.
+
     Raises:
+        DirectoryFileError: a directory file is unreadable, malformed, not
+            signed by the CA, of another federation, or differs from another
+            directory with its serial.
         VerificationError: the first violation, naming the bundle and the
             entry seq or checkpoint size.
     """
@@ -1558,11 +1668,18 @@ def verify_bundle(
                 f"({', '.join(f'{b.files.path}: {b.ca_digest.hex()[:16]}' for b in bundles)}); "
                 "one of them is not from this federation"
             )
-        directory = _policy(bundles)
+        files = _load_directory_files(directories, ca_pem, bundles)
+        report.directories = [
+            DirectoryReport(path, d.federation, d.serial, d.witness_threshold) for path, d in files
+        ]
+        directory = _policy(bundles, files)
         report.policy_serial = directory.serial
         report.policy_threshold = directory.witness_threshold
-        _cross_check(bundles, directory, report, strict=require_published)
-        witnessed = _check_witnessed(bundles, report, policy=directory, strict=require_published)
+        named = _named_keys([b.directory for b in bundles] + [d for _, d in files])
+        _cross_check(bundles, directory, report, strict=require_published, named=named)
+        witnessed = _check_witnessed(
+            bundles, report, policy=directory, strict=require_published, named=named
+        )
         for bundle, entry in zip(bundles, report.bundles, strict=True):
             entry.published_size = _published_under(bundle, directory)
             entry.root = _root_at(bundle.levels, entry.published_size)

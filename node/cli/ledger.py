@@ -37,7 +37,7 @@ from ledger.errors import LedgerDamageError, LedgerError, StorageError, Verifica
 from ledger.merkle import verify_inclusion
 from ledger.proof_document import PROOF_FIELDS, check_proof_document
 from ledger.store import LedgerStore
-from ledger.verify import verify_bundle
+from ledger.verify import DirectoryFileError, verify_bundle
 from node.admin.client import invoke
 from node.audit.recorder import ledger_path
 from node.cli import exit_codes
@@ -88,6 +88,17 @@ asked for fewer witnesses. With a single bundle, give --min-directory-serial N,
 the serial of the newest directory you know (from the federation authority):
 a bundle carrying an older directory then fails (exit 7).
 
+--directory FILE (repeatable) adds a signed federation directory you hold,
+the same directory.json file a node installs, as key history. After a
+department enrolled again under new keys, the receipts it signed and the
+checkpoints it cosigned under its earlier key verify only under a directory
+that named that key: give the directory file of that time when you hold no
+bundle carrying it. Each file must verify under --ca and be of the bundles'
+federation, or verify refuses it naming the file (exit 7; a missing file
+exits 2). A file older than the newest directory only adds keys: the witness
+policy still comes from the newest directory, so it cannot lower the
+threshold. verify prints the serial and federation of each file it loaded.
+
 Trust starts from --ca FILE: the federation CA certificate you got from the
 federation authority over a channel you trust. It is required: the ca.pem
 inside a bundle proves nothing, because anyone can make a CA and sign a
@@ -105,6 +116,8 @@ examples:
   fednode ledger verify --ca federation-ca.pem --require-published *.zip
   fednode ledger verify --ca federation-ca.pem --require-published \
       --min-directory-serial 4 health.zip
+  fednode ledger verify --ca federation-ca.pem --directory directory-serial-1.json \
+      traffic.zip security.zip        (traffic enrolled again since serial 1)
 """
 
 _PROVE_HELP = """\
@@ -284,6 +297,16 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="fail if a bundle carries a federation directory older than serial N "
         "(e.g. --min-directory-serial 4)",
+    )
+    verify.add_argument(
+        "--directory",
+        dest="directories",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a signed federation directory file you hold, as key history for a department "
+        "that enrolled again (repeatable; e.g. --directory directory-serial-1.json)",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
@@ -516,6 +539,12 @@ def _verify(args: argparse.Namespace) -> int:
             f"no such bundle: {', '.join(missing)}",
             hint="give the directory or .zip that 'fednode ledger export' wrote",
         )
+    unusable = [str(p) for p in args.directories if not p.is_file()]
+    if unusable:
+        raise UsageError(
+            f"--directory: no such file (or not a file): {', '.join(unusable)}",
+            hint="give the signed directory.json file the federation authority published",
+        )
     ca = _read_ca(args.ca) if args.ca is not None else None
     if ca is None:
         print(_BUNDLE_CA_WARNING, file=sys.stderr)
@@ -525,7 +554,15 @@ def _verify(args: argparse.Namespace) -> int:
             ca_pem=ca,
             require_published=args.require_published,
             min_directory_serial=args.min_directory_serial,
+            directories=args.directories,
         )
+    except DirectoryFileError as e:
+        e.hint = (  # type: ignore[attr-defined]
+            "give the federation's own signed directory file, unaltered, and the CA "
+            "certificate of the same federation; a file that still fails is not the "
+            "federation's"
+        )
+        raise
     except LedgerError as e:
         if getattr(e, "hint", None) is None:
             directory_refused = isinstance(e, LedgerDirectoryError) or isinstance(
@@ -568,6 +605,15 @@ def _verify(args: argparse.Namespace) -> int:
                         }
                         for b in report.bundles
                     ],
+                    "directories": [
+                        {
+                            "path": str(d.path),
+                            "federation": d.federation,
+                            "serial": d.serial,
+                            "witness_threshold": d.witness_threshold,
+                        }
+                        for d in report.directories
+                    ],
                     "witness_policy": {
                         "directory_serial": report.policy_serial,
                         "witness_threshold": report.policy_threshold,
@@ -599,9 +645,16 @@ def _verify(args: argparse.Namespace) -> int:
                 f"   {uncovered} entries after the last published checkpoint are chained only: "
                 "the node could still rewrite them (--require-published fails on this)"
             )
+    for d in report.directories:
+        role = "key history" if d.serial < report.policy_serial else "key history and policy"
+        print(
+            f"directory {d.path}: serial {d.serial}, federation {d.federation}, witness "
+            f"threshold {d.witness_threshold} (signature checked; {role})"
+        )
+    newest_from = "the bundles and --directory files" if report.directories else "the bundles"
     print(
         f"witness policy: directory serial {report.policy_serial}, witness threshold "
-        f"{report.policy_threshold} (the newest directory among the bundles)"
+        f"{report.policy_threshold} (the newest directory among {newest_from})"
     )
     print(
         f"verified {report.entries} entries, {report.shares_checked} cross-checked share(s) and "

@@ -22,7 +22,13 @@ PUBLIC = {
         "verify_consistency",
         "verify_inclusion",
     },
-    "ledger.verify": {"BundleReport", "Report", "verify_bundle"},
+    "ledger.verify": {
+        "BundleReport",
+        "DirectoryFileError",
+        "DirectoryReport",
+        "Report",
+        "verify_bundle",
+    },
     "ledger.bundle": {"ExportSummary", "export_bundle"},
     "ledger.witness": {
         "ForkError",
