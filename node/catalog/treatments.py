@@ -54,6 +54,12 @@ def validate_spec(name: str, spec: Any, field: pa.Field | None = None) -> None:
     if treatment != "generalize":
         if params:
             raise AgreementError(f"column {name!r}: {treatment} takes no params")
+        if treatment == "pseudonymize" and field is not None and pa.types.is_nested(field.type):
+            raise AgreementError(
+                f"column {name!r}: pseudonymize needs a column of single values "
+                f"(text, numbers, times, binary), the column is {field.type}",
+                hint=f"share {name!r} as plain, or drop it",
+            )
         return
     if set(params) == {"to"}:
         if params["to"] not in _TIME_UNITS:
@@ -144,12 +150,35 @@ def _token_input(value: object) -> bytes:
     return str(value).encode("utf-8")
 
 
+def _token_inputs(values: pa.Array) -> list[bytes | None]:
+    """What is hashed for each value: its bytes, or the text of its Python value.
+
+    A temporal value Python cannot hold (a nanosecond, a year past 9999) is
+    hashed as its type and stored integer, e.g. ``timestamp[ns] 1700000000000000001``.
+    The choice is made per value, so a value's token never depends on the
+    other values in its batch.
+    """
+    try:
+        python = values.to_pylist()
+    except (ValueError, OverflowError, pa.ArrowException):
+        python = [_python_value(values, i) for i in range(len(values))]
+    return [None if v is None else _token_input(v) for v in python]
+
+
+def _python_value(values: pa.Array, i: int) -> object:
+    try:
+        return values[i].as_py()
+    except (ValueError, OverflowError, pa.ArrowException):
+        stored = values.slice(i, 1).view(pa.int32() if values.type.bit_width == 32 else pa.int64())
+        return f"{values.type} {stored[0].as_py()}"
+
+
 def _pseudonymize(array: pa.Array, key: bytes) -> pa.Array:
     # Each distinct value is hashed once; the tokens are then gathered back in place.
     encoded = pc.dictionary_encode(array)
     tokens = [
-        None if v is None else hmac.new(key, _token_input(v), hashlib.sha256).hexdigest()
-        for v in encoded.dictionary.to_pylist()
+        None if v is None else hmac.new(key, v, hashlib.sha256).hexdigest()
+        for v in _token_inputs(encoded.dictionary)
     ]
     return pa.array(tokens, pa.string()).take(encoded.indices)
 
