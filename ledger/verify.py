@@ -283,6 +283,8 @@ class _Bundle:
     notes: list[tuple[int, bytes]] = field(default_factory=list)
     #: The CA certificate the directory was checked against (None if none).
     ca_pem: bytes | None = None
+    #: ``time`` of the first entry, when the log began (None for an empty log).
+    first_time: int | None = None
 
     @property
     def log(self) -> tuple[str, bytes]:
@@ -710,9 +712,9 @@ def _is_utf8(line: bytes) -> bool:
 
 def _load_entries(
     files: _Files, manifest: dict[str, Any]
-) -> tuple[int, list[bytes], list[dict[str, Any]], int]:
+) -> tuple[int, list[bytes], list[dict[str, Any]], int | None, int]:
     """Check every entry; return the count, the tree levels, the cross-checked
-    entries and the last entry's time."""
+    entries, and the first entry's time (None for an empty log) and the last's."""
     where = str(files.path)
     node = manifest["node"]
     # The manifest's size only picks the strategy; the entries are counted below.
@@ -729,14 +731,14 @@ def _load_entries(
         last = source[-1:]
     if last and last != b"\n":
         raise _fail(f"{where}: entries.jsonl", "does not end with a newline (truncated?)")
-    parts, kept, last_time = _check_ranges(source, node, where, size)
+    parts, kept, first_time, last_time = _check_ranges(source, node, where, size)
     count = sum(len(levels[0]) for levels in parts) // HASH_SIZE
     if count != size:
         raise _fail(
             f"{where}: entries.jsonl",
             f"holds {count} entries, the manifest says {size}",
         )
-    return count, _complete_levels(_concat_levels(parts)), kept, last_time
+    return count, _complete_levels(_concat_levels(parts)), kept, first_time, last_time
 
 
 def _parallel(size: int) -> bool:
@@ -838,11 +840,12 @@ def _file_ranges(source: bytes | Path, pieces: int, where: str) -> Iterator[tupl
 
 def _check_ranges(
     source: bytes | Path, node: str, where: str, size: int
-) -> tuple[list[list[bytes]], list[dict[str, Any]], int]:
+) -> tuple[list[list[bytes]], list[dict[str, Any]], int | None, int]:
     """Check entries.jsonl range by range, in worker processes for a large log.
 
-    Returns each range's tree levels, the share entries and the last entry's
-    time (the largest: times never decrease).
+    Returns each range's tree levels, the share entries, the first entry's
+    time (None for no entries) and the last entry's (the largest: times never
+    decrease).
 
     Raises:
         VerificationError: the first bad entry.
@@ -853,6 +856,7 @@ def _check_ranges(
     pool: ProcessPoolExecutor | None = None
     parts: list[list[bytes]] = []
     kept: list[dict[str, Any]] = []
+    log_first_time: int | None = None
     last_time = 0
     try:
         ranges: list[tuple[int, int, int]] = []
@@ -893,12 +897,14 @@ def _check_ranges(
                 raise VerificationError(error)
             parts.append(levels)
             kept.extend(shares)
+            if first_seq == 0:
+                log_first_time = first_time
             last_time = end_time
     finally:
         _SHARED = None
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return parts, kept, last_time
+    return parts, kept, log_first_time, last_time
 
 
 def _check_checkpoints(bundle: _Bundle) -> tuple[int, bytes]:
@@ -1050,7 +1056,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
             str(path),
             f"origin {manifest['origin']!r} is not {directory.origin(manifest['node'])!r}",
         )
-    count, levels, kept, last_time = _load_entries(files, manifest)
+    count, levels, kept, first_time, last_time = _load_entries(files, manifest)
     sent: dict[str, tuple[int, dict[str, Any]]] = {}
     received: dict[str, tuple[int, dict[str, Any]]] = {}
     receipts_failed: set[str] = set()
@@ -1090,6 +1096,7 @@ def _load(path: Path, ca_pem: bytes | None) -> _Bundle:
         last_time,
         ca_digest,
         ca_pem=trusted,
+        first_time=first_time,
     )
 
 
@@ -1183,10 +1190,12 @@ def _cross_check(
     *,
     strict: bool,
     named: dict[str, list[Ed25519PublicKey]],
+    serials: dict[tuple[str, bytes], int],
 ) -> None:
     """Check every share against the other side's bundle; with ``strict``, a share the
     other bundle does not hold yet fails instead of being noted. ``named`` are the
-    keys CA-checked directories name per department (:func:`_named_keys`)."""
+    keys CA-checked directories name per department (:func:`_named_keys`), and
+    ``serials`` the newest serial naming each (:func:`_last_serials`)."""
     # A department enrolled again has a bundle per log, one per key.
     by_node: dict[str, list[_Bundle]] = {}
     for bundle in bundles:
@@ -1195,13 +1204,14 @@ def _cross_check(
         node = bundle.manifest["node"]
         for share_id, (seq, sent) in bundle.shares_sent.items():
             peer = sent["peer"]
+            where = f"{bundle.files.path}: entry seq {seq}"
             signer = _check_receipt(bundle, seq, sent, peer, directory, named.get(peer, ()))
+            _check_not_replaced(by_node.get(peer, ()), peer, signer, sent, serials, where)
             # The recipient's log is the one under the key that signed the receipt.
             other = next((b for b in by_node.get(peer, ()) if b.log[1] == signer), None)
             if other is None:
                 report.shares_unmatched_peers += 1
                 continue
-            where = f"{bundle.files.path}: entry seq {seq}"
             match = other.shares_received.get(share_id)
             if match is None:
                 # The recipient records share.received before it signs the receipt,
@@ -1265,6 +1275,54 @@ def _cross_check(
                 f"share {share_id} received from {received['peer']} has no share.sent "
                 "in its ledger",
             )
+
+
+def _check_not_replaced(
+    logs: Sequence[_Bundle],
+    recipient: str,
+    signer: bytes,
+    sent: dict[str, Any],
+    serials: dict[tuple[str, bytes], int],
+    where: str,
+) -> None:
+    """Fail a receipt signed under a key of ``recipient`` after its log under a later
+    key began.
+
+    A key is *replaced* by a log's key when the bundle of that log carries a
+    directory newer than every directory naming the signer's key. A department
+    enrolls again from a fresh home, so its log under the new key begins after
+    the old node stopped signing; a provider records ``share.sent`` as the
+    receipt arrives, on its own clock. A ``share.sent`` later than the start of
+    such a log (beyond the slack for clock skew) carries a receipt the replaced
+    key signed after the department stopped using it: the compromised key at work.
+    Without a bundle of a later log, there is nothing to date the replacement by.
+
+    Raises:
+        VerificationError: naming the ``share.sent``, the signer's newest
+            directory serial and the later log's bundle.
+    """
+    last_serial = serials.get((recipient, signer))
+    if last_serial is None:
+        return  # not named by a checked directory: the recipient's current key
+    later = [
+        b
+        for b in logs
+        if b.log[1] != signer and b.directory.serial > last_serial and b.first_time is not None
+    ]
+    if not later:
+        return
+    first = min(later, key=lambda b: b.first_time or 0)
+    began = first.first_time or 0
+    if sent["time"] <= began + _COVERAGE_SLACK_MS:
+        return
+    raise _fail(
+        where,
+        f"receipt for share {sent['detail'].get('share_id')} is signed under the key of "
+        f"{recipient} that directory serial {last_serial} names, but {recipient}'s log under "
+        f"a later key ({first.files.path}, directory serial {first.directory.serial}) began "
+        f"at time {began}, {(sent['time'] - began) // 1000} s before this entry: a key "
+        f"{recipient} had replaced signed the receipt",
+    )
 
 
 def _receipt_time(sent: dict[str, Any]) -> int:
@@ -1437,6 +1495,19 @@ def _named_keys(directories: Sequence[DirectoryView]) -> dict[str, list[Ed25519P
                 seen.add((department, key.public_bytes_raw()))
                 named.setdefault(department, []).append(key)
     return named
+
+
+def _last_serials(directories: Sequence[DirectoryView]) -> dict[tuple[str, bytes], int]:
+    """The newest serial among the CA-checked ``directories`` that names each
+    ``(department, raw Ed25519 key)``."""
+    serials: dict[tuple[str, bytes], int] = {}
+    for directory in directories:
+        if not directory.signature_checked:
+            continue
+        for department, key in directory.keys.items():
+            name = (department, key.public_bytes_raw())
+            serials[name] = max(serials.get(name, directory.serial), directory.serial)
+    return serials
 
 
 def _department_of(directory: DirectoryView, origin: str) -> str | None:
@@ -1675,8 +1746,16 @@ def verify_bundle(
         directory = _policy(bundles, files)
         report.policy_serial = directory.serial
         report.policy_threshold = directory.witness_threshold
-        named = _named_keys([b.directory for b in bundles] + [d for _, d in files])
-        _cross_check(bundles, directory, report, strict=require_published, named=named)
+        checked = [b.directory for b in bundles] + [d for _, d in files]
+        named = _named_keys(checked)
+        _cross_check(
+            bundles,
+            directory,
+            report,
+            strict=require_published,
+            named=named,
+            serials=_last_serials(checked),
+        )
         witnessed = _check_witnessed(
             bundles, report, policy=directory, strict=require_published, named=named
         )

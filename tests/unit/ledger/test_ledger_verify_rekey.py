@@ -13,158 +13,24 @@ bundle of a department and every fork, rollback and split view still fail.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.bundle import export_bundle
-from ledger.checkpoint import log_name, sign_checkpoint
+from ledger.checkpoint import sign_checkpoint
 from ledger.errors import VerificationError
-from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
 from ledger.witness import Witness, WitnessState
-from tests.unit.ledger.helpers import FEDERATION, Federation, fill, make_directory
-
-OLD_SERIAL, NEW_SERIAL = 1, 3
-
-
-@dataclass
-class Rekeyed:
-    """The bundles an auditor holds after alpha enrolled again."""
-
-    federation: Federation
-    old_alpha: Path
-    new_alpha: Path
-    beta: Path
-    gamma: Path
-    old_key: Ed25519PrivateKey
-
-
-def _publish(federation: Federation, dept: str) -> None:
-    """Sign a checkpoint of ``dept``; every other witness cosigns it and records
-    a ``witness.cosigned`` claim in its own ledger, as its node does."""
-    store = federation.store(dept)
-    origin = federation.origin(dept)
-    cp = store.sign_checkpoint(origin, federation.keys[dept])
-    lines = []
-    for other, witness in federation.witnesses.items():
-        if other == dept:
-            continue
-        held = witness.state.get(origin)
-        old = held[0] if held and held[0] <= cp.size else 0
-        proof = store.consistency_proof(old, cp.size) if 0 < old < cp.size else []
-        line = witness.add_checkpoint(old, proof, cp.note)
-        lines.append(line)
-        federation.store(other).append(
-            {
-                "event": "witness.cosigned",
-                "peer": dept,
-                "detail": {
-                    "origin": origin,
-                    "size": cp.size,
-                    "root": base64.b64encode(cp.root).decode(),
-                    "note": cp.note.decode(),
-                    "cosignature": line.encode(),
-                },
-            }
-        )
-    store.add_cosignatures(cp.size, lines)
-
-
-def _export(federation: Federation, dept: str, out: Path, *, published_only: bool = True) -> Path:
-    # Published only: the claims a department records after its last checkpoint
-    # (cosigning the others) would otherwise be an uncovered tail.
-    return export_bundle(
-        federation.store(dept),
-        federation.directory_json,
-        out,
-        origin=federation.origin(dept),
-        ca_pem=federation.ca_pem,
-        published_only=published_only,
-    ).path
-
-
-def _reenrol(federation: Federation, dept: str, serial: int) -> None:
-    """Give ``dept`` a new key, a fresh home (new ledger and witness state) and publish
-    directory ``serial`` naming it; every witness now looks keys up in it."""
-    federation.store(dept).close()
-    federation.witnesses[dept].state.close()
-    federation.keys[dept] = Ed25519PrivateKey.generate()
-    home = federation.root / f"{dept}-again"
-    federation.stores[dept] = LedgerStore(home / "ledger.db", dept)
-    federation.directory_json = make_directory(
-        federation.ca_key,
-        {d: k.public_key() for d, k in federation.keys.items()},
-        set(federation.departments),
-        federation.threshold,
-        serial=serial,
-    )
-    public = {log_name(FEDERATION, d): k.public_key() for d, k in federation.keys.items()}
-    for name, witness in list(federation.witnesses.items()):
-        state = WitnessState(home / "witness.db") if name == dept else witness.state
-        federation.witnesses[name] = Witness(
-            state, federation.origin(name), federation.keys[name], public.get
-        )
-
-
-#: Records shares in the federation; called with the federation and alpha's old key.
-Shares = Callable[[Federation, Ed25519PrivateKey], None]
-
-
-def _build(tmp_path: Path, before: Shares | None = None, after: Shares | None = None) -> Rekeyed:
-    """alpha's old log (16 entries), its new one (9) and beta's and gamma's, exported;
-    ``before`` and ``after`` record shares before and after alpha enrolled again."""
-    federation = Federation(tmp_path / "fed", threshold=1)  # directory serial OLD_SERIAL
-    fill(federation.store("alpha"), 10)
-    if before is not None:
-        before(federation, federation.keys["alpha"])
-    _publish(federation, "alpha")
-    fill(federation.store("alpha"), 6, 10)
-    _publish(federation, "alpha")  # size 16
-    old_alpha = _export(federation, "alpha", tmp_path / "old-alpha")
-    old_key = federation.keys["alpha"]
-
-    _reenrol(federation, "alpha", NEW_SERIAL)
-    fill(federation.store("alpha"), 5)
-    if after is not None:
-        after(federation, old_key)
-    _publish(federation, "alpha")
-    fill(federation.store("alpha"), 4, 5)
-    _publish(federation, "alpha")  # size 9
-    for dept in ("beta", "gamma"):
-        fill(federation.store(dept), 3)
-        _publish(federation, dept)
-    return Rekeyed(
-        federation,
-        old_alpha,
-        _export(federation, "alpha", tmp_path / "new-alpha"),
-        _export(federation, "beta", tmp_path / "beta"),
-        _export(federation, "gamma", tmp_path / "gamma"),
-        old_key,
-    )
-
-
-@pytest.fixture
-def build(tmp_path: Path) -> Iterator[Callable[..., Rekeyed]]:
-    """Build the bundles (see :func:`_build`); the stores are closed afterwards."""
-    made: list[Rekeyed] = []
-
-    def make(before: Shares | None = None, after: Shares | None = None) -> Rekeyed:
-        made.append(_build(tmp_path, before, after))
-        return made[-1]
-
-    yield make
-    for built in made:
-        built.federation.close()
-
-
-@pytest.fixture
-def rekeyed(build: Callable[..., Rekeyed]) -> Rekeyed:
-    return build()
-
+from tests.unit.ledger.helpers import Federation, fill
+from tests.unit.ledger.reenrolment import (
+    NEW_SERIAL,
+    OLD_SERIAL,
+    Rekeyed,
+    export,
+    publish_claimed,
+)
 
 PREVIOUS_KEY_NOTE = (
     f"old-alpha: log of alpha under its previous key, from directory serial {OLD_SERIAL} "
@@ -222,7 +88,7 @@ def test_claims_about_the_old_log_need_a_directory_naming_its_key(rekeyed: Rekey
 
 def _beta_witnessed_by_old_alpha(federation: Federation, _: Ed25519PrivateKey) -> None:
     fill(federation.store("beta"), 3)
-    _publish(federation, "beta")  # old alpha and gamma cosign; old alpha records it
+    publish_claimed(federation, "beta")  # old alpha and gamma cosign; old alpha records it
 
 
 def test_a_witness_under_its_previous_key_does_not_count_towards_the_threshold(
@@ -276,7 +142,7 @@ def _second_bundle_under_old_key(rekeyed: Rekeyed, out: Path, entries: int) -> P
         if name != "alpha"
     ]
     store.add_cosignatures(cp.size, lines)
-    path = _export(federation, "alpha", out)
+    path = export(federation, "alpha", out)
     federation.close()
     return path
 
@@ -327,7 +193,7 @@ def test_a_split_view_under_the_old_key_still_fails(rekeyed: Rekeyed, tmp_path: 
             },
         }
     )
-    gamma = _export(federation, "gamma", tmp_path / "gamma-split", published_only=False)
+    gamma = export(federation, "gamma", tmp_path / "gamma-split", published_only=False)
     with pytest.raises(VerificationError, match="alpha signed two roots for size 16"):
         verify_bundle([rekeyed.old_alpha, rekeyed.beta, gamma], ca_pem=rekeyed.federation.ca_pem)
 
