@@ -31,6 +31,14 @@ __all__ = ["TREATMENTS", "apply", "produces", "treated_schema", "validate_spec"]
 TREATMENTS = ("plain", "pseudonymize", "generalize", "drop")
 _TIME_UNITS = ("minute", "hour", "day", "month", "year")
 _MAX_BAND = 10**12
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TICKS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+# 0001-01-01 and 9999-12-31 in days from the Unix epoch.
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896
+_SPAN_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+_SPAN_DAYS = {"minute": 1, "hour": 1, "day": 1, "month": 31, "year": 366}
+# The largest daylight-saving shift in the time zone database (double summer time).
+_SHIFT_SECONDS = 2 * 3600
 
 
 def validate_spec(name: str, spec: Any, field: pa.Field | None = None) -> None:
@@ -210,7 +218,81 @@ def _band(array: pa.Array, width: int) -> pa.Array:
     return pc.if_else(pc.is_null(array), pa.nulls(len(array), pa.string()), joined)
 
 
-def _treat(array: pa.Array, spec: Mapping[str, Any], key: bytes) -> pa.Array:
+def _stored(array: pa.Array) -> pa.Array:
+    """A time array's stored integers (days for date32, else ticks of its unit)."""
+    return array.view(pa.int32() if pa.types.is_date32(array.type) else pa.int64())
+
+
+def _time_limits(kind: pa.DataType, unit: str) -> tuple[int, int, int]:
+    """The stored values of the years 1-9999 in ``kind``, and the most a floor to
+    ``unit`` may lie below its value (a local day or month may be longer by a
+    daylight-saving shift)."""
+    if pa.types.is_date32(kind):
+        return _FIRST_DAY, _LAST_DAY, _SPAN_DAYS[unit]
+    ticks = 1000 if pa.types.is_date64(kind) else _TICKS[kind.unit]
+    span = _SPAN_DAYS[unit] * 86400 if unit in ("month", "year") else _SPAN_SECONDS[unit]
+    if getattr(kind, "tz", None):
+        span += _SHIFT_SECONDS
+    lowest = max(_FIRST_DAY * 86400 * ticks, _INT64_MIN)
+    highest = min((_LAST_DAY + 1) * 86400 * ticks - 1, _INT64_MAX)
+    return lowest, highest, span * ticks
+
+
+def _floor_local(array: pa.Array, unit: str) -> pa.Array:
+    """Floor to ``unit`` in the column's own time zone, resolving DST: a local floor
+    that happens twice is the occurrence at or before the value, and one that a
+    clock change skips is the first instant after the gap."""
+    kind = array.type
+    if not (pa.types.is_timestamp(kind) and kind.tz):
+        return pc.floor_temporal(array, unit=unit)
+    local = pc.floor_temporal(pc.local_timestamp(array), unit=unit)
+    earlier = pc.assume_timezone(local, kind.tz, ambiguous="earliest", nonexistent="latest")
+    later = pc.assume_timezone(local, kind.tz, ambiguous="latest", nonexistent="latest")
+    return pc.if_else(pc.less_equal(later, array), later, earlier)
+
+
+def _generalize_time(array: pa.Array, unit: str, column: str) -> pa.Array:
+    """The floor of every value, or a refusal that never quotes one.
+
+    Arrow's floor wraps around silently near the limits of a type, so the
+    values are checked against the years 1-9999 first, and every floor
+    afterwards: it must lie at or below its value, and within one ``unit``.
+    """
+    lowest, highest, span = _time_limits(array.type, unit)
+    stored = _stored(array)
+    outside = pc.sum(pc.or_(pc.less(stored, lowest), pc.greater(stored, highest))).as_py()
+    if outside:
+        raise _unfit(column, unit, array.type, outside)
+    try:
+        floored = _floor_local(array, unit)
+        floors = _stored(floored)
+        # The subtraction wraps around; where the floor is at or below its value,
+        # a negative difference means more than 2**63 below it.
+        below = pc.subtract(stored, floors)
+        wrong = pc.sum(
+            pc.or_(
+                pc.greater(floors, stored),
+                pc.or_(pc.less(below, 0), pc.greater_equal(below, span)),
+            )
+        ).as_py()
+    except pa.ArrowException as e:
+        raise _unfit(column, unit, array.type, None) from e
+    if wrong:
+        raise _unfit(column, unit, array.type, wrong)
+    return floored
+
+
+def _unfit(column: str, unit: str, kind: pa.DataType, count: int | None) -> AgreementError:
+    some = "a value" if count is None else f"{count} value{'' if count == 1 else 's'}"
+    return AgreementError(
+        f"column {column!r}: {some} cannot be generalized to {unit}: outside the years "
+        f"1-9999, or too near the limits of {kind} for the {unit} to fit",
+        hint="correct those values in the dataset (they are never sent raw), "
+        "or drop the column in a new agreement",
+    )
+
+
+def _treat(array: pa.Array, spec: Mapping[str, Any], key: bytes, column: str) -> pa.Array:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     treatment = spec["treatment"]
@@ -221,7 +303,7 @@ def _treat(array: pa.Array, spec: Mapping[str, Any], key: bytes) -> pa.Array:
     params = spec.get("params", {})
     if "band" in params:
         return _band(array, int(params["band"]))
-    return pc.floor_temporal(array, unit=params["to"])
+    return _generalize_time(array, params["to"], column)
 
 
 def apply(
@@ -238,7 +320,8 @@ def apply(
     arrays = []
     try:
         for field in schema:
-            arrays.append(_treat(batch.column(field.name), columns[field.name], pseudonym_key))
+            spec = columns[field.name]
+            arrays.append(_treat(batch.column(field.name), spec, pseudonym_key, field.name))
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
     except (pa.ArrowException, KeyError, ValueError, OverflowError) as e:
         raise AgreementError(f"cannot apply the agreement's treatments: {e}") from e
