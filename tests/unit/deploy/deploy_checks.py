@@ -15,16 +15,45 @@ from typing import Any
 
 __all__ = [
     "FEDERATION_PORT",
+    "HEALTH_CHECK_WORST_S",
     "check_compose",
     "check_dockerfile",
+    "check_guide",
     "check_k8s",
     "check_systemd",
+    "code_lines",
     "parse_unit",
 ]
 
 FEDERATION_PORT = 7443
 HOME = "/var/lib/fednode"
 HEALTH_SCRIPT = "healthcheck.py"
+#: Longest a healthy-or-not answer from deploy/healthcheck.py can take: about 1 s
+#: to start Python and import gRPC (0.6-0.8 s measured on an idle core), up to
+#: 2 s for the admin socket and up to 5 s for the federation port. A probe with
+#: a shorter timeout can fail a node that is merely busy.
+HEALTH_CHECK_WORST_S = 8
+
+
+def _seconds(value: Any) -> float | None:
+    """``15``, ``"15s"``, ``"1m"`` or ``"1m30s"`` in seconds; None if absent or unreadable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(value or ""))
+    if not parts or "".join(n + u for n, u in parts) != str(value):
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _timeout_problem(where: str, timeout: Any) -> str | None:
+    seconds = _seconds(timeout)
+    if seconds is None or seconds < HEALTH_CHECK_WORST_S:
+        return (
+            f"{where}: health check timeout {timeout!r} is below {HEALTH_CHECK_WORST_S}s, "
+            "the longest the check can take"
+        )
+    return None
 
 
 def _asks_the_node(command: Any) -> bool:
@@ -75,6 +104,12 @@ def check_dockerfile(text: str) -> list[str]:
         i == "COPY" and HEALTH_SCRIPT in a for i, a in final
     ):
         problems.append(f"HEALTHCHECK runs {HEALTH_SCRIPT}, which the image never copies")
+    if health:
+        # Docker's default timeout is 30s; an explicit one must still leave room.
+        timeout = re.search(r"--timeout=(\S+)", health[-1])
+        problem = _timeout_problem("HEALTHCHECK", timeout.group(1) if timeout else "30s")
+        if problem:
+            problems.append(problem)
     if not any(i == "COPY" and "--from=" in a for i, a in final):
         problems.append("final stage copies nothing from the build stage")
     if any(i == "RUN" and "pip install" in a for i, a in final):
@@ -121,6 +156,10 @@ def check_compose(doc: Any, departments: Iterable[str]) -> list[str]:
         test = (svc.get("healthcheck") or {}).get("test")
         if not test or (isinstance(test, list) and test[0] == "NONE") or not _asks_the_node(test):
             problems.append(f"{where}: needs a healthcheck that asks the node")
+        else:
+            problem = _timeout_problem(where, svc["healthcheck"].get("timeout", "30s"))
+            if problem:
+                problems.append(problem)
         mounts = dict(_mount_target(v)[::-1] for v in svc.get("volumes") or [])
         for sub in ("keys", "data", "ledger"):
             source = mounts.get(f"{HOME}/{sub}")
@@ -189,13 +228,19 @@ def _check_pod(where: str, pod: dict[str, Any], claims: set[str], secrets: set[s
         for name in secret_mounts:
             if name not in secrets:
                 problems.append(f"{cwhere}: Secret {name!r} is neither defined nor generated")
-        probes = [container[k] for k in ("readinessProbe", "livenessProbe") if k in container]
-        if not probes:
+        if not any(k in container for k in ("readinessProbe", "livenessProbe")):
             problems.append(f"{cwhere}: has no readiness or liveness probe")
-        for probe in probes:
-            command = (probe.get("exec") or {}).get("command")
-            if command is not None and not _asks_the_node(command):
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(kind)
+            command = ((probe or {}).get("exec") or {}).get("command")
+            if command is None:
+                continue
+            if not _asks_the_node(command):
                 problems.append(f"{cwhere}: probe {command} does not ask the node")
+            # Kubernetes enforces exec probe timeouts, and the default is 1 second.
+            problem = _timeout_problem(f"{cwhere} {kind}", probe.get("timeoutSeconds", 1))
+            if problem:
+                problems.append(problem)
         for mount in container.get("volumeMounts") or []:
             is_secret = mount["name"] in volumes and "secret" in volumes[mount["name"]]
             if is_secret and mount.get("readOnly") is not True:
@@ -262,9 +307,21 @@ def check_k8s(docs: list[dict[str, Any]], kustomization: dict[str, Any]) -> list
         labels = spec["template"]["metadata"].get("labels") or {}
         if spec.get("replicas", 1) != 1:
             problems.append(f"{where}: must run exactly one replica (one ledger writer)")
-        claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates") or []}
+        templates = spec.get("volumeClaimTemplates") or []
+        claims = {c["metadata"]["name"] for c in templates}
         if not claims:
             problems.append(f"{where}: has no volumeClaimTemplates (PVC)")
+        for claim in templates:
+            claim_spec = claim.get("spec") or {}
+            # A provisioner cannot fill a volume nobody may write: the claim must bind
+            # to a volume made over existing data, so dynamic provisioning stays off.
+            if "ReadOnlyMany" in (claim_spec.get("accessModes") or []) and (
+                claim_spec.get("storageClassName") != ""
+            ):
+                problems.append(
+                    f"{where}: ReadOnlyMany claim {claim['metadata']['name']!r} needs "
+                    'storageClassName: "" to bind to an existing volume, not a new empty one'
+                )
         problems += _check_pod(where, pod, claims, secrets)
         for volume in pod.get("volumes") or []:
             secret = str((volume.get("secret") or {}).get("secretName"))
@@ -363,4 +420,92 @@ def check_systemd(text: str) -> list[str]:
         problems.append(f"[Service] ExecStart must run 'fednode serve', got {argv}")
     if "Install" not in sections:
         problems.append("unit has no [Install] section")
+    for key, value in sections.get("Unit", []):
+        if key.startswith("ConditionPath"):
+            problems.append(
+                f"[Unit] {key}={value} skips the unit and 'systemctl start' reports success; "
+                f"use Assert{key.removeprefix('Condition')} so a missing file fails the start"
+            )
+    return problems
+
+
+def code_lines(markdown: str) -> list[list[str]]:
+    """The fenced code blocks of a Markdown text, each as its command lines.
+
+    A line ending in a backslash is joined with the next, as the shell would.
+    """
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for raw in markdown.splitlines():
+        if raw.strip().startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append(current)
+                current = None
+            continue
+        if current is None:
+            continue
+        if current and current[-1].endswith("\\"):
+            current[-1] = current[-1][:-1].rstrip() + " " + raw.strip()
+        else:
+            current.append(raw.strip())
+    return blocks
+
+
+#: Commands whose output the node process writes itself, not the shell that typed them.
+_NODE_WRITES = re.compile(r"\bfednode\b.*\b(?:ledger\s+export|share\s+fetch)\b.*--out[ =](\S+)")
+#: Where a path is someone else's: a container's or a pod's file system.
+_IN_CONTAINER = re.compile(r"^(?:docker|kubectl)\b")
+
+
+def check_guide(markdown: str, unit_text: str) -> list[str]:
+    """Problems in deploy/README.md's host commands, read against the systemd unit.
+
+    * the node writes ``--out`` of ``ledger export`` and ``share fetch``
+      inside the unit's sandbox, so the path must be under a ReadWritePaths
+      entry, and not in the node's private /tmp or the hidden /home and /root;
+    * a command naming the node's home runs as the node's account, or it can
+      leave files there the node cannot use;
+    * ``sudo -u fednode fednode`` needs ``fednode`` on sudo's secure_path;
+    * installing a backup over an SQLite database first removes the old
+      ``-wal`` and ``-shm`` files, which SQLite would otherwise replay into it.
+    """
+    service = dict(parse_unit(unit_text).get("Service", []))
+    writable = [p.lstrip("-+") for p in service.get("ReadWritePaths", "").split()]
+    problems: list[str] = []
+    linked = re.search(r"ln -s\S* /opt/fednode/bin/fednode /usr/(?:local/)?bin", markdown)
+    for block in code_lines(markdown):
+        for index, line in enumerate(block):
+            if not line or line.startswith("#") or _IN_CONTAINER.match(line):
+                continue
+            out = _NODE_WRITES.search(line)
+            if out is not None:
+                path = out.group(1)
+                if not path.startswith("/"):
+                    problems.append(f"{line!r}: --out {path} is relative; the node resolves it")
+                elif path.startswith(("/tmp/", "/home/", "/root/")) or not any(
+                    path == w or path.startswith(w.rstrip("/") + "/") for w in writable
+                ):
+                    problems.append(
+                        f"{line!r}: the node cannot write {path} under the unit's sandbox "
+                        f"(ReadWritePaths={' '.join(writable)})"
+                    )
+            if f"--home {HOME}" in line and not line.startswith("sudo -u fednode "):
+                problems.append(f"{line!r}: run it as the node's account (sudo -u fednode)")
+            if line.startswith("sudo -u fednode fednode ") and not linked:
+                problems.append(
+                    f"{line!r}: sudo cannot find 'fednode' unless the guide links "
+                    "/opt/fednode/bin/fednode into /usr/local/bin"
+                )
+            restored = re.search(r"^install\b.*\s(\S+\.(?:sqlite|db))$", line)
+            if restored is not None:
+                db = restored.group(1)
+                earlier = " ".join(block[:index])
+                for suffix in ("-wal", "-shm"):
+                    if f"{db}{suffix}" not in earlier or "rm " not in earlier:
+                        problems.append(
+                            f"{line!r}: remove {db}{suffix} first, or SQLite replays the old "
+                            "journal into the restored database"
+                        )
     return problems

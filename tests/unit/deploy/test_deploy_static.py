@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_checks import (
     check_compose,
     check_dockerfile,
+    check_guide,
     check_k8s,
     check_systemd,
+    code_lines,
     parse_unit,
 )
 
@@ -28,6 +30,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
 UNIT = (DEPLOY / "systemd" / "fednode.service").read_text()
+GUIDE = (DEPLOY / "README.md").read_text()
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 FEDERATION = tomllib.loads((ROOT / "seeds" / "federation.toml").read_text())
@@ -73,6 +76,24 @@ def test_kustomize_inputs_are_never_committed() -> None:
     assert not any(p.suffix == ".key" for p in (K8S / "identity").rglob("*"))
 
 
+def test_compose_hand_over_folders_are_never_committed() -> None:
+    # ./enrolment/<dept> receives share outputs and ledger bundles from the containers.
+    sources = {
+        str(v).split(":")[0]
+        for svc in COMPOSE["services"].values()
+        for v in svc["volumes"]
+        if str(v).startswith("./enrolment/")
+    }
+    assert sources == {f"./enrolment/{name}" for name in COMPOSE["services"]}
+    ignore = (DEPLOY / "enrolment" / ".gitignore").read_text().split()
+    assert "*" in ignore
+    assert [p.name for p in (DEPLOY / "enrolment").iterdir()] == [".gitignore"]
+
+
+def test_guide_commands_pass() -> None:
+    assert check_guide(GUIDE, UNIT) == []
+
+
 def test_systemd_unit_passes() -> None:
     assert check_systemd(UNIT) == []
 
@@ -104,6 +125,7 @@ def _drop_lines(text: str, startswith: str) -> str:
         (lambda t: t.replace('"/opt/fednode/healthcheck.py"', '"-c", "pass"'), "does not ask"),
         (lambda t: t.replace("EXPOSE 7443", "EXPOSE 7443 22"), "expose only 7443"),
         (lambda t: t + "\nRUN pip install debugpy\n", "runs pip install"),
+        (lambda t: t.replace("--timeout=15s", "--timeout=2s"), "timeout '2s' is below"),
     ],
 )
 def test_dockerfile_mistakes_are_caught(mutate: Any, problem: str) -> None:
@@ -148,6 +170,7 @@ def _share_keys(doc: dict[str, Any]) -> None:
         (_share_keys, "shared with"),
         (lambda d: _service(d)["ports"].append("2222:22"), "publishes port 22"),
         (lambda d: d["services"].pop("traffic"), "no service for departments"),
+        (lambda d: _service(d)["healthcheck"].update(timeout="1s"), "timeout '1s' is below"),
     ],
 )
 def test_compose_mistakes_are_caught(mutate: Any, problem: str) -> None:
@@ -214,6 +237,14 @@ def _unmount(docs: list[dict[str, Any]], *volumes: str) -> None:
         ),
         (lambda d: _find(d, "StatefulSet")["spec"].update(replicas=3), "exactly one replica"),
         (lambda d: _main(d)["ports"][0].update(containerPort=9000), "do not listen on 7443"),
+        (lambda d: _main(d)["startupProbe"].pop("timeoutSeconds"), "startupProbe: health check"),
+        (lambda d: _main(d)["livenessProbe"].update(timeoutSeconds=2), "livenessProbe: health"),
+        (
+            lambda d: _find(d, "StatefulSet")["spec"]["volumeClaimTemplates"][1]["spec"].pop(
+                "storageClassName"
+            ),
+            "ReadOnlyMany claim 'datasets'",
+        ),
     ],
 )
 def test_k8s_mistakes_are_caught(mutate: Any, problem: str) -> None:
@@ -253,11 +284,53 @@ def test_a_secret_generator_without_the_hpke_key_is_caught() -> None:
             lambda t: t.replace("ReadWritePaths=/var/lib/fednode", "ReadWritePaths=/"),
             "ReadWritePaths",
         ),
+        (lambda t: t.replace("AssertPathExists", "ConditionPathExists"), "use AssertPathExists"),
     ],
 )
 def test_systemd_mistakes_are_caught(mutate: Any, problem: str) -> None:
     problems = check_systemd(mutate(UNIT))
     assert any(problem in p for p in problems), problems
+
+
+_EXPORT = "--out /var/lib/fednode/exports/$bundle"
+_LEDGER = "/var/lib/fednode/ledger/ledger.sqlite"
+_RESTORE_RM = f"rm -f {_LEDGER}-wal {_LEDGER}-shm\n"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        # The node, not the shell, writes the bundle: /backup is read-only to it.
+        (lambda t: t.replace(_EXPORT, "--out /backup/traffic/$bundle"), "cannot write /backup"),
+        # Its /tmp is private: the operator would never see the file.
+        (lambda t: t.replace(_EXPORT, "--out /tmp/$bundle"), "cannot write /tmp/"),
+        (lambda t: t.replace(_EXPORT, "--out $bundle"), "is relative"),
+        (
+            lambda t: t.replace("sudo -u fednode fednode ledger fsck", "fednode ledger fsck"),
+            "run it as the node's account",
+        ),
+        (
+            lambda t: t.replace("ln -s /opt/fednode/bin/fednode /usr/local/bin/fednode", ""),
+            "sudo cannot find 'fednode'",
+        ),
+        (lambda t: t.replace(_RESTORE_RM, ""), "remove /var/lib/fednode/ledger/ledger.sqlite-wal"),
+    ],
+)
+def test_guide_mistakes_are_caught(mutate: Any, problem: str) -> None:
+    mutated = mutate(GUIDE)
+    assert mutated != GUIDE, "the mutation no longer matches the guide"
+    problems = check_guide(mutated, UNIT)
+    assert any(problem in p for p in problems), problems
+
+
+def test_guide_commands_are_read_the_way_the_shell_reads_them() -> None:
+    blocks = code_lines("text\n```\na \\\n  --b c\n# note\n```\n`inline`\n```\nd\n```\n")
+    assert blocks == [["a --b c", "# note"], ["d"]]
+
+
+def test_a_narrower_sandbox_makes_the_guide_wrong() -> None:
+    unit = UNIT.replace("ReadWritePaths=/var/lib/fednode", "ReadWritePaths=/var/lib/fednode/ledger")
+    assert any("cannot write /var/lib/fednode/exports" in p for p in check_guide(GUIDE, unit))
 
 
 def test_unit_parser_refuses_garbage() -> None:
