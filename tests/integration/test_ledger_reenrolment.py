@@ -12,6 +12,7 @@ its own directory names, the new log under the new key.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,24 @@ def test_an_audit_across_a_reenrolment_verifies_both_logs(
     text = fednode("ledger", "verify", "--ca", fed.ca_pem, bundles["old"], bundles["security"])
     assert text.returncode == 0, text.stderr
     assert "note: " in text.stdout and "log of traffic under its previous key" in text.stdout
+
+    # Without the old bundle, security's claims about the old log are set aside; the
+    # directory file of serial 1 (as the auditor keeps it) lets them be checked.
+    old_directory = tmp_path / "directory-serial-1.json"
+    with zipfile.ZipFile(old) as bundle:
+        old_directory.write_bytes(bundle.read("directory.json"))
+    current = (*audit, bundles["traffic"], bundles["security"])
+    without = json.loads(fednode(*current, check=True).stdout)
+    assert any("keys the directory no longer names" in n for n in without["notes"])
+    assert without["directories"] == []
+    with_file = json.loads(fednode(*current, "--directory", old_directory, check=True).stdout)
+    assert not any("no longer names" in n for n in with_file["notes"])
+    assert with_file["directories"] == [
+        {
+            "path": str(old_directory),
+            "federation": fed.federation,
+            "serial": 1,
+            "witness_threshold": 1,
+        }
+    ]
+    assert with_file["witness_policy"]["directory_serial"] == 3
