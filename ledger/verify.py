@@ -34,8 +34,13 @@ enrolled again under a new key starts a new log from seq 0. Each bundle's log
 is checked under the key its own (CA-signed) directory names, so the log of a
 previous key stays verifiable; two bundles of one department under different
 keys are two logs, under one key a second bundle is refused. A witness's claim
-is checked under the key that signed it when a directory among the bundles
-names that key for the department, and is matched to that log's bundle.
+or a share's receipt is checked under the key that signed it when a CA-checked
+directory names that key for the department, and is matched to that log's
+bundle. Those directories are the bundles' and the directory files the
+auditor gives (key history: checked under the same CA, of the same
+federation, and never a laxer witness policy than the newest directory's). A
+receipt under a key the department had replaced fails when the provider
+recorded it after the department's log under the later key began.
 
 Trust comes from the CA certificate the auditor passes; without one, each
 bundle's own ``ca.pem`` is used, the bundles must all carry the same one, and
