@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,12 @@ from node.errors import AgreementError
 __all__ = ["TREATMENTS", "apply", "produces", "treated_schema", "validate_spec"]
 
 TREATMENTS = ("plain", "pseudonymize", "generalize", "drop")
+log = logging.getLogger("fednode.catalog")
+_DONE = {
+    "plain": "passed on",
+    "pseudonymize": "pseudonymized",
+    "generalize": "generalized",
+}
 _TIME_UNITS = ("minute", "hour", "day", "month", "year")
 _MAX_BAND = 10**12
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -148,8 +155,41 @@ def treated_schema(schema: pa.Schema, columns: Mapping[str, Mapping[str, Any]]) 
         validate_spec(field.name, columns[field.name], field)
         out = _output_type(field, columns[field.name])
         if out is not None:
-            fields.append(pa.field(field.name, out, nullable=True))
+            fields.append(pa.field(field.name, _public_type(out), nullable=True))
     return pa.schema(fields)
+
+
+def _public_type(kind: pa.DataType) -> pa.DataType:
+    """``kind`` without field metadata and dictionaries, at any depth.
+
+    The source file's metadata (pandas' column list, a writer's notes, sample
+    values) and a dictionary's unused values would otherwise travel in the
+    share's schema and batches.
+    """
+    if pa.types.is_dictionary(kind):
+        return _public_type(kind.value_type)
+    if pa.types.is_struct(kind):
+        return pa.struct([_public_field(kind.field(i)) for i in range(kind.num_fields)])
+    if pa.types.is_map(kind):
+        return pa.map_(_public_field(kind.key_field), _public_field(kind.item_field))
+    if pa.types.is_list(kind):
+        return pa.list_(_public_field(kind.value_field))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_public_field(kind.value_field))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_public_field(kind.value_field), kind.list_size)
+    if pa.types.is_list_view(kind):
+        return pa.list_view(_public_field(kind.value_field))
+    if pa.types.is_large_list_view(kind):
+        return pa.large_list_view(_public_field(kind.value_field))
+    if pa.types.is_union(kind):
+        children = [_public_field(kind.field(i)) for i in range(kind.num_fields)]
+        return pa.union(children, kind.mode, kind.type_codes)
+    return kind
+
+
+def _public_field(field: pa.Field) -> pa.Field:
+    return pa.field(field.name, _public_type(field.type), nullable=field.nullable)
 
 
 def _token_input(value: object) -> bytes:
@@ -318,10 +358,21 @@ def apply(
         AgreementError: a column cannot be treated as specified.
     """
     arrays = []
-    try:
-        for field in schema:
-            spec = columns[field.name]
-            arrays.append(_treat(batch.column(field.name), spec, pseudonym_key, field.name))
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
-    except (pa.ArrowException, KeyError, ValueError, OverflowError) as e:
-        raise AgreementError(f"cannot apply the agreement's treatments: {e}") from e
+    for field in schema:
+        spec = columns[field.name]
+        try:
+            treated = _treat(batch.column(field.name), spec, pseudonym_key, field.name)
+            # Plain nested columns lose dictionaries (and their unused values) here.
+            arrays.append(treated if treated.type.equals(field.type) else treated.cast(field.type))
+        except (pa.ArrowException, KeyError, ValueError, OverflowError) as e:
+            # Arrow's message may quote the values it failed on: it goes to the
+            # local log and the chained exception, never into the error, which
+            # reaches the consumer and the ledger.
+            log.warning("column %r could not be treated: %s", field.name, e)
+            raise AgreementError(
+                f"column {field.name!r} could not be {_DONE[spec['treatment']]} "
+                f"({type(e).__name__})",
+                hint="the provider's node log shows the cause; the data may have "
+                "changed since it was registered ('fednode dataset show')",
+            ) from e
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

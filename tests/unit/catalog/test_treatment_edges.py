@@ -238,3 +238,46 @@ def test_generalize_gives_the_floor_or_refuses(
         assert str(value) not in str(refused.value)
     else:
         assert treat(array, to(unit)).view(storage)[0].as_py() == expected
+
+
+# --- what leaves with the data ------------------------------------------------------
+
+
+def test_a_treatment_failure_names_the_column_but_never_quotes_arrow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arrow's messages may quote the values they failed on.
+    def fail(array: pa.Array, key: bytes) -> pa.Array:
+        raise pa.ArrowInvalid("could not hash 'Jane Citizen'")
+
+    monkeypatch.setattr(treatments, "_pseudonymize", fail)
+    with pytest.raises(AgreementError, match="column 'c' could not be pseudonymized") as failed:
+        treat(pa.array(["Jane Citizen"]), PSEUDONYMIZE)
+    assert "Jane" not in str(failed.value) + str(failed.value.hint)
+    assert "Jane" in str(failed.value.__cause__)  # the local traceback keeps the detail
+
+
+def test_metadata_and_unused_dictionary_values_never_leave() -> None:
+    note = {"note": "e.g. 123-45-6789"}
+    point = pa.struct([pa.field("x", pa.int64(), metadata=note)])
+    words = pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), ["used", "UNUSED"])
+    table = pa.table(
+        {
+            "p": pa.array([{"x": 1}], point),
+            "l": pa.ListArray.from_arrays(pa.array([0, 1], pa.int32()), words),
+            "m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+        }
+    )
+    source = table.schema.with_metadata({"pandas": "names the dropped column ssn"})
+    source = source.set(0, source.field("p").with_metadata(note))
+    plain = {"treatment": "plain"}
+    spec = {"p": plain, "l": plain, "m": plain}
+    schema = treatments.treated_schema(source, spec)
+    out = treatments.apply(table.to_batches()[0].cast(source), spec, schema, KEY)
+    for shown in (schema, out.schema):
+        assert shown.metadata is None
+        assert "123-45" not in str(shown) and "UNUSED" not in str(shown)
+        assert not any(pa.types.is_dictionary(f.type) for f in shown)
+    assert shown.field("l").type == pa.list_(pa.string())
+    assert "UNUSED" not in str(out.column("l").values)
+    assert out.to_pylist() == [{"p": {"x": 1}, "l": ["used"], "m": [("k", 1)]}]
