@@ -12,6 +12,15 @@ SecAgg+ masks the update. The guard turns any exception below it into an
 error reply (``CLIENT_APP_RAISED_EXCEPTION``), so the ledger records a failed
 task as ``fl.reply`` with outcome ``error``.
 
+``fl.reply`` means "this reply left the node, with this digest". Before the
+ledger mod records it, it releases the reply (:class:`JobChecks`): the job
+must still run and its approval and agreement still hold. A reply that fails
+the release is dropped, never sent, and has no ``fl.reply``: a refusal is
+recorded as ``access.denied`` (outcome ``denied``, the reason starting "reply
+dropped, not sent", the message's job, type, round and stage), as the gate
+records a refused message, and ends the job; a job that ended while the app
+ran already says so in its ``fl.ended`` entry (``interrupted``).
+
 The gate also refuses a message whose ``group_id`` looks like a round number
 but is not 1-9 ASCII digits; ledger details never raise, whatever the message
 carries.
@@ -62,6 +71,7 @@ from node.runtime import AuditSink
 __all__ = [
     "MIN_SECAGG_NODES",
     "MIN_SECAGG_THRESHOLD",
+    "JobChecks",
     "SecAggFloorError",
     "TaskInfo",
     "check_secagg_floor",
@@ -166,16 +176,35 @@ def secagg_stage(message: Message) -> str | None:
     return stage if isinstance(stage, str) and len(stage) <= _MAX_STAGE else None
 
 
-def _denied(audit: AuditSink, info: TaskInfo, message: Message, error: Exception) -> Message:
-    """Record a refused message as ``access.denied`` and answer it with an error reply."""
+@dataclass(frozen=True)
+class JobChecks:
+    """What the mods ask the participant about the job a message belongs to."""
+
+    #: Raises a NodeError (AccessDenied when revoked or expired) unless the FAB
+    #: is still approved and the agreement still grants ``federated``. Records
+    #: nothing and ends nothing.
+    recheck: Callable[[], None]
+    #: Raises UnknownJobError if the job has ended (e.g. while the app ran).
+    running: Callable[[], None]
+    #: Ends the job after a refusal was recorded; ``when`` names the step
+    #: ("a message was refused", "a reply was dropped") for ``fl.ended``.
+    end: Callable[[AccessDenied, str], None]
+
+
+def _record_denied(audit: AuditSink, info: TaskInfo, message: Message, reason: str) -> None:
     audit.record(
         "access.denied",
         peer=info.coordinator,
         agreement=info.agreement,
         dataset=info.dataset,
         outcome="denied",
-        detail={"reason": str(error), **info.detail(message)},
+        detail={"reason": reason, **info.detail(message)},
     )
+
+
+def _denied(audit: AuditSink, info: TaskInfo, message: Message, error: Exception) -> Message:
+    """Record a refused message as ``access.denied`` and answer it with an error reply."""
+    _record_denied(audit, info, message, str(error))
     return _error_reply(
         message, ErrorCode.MOD_FAILED_PRECONDITION, f"denied by node policy: {error}"
     )
@@ -185,26 +214,41 @@ def _error_reply(message: Message, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
 
-def policy_gate(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> Mod:
-    """Refuse a message unless ``check`` passes (FAB approved, agreement allows ``federated``).
+def policy_gate(info: TaskInfo, audit: AuditSink, checks: JobChecks) -> Mod:
+    """Refuse a message unless ``checks.recheck`` passes (FAB approved, agreement
+    allows ``federated``).
 
     A refusal becomes an error reply (``MOD_FAILED_PRECONDITION``) and an
-    ``access.denied`` ledger record; the ClientApp never sees the message.
+    ``access.denied`` ledger record; the ClientApp never sees the message. A
+    revoked or expired approval or agreement then ends the job.
     """
 
     def gate(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         try:
             round_of(message)
-            check()
+            checks.recheck()
         except NodeError as e:
-            return _denied(audit, info, message, e)
+            reply = _denied(audit, info, message, e)
+            if isinstance(e, AccessDenied):
+                checks.end(e, "a message was refused")
+            return reply
         return call_next(message, context)
 
     return gate
 
 
-def ledger_mod(info: TaskInfo, audit: AuditSink) -> Mod:
-    """Record ``fl.task`` before the app runs and ``fl.reply`` (with a digest) after."""
+def ledger_mod(info: TaskInfo, audit: AuditSink, checks: JobChecks) -> Mod:
+    """Record ``fl.task`` before the app runs and, once the reply is released,
+    ``fl.reply`` (with a digest) after.
+
+    The reply is released only if the job still runs and ``checks.recheck``
+    passes; otherwise it is dropped: see the module docstring.
+
+    Raises (from the returned mod):
+        UnknownJobError: the job ended while the app ran.
+        NodeError: the recheck failed (AccessDenied: revoked or expired; the
+            job has ended).
+    """
 
     def record(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         audit.record(
@@ -216,6 +260,15 @@ def ledger_mod(info: TaskInfo, audit: AuditSink) -> Mod:
             detail=info.detail(message),
         )
         reply = call_next(message, context)
+        # A reply computed on data no longer granted must not leave the node.
+        checks.running()
+        try:
+            checks.recheck()
+        except NodeError as e:
+            _record_denied(audit, info, message, f"reply dropped, not sent: {e}")
+            if isinstance(e, AccessDenied):
+                checks.end(e, "a reply was dropped")
+            raise
         # The id is the reply's content hash; set it now so the digest covers the bytes sent.
         reply.metadata.__dict__["_message_id"] = reply.object_id
         detail = info.detail(message)
@@ -346,9 +399,9 @@ def secagg_floor_mod(info: TaskInfo, audit: AuditSink) -> Mod:
     return floor
 
 
-def mods_for(info: TaskInfo, audit: AuditSink, check: Callable[[], None]) -> list[Mod]:
+def mods_for(info: TaskInfo, audit: AuditSink, checks: JobChecks) -> list[Mod]:
     """The full mod chain for a job, outermost first."""
-    mods: list[Mod] = [policy_gate(info, audit, check), ledger_mod(info, audit), guard_mod]
+    mods: list[Mod] = [policy_gate(info, audit, checks), ledger_mod(info, audit, checks), guard_mod]
     if info.secagg:
         mods.append(secagg_floor_mod(info, audit))
     if info.dp is not None:

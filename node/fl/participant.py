@@ -11,9 +11,13 @@ the mods of :mod:`node.fl.mods`. Invariants:
   dataset, and its run config holds only keys the FAB declares, each with the
   declared type; each refusal is recorded as ``access.denied``.
 * Every message is checked again (approval and agreement) before the app runs
-  and after it returns, and so is every KeepJob. A check that finds either
-  revoked or expired ends the job at once (``fl.ended``, its data copy
-  deleted) and a reply computed meanwhile is dropped, not sent.
+  and after it returns, and so is every KeepJob; while any job runs, each is
+  also checked every ``recheck_interval`` seconds (:data:`RECHECK_INTERVAL`),
+  so a revocation ends even a job whose coordinator has gone quiet (and one
+  with no idle limit). A check that finds either revoked or expired ends the
+  job at once (``access.denied``, then ``fl.ended``, its data copy deleted),
+  and a reply computed meanwhile is dropped, not sent, and not recorded as
+  ``fl.reply`` (see :mod:`node.fl.mods`).
 * Only the coordinator that started a job (identified by its certificate) can
   send it messages or end it.
 * One Flower ``Context`` per job lives for the whole run, as in Flower's
@@ -60,12 +64,13 @@ from node.fl.approvals import ApprovalStore
 from node.fl.bundle import install_bundle, load_client_app, read_bundle
 from node.fl.errors import AppNotApprovedError, UnknownJobError
 from node.fl.idle import IdleWatch
-from node.fl.mods import TaskInfo, mods_for
+from node.fl.mods import JobChecks, TaskInfo, mods_for
 from node.fl.runtime import FlRuntime
 
 __all__ = [
     "DATA_PATH_KEY",
     "MODE",
+    "RECHECK_INTERVAL",
     "CatalogPolicy",
     "DataPolicy",
     "NamesDataset",
@@ -78,6 +83,9 @@ _log = logging.getLogger(__name__)
 DATA_PATH_KEY = "data-path"
 #: The agreement mode federated training needs.
 MODE = "federated"
+#: Seconds between two checks of a running job's approval and agreement made
+#: without any word from its coordinator: the longest a revoked job keeps its data copy.
+RECHECK_INTERVAL = 1.0
 
 
 class DataPolicy(Protocol):
@@ -147,8 +155,6 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set by end_job; a message that sees it neither runs nor replies.
     ended: threading.Event = field(default_factory=threading.Event)
-    #: The refusal that ended the job (agreement or approval revoked), if one did.
-    denied: AccessDenied | None = None
 
 
 class Participant:
@@ -161,6 +167,7 @@ class Participant:
         policy: DataPolicy | None = None,
         approvals: ApprovalStore | None = None,
         settings: FlSettings | None = None,
+        recheck_interval: float = RECHECK_INTERVAL,
     ) -> None:
         self._runtime = runtime
         if settings is None:
@@ -174,6 +181,9 @@ class Participant:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._idle = IdleWatch(self._went_silent)
+        # The same timer, restarted after each check, drives the periodic recheck.
+        self._recheck_interval = recheck_interval
+        self._rechecks = IdleWatch(self._periodic_recheck)
         # Jobs never survive a restart, so any copy still on disk is a crash's leftover.
         shutil.rmtree(self._root / "jobs", ignore_errors=True)
 
@@ -260,15 +270,13 @@ class Participant:
             run_config=dict(spec.run_config),
         )
 
-        def check() -> None:
-            try:
-                self._recheck(spec)
-            except AccessDenied as e:
-                # The policy gate records the refusal; the job ends here and now.
-                self._revoked(spec.job_id, e, "a message was refused")
-                raise
-
-        handler = make_ffn(app, mods_for(info, audit, check))
+        checks = JobChecks(
+            recheck=lambda: self._recheck(spec),
+            # Bound late: the job exists before any message runs.
+            running=lambda: _check_running(job),
+            end=lambda error, when: self._revoked(spec.job_id, error, when),
+        )
+        handler = make_ffn(app, mods_for(info, audit, checks))
         # The treated table now sits in the job's private copy: that read is an access.
         audit.record(
             "fl.admitted",
@@ -284,9 +292,11 @@ class Participant:
                 "dp": spec.dp.to_record() if spec.dp else None,
             },
         )
+        job = _Job(spec, coordinator, workdir, info, context, handler)
         with self._lock:
-            self._jobs[spec.job_id] = _Job(spec, coordinator, workdir, info, context, handler)
+            self._jobs[spec.job_id] = job
         self._idle.watch(spec.job_id, spec.idle_limit)
+        self._rechecks.watch(spec.job_id, self._recheck_interval)
         _log.info("joined job %s from %s (%d rows)", spec.job_id, coordinator, table.num_rows)
         return wire.JobStartedInfo(spec.job_id, columns, table.num_rows)
 
@@ -310,15 +320,9 @@ class Participant:
         with job.lock:
             # Messages queue on the job's lock; one that waited past the end must not run.
             _check_running(job)
+            # The mods release a reply only while the job runs and its approval and
+            # agreement hold (else they raise); a gate refusal is an error reply.
             reply = job.handler(message, job.context)
-            if job.denied is not None:
-                # The policy gate refused the message and ended the job; its error reply
-                # carries no data and tells the coordinator why.
-                return reply
-            # The agreement may have been revoked while the app ran: then the reply is
-            # computed on data no longer granted, and must not leave the node.
-            self._recheck_or_end(job, "a reply was dropped", message_type=meta.message_type)
-        _check_running(job)
         reply.metadata.__dict__["_message_id"] = reply.object_id
         return reply
 
@@ -361,6 +365,20 @@ class Participant:
             return  # EndJob got there first
         _log.warning("job %s: %s", job_id, reason)
 
+    def _periodic_recheck(self, job_id: str, _interval: float) -> None:
+        """The recheck timer's turn: end the job if its approval or agreement lapsed,
+        else check it again after the interval."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return  # it ended meanwhile
+        try:
+            self._recheck_or_end(job, "the node's periodic check")
+        except AccessDenied:
+            return  # recorded and ended
+        if not job.ended.is_set():
+            self._rechecks.watch(job_id, self._recheck_interval)
+
     def _end(self, job: _Job, outcome: str, reason: str) -> None:
         job_id = job.spec.job_id
         with self._lock:
@@ -368,6 +386,7 @@ class Participant:
                 raise UnknownJobError(f"job {job_id!r} has already ended at this node")
             del self._jobs[job_id]
         self._idle.forget(job_id)
+        self._rechecks.forget(job_id)
         job.ended.set()
         shutil.rmtree(job.workdir, ignore_errors=True)
         self._runtime.audit.record(
@@ -422,7 +441,6 @@ class Participant:
             job = self._jobs.get(job_id)
         if job is None:
             return
-        job.denied = error
         try:
             self._end(job, "error", f"{when}: {error}")
         except UnknownJobError:

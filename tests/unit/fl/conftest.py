@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
+from node.fl.bundle import build_bundle
 from tests.unit.fl.fl_fakes import APP, Cluster
 
 
@@ -24,3 +25,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path, ["traffic", "security", "health"], approve=[APP])
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def fab() -> bytes:
+    """The sample app's FAB (built once: building takes a while)."""
+    return build_bundle(APP).data

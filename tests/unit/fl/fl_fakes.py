@@ -1,9 +1,12 @@
 """Fakes for the federated-learning unit tests, with the real interfaces' shapes.
 
 ``FakeRuntime`` has the ``FlRuntime`` shape (config, audit, peer_channel);
-``FakePolicy`` implements ``DataPolicy`` over in-memory tables; ``Cluster``
-runs one real gRPC server per participant on loopback (without TLS: the
-caller's department is fixed by the test instead of read from a certificate).
+``FakePolicy`` implements ``DataPolicy`` over in-memory tables; ``LocalNode``
+is one participant called directly (no server), with the sample app's FAB
+approved; ``Cluster`` runs one real gRPC server per participant on loopback
+(without TLS: the caller's department is fixed by the test instead of read
+from a certificate). ``job_spec`` and ``train_message`` build what a
+coordinator sends such a participant.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +23,14 @@ from typing import Any
 import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
+from node.config import FlSettings
 from node.errors import AccessDenied
+from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle
-from node.fl.participant import Participant
+from node.fl.participant import RECHECK_INTERVAL, Participant
 from node.fl.service import FederatedServicer
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
@@ -49,6 +55,10 @@ sys.path.insert(0, str(APP))
 from traffic_risk import task as task  # type: ignore[import-not-found]  # noqa: E402, PLC0414
 
 COORDINATOR = "planning"
+#: The run, node and job ids of the jobs ``job_spec`` describes.
+RUN_ID = 42
+NODE_ID = 77
+JOB_ID = "job-1"
 
 
 def seed_table(department: str) -> pa.Table:
@@ -56,10 +66,47 @@ def seed_table(department: str) -> pa.Table:
     return pq.read_table(SEEDS / SEED_OF[department] / "road_safety.parquet")
 
 
+def job_spec(fab: bytes, *, epochs: int = 5, **fields: Any) -> wire.JobSpec:
+    """A job of the sample app at department ``traffic``; ``fields`` override the spec's.
+
+    The run config's ``secure-aggregation`` follows ``secagg``, as the coordinator sets it.
+    """
+    values: dict[str, Any] = {
+        "job_id": JOB_ID,
+        "run_id": RUN_ID,
+        "node_id": NODE_ID,
+        "fab_sha256": hashlib.sha256(fab).hexdigest(),
+        "fab_size": len(fab),
+        "agreement": agreement_id("traffic"),
+        "dataset": "incidents",
+        "run_config": {
+            "local-epochs": epochs,
+            "learning-rate": 0.5,
+            "label-column": "incident",
+            "split-column": "split",
+            "secure-aggregation": bool(fields.get("secagg", False)),
+        },
+    }
+    values.update(fields)
+    return wire.JobSpec(**values)
+
+
+def train_message(node_id: int = NODE_ID, run_id: int = RUN_ID) -> Message:
+    """Round 1's train instruction with the app's initial weights, as a ServerApp sends it."""
+    arrays = ArrayRecord(task.initial_weights(len(task.FEATURES)))
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    message = Message(content, node_id, "train", group_id="1")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    message.metadata.__dict__["_run_id"] = run_id
+    return message
+
+
 @dataclass
 class FakeConfig:
     home: Path
     department: str
+    #: node.toml's [fl], as a NodeConfig carries it.
+    fl: FlSettings = field(default_factory=FlSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -70,11 +117,17 @@ class FakeConfig:
 class FakeAudit:
     entries: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Event name -> called (on the recording thread) once such an entry is recorded.
+    hooks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     def record(self, event: str, **fields: Any) -> int:
         with self.lock:
             self.entries.append({"event": event, **fields})
-            return len(self.entries)
+            seq = len(self.entries)
+        hook = self.hooks.get(event)
+        if hook is not None:
+            hook()
+        return seq
 
     def events(self, name: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -93,7 +146,11 @@ class FakeRuntime:
 
 
 class FakePolicy:
-    """Grants ``federated`` on one table to one coordinator, until revoked."""
+    """Grants ``federated`` on one table to one coordinator, until revoked.
+
+    ``passes`` set to a number revokes the agreement once that many more
+    rechecks have passed (e.g. 1: the gate's passes, the one after the app fails).
+    """
 
     def __init__(
         self,
@@ -107,6 +164,7 @@ class FakePolicy:
         self.coordinator = coordinator
         self.dataset_name = dataset
         self.revoked = False
+        self.passes: int | None = None
 
     def dataset(self, agreement_id: str) -> str:
         """The dataset the agreement names, as the catalog policy tells it."""
@@ -123,8 +181,43 @@ class FakePolicy:
         return self.table
 
     def recheck(self, agreement_id: str) -> None:
+        if self.passes is not None:
+            if self.passes == 0:
+                self.revoked = True
+            self.passes -= 1
         if self.revoked:
             raise AccessDenied(f"agreement {agreement_id} was revoked")
+
+
+class LocalNode:
+    """Department ``traffic`` as a participant called directly, the sample app approved.
+
+    ``copy`` is where a job of ``job_spec`` keeps its private data copy.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        fab: bytes,
+        *,
+        settings: FlSettings | None = None,
+        dataset: str = "incidents",
+        recheck_interval: float = RECHECK_INTERVAL,
+    ) -> None:
+        self.runtime = FakeRuntime(FakeConfig(tmp / "traffic", "traffic", settings or FlSettings()))
+        self.approvals = ApprovalStore.for_data_dir(self.runtime.config.data_dir)
+        path = tmp / "app.fab"
+        path.write_bytes(fab)
+        self.approvals.approve(str(path))
+        self.sha256 = hashlib.sha256(fab).hexdigest()
+        self.policy = FakePolicy(self.runtime.audit, seed_table("traffic"), dataset=dataset)
+        self.participant = Participant(
+            self.runtime,
+            policy=self.policy,
+            approvals=self.approvals,
+            recheck_interval=recheck_interval,
+        )
+        self.copy = self.runtime.config.data_dir / "fl" / "jobs" / JOB_ID / "data.parquet"
 
 
 @dataclass
