@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ import pyarrow as pa
 from node.agreements.policy import authorize, recheck
 from node.agreements.store import AgreementRecord
 from node.catalog import treatments
-from node.catalog.registry import Catalog
+from node.catalog.registry import Catalog, DatasetInfo
 from node.catalog.source import read_batches
+from node.catalog.verify import conversion_site
 from node.errors import AgreementError, CatalogError
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
 
 #: Rows per scanned batch; large batches keep per-batch overhead low.
 SCAN_BATCH_ROWS = 256 * 1024
+log = logging.getLogger("fednode.catalog")
 _EXTENSION = "catalog"
 _lock = threading.Lock()
 
@@ -107,10 +110,39 @@ class TreatedScan:
                 if batch.num_rows:
                     yield treatments.apply(batch, self._spec, self.schema, self._key)
         except (pa.ArrowException, OSError) as e:
-            raise CatalogError(f"cannot read dataset {self.info.name}: {e}") from e
+            raise _read_error(self.info, e) from e
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+
+def _read_error(info: DatasetInfo, error: Exception) -> CatalogError:
+    """A share's read failure, without Arrow's message.
+
+    The message goes into the ledger (``share.failed``), and Arrow's may quote
+    values, even of columns the agreement pseudonymizes (a CSV value that no
+    longer converts, a row that no longer parses). It goes to the local log.
+    """
+    log.warning("dataset %s could not be read for a share: %s", info.name, error)
+    hint = (
+        f"'fednode dataset show {info.name}' tells whether its data changed; "
+        f"'fednode dataset add {info.name} {info.path} --replace' reads it in full and "
+        "shows the operator the value at fault"
+    )
+    site = conversion_site(error, info.schema)
+    if site is not None:
+        return CatalogError(
+            f"column {site.column!r} of dataset {info.name!r} holds a value at {site.at} "
+            f"that is not {site.type} as registered",
+            hint=hint,
+        )
+    if isinstance(error, FileNotFoundError):
+        return CatalogError(f"a file of dataset {info.name!r} is gone", hint=hint)
+    return CatalogError(
+        f"dataset {info.name!r} could not be read ({type(error).__name__}); its data may be "
+        "damaged or changed since it was registered",
+        hint=hint + "; the node log shows the cause",
+    )
 
 
 def treated_scan(

@@ -38,7 +38,7 @@ import pyarrow.dataset as ds
 from node.catalog.source import read_batches
 from node.errors import CatalogError
 
-__all__ = ["VERIFY_BATCH_ROWS", "ReadProgress", "read_all"]
+__all__ = ["VERIFY_BATCH_ROWS", "ConversionSite", "ReadProgress", "conversion_site", "read_all"]
 
 #: Rows per batch of the registration read of Parquet and Arrow files: the share
 #: path's batch size. CSV is read in the reader's blocks instead (see above).
@@ -200,24 +200,55 @@ def _read(
         raise _conversion_error(e, schema, where) from e
 
 
-def _conversion_error(error: Exception, schema: pa.Schema, where: str) -> CatalogError:
+@dataclass(frozen=True)
+class ConversionSite:
+    """Where a CSV value failed to convert, as Arrow's message tells it."""
+
+    column: str
+    #: The file's line, counting from 1 with the header; ``None`` when Arrow leaves it out.
+    line: int | None
+    type: str
+    #: The value as Arrow quotes it: for the local operator only, never for a peer or the ledger.
+    value: str
+
+    @property
+    def at(self) -> str:
+        if self.line is None:
+            return "a row"
+        return f"line {self.line} (data row {self.line - 1:,})"
+
+
+def conversion_site(error: Exception, schema: pa.Schema) -> ConversionSite | None:
+    """The column, line and type of a CSV conversion failure, if ``error`` is one.
+
+    ``schema`` is the dataset's full schema: Arrow numbers the file's columns.
+    """
     match = _CSV_CONVERSION.search(str(error))
     if match is None:
+        return None
+    index = int(match["column"])
+    return ConversionSite(
+        column=schema.names[index] if index < len(schema) else f"#{index + 1}",
+        line=int(match["line"]) if match["line"] else None,
+        type=match["type"],
+        value=match["value"],
+    )
+
+
+def _conversion_error(error: Exception, schema: pa.Schema, where: str) -> CatalogError:
+    site = conversion_site(error, schema)
+    if site is None:
         return CatalogError(
             f"cannot read {where} as registered: {error}",
             hint="fix the file so every row has the columns and types of the first rows, "
             "then add it again",
         )
-    index = int(match["column"])
-    column = schema.names[index] if index < len(schema) else f"#{index + 1}"
-    value = match["value"]
+    column, value = site.column, site.value
     if len(value) > _VALUE_SHOWN:
         value = value[:_VALUE_SHOWN] + "..."
-    line = match["line"]
-    at = f"line {line} (data row {int(line) - 1:,})" if line else "a row"
     return CatalogError(
-        f"column {column!r} of {where} holds {value!r} at {at}, which is not "
-        f"{match['type']} like the rows before it",
+        f"column {column!r} of {where} holds {value!r} at {site.at}, which is not "
+        f"{site.type} like the rows before it",
         hint=f"correct or empty that value (an empty cell reads as null), or give {column!r} "
         "one type throughout the file, then add the dataset again",
     )
