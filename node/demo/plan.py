@@ -1,4 +1,10 @@
-"""The demo federation plan, read from ``seeds/federation.toml``."""
+"""The demo federation plan, read from ``seeds/federation.toml``.
+
+Invariant: every key in the file is one the demo uses. A key it does not
+know (a typo, or a setting the demo has no use for) is refused by name, so
+editing the file never silently changes nothing. ``[job]`` is the exception:
+it is the job file of ``fednode fl launch``, which checks it itself.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +67,57 @@ class DemoPlan:
     raw: dict[str, Any] = field(repr=False)
 
 
+_FEDERATION_KEYS = frozenset({"id", "display_name", "coordinator", "witness_threshold"})
+_DEPARTMENT_KEYS = frozenset({"id", "display_name", "witness", "datasets"})
+_DATASET_KEYS = frozenset({"name", "path", "description", "personal"})
+_AGREEMENT_KEYS = frozenset(
+    {
+        "name",
+        "provider",
+        "consumer",
+        "dataset",
+        "purpose_code",
+        "purpose_text",
+        "modes",
+        "valid_days",
+        "columns",
+    }
+)
+_TOP_KEYS = frozenset({"federation", "departments", "agreements", "job"})
+
+
+def _known_keys(table: dict[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse a key the demo would ignore.
+
+    Raises:
+        ConfigError: ``table`` holds a key outside ``known``.
+    """
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown key {unknown[0]!r}",
+            hint=f"{where} knows: {', '.join(sorted(known))}",
+        )
+
+
+def _check_plan_keys(doc: dict[str, Any], path: Path) -> None:
+    """Refuse unknown keys anywhere in ``federation.toml`` except ``[job]``.
+
+    Raises:
+        ConfigError: an unknown key, named with the table it is in.
+    """
+    _known_keys(doc, _TOP_KEYS, str(path))
+    _known_keys(doc.get("federation", {}), _FEDERATION_KEYS, f"{path} [federation]")
+    for department in doc.get("departments", ()):
+        where = f"{path} department {department.get('id', '?')!r}"
+        _known_keys(department, _DEPARTMENT_KEYS, where)
+        for dataset in department.get("datasets", ()):
+            _known_keys(dataset, _DATASET_KEYS, f"{where} dataset {dataset.get('name', '?')!r}")
+    for agreement in doc.get("agreements", ()):
+        where = f"{path} agreement {agreement.get('name', '?')!r}"
+        _known_keys(agreement, _AGREEMENT_KEYS, where)
+
+
 def default_seeds() -> Path:
     """The ``seeds/`` folder of this checkout."""
     return Path(__file__).resolve().parents[2] / "seeds"
@@ -70,7 +127,8 @@ def load_plan(seeds: Path) -> DemoPlan:
     """Read ``seeds/federation.toml``.
 
     Raises:
-        ConfigError: the file is missing or malformed.
+        ConfigError: the file is missing or malformed, or holds a key the demo
+            does not use.
     """
     path = seeds / "federation.toml"
     try:
@@ -82,6 +140,7 @@ def load_plan(seeds: Path) -> DemoPlan:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from e
     try:
+        _check_plan_keys(doc, path)
         fed = doc["federation"]
         departments = tuple(
             DepartmentPlan(
@@ -125,5 +184,5 @@ def load_plan(seeds: Path) -> DemoPlan:
             seeds=seeds,
             raw=doc,
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"{path}: malformed demo federation ({e!r})") from e

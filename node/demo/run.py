@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from rich.console import Console
 
 from ledger import canonical
 from ledger.verify import verify_bundle
-from node.admin.client import invoke
+from node.admin.client import invoke, is_running
 from node.config import load_config
 from node.demo.plan import DemoPlan
 from node.errors import ConfigError, NodeError
@@ -262,18 +264,9 @@ class Demo:
         job_file.write_text("\n".join(lines) + "\n")
 
         def progress(event: dict[str, Any]) -> None:
-            kind = event.get("event")
-            if kind == "participant":
-                state = f"joined with {event['rows']} rows" if event["ok"] else event["error"]
-                self.console.print(f"  {event['department']}: {state}")
-            elif kind == "phase" and event.get("metrics"):
-                metrics = ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in event["metrics"].items()
-                )
-                self.console.print(
-                    f"  round {event.get('round')} {event.get('phase', '')}: {metrics}"
-                )
+            line = progress_line(event)
+            if line is not None:
+                self.console.print(f"  {line}")
 
         summary = self.admin(
             self.plan.coordinator, "fl.launch", {"job_file": str(job_file)}, progress
@@ -316,8 +309,8 @@ class Demo:
                 published += int(bool(checkpoint["published"]))
                 if round_ == 2:
                     self.console.print(
-                        f"  {department}: checkpoint size {checkpoint['size']} cosigned by "
-                        f"{', '.join(checkpoint['cosigners']) or 'nobody'}"
+                        f"  {department}: checkpoint over its first {checkpoint['size']} "
+                        f"entries, cosigned by {', '.join(checkpoint['cosigners']) or 'nobody'}"
                     )
         for department in self.federation.homes:
             out = self.workdir / "audit" / department
@@ -326,10 +319,11 @@ class Demo:
             bundles.append(out)
         report = verify_bundle(bundles, ca_pem=self.federation.ca_pem.read_bytes())
         self.report.verification = (
-            f"{report.entries} entries in {len(report.bundles)} ledgers verified offline; "
-            f"{report.shares_checked} shares cross-checked between sender and receiver; "
-            f"{report.witnessed_checked} witnessed checkpoints matched against the logs "
-            "their witnesses cosigned"
+            f"{_count(report.entries, 'entry', 'entries')} in "
+            f"{_count(len(report.bundles), 'ledger')} verified offline; "
+            f"{_count(report.shares_checked, 'share')} cross-checked between sender and "
+            f"receiver; {_count(report.witnessed_checked, 'witnessed checkpoint')} matched "
+            "against the logs their witnesses cosigned"
         )
         self.report.artefacts["audit bundles"] = self.workdir / "audit"
         return (
@@ -340,6 +334,48 @@ class Demo:
     def stop(self) -> None:
         if self.fed is not None:
             self.fed.stop_all()
+
+    def explain_kept(self) -> None:
+        """Tell how to reach the nodes left running, and how to stop them."""
+        homes = self.federation.homes
+        coordinator = homes[self.plan.coordinator]
+        provider = homes[next(d for d in homes if d != self.plan.coordinator)]
+        self.console.rule("[bold]The federation keeps running (--keep)")
+        for line in (
+            "Each node is a 'fednode serve' process; reach one with --home. Try:",
+            f"  fednode status --home {coordinator}",
+            f"  fednode dataset list --home {provider}",
+            f"  fednode ledger show --home {provider}",
+            f"Stop them all (each stops cleanly on SIGTERM):  {_stop_command(self.workdir)}",
+            "Running 'fednode demo' again in this folder also stops them first.",
+        ):
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 share``, ``2 shares``: the number with the noun in the right form."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def progress_line(event: dict[str, Any]) -> str | None:
+    """One line for an ``fl.launch`` progress event, or None for events not shown.
+
+    A phase event names its round and its message type (``train``,
+    ``evaluate``); phases without metrics (the SecAgg+ stages) are not shown.
+    """
+    kind = event.get("event")
+    if kind == "participant":
+        state = f"joined with {event['rows']} rows" if event["ok"] else event["error"]
+        return f"{event['department']}: {state}"
+    if kind == "phase" and event.get("metrics"):
+        metrics = ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in event["metrics"].items()
+        )
+        # SecAgg+ reports training in a stage such as "train/collect_masked_vectors".
+        kind = str(event.get("type") or "phase").split("/", 1)[0]
+        return f"round {event.get('round')} {kind}: {metrics}"
+    return None
 
 
 def _toml_value(value: object) -> str:
@@ -355,25 +391,96 @@ def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
     return ["", f"[{name}]", *(f"{key} = {_toml_value(v)}" for key, v in values.items())]
 
 
-def prepare_workdir(workdir: Path) -> None:
-    """Empty ``workdir`` if it holds a previous demo; refuse to touch anything else.
+def _stop_command(workdir: Path) -> str:
+    return f"kill $(cat {workdir / 'federation'}/*/node.pid)"
+
+
+def _is_demo_node(pid: int, home: Path) -> bool:
+    """Whether ``pid`` is ``fednode serve`` for ``home`` (and not a recycled pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in argv and str(home).encode() in argv
+
+
+def stop_left_running(workdir: Path, timeout: float = 20.0) -> list[str]:
+    """Stop the nodes an earlier ``fednode demo --keep`` left running in ``workdir``.
+
+    Each gets SIGTERM and stops cleanly; a node is done once its pid file is
+    gone, the last thing it removes.
+
+    Returns:
+        The departments stopped.
 
     Raises:
-        ConfigError: the folder exists, is not empty, and was not made by the demo.
+        ConfigError: a node answers on its admin socket but its pid file does
+            not name its process, or it did not stop in time.
     """
+    stopped: list[str] = []
+    for config in sorted((workdir / "federation").glob("*/node.toml")):
+        home = config.parent
+        if not is_running(home):
+            continue
+        pid_file = home / "node.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            pid = -1
+        if pid <= 0 or not _is_demo_node(pid, home):
+            raise ConfigError(
+                f"a node still runs in {home}, and {pid_file} does not name its process",
+                hint=f"stop it yourself ('fednode status --home {home}' names it), then run "
+                "the demo again",
+            )
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_file.exists():
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the node in {home} (pid {pid}) did not stop within {timeout:.0f}s",
+                    hint=f"stop it with 'kill -9 {pid}', then run the demo again",
+                )
+            time.sleep(0.1)
+        stopped.append(home.name)
+    return stopped
+
+
+def prepare_workdir(workdir: Path) -> list[str]:
+    """Empty ``workdir`` if it holds a previous demo; refuse to touch anything else.
+
+    Nodes an earlier ``--keep`` run left running there are stopped first;
+    deleting their homes under them would leave them running with no way to
+    reach them.
+
+    Returns:
+        The departments whose nodes were stopped.
+
+    Raises:
+        ConfigError: the folder exists, is not empty, and was not made by the
+            demo; or a node left running there could not be stopped.
+    """
+    stopped: list[str] = []
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / _MARKER).exists():
             raise ConfigError(
                 f"{workdir} exists and was not made by 'fednode demo'",
                 hint="pass another --workdir, or remove the folder",
             )
+        stopped = stop_left_running(workdir)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / _MARKER).write_text("made by fednode demo; safe to delete\n")
+    return stopped
 
 
 def run_demo(plan: DemoPlan, workdir: Path, *, keep: bool, console: Console) -> DemoReport:
-    prepare_workdir(workdir)
+    stopped = prepare_workdir(workdir)
+    if stopped:
+        console.print(
+            f"stopped the nodes an earlier 'fednode demo --keep' left running in {workdir}: "
+            f"{', '.join(stopped)}"
+        )
     demo = Demo(plan, workdir, console)
     try:
         demo.step("1. Federation authority: CA, certificates, directory", demo.provision)
@@ -390,6 +497,8 @@ def run_demo(plan: DemoPlan, workdir: Path, *, keep: bool, console: Console) -> 
     finally:
         if not keep:
             demo.stop()
+    if keep:
+        demo.explain_kept()
     return demo.report
 
 
@@ -402,6 +511,7 @@ def _dp_caveat(dp: dict[str, Any]) -> str:
     if config.weakness() is None:
         return f", epsilon {config.epsilon:g}"
     return (
-        f", epsilon {config.epsilon:g} stated but {config.effective_epsilon:.4g} for a clipped "
-        "update: demo noise, not a privacy budget"
+        f", noise for epsilon {config.epsilon:g} at sensitivity {config.sensitivity:g}; a "
+        f"whole clipped update gets epsilon {config.effective_epsilon:.4g}: demo-strength "
+        "noise, not a privacy budget"
     )

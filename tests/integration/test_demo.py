@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from node.demo.run import prepare_workdir
+from node.errors import ConfigError
+from node.localfed import DepartmentSpec, provision
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +38,14 @@ def test_demo_runs_the_whole_federation_and_cleans_up(tmp_path: Path) -> None:
     out = result.stdout
     assert "What moved" in out and "What stayed local" in out
     assert "refused" in out
-    assert "verified offline" in out and "shares cross-checked" in out
+    assert "verified offline" in out
+    # Counts read as English: "1 share", "2 shares".
+    shares = re.search(r"(\d+) (shares?) cross-checked", out)
+    assert shares is not None and (shares[1] == "1") == (shares[2] == "share"), out
+    # Each round's metrics name the phase they come from.
+    assert "round 1 train: train-loss" in out and "round 5 evaluate: eval-acc" in out
+    assert "round 1 :" not in out
+    assert "checkpoint over its first" in out
     assert "no process left behind" in out
     assert (workdir / "shares").is_dir()
     assert sorted(p.name for p in (workdir / "audit").iterdir())
@@ -51,3 +64,25 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "was not made by 'fednode demo'" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_rerun_stops_the_nodes_a_kept_demo_left_running(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    prepare_workdir(workdir)
+    fed = provision(workdir / "federation", "city", [DepartmentSpec("traffic")])
+    process = fed.start("traffic")
+    try:
+        fed.wait_ready(timeout=60)
+        pid_file = fed.homes["traffic"] / "node.pid"
+        real_pid = pid_file.read_text()
+        # A pid file naming another process: nothing is killed, and the folder stays.
+        pid_file.write_text(f"{os.getpid()}\n")
+        with pytest.raises(ConfigError, match="does not name its process"):
+            prepare_workdir(workdir)
+        assert process.poll() is None and fed.homes["traffic"].is_dir()
+        pid_file.write_text(real_pid)
+        assert prepare_workdir(workdir) == ["traffic"]
+        assert process.wait(timeout=5) == 0, "the node stops cleanly on SIGTERM"
+        assert sorted(p.name for p in workdir.iterdir()) == [".fednode-demo"]
+    finally:
+        fed.stop_all()
