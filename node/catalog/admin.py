@@ -4,7 +4,8 @@
 ``{"event": "progress", "rows": N, "bytes": B, "total_bytes": T, "seconds": S}``
 events while it does (``total_bytes`` is null when the size is unknown), at
 most a few per second and only once the read has taken a moment, so small
-files show no progress at all. ``list`` and ``show`` attach each dataset's
+files show no progress at all. An operator who goes away (Ctrl-C) stops the
+read at its next batch, and nothing is registered. ``list`` and ``show`` attach each dataset's
 :class:`~node.catalog.registry.DatasetStatus`; ``list`` checks file metadata
 only, ``show`` also the current schema.
 """
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node.admin.cancel import check_cancelled
 from node.admin.registry import Emit, admin_command
 from node.catalog.loader import catalog_of
 from node.catalog.registry import SchemaChanges
@@ -38,6 +40,9 @@ class _Progress:
         self._next = self._start + PROGRESS_AFTER
 
     def __call__(self, progress: ReadProgress) -> None:
+        # Called after every batch and file, before anything is registered: an
+        # operator who went away (Ctrl-C) stops the read, and nothing is kept.
+        check_cancelled()
         now = time.monotonic()
         if now >= self._next:
             self._next = now + PROGRESS_EVERY
