@@ -97,7 +97,10 @@ bundle carrying it. Each file must verify under --ca and be of the bundles'
 federation, or verify refuses it naming the file (exit 7; a missing file
 exits 2). A file older than the newest directory only adds keys: the witness
 policy still comes from the newest directory, so it cannot lower the
-threshold. verify prints the serial and federation of each file it loaded.
+threshold. An earlier key vouches only for what it signed before the
+department's log under its new key began: given that log's bundle, a receipt
+under the earlier key recorded later than that (beyond a minute of clock
+skew) fails. verify prints the serial and federation of each file it loaded.
 
 Trust starts from --ca FILE: the federation CA certificate you got from the
 federation authority over a channel you trust. It is required: the ca.pem
@@ -114,10 +117,11 @@ examples:
   fednode ledger verify --ca federation-ca.pem health.zip
   fednode ledger verify --ca federation-ca.pem health.zip transport.zip
   fednode ledger verify --ca federation-ca.pem --require-published *.zip
-  fednode ledger verify --ca federation-ca.pem --require-published \
+  fednode ledger verify --ca federation-ca.pem --require-published \\
       --min-directory-serial 4 health.zip
-  fednode ledger verify --ca federation-ca.pem --directory directory-serial-1.json \
-      traffic.zip security.zip        (traffic enrolled again since serial 1)
+  # traffic enrolled again after directory serial 1; you keep that file:
+  fednode ledger verify --ca federation-ca.pem \\
+      --directory directory-serial-1.json traffic.zip security.zip
 """
 
 _PROVE_HELP = """\
