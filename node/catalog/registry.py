@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from ledger.canonical import dumps, loads
 from node.catalog.verify import ReadProgress, read_all
@@ -183,15 +184,49 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
     try:
         dataset = ds.dataset(str(path), format="ipc" if fmt == "arrow" else fmt)
     except (pa.ArrowException, OSError, ValueError) as e:
+        if not path.is_dir():
+            _check_twins(path, _file_schema(path, fmt))
         raise CatalogError(
             f"cannot open {path} as {fmt}: {e}",
             hint="pass --format csv or --format arrow if it holds CSV or Arrow IPC files"
             if path.is_dir()
-            else None,
+            else f"check that it is a complete {fmt} file (not empty, not still being "
+            "written), or pass --format if it holds another format",
         ) from e
     if path.is_dir():
         _check_folder(path, fmt, dataset)
     return dataset
+
+
+def _file_schema(path: Path, fmt: str) -> pa.Schema | None:
+    """A Parquet or Arrow file's own schema, read without a dataset; None if unreadable."""
+    try:
+        if fmt == "parquet":
+            return pq.read_schema(path)
+        if fmt == "arrow":
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_file(source).schema
+    except (pa.ArrowException, OSError, ValueError):
+        pass
+    return None
+
+
+def _check_twins(path: Path | str, schema: pa.Schema | None) -> None:
+    """Refuse a file with two columns of one name: a share of one could carry the other.
+
+    Raises:
+        CatalogError: naming the file and the column.
+    """
+    if schema is None:
+        return
+    names = schema.names
+    twins = sorted({n for n in names if names.count(n) > 1})
+    if twins:
+        raise CatalogError(
+            f"{path} has two columns named {twins[0]!r}"
+            + (f" (and more: {_some(twins[1:])})" if len(twins) > 1 else ""),
+            hint="rename the columns in the file so every name is unique, then add it again",
+        )
 
 
 def _format_of(path: Path) -> str | None:
@@ -241,7 +276,11 @@ def _check_folder(path: Path, fmt: str, dataset: ds.Dataset) -> None:
         try:
             schema = _decode_dictionaries(fragment.physical_schema)
         except (pa.ArrowException, OSError) as e:
-            raise CatalogError(f"cannot read {fragment.path} as {fmt}: {e}") from e
+            raise CatalogError(
+                f"cannot read {fragment.path} as {fmt}: {e}",
+                hint=f"check that it is a complete {fmt} file, or move it out of {path}",
+            ) from e
+        _check_twins(fragment.path, schema)
         if first is None:
             first, first_file = schema, fragment.path
             continue

@@ -1,0 +1,63 @@
+"""Data that cannot be opened, at registration or later at share time: every
+refusal names the cause and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from node.catalog.registry import Catalog
+from node.errors import CatalogError
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog(tmp_path / "catalog.db")
+
+
+def twin_columns(path: Path) -> Path:
+    """A Parquet file with two columns named ``a``: the second one holds other data."""
+    table = pa.table([pa.array(["x"]), pa.array(["other"]), pa.array(["y"])], ["a", "a", "b"])
+    pq.write_table(table, path)
+    return path
+
+
+def test_a_file_with_twin_columns_added_to_a_folder_stops_shares(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    folder = tmp_path / "visits"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": ["x"], "b": ["y"]}), folder / "1.parquet")
+    info = catalog.add("visits", folder)
+    twin_columns(folder / "2.parquet")
+    with pytest.raises(CatalogError, match=r"2\.parquet has two columns named 'a'") as refused:
+        catalog.open("visits")
+    assert "rename" in (refused.value.hint or "")
+    assert catalog.status(info).state == "unreadable"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("empty.parquet", b"", "empty.parquet as parquet"),
+        ("cut.parquet", b"PAR1\x00\x00PAR1", "cut.parquet as parquet"),
+        ("empty.csv", b"", "empty.csv as csv"),
+        ("cut.arrow", b"ARROW1", "cut.arrow as arrow"),
+        ("twins.parquet", None, "two columns named 'a'"),
+    ],
+)
+def test_files_that_cannot_be_opened_are_refused_with_a_hint(
+    tmp_path: Path, catalog: Catalog, name: str, content: bytes | None, match: str
+) -> None:
+    path = tmp_path / name
+    if content is None:
+        twin_columns(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CatalogError, match=match) as refused:
+        catalog.add("visits", path)
+    assert refused.value.hint
+    assert catalog.list() == []
