@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ JOB_ID = "job-1"
 def seed_table(department: str) -> pa.Table:
     """The committed seed ``road_safety`` table of a test department."""
     return pq.read_table(SEEDS / SEED_OF[department] / "road_safety.parquet")
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait until ``condition`` holds; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def job_spec(fab: bytes, *, epochs: int = 5, **fields: Any) -> wire.JobSpec:

@@ -4,22 +4,20 @@ internal text."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Message
 
 from node.fl import wire
-from node.fl.bundle import build_bundle
 from node.fl.participant import Participant
 from node.fl.service import MAX_DELIVERS_PER_PEER, FederatedServicer
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id, task
+from tests.unit.fl.fl_fakes import COORDINATOR, Cluster, job_spec, train_message
 
 
 class AbortedError(Exception):
@@ -36,43 +34,10 @@ class FakeContext:
         raise AbortedError(code, details)
 
 
-@pytest.fixture(scope="module")
-def fab() -> bytes:
-    return build_bundle(APP).data
-
-
-def _spec(fab: bytes) -> wire.JobSpec:
-    return wire.JobSpec(
-        job_id="job-1",
-        run_id=42,
-        node_id=77,
-        fab_sha256=hashlib.sha256(fab).hexdigest(),
-        fab_size=len(fab),
-        agreement=agreement_id("traffic"),
-        dataset="incidents",
-        run_config={
-            "local-epochs": 1,
-            "learning-rate": 0.5,
-            "label-column": "incident",
-            "split-column": "split",
-            "secure-aggregation": False,
-        },
-    )
-
-
 def _started(cluster: Cluster, fab: bytes) -> Participant:
     participant = cluster.nodes["traffic"].participant
-    participant.start_job(COORDINATOR, _spec(fab), fab)
+    participant.start_job(COORDINATOR, job_spec(fab, epochs=1), fab)
     return participant
-
-
-def _train() -> Message:
-    arrays = ArrayRecord(task.initial_weights(len(task.FEATURES)))
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
-    message = Message(content, 77, "train", group_id="1")
-    message.metadata.__dict__["_message_id"] = message.object_id
-    message.metadata.__dict__["_run_id"] = 42
-    return message
 
 
 def _flood(job_id: str, read: list[int], count: int = 500) -> Iterator[pb.MessageChunk]:
@@ -113,7 +78,7 @@ def test_one_peer_holds_at_most_a_few_streams_at_once(cluster: Cluster, fab: byt
     servicer = FederatedServicer(participant, caller=lambda _ctx: peer["who"])
     release = threading.Event()
     opened = threading.Semaphore(0)
-    data = wire.message_chunks(_train(), "job-1")
+    data = wire.message_chunks(train_message(), "job-1")
     first = next(iter(data))
 
     def held() -> Iterator[pb.MessageChunk]:
@@ -155,7 +120,9 @@ def test_one_peer_holds_at_most_a_few_streams_at_once(cluster: Cluster, fab: byt
             thread.join(10)
     assert len(results) == MAX_DELIVERS_PER_PEER
     # The held streams ended (malformed), and their slots are free again.
-    reply_chunks = list(servicer.Deliver(wire.message_chunks(_train(), "job-1"), FakeContext()))
+    reply_chunks = list(
+        servicer.Deliver(wire.message_chunks(train_message(), "job-1"), FakeContext())
+    )
     _, reply = wire.message_from_chunks(reply_chunks)
     assert not reply.has_error()
 
@@ -171,7 +138,7 @@ def test_a_fault_of_the_node_is_internal_without_its_text(
     participant.deliver = broken  # type: ignore[method-assign,assignment]
     servicer = FederatedServicer(participant, caller=lambda _ctx: COORDINATOR)
     with pytest.raises(AbortedError) as info:
-        list(servicer.Deliver(wire.message_chunks(_train(), "job-1"), FakeContext()))
+        list(servicer.Deliver(wire.message_chunks(train_message(), "job-1"), FakeContext()))
     assert info.value.code == grpc.StatusCode.INTERNAL
     assert "secret" not in info.value.details
     assert [r for r in caplog.records if "secret internal detail" in (r.exc_text or "")]
@@ -186,7 +153,7 @@ def test_a_fault_at_start_is_internal_without_its_text(cluster: Cluster, fab: by
     participant.start_job = broken  # type: ignore[method-assign,assignment]
     servicer = FederatedServicer(participant, caller=lambda _ctx: COORDINATOR)
     with pytest.raises(AbortedError) as info:
-        servicer.StartJob(wire.job_start_parts(_spec(fab), fab), FakeContext())
+        servicer.StartJob(wire.job_start_parts(job_spec(fab, epochs=1), fab), FakeContext())
     assert info.value.code == grpc.StatusCode.INTERNAL
     assert "secret" not in info.value.details
 
@@ -209,7 +176,7 @@ def test_a_group_id_that_is_no_round_number_is_refused_and_recorded(
     cluster: Cluster, fab: bytes, group_id: str
 ) -> None:
     participant = _started(cluster, fab)
-    message = _train()
+    message = train_message()
     message.metadata.__dict__["_group_id"] = group_id
     stub = pb_grpc.FederatedStub(cluster.coordinator.peer_channel("traffic"))
     replies = list(stub.Deliver(wire.message_chunks(message, "job-1"), timeout=30))
@@ -226,7 +193,7 @@ def test_a_group_id_that_is_no_round_number_is_refused_and_recorded(
 
 def test_a_short_decimal_group_id_is_the_round(cluster: Cluster, fab: bytes) -> None:
     participant = _started(cluster, fab)
-    message = _train()
+    message = train_message()
     message.metadata.__dict__["_group_id"] = "123456789"
     reply = participant.deliver(COORDINATOR, "job-1", message)
     assert not reply.has_error(), reply.error.reason

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable
 
 import grpc
 import pytest
 
 from node.fl import wire
-from node.fl.bundle import build_bundle
 from node.fl.errors import UnknownJobError
 from node.fl.idle import MAX_KEEP_INTERVAL, IdleWatch, JobKeeper, keep_interval
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id
+from tests.unit.fl.fl_fakes import COORDINATOR, Cluster, job_spec, wait_for
 
 
 class Clock:
@@ -116,40 +113,15 @@ def test_keep_interval_is_a_quarter_of_the_limit_at_most_30_s(
 # -- against a participant over gRPC ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fab() -> bytes:
-    return build_bundle(APP).data
-
-
-def _spec(fab: bytes, idle_limit: float) -> wire.JobSpec:
-    return wire.JobSpec(
-        job_id="job-1",
-        run_id=42,
-        node_id=77,
-        fab_sha256=hashlib.sha256(fab).hexdigest(),
-        fab_size=len(fab),
-        agreement=agreement_id("traffic"),
-        dataset="incidents",
-        idle_limit=idle_limit,
-    )
-
-
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_a_participant_ends_a_job_whose_coordinator_went_silent(
     cluster: Cluster, fab: bytes
 ) -> None:
     node = cluster.nodes["traffic"]
     started = time.monotonic()
-    node.participant.start_job(COORDINATOR, _spec(fab, 0.4), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, idle_limit=0.4), fab)
     workdir = node.runtime.config.data_dir / "fl" / "jobs" / "job-1"
     assert workdir.exists()
-    _wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "the silent job never ended")
+    wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "the silent job never ended")
     assert time.monotonic() - started >= 0.4
     [ended] = node.runtime.audit.events("fl.ended")
     assert ended["outcome"] == "error" and ended["peer"] == COORDINATOR
@@ -168,7 +140,7 @@ def test_a_participant_ends_a_job_whose_coordinator_went_silent(
 
 def test_a_job_without_a_limit_is_kept_until_it_ends(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab, 0.0), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, idle_limit=0.0), fab)
     assert node.participant._idle.watched == []
     node.participant.end_job(COORDINATOR, "job-1", "ok")
     [ended] = node.runtime.audit.events("fl.ended")
@@ -180,7 +152,7 @@ def test_keep_job_keeps_the_job_and_ends_when_the_coordinator_stops(
 ) -> None:
     node = cluster.nodes["traffic"]
     limit = 0.6
-    node.participant.start_job(COORDINATOR, _spec(fab, limit), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, idle_limit=limit), fab)
     kept: list[float] = []
     keep = node.participant.keep_job
 
@@ -194,14 +166,14 @@ def test_keep_job_keeps_the_job_and_ends_when_the_coordinator_stops(
     keeper.start()
     try:
         # Kept alive across three idle limits.
-        _wait_for(lambda: len(kept) >= 12, "KeepJob never arrived often enough")
+        wait_for(lambda: len(kept) >= 12, "KeepJob never arrived often enough")
         assert kept[-1] - kept[0] > 2 * limit
         assert node.participant.job_ids == ["job-1"]
         assert node.runtime.audit.events("fl.ended") == []
     finally:
         keeper.stop()
     stopped = time.monotonic()
-    _wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "the job outlived its keeper")
+    wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "the job outlived its keeper")
     assert time.monotonic() - stopped >= limit / 2
     assert "went silent" in node.runtime.audit.events("fl.ended")[0]["detail"]["reason"]
 
@@ -212,7 +184,7 @@ def test_keeper_drops_a_participant_that_no_longer_has_the_job(cluster: Cluster)
     keeper.add("health")
     keeper.start()
     try:
-        _wait_for(lambda: keeper.departments == [], "NOT_FOUND did not stop the KeepJob calls")
+        wait_for(lambda: keeper.departments == [], "NOT_FOUND did not stop the KeepJob calls")
     finally:
         keeper.stop()
 
@@ -223,6 +195,6 @@ def test_keep_job_for_an_unknown_or_foreign_job_is_not_found(cluster: Cluster, f
         stub.KeepJob(wire.job_alive_to_proto("nope"), timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab, 30.0), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, idle_limit=30.0), fab)
     with pytest.raises(UnknownJobError):
         node.participant.keep_job("security", "job-1")

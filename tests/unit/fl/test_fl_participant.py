@@ -9,59 +9,31 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord
 from flwr.common.constant import ErrorCode
 
 from node.errors import AccessDenied
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
-from node.fl.bundle import build_bundle
 from node.fl.coordinator import run_job
 from node.fl.errors import AppNotApprovedError, UnknownJobError
 from node.fl.jobfile import parse_job
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id, seed_table, task
-
-
-@pytest.fixture(scope="module")
-def fab() -> bytes:
-    return build_bundle(APP).data
-
-
-def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "run_id": 42,
-        "node_id": 77,
-        "fab_sha256": hashlib.sha256(fab).hexdigest(),
-        "fab_size": len(fab),
-        "agreement": agreement_id("traffic"),
-        "dataset": "incidents",
-        "run_config": {
-            "local-epochs": 5,
-            "learning-rate": 0.5,
-            "label-column": "incident",
-            "split-column": "split",
-            "secure-aggregation": False,
-        },
-    }
-    fields.update(kw)
-    return wire.JobSpec(**fields)
-
-
-def _train(node_id: int = 77, run_id: int = 42) -> Message:
-    arrays = ArrayRecord(task.initial_weights(len(task.FEATURES)))
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
-    message = Message(content, node_id, "train", group_id="1")
-    message.metadata.__dict__["_message_id"] = message.object_id
-    message.metadata.__dict__["_run_id"] = run_id
-    return message
+from tests.unit.fl.fl_fakes import (
+    APP,
+    COORDINATOR,
+    Cluster,
+    agreement_id,
+    job_spec,
+    seed_table,
+    train_message,
+)
 
 
 def test_unapproved_app_is_refused_and_recorded(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
     ApprovalStore.for_data_dir(node.runtime.config.data_dir).revoke(hashlib.sha256(fab).hexdigest())
     with pytest.raises(AppNotApprovedError, match="not approved"):
-        node.participant.start_job(COORDINATOR, _spec(fab), fab)
+        node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     denied = node.runtime.audit.events("access.denied")
     assert denied and denied[0]["detail"]["fab_sha256"] == hashlib.sha256(fab).hexdigest()
     assert node.participant.job_ids == []
@@ -70,13 +42,13 @@ def test_unapproved_app_is_refused_and_recorded(cluster: Cluster, fab: bytes) ->
 def test_agreement_refusal_stops_admission(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
     with pytest.raises(AccessDenied, match="does not grant"):
-        node.participant.start_job("someone-else", _spec(fab), fab)
+        node.participant.start_job("someone-else", job_spec(fab), fab)
     assert node.runtime.audit.events("access.denied")[0]["peer"] == "someone-else"
 
 
 def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    info = node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    info = node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     table = seed_table("traffic")
     assert info.rows == table.num_rows and info.columns == tuple(table.column_names)
     # Admission read the treated table: recorded before any task runs.
@@ -84,7 +56,7 @@ def test_task_and_reply_are_recorded_with_columns_and_digest(cluster: Cluster, f
     assert admitted["peer"] == COORDINATOR and admitted["agreement"] == agreement_id("traffic")
     assert admitted["columns"] == table.column_names
     assert admitted["detail"]["rows"] == table.num_rows and admitted["detail"]["job_id"] == "job-1"
-    reply = node.participant.deliver(COORDINATOR, "job-1", _train())
+    reply = node.participant.deliver(COORDINATOR, "job-1", train_message())
     assert not reply.has_error()
     (entry,) = node.runtime.audit.events("fl.task")
     assert entry["peer"] == COORDINATOR and entry["agreement"] == agreement_id("traffic")
@@ -106,15 +78,15 @@ def test_revocation_stops_a_running_job_at_the_next_message(
     cluster: Cluster, fab: bytes, revoke: str
 ) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
-    assert not node.participant.deliver(COORDINATOR, "job-1", _train()).has_error()
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
+    assert not node.participant.deliver(COORDINATOR, "job-1", train_message()).has_error()
     if revoke == "approval":
         ApprovalStore.for_data_dir(node.runtime.config.data_dir).revoke(
             hashlib.sha256(fab).hexdigest()
         )
     else:
         node.policy.revoked = True
-    reply = node.participant.deliver(COORDINATOR, "job-1", _train())
+    reply = node.participant.deliver(COORDINATOR, "job-1", train_message())
     assert reply.has_error() and reply.error.code == ErrorCode.MOD_FAILED_PRECONDITION
     assert len(node.runtime.audit.events("fl.task")) == 1  # the denied task never ran
     assert node.runtime.audit.events("access.denied")[-1]["outcome"] == "denied"
@@ -122,18 +94,18 @@ def test_revocation_stops_a_running_job_at_the_next_message(
 
 def test_only_the_starting_coordinator_reaches_the_job(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     with pytest.raises(UnknownJobError):
-        node.participant.deliver("security", "job-1", _train())
+        node.participant.deliver("security", "job-1", train_message())
     with pytest.raises(UnknownJobError):
         node.participant.end_job("security", "job-1", "ok")
-    wrong_node = node.participant.deliver(COORDINATOR, "job-1", _train(node_id=5))
+    wrong_node = node.participant.deliver(COORDINATOR, "job-1", train_message(node_id=5))
     assert wrong_node.has_error()
 
 
 def test_data_copy_is_private_and_removed_at_job_end(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     data = node.runtime.config.data_dir / "fl" / "jobs" / "job-1" / "data.parquet"
     assert data.stat().st_mode & 0o777 == 0o600
     assert data.parent.stat().st_mode & 0o777 == 0o700
@@ -143,8 +115,8 @@ def test_data_copy_is_private_and_removed_at_job_end(cluster: Cluster, fab: byte
 
 def test_app_exception_becomes_error_reply_and_is_recorded(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
-    bad = _train()
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
+    bad = train_message()
     del bad.content["arrays"]
     reply = node.participant.deliver(COORDINATOR, "job-1", bad)
     assert reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -182,11 +154,11 @@ def test_dp_clips_and_noises_updates_and_the_ledger_records_its_parameters(
 
 def test_one_context_lives_for_the_whole_run(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     job = node.participant._job(COORDINATOR, "job-1")
     context = job.context
     context.state.config_records["probe"] = ConfigRecord({"n": 1})
-    node.participant.deliver(COORDINATOR, "job-1", _train())
+    node.participant.deliver(COORDINATOR, "job-1", train_message())
     assert node.participant._job(COORDINATOR, "job-1").context is context
     assert context.state.config_records["probe"]["n"] == 1
     assert str(context.node_config["data-path"]).endswith("data.parquet")
@@ -218,7 +190,7 @@ class _Gate:
 
 def test_the_end_of_a_job_is_recorded_and_stops_its_messages(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     job = node.participant._job(COORDINATOR, "job-1")
     # A message queued behind one still running when the end comes never runs.
     job.lock = gate = _Gate()  # type: ignore[assignment]
@@ -227,7 +199,7 @@ def test_the_end_of_a_job_is_recorded_and_stops_its_messages(cluster: Cluster, f
 
     def deliver() -> None:
         try:
-            node.participant.deliver(COORDINATOR, "job-1", _train())
+            node.participant.deliver(COORDINATOR, "job-1", train_message())
         except UnknownJobError as e:
             queued.append(e)
 
@@ -250,7 +222,7 @@ def test_the_end_of_a_job_is_recorded_and_stops_its_messages(cluster: Cluster, f
 
 def test_a_reply_computed_after_the_job_ended_is_dropped(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
     job = node.participant._job(COORDINATOR, "job-1")
     handler = job.handler
 
@@ -260,4 +232,4 @@ def test_a_reply_computed_after_the_job_ended_is_dropped(cluster: Cluster, fab: 
 
     job.handler = end_during
     with pytest.raises(UnknownJobError, match="has ended"):
-        node.participant.deliver(COORDINATOR, "job-1", _train())
+        node.participant.deliver(COORDINATOR, "job-1", train_message())

@@ -3,7 +3,6 @@ following the protocol would hand the coordinator its individual update."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +11,10 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from node.fl import wire
-from node.fl.bundle import build_bundle
 from node.fl.mods import SecAggFloorError, check_secagg_floor
-from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id
+from tests.unit.fl.fl_fakes import COORDINATOR, NODE_ID, Cluster, job_spec
 
-NODE = 77
+NODE = NODE_ID
 QUANTIZATION = {
     Key.CLIPPING_RANGE: 16.0,
     Key.TARGET_RANGE: 1 << 22,
@@ -106,30 +103,9 @@ def test_sound_secagg_parameters_pass(message: Make) -> None:
     check_secagg_floor(message())
 
 
-def _spec(fab: bytes) -> wire.JobSpec:
-    return wire.JobSpec(
-        job_id="job-1",
-        run_id=42,
-        node_id=NODE,
-        fab_sha256=hashlib.sha256(fab).hexdigest(),
-        fab_size=len(fab),
-        agreement=agreement_id("traffic"),
-        dataset="incidents",
-        run_config={
-            "local-epochs": 1,
-            "learning-rate": 0.5,
-            "label-column": "incident",
-            "split-column": "split",
-            "secure-aggregation": True,
-        },
-        secagg=True,
-    )
-
-
-def test_a_lone_node_secagg_round_is_refused_and_recorded(cluster: Cluster) -> None:
-    fab = build_bundle(APP).data
+def test_a_lone_node_secagg_round_is_refused_and_recorded(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, epochs=1, secagg=True), fab)
     reply = node.participant.deliver(COORDINATOR, "job-1", _setup(1, 1, 1))
     assert reply.has_error()
     assert reply.error.code == ErrorCode.MOD_FAILED_PRECONDITION
@@ -147,10 +123,9 @@ def test_a_lone_node_secagg_round_is_refused_and_recorded(cluster: Cluster) -> N
     assert keys.has_error()
 
 
-def test_a_sound_setup_reaches_flowers_mod(cluster: Cluster) -> None:
-    fab = build_bundle(APP).data
+def test_a_sound_setup_reaches_flowers_mod(cluster: Cluster, fab: bytes) -> None:
     node = cluster.nodes["traffic"]
-    node.participant.start_job(COORDINATOR, _spec(fab), fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab, epochs=1, secagg=True), fab)
     reply = node.participant.deliver(COORDINATOR, "job-1", _setup(3, 3, 2))
     assert not reply.has_error(), reply.error.reason
     configs = reply.content.config_records[RECORD_KEY_CONFIGS]

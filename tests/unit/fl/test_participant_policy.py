@@ -2,85 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from node.config import FlSettings, load_config, render_config
 from node.errors import AccessDenied, ConfigError
 from node.fl import wire
-from node.fl.approvals import ApprovalStore
-from node.fl.bundle import build_bundle
 from node.fl.participant import Participant
-from tests.unit.fl.fl_fakes import (
-    APP,
-    COORDINATOR,
-    FakeAudit,
-    FakeConfig,
-    FakePolicy,
-    FakeRuntime,
-    agreement_id,
-    seed_table,
-)
-
-
-@pytest.fixture(scope="module")
-def fab() -> bytes:
-    return build_bundle(APP).data
-
-
-class NamingPolicy(FakePolicy):
-    """A FakePolicy whose agreement covers one named dataset, as the catalog's does."""
-
-    def __init__(self, audit: FakeAudit, table: pa.Table, dataset: str) -> None:
-        super().__init__(audit, table)
-        self.covers = dataset
-
-    def dataset(self, agreement_id: str) -> str:
-        return self.covers
-
-
-@dataclass
-class FlConfig(FakeConfig):
-    fl: FlSettings = field(default_factory=FlSettings)
-
-
-def _participant(
-    tmp: Path, fab: bytes, settings: FlSettings | None = None, dataset: str = "incidents"
-) -> tuple[FakeRuntime, Participant]:
-    runtime = FakeRuntime(FlConfig(tmp / "traffic", "traffic", settings or FlSettings()))
-    approvals = ApprovalStore.for_data_dir(runtime.config.data_dir)
-    path = tmp / "app.fab"
-    path.write_bytes(fab)
-    approvals.approve(str(path))
-    policy = NamingPolicy(runtime.audit, seed_table("traffic"), dataset)
-    return runtime, Participant(runtime, policy=policy, approvals=approvals)
-
-
-def _spec(fab: bytes, **kw: Any) -> wire.JobSpec:
-    fields: dict[str, Any] = {
-        "job_id": "job-1",
-        "run_id": 42,
-        "node_id": 77,
-        "fab_sha256": hashlib.sha256(fab).hexdigest(),
-        "fab_size": len(fab),
-        "agreement": agreement_id("traffic"),
-        "dataset": "incidents",
-        "run_config": {
-            "local-epochs": 5,
-            "learning-rate": 0.5,
-            "label-column": "incident",
-            "split-column": "split",
-            "secure-aggregation": False,
-        },
-    }
-    fields.update(kw)
-    return wire.JobSpec(**fields)
+from tests.unit.fl.fl_fakes import COORDINATOR, FakeRuntime, LocalNode, job_spec
 
 
 def _dp(sensitivity: float, epsilon: float = 1.0) -> wire.DpConfig:
@@ -154,42 +86,42 @@ def test_fl_must_be_a_table(tmp_path: Path) -> None:
 
 
 def test_defaults_take_a_job_without_secagg_or_dp(tmp_path: Path, fab: bytes) -> None:
-    runtime, participant = _participant(tmp_path, fab)
-    participant.start_job(COORDINATOR, _spec(fab), fab)
-    assert participant.job_ids == ["job-1"]
-    assert not runtime.audit.events("access.denied")
+    node = LocalNode(tmp_path, fab)
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
+    assert node.participant.job_ids == ["job-1"]
+    assert not node.runtime.audit.events("access.denied")
 
 
 def test_required_secagg_refuses_a_job_without_it(tmp_path: Path, fab: bytes) -> None:
-    runtime, participant = _participant(tmp_path, fab, FlSettings(require_secagg=True))
+    node = LocalNode(tmp_path, fab, settings=FlSettings(require_secagg=True))
     with pytest.raises(AccessDenied, match=r"\[fl\] require_secagg"):
-        participant.start_job(COORDINATOR, _spec(fab, dp=_dp(1.0)), fab)
-    _refused(runtime, tmp_path, "require_secagg")
+        node.participant.start_job(COORDINATOR, job_spec(fab, dp=_dp(1.0)), fab)
+    _refused(node.runtime, tmp_path, "require_secagg")
 
 
 def test_required_secagg_takes_a_job_with_it(tmp_path: Path, fab: bytes) -> None:
-    _, participant = _participant(tmp_path, fab, FlSettings(require_secagg=True))
-    participant.start_job(COORDINATOR, _spec(fab, secagg=True), fab)
-    assert participant.job_ids == ["job-1"]
+    node = LocalNode(tmp_path, fab, settings=FlSettings(require_secagg=True))
+    node.participant.start_job(COORDINATOR, job_spec(fab, secagg=True), fab)
+    assert node.participant.job_ids == ["job-1"]
 
 
 def test_required_dp_refuses_a_job_without_it(tmp_path: Path, fab: bytes) -> None:
-    runtime, participant = _participant(tmp_path, fab, FlSettings(require_dp=True))
+    node = LocalNode(tmp_path, fab, settings=FlSettings(require_dp=True))
     with pytest.raises(AccessDenied, match=r"\[fl\] require_dp"):
-        participant.start_job(COORDINATOR, _spec(fab, secagg=True), fab)
-    _refused(runtime, tmp_path, "require_dp")
+        node.participant.start_job(COORDINATOR, job_spec(fab, secagg=True), fab)
+    _refused(node.runtime, tmp_path, "require_dp")
 
 
 def test_explicit_settings_override_the_node_config(tmp_path: Path, fab: bytes) -> None:
-    runtime, _ = _participant(tmp_path, fab)
+    node = LocalNode(tmp_path, fab)
     participant = Participant(
-        runtime,
-        policy=NamingPolicy(runtime.audit, seed_table("traffic"), "incidents"),
-        approvals=ApprovalStore.for_data_dir(runtime.config.data_dir),
+        node.runtime,
+        policy=node.policy,
+        approvals=node.approvals,
         settings=FlSettings(require_secagg=True),
     )
     with pytest.raises(AccessDenied, match=r"\[fl\] require_secagg"):
-        participant.start_job(COORDINATOR, _spec(fab), fab)
+        participant.start_job(COORDINATOR, job_spec(fab), fab)
 
 
 @pytest.mark.parametrize(
@@ -205,22 +137,22 @@ def test_explicit_settings_override_the_node_config(tmp_path: Path, fab: bytes) 
 def test_max_epsilon_judges_the_effective_epsilon(
     tmp_path: Path, fab: bytes, dp: wire.DpConfig, admitted: bool
 ) -> None:
-    runtime, participant = _participant(tmp_path, fab, FlSettings(max_epsilon=2.0))
+    node = LocalNode(tmp_path, fab, settings=FlSettings(max_epsilon=2.0))
     if admitted:
-        participant.start_job(COORDINATOR, _spec(fab, dp=dp), fab)
-        assert participant.job_ids == ["job-1"]
+        node.participant.start_job(COORDINATOR, job_spec(fab, dp=dp), fab)
+        assert node.participant.job_ids == ["job-1"]
         return
     with pytest.raises(
         AccessDenied, match=r"effective epsilon .* above this node's \[fl\] max_epsilon 2"
     ):
-        participant.start_job(COORDINATOR, _spec(fab, dp=dp), fab)
-    _refused(runtime, tmp_path, "max_epsilon")
+        node.participant.start_job(COORDINATOR, job_spec(fab, dp=dp), fab)
+    _refused(node.runtime, tmp_path, "max_epsilon")
 
 
 def test_max_epsilon_alone_does_not_require_dp(tmp_path: Path, fab: bytes) -> None:
-    _, participant = _participant(tmp_path, fab, FlSettings(max_epsilon=1.0))
-    participant.start_job(COORDINATOR, _spec(fab), fab)
-    assert participant.job_ids == ["job-1"]
+    node = LocalNode(tmp_path, fab, settings=FlSettings(max_epsilon=1.0))
+    node.participant.start_job(COORDINATOR, job_spec(fab), fab)
+    assert node.participant.job_ids == ["job-1"]
     assert math.isfinite(_dp(1.0).effective_epsilon)
 
 
@@ -228,18 +160,18 @@ def test_max_epsilon_alone_does_not_require_dp(tmp_path: Path, fab: bytes) -> No
 
 
 def test_a_dataset_other_than_the_agreements_is_refused(tmp_path: Path, fab: bytes) -> None:
-    runtime, participant = _participant(tmp_path, fab, dataset="road_safety")
+    node = LocalNode(tmp_path, fab, dataset="road_safety")
     with pytest.raises(
         AccessDenied, match=r"names dataset 'incidents' but agreement .* covers 'road_safety'"
     ):
-        participant.start_job(COORDINATOR, _spec(fab, dataset="incidents"), fab)
-    _refused(runtime, tmp_path, "covers 'road_safety'")
+        node.participant.start_job(COORDINATOR, job_spec(fab, dataset="incidents"), fab)
+    _refused(node.runtime, tmp_path, "covers 'road_safety'")
 
 
 def test_the_agreements_dataset_is_taken(tmp_path: Path, fab: bytes) -> None:
-    runtime, participant = _participant(tmp_path, fab, dataset="road_safety")
-    participant.start_job(COORDINATOR, _spec(fab, dataset="road_safety"), fab)
-    assert runtime.audit.events("fl.admitted")[0]["dataset"] == "road_safety"
+    node = LocalNode(tmp_path, fab, dataset="road_safety")
+    node.participant.start_job(COORDINATOR, job_spec(fab, dataset="road_safety"), fab)
+    assert node.runtime.audit.events("fl.admitted")[0]["dataset"] == "road_safety"
 
 
 # -- run config ----------------------------------------------------------------------
@@ -260,17 +192,17 @@ def test_the_agreements_dataset_is_taken(tmp_path: Path, fab: bytes) -> None:
 def test_a_run_config_the_fab_does_not_declare_is_refused(
     tmp_path: Path, fab: bytes, change: dict[str, Any], match: str
 ) -> None:
-    runtime, participant = _participant(tmp_path, fab)
-    spec = _spec(fab)
+    node = LocalNode(tmp_path, fab)
+    spec = job_spec(fab)
     with pytest.raises(AccessDenied, match=match):
-        participant.start_job(
-            COORDINATOR, _spec(fab, run_config={**spec.run_config, **change}), fab
+        node.participant.start_job(
+            COORDINATOR, job_spec(fab, run_config={**spec.run_config, **change}), fab
         )
-    _refused(runtime, tmp_path, "run")
+    _refused(node.runtime, tmp_path, "run")
 
 
 def test_a_declared_run_config_is_taken(tmp_path: Path, fab: bytes) -> None:
-    _, participant = _participant(tmp_path, fab)
-    config = {**_spec(fab).run_config, "learning-rate": 1}  # an int for a float key
-    participant.start_job(COORDINATOR, _spec(fab, run_config=config), fab)
-    assert participant.job_ids == ["job-1"]
+    node = LocalNode(tmp_path, fab)
+    config = {**job_spec(fab).run_config, "learning-rate": 1}  # an int for a float key
+    node.participant.start_job(COORDINATOR, job_spec(fab, run_config=config), fab)
+    assert node.participant.job_ids == ["job-1"]

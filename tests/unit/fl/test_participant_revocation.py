@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,11 +9,12 @@ from flwr.common.constant import ErrorCode
 
 from node.errors import AccessDenied
 from node.fl.errors import UnknownJobError
-from tests.unit.fl.fl_fakes import COORDINATOR, JOB_ID, LocalNode, job_spec, train_message
+from node.fl.participant import RECHECK_INTERVAL
+from tests.unit.fl.fl_fakes import COORDINATOR, JOB_ID, LocalNode, job_spec, train_message, wait_for
 
 
-def _started(tmp: Path, fab: bytes, **node: float) -> LocalNode:
-    local = LocalNode(tmp, fab, **node)  # type: ignore[arg-type]
+def _started(tmp: Path, fab: bytes, recheck_interval: float = RECHECK_INTERVAL) -> LocalNode:
+    local = LocalNode(tmp, fab, recheck_interval=recheck_interval)
     local.participant.start_job(COORDINATOR, job_spec(fab), fab)
     assert local.copy.exists()
     return local
@@ -31,13 +30,6 @@ def _assert_ended(node: LocalNode, reason: str) -> None:
     assert node.runtime.audit.events("access.denied")[-1]["outcome"] == "denied"
     with pytest.raises(UnknownJobError):
         node.participant.deliver(COORDINATOR, JOB_ID, train_message())
-
-
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def test_a_reply_computed_across_a_revocation_is_dropped_and_recorded_as_denied(
@@ -128,8 +120,8 @@ def test_a_revocation_ends_a_job_whose_coordinator_stays_silent(
         node.policy.revoked = True
     else:
         node.approvals.revoke(node.sha256)
-    _wait_for(lambda: not node.copy.exists(), "the revoked job kept its data copy")
-    _wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "no fl.ended recorded")
+    wait_for(lambda: not node.copy.exists(), "the revoked job kept its data copy")
+    wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "no fl.ended recorded")
     _assert_ended(node, "the node's periodic check")
 
 
@@ -138,7 +130,7 @@ def test_the_periodic_check_leaves_a_granted_job_running_and_records_nothing(
 ) -> None:
     node = _started(tmp_path, fab, recheck_interval=0.02)
     checked = node.policy.passes = 10**6  # counts the rechecks down
-    _wait_for(lambda: checked - (node.policy.passes or 0) >= 5, "the job was never rechecked")
+    wait_for(lambda: checked - (node.policy.passes or 0) >= 5, "the job was never rechecked")
     assert node.participant.job_ids == [JOB_ID] and node.copy.exists()
     assert [e["event"] for e in node.runtime.audit.entries] == ["fl.admitted"]
     node.participant.end_job(COORDINATOR, JOB_ID, "ok")
