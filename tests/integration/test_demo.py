@@ -16,6 +16,26 @@ from node.localfed import DepartmentSpec, provision
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_TESTS = ROOT / "tests" / "unit" / "deploy"
+sys.path.insert(0, str(DEPLOY_TESTS))
+
+from unit_sandbox import available  # noqa: E402 -- found through the path set just above
+
+
+def _under_the_unit() -> list[str]:
+    """A prefix that runs a command under deploy/systemd/fednode.service's kernel filters.
+
+    Where this machine can apply them (tests/unit/deploy/unit_sandbox.py), the
+    demo's nodes run under the same system-call filter, MemoryDenyWriteExecute
+    and address families as a node under systemd: a share, SecAgg+ and
+    witnessing, end to end.
+    """
+    if not available():
+        return []
+    unit = ROOT / "deploy" / "systemd" / "fednode.service"
+    return [sys.executable, str(DEPLOY_TESTS / "unit_sandbox.py"), str(unit), "--"]
+
 
 def _serving(workdir: Path) -> list[str]:
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
@@ -27,7 +47,15 @@ def _serving(workdir: Path) -> list[str]:
 def test_demo_runs_the_whole_federation_and_cleans_up(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "node.cli.main", "demo", "--workdir", str(workdir)],
+        [
+            *_under_the_unit(),
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "demo",
+            "--workdir",
+            str(workdir),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
