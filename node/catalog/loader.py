@@ -109,7 +109,7 @@ class TreatedScan:
                     self._before_batch()
                 if batch.num_rows:
                     yield treatments.apply(batch, self._spec, self.schema, self._key)
-        except (pa.ArrowException, OSError) as e:
+        except (pa.ArrowException, OSError, ValueError) as e:
             raise _read_error(self.info, e) from e
 
     def reader(self) -> pa.RecordBatchReader:

@@ -74,6 +74,11 @@ _PERSONAL_HINTS = re.compile(
     r"latitude|longitude|location|diagnosis|ethnic|religion|health)($|_)",
     re.IGNORECASE,
 )
+# Fields pyarrow's dataset scanner adds to every scan (__filename is the file's
+# path); a column of one of these names cannot be selected unambiguously.
+_READER_FIELDS = frozenset(
+    {"__filename", "__fragment_index", "__batch_index", "__last_in_fragment"}
+)
 _SCHEMA_VERSION = 1
 _INSERT_VALUES = " INTO datasets VALUES (?,?,?,?,?,?,?,?)"
 _SQL = """
@@ -193,6 +198,13 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
             else f"check that it is a complete {fmt} file (not empty, not still being "
             "written), or pass --format if it holds another format",
         ) from e
+    kept = [name for name in dataset.schema.names if name in _READER_FIELDS]
+    if kept:
+        raise CatalogError(
+            f"column {kept[0]!r} is a name the reader keeps for itself "
+            f"({', '.join(sorted(_READER_FIELDS))}), so {path} cannot be read",
+            hint="rename that column in the data, then add it again",
+        )
     if path.is_dir():
         _check_folder(path, fmt, dataset)
     return dataset

@@ -61,3 +61,23 @@ def test_files_that_cannot_be_opened_are_refused_with_a_hint(
         catalog.add("visits", path)
     assert refused.value.hint
     assert catalog.list() == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "arrow"])
+def test_columns_named_like_the_readers_own_fields_are_refused_by_name(
+    tmp_path: Path, catalog: Catalog, fmt: str
+) -> None:
+    # pyarrow's dataset reader adds __filename (the provider's path) and others
+    # to every scan; a column of that name would be ambiguous.
+    table = pa.table({"__filename": ["real"], "x": [1]})
+    path = tmp_path / f"visits.{fmt}"
+    if fmt == "csv":
+        path.write_text("__filename,x\nreal,1\n")
+    elif fmt == "parquet":
+        pq.write_table(table, path)
+    else:
+        with pa.ipc.new_file(path, table.schema) as writer:
+            writer.write_table(table)
+    with pytest.raises(CatalogError, match="'__filename' is a name the reader keeps") as refused:
+        catalog.add("visits", path)
+    assert "rename" in (refused.value.hint or "")
