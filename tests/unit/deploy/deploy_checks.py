@@ -22,6 +22,7 @@ __all__ = [
     "check_k8s",
     "check_systemd",
     "code_lines",
+    "fednode_invocations",
     "parse_unit",
 ]
 
@@ -509,3 +510,37 @@ def check_guide(markdown: str, unit_text: str) -> list[str]:
                             "journal into the restored database"
                         )
     return problems
+
+
+_SUBSTITUTION = re.compile(r"\$\([^)]*\)|\$\{[^}]*\}|\$\w+")
+
+
+def fednode_invocations(line: str, groups: Iterable[str]) -> list[list[str]]:
+    """The argument lists ``line`` passes to ``fednode`` (after the program name).
+
+    Finds ``fednode GROUP ...`` and ``/opt/fednode/bin/fednode GROUP ...`` (so
+    ``sudo -u fednode fednode status`` is one call, to ``status``), and
+    ``docker compose run [OPTIONS] SERVICE ARGS``, whose entrypoint is
+    ``fednode`` unless ``--entrypoint`` replaces it. Shell substitutions become
+    one placeholder word, and ``#`` comments are dropped.
+    """
+    known = set(groups)
+    try:
+        words = shlex.split(_SUBSTITUTION.sub("X", line), comments=True)
+    except ValueError:
+        return []
+    calls: list[list[str]] = []
+    if words[:3] == ["docker", "compose", "run"] and "--entrypoint" not in words:
+        rest = words[3:]
+        while rest and rest[0].startswith("-"):
+            rest = rest[1:]
+        if len(rest) > 1:
+            calls.append(rest[1:])
+    for index, word in enumerate(words[:-1]):
+        if (word == "fednode" or word.endswith("/bin/fednode")) and words[index + 1] in known:
+            call = words[index + 1 :]
+            for separator in ("&&", "||", ";", "|"):
+                if separator in call:
+                    call = call[: call.index(separator)]
+            calls.append(call)
+    return calls
