@@ -118,9 +118,19 @@ def _check_plan_keys(doc: dict[str, Any], path: Path) -> None:
         _known_keys(agreement, _AGREEMENT_KEYS, where)
 
 
+#: ``seeds/`` beside the package, when fednode runs from a checkout (editable install).
+_CHECKOUT_SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
 def default_seeds() -> Path:
-    """The ``seeds/`` folder of this checkout."""
-    return Path(__file__).resolve().parents[2] / "seeds"
+    """The checkout's ``seeds/`` folder, or ``./seeds`` when fednode is installed from a wheel.
+
+    An installed package has no ``seeds/`` beside it, so the demo then looks in
+    the current folder, which is where "run it from a checkout" points.
+    """
+    if (_CHECKOUT_SEEDS / "federation.toml").is_file():
+        return _CHECKOUT_SEEDS
+    return Path.cwd() / "seeds"
 
 
 def load_plan(seeds: Path) -> DemoPlan:
@@ -135,7 +145,8 @@ def load_plan(seeds: Path) -> DemoPlan:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ConfigError(
-            f"no demo federation at {path}", hint="run from a fednode checkout or pass --seeds"
+            f"no demo federation at {path}",
+            hint="run it from the top folder of a fednode checkout, or pass --seeds FOLDER",
         ) from e
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from e

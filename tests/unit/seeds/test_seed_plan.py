@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from node.demo.plan import load_plan
+import node.demo.plan as plan_module
+from node.demo.plan import default_seeds, load_plan
 from node.errors import ConfigError
 
 SEEDS = Path(__file__).resolve().parents[3] / "seeds"
@@ -79,3 +80,22 @@ def test_a_missing_plan_names_the_way_out(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no demo federation") as caught:
         load_plan(tmp_path)
     assert "--seeds" in (caught.value.hint or "")
+
+
+def test_an_installed_package_looks_for_seeds_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wheel install has no seeds/ beside the package; a checkout's top folder has one.
+    monkeypatch.setattr(plan_module, "_CHECKOUT_SEEDS", tmp_path / "site-packages" / "seeds")
+    monkeypatch.chdir(tmp_path)
+    assert default_seeds() == tmp_path / "seeds"
+    with pytest.raises(ConfigError, match="no demo federation") as caught:
+        load_plan(default_seeds())
+    assert "top folder of a fednode checkout" in (caught.value.hint or "")
+    shutil.copytree(SEEDS, tmp_path / "seeds", ignore=shutil.ignore_patterns("data"))
+    assert load_plan(default_seeds()).federation == "riverside"
+
+
+def test_a_checkout_uses_its_own_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert default_seeds() == SEEDS
