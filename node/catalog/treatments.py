@@ -209,8 +209,37 @@ def _token_inputs(values: pa.Array) -> list[bytes | None]:
     try:
         python = values.to_pylist()
     except (ValueError, OverflowError, pa.ArrowException):
-        python = [_python_value(values, i) for i in range(len(values))]
+        python = _nanoseconds(values) or [_python_value(values, i) for i in range(len(values))]
     return [None if v is None else _token_input(v) for v in python]
+
+
+def _nanoseconds(values: pa.Array) -> list[object] | None:
+    """:func:`_python_value` of every value of a nanosecond time, at array speed.
+
+    A whole number of microseconds is the Python value of the same time in
+    microseconds; any other value is its type and stored integer. ``None`` for
+    other types, or when the microseconds do not convert either.
+    """
+    kind = values.type
+    if getattr(kind, "unit", None) != "ns":
+        return None
+    stored = values.view(pa.int64()).to_pylist()
+    try:
+        micro = values.cast(_in_microseconds(kind), safe=False).to_pylist()
+    except (ValueError, OverflowError, pa.ArrowException):
+        return None
+    return [
+        None if n is None else (m if n % 1000 == 0 else f"{kind} {n}")
+        for n, m in zip(stored, micro, strict=True)
+    ]
+
+
+def _in_microseconds(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(kind):
+        return pa.timestamp("us", kind.tz)
+    if pa.types.is_time(kind):
+        return pa.time64("us")
+    return pa.duration("us")
 
 
 def _python_value(values: pa.Array, i: int) -> object:
@@ -283,8 +312,13 @@ def _floor_local(array: pa.Array, unit: str) -> pa.Array:
     that happens twice is the occurrence at or before the value, and one that a
     clock change skips is the first instant after the gap."""
     kind = array.type
-    if not (pa.types.is_timestamp(kind) and kind.tz):
+    try:
+        # Arrow floors zoned times in local time too, but refuses a floor that
+        # is ambiguous or skipped; it is the fast path, and the same floor.
         return pc.floor_temporal(array, unit=unit)
+    except pa.ArrowInvalid:
+        if not (pa.types.is_timestamp(kind) and kind.tz):
+            raise
     local = pc.floor_temporal(pc.local_timestamp(array), unit=unit)
     earlier = pc.assume_timezone(local, kind.tz, ambiguous="earliest", nonexistent="latest")
     later = pc.assume_timezone(local, kind.tz, ambiguous="latest", nonexistent="latest")
