@@ -9,7 +9,9 @@ the mods of :mod:`node.fl.mods`. Invariants:
 * A job starts only if it meets the node's ``[fl]`` settings (secure
   aggregation, DP, largest effective epsilon), names the agreement's own
   dataset, and its run config holds only keys the FAB declares, each with the
-  declared type; each refusal is recorded as ``access.denied``.
+  declared type and, for a number, within ``[fl] max_run_config_factor`` times
+  the FAB's default (:mod:`node.fl.policy`); each refusal is recorded as
+  ``access.denied``.
 * Every message is checked again (approval and agreement) before the app runs
   and after it returns, and so is every KeepJob; while any job runs, each is
   also checked every ``recheck_interval`` seconds (:data:`RECHECK_INTERVAL`),
@@ -218,7 +220,11 @@ class Participant:
         try:
             self._check_approved(spec.fab_sha256)
             job_policy.check_privacy(self._settings, spec)
-            job_policy.check_run_config(read_bundle(fab), dict(spec.run_config))
+            job_policy.check_run_config(
+                read_bundle(fab),
+                dict(spec.run_config),
+                job_policy.run_config_factor(self._settings),
+            )
         except AccessDenied as e:
             refuse(e)
             raise

@@ -9,11 +9,20 @@ let the participant refuse them. Invariants:
 * DP strength is judged by :attr:`node.fl.wire.DpConfig.effective_epsilon`,
   the epsilon a clipped update actually gets, never by the stated epsilon.
 * A run config may only carry keys the approved FAB declares, each with the
-  type of the FAB's default (an integer is accepted for a float key).
+  type of the FAB's default (an integer is accepted for a float key), and no
+  float value that is not finite.
+* A FAB's ``[tool.flwr.app.config]`` declares only defaults, no ranges, so the
+  app's reviewed default is the yardstick: where it is a positive number, the
+  job's value may be at most ``max_run_config_factor`` times it in size
+  (``node.toml`` ``[fl]``, :data:`DEFAULT_RUN_CONFIG_FACTOR` when not set). It
+  bounds what a coordinator can make this node compute (``local-epochs =
+  3000`` against a default of 50) or how far it can push a step size. Keys
+  whose default is zero, negative, text or a bool are not bounded.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from node.config import FlSettings
@@ -22,7 +31,17 @@ from node.fl import wire
 from node.fl.bundle import AppBundle, fused_run_config
 from node.fl.errors import JobFileError
 
-__all__ = ["check_dataset", "check_privacy", "check_run_config"]
+__all__ = [
+    "DEFAULT_RUN_CONFIG_FACTOR",
+    "check_dataset",
+    "check_privacy",
+    "check_run_config",
+    "run_config_factor",
+]
+
+#: How many times an app's positive numeric default a run-config value may be,
+#: unless ``node.toml`` ``[fl] max_run_config_factor`` says otherwise.
+DEFAULT_RUN_CONFIG_FACTOR = 10.0
 
 _SETTINGS_HINT = (
     "the coordinator changes the job, or this node's operator changes [fl] in node.toml"
@@ -75,12 +94,26 @@ def check_dataset(spec: wire.JobSpec, agreement_dataset: str) -> None:
         )
 
 
-def check_run_config(bundle: AppBundle, run_config: dict[str, Any]) -> None:
-    """Refuse a run config with a key the FAB does not declare, or a value of another type.
+def run_config_factor(settings: FlSettings) -> float:
+    """The node's ``[fl] max_run_config_factor``, or :data:`DEFAULT_RUN_CONFIG_FACTOR`."""
+    # Read by name: settings from a configuration without the key use the default.
+    factor = getattr(settings, "max_run_config_factor", None)
+    return DEFAULT_RUN_CONFIG_FACTOR if factor is None else float(factor)
+
+
+def check_run_config(
+    bundle: AppBundle,
+    run_config: dict[str, Any],
+    max_factor: float = DEFAULT_RUN_CONFIG_FACTOR,
+) -> None:
+    """Refuse a run config with a key the FAB does not declare, a value of
+    another type, or a number out of bounds.
 
     Raises:
-        AccessDenied: an undeclared key, or a value whose type differs from
-            the FAB's default for that key.
+        AccessDenied: an undeclared key; a value whose type differs from the
+            FAB's default for that key; a float that is not finite; or a
+            number larger in size than ``max_factor`` times the FAB's positive
+            default.
     """
     try:
         # The same check the coordinator's launch makes: keys outside the FAB's config.
@@ -98,6 +131,28 @@ def check_run_config(bundle: AppBundle, run_config: dict[str, Any]) -> None:
                 f"(default {default!r})",
                 hint="the coordinator sends a value of the declared type",
             )
+        _check_bound(bundle, key, value, default, max_factor)
+
+
+def _check_bound(bundle: AppBundle, key: str, value: Any, default: Any, max_factor: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AccessDenied(
+            f"the job's run-config key {key!r} is {value!r}, not a finite number",
+            hint="the coordinator sends a finite value",
+        )
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or default <= 0:
+        return
+    bound = max_factor * default
+    if abs(value) > bound:
+        raise AccessDenied(
+            f"the job's run-config key {key!r} is {value!r}, beyond this node's bound of "
+            f"{bound:g} ([fl] max_run_config_factor {max_factor:g} x app {bundle.fab_id}'s "
+            f"default {default!r})",
+            hint="the coordinator sends a value within the bound, or this node's operator "
+            "raises [fl] max_run_config_factor in node.toml",
+        )
 
 
 def _same_kind(default: Any, value: Any) -> bool:

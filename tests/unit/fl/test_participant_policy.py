@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from node.config import FlSettings, load_config, render_config
 from node.errors import AccessDenied, ConfigError
 from node.fl import wire
 from node.fl.participant import Participant
+from node.fl.policy import DEFAULT_RUN_CONFIG_FACTOR, run_config_factor
 from tests.unit.fl.fl_fakes import COORDINATOR, FakeRuntime, LocalNode, job_spec
 
 
@@ -204,5 +206,54 @@ def test_a_run_config_the_fab_does_not_declare_is_refused(
 def test_a_declared_run_config_is_taken(tmp_path: Path, fab: bytes) -> None:
     node = LocalNode(tmp_path, fab)
     config = {**job_spec(fab).run_config, "learning-rate": 1}  # an int for a float key
+    node.participant.start_job(COORDINATOR, job_spec(fab, run_config=config), fab)
+    assert node.participant.job_ids == ["job-1"]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        # The app declares local-epochs = 50 and learning-rate = 1.0; the bound is 10 times that.
+        ({"local-epochs": 3000}, r"'local-epochs' is 3000, beyond this node's bound of 500 "),
+        ({"local-epochs": 501}, r"'local-epochs' is 501, beyond .* default 50\)"),
+        ({"local-epochs": -3000}, r"'local-epochs' is -3000, beyond"),
+        ({"learning-rate": 10.5}, r"'learning-rate' is 10.5, beyond .* bound of 10 "),
+        ({"learning-rate": float("inf")}, r"'learning-rate' is inf, not a finite number"),
+        ({"learning-rate": float("nan")}, r"'learning-rate' is nan, not a finite number"),
+    ],
+)
+def test_a_run_config_number_beyond_the_nodes_bound_is_refused(
+    tmp_path: Path, fab: bytes, change: dict[str, Any], match: str
+) -> None:
+    node = LocalNode(tmp_path, fab)
+    spec = job_spec(fab)
+    with pytest.raises(AccessDenied, match=match) as refused:
+        node.participant.start_job(
+            COORDINATOR, job_spec(fab, run_config={**spec.run_config, **change}), fab
+        )
+    assert "max_run_config_factor" in (refused.value.hint or "") or "finite" in str(refused.value)
+    _refused(node.runtime, tmp_path, repr(next(iter(change.values()))))
+
+
+def test_a_run_config_number_within_the_bound_is_taken(tmp_path: Path, fab: bytes) -> None:
+    node = LocalNode(tmp_path, fab)
+    # The bound itself, and values far below it (only the size is bounded).
+    config = {**job_spec(fab).run_config, "local-epochs": 500, "learning-rate": 0.001}
+    node.participant.start_job(COORDINATOR, job_spec(fab, run_config=config), fab)
+    assert node.participant.job_ids == ["job-1"]
+
+
+@dataclass(frozen=True)
+class _LargerBound(FlSettings):
+    """A node.toml whose [fl] sets max_run_config_factor = 100."""
+
+    max_run_config_factor: float = 100.0
+
+
+def test_the_bound_follows_the_nodes_max_run_config_factor(tmp_path: Path, fab: bytes) -> None:
+    assert run_config_factor(FlSettings()) == DEFAULT_RUN_CONFIG_FACTOR == 10.0
+    assert run_config_factor(_LargerBound()) == 100.0
+    node = LocalNode(tmp_path, fab, settings=_LargerBound())
+    config = {**job_spec(fab).run_config, "local-epochs": 3000}
     node.participant.start_job(COORDINATOR, job_spec(fab, run_config=config), fab)
     assert node.participant.job_ids == ["job-1"]
