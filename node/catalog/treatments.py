@@ -160,7 +160,7 @@ def treated_schema(schema: pa.Schema, columns: Mapping[str, Mapping[str, Any]]) 
 
 
 def _public_type(kind: pa.DataType) -> pa.DataType:
-    """``kind`` without field metadata and dictionaries, at any depth.
+    """``kind`` without field metadata, dictionaries or string views, at any depth.
 
     The source file's metadata (pandas' column list, a writer's notes, sample
     values) and a dictionary's unused values would otherwise travel in the
@@ -168,6 +168,11 @@ def _public_type(kind: pa.DataType) -> pa.DataType:
     """
     if pa.types.is_dictionary(kind):
         return _public_type(kind.value_type)
+    # Shares carry no view types (their buffer counts vary): same values, other layout.
+    if kind == pa.string_view():
+        return pa.large_string()
+    if kind == pa.binary_view():
+        return pa.large_binary()
     if pa.types.is_struct(kind):
         return pa.struct([_public_field(kind.field(i)) for i in range(kind.num_fields)])
     if pa.types.is_map(kind):

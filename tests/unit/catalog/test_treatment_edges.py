@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from node.catalog import treatments
 from node.errors import AgreementError
+from node.exchange.ipc_message import unsupported_type
 
 KEY = b"k" * 32
 PSEUDONYMIZE: dict[str, Any] = {"treatment": "pseudonymize"}
@@ -281,3 +282,20 @@ def test_metadata_and_unused_dictionary_values_never_leave() -> None:
     assert shown.field("l").type == pa.list_(pa.string())
     assert "UNUSED" not in str(out.column("l").values)
     assert out.to_pylist() == [{"p": {"x": 1}, "l": ["used"], "m": [("k", 1)]}]
+
+
+def test_plain_view_columns_travel_as_types_a_share_can_carry() -> None:
+    inner = pa.struct([pa.field("b", pa.binary_view())])
+    table = pa.table(
+        {
+            "s": pa.array(["x", None], pa.string_view()),
+            "n": pa.array([{"b": b"\x01"}, None], inner),
+        }
+    )
+    plain = {"treatment": "plain"}
+    spec = {"s": plain, "n": plain}
+    schema = treatments.treated_schema(table.schema, spec)
+    assert unsupported_type(schema) is None
+    assert schema.field("s").type == pa.large_string()
+    out = treatments.apply(table.to_batches()[0], spec, schema, KEY)
+    assert out.to_pylist() == table.to_pylist()
