@@ -93,14 +93,15 @@ the same directory.json file a node installs, as key history. After a
 department enrolled again under new keys, the receipts it signed and the
 checkpoints it cosigned under its earlier key verify only under a directory
 that named that key: give the directory file of that time when you hold no
-bundle carrying it. Each file must verify under --ca and be of the bundles'
-federation, or verify refuses it naming the file (exit 7; a missing file
-exits 2). A file older than the newest directory only adds keys: the witness
-policy still comes from the newest directory, so it cannot lower the
-threshold. An earlier key vouches only for what it signed before the
-department's log under its new key began: given that log's bundle, a receipt
-under the earlier key recorded later than that (beyond a minute of clock
-skew) fails. verify prints the serial and federation of each file it loaded.
+bundle carrying it. Each file must verify under --ca (with --trust-bundle-ca,
+the bundles' CA) and be of the bundles' federation, or verify refuses it
+naming the file (exit 7; a missing file exits 2). A file older than the
+newest directory only adds keys: the witness policy still comes from the
+newest directory, so it cannot lower the threshold. An earlier key vouches
+only for what it signed before the department's log under its new key began:
+given that log's bundle, a receipt under the earlier key recorded later than
+that (beyond a minute of clock skew) fails. verify prints the serial and
+federation of each file it loaded.
 
 Trust starts from --ca FILE: the federation CA certificate you got from the
 federation authority over a channel you trust. It is required: the ca.pem
