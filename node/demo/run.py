@@ -317,6 +317,11 @@ class Demo:
             exported = self.admin(department, "ledger.export", {"out": str(out)})
             self.report.ledgers[department] = int(exported["entries"])
             bundles.append(out)
+        self.console.print(
+            "  each ledger goes on after its checkpoint (cosignatures it gives later, the export "
+            "itself): those entries are hash-chained and verified too, and the next checkpoint "
+            "covers them"
+        )
         report = verify_bundle(bundles, ca_pem=self.federation.ca_pem.read_bytes())
         self.report.verification = (
             f"{_count(report.entries, 'entry', 'entries')} in "
