@@ -40,6 +40,12 @@ def test_dataset_add_show_list_and_replace(federation_factory: Any, tmp_path: Pa
     assert "'unknown'" in refused.stderr and "hint" in refused.stderr.lower()
     assert _listing(home) == {}
 
+    # A file still being written (here: empty) is refused with the cause and a fix.
+    (tmp_path / "partial.parquet").write_bytes(b"")
+    partial = fednode("dataset", "add", "partial", tmp_path / "partial.parquet", "--home", home)
+    assert partial.returncode == CATALOG_EXIT, partial.stdout + partial.stderr
+    assert "0 bytes" in partial.stderr and "complete parquet file" in partial.stderr
+
     data = tmp_path / "visits.parquet"
     pq.write_table(pa.table({"district": ["n"], "age": [3], "secret": ["s"]}), data)
     fednode(
