@@ -176,7 +176,8 @@ def _public_type(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(kind):
         return pa.struct([_public_field(kind.field(i)) for i in range(kind.num_fields)])
     if pa.types.is_map(kind):
-        return pa.map_(_public_field(kind.key_field), _public_field(kind.item_field))
+        key, item = _public_field(kind.key_field), _public_field(kind.item_field)
+        return pa.map_(key, item, keys_sorted=kind.keys_sorted)
     if pa.types.is_list(kind):
         return pa.list_(_public_field(kind.value_field))
     if pa.types.is_large_list(kind):

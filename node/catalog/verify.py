@@ -196,7 +196,7 @@ def _read(
             rows += batch.num_rows
             tally.rows += batch.num_rows
             tally.report(converted(batches, rows))
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, ValueError) as e:
         raise _conversion_error(e, schema, where) from e
 
 

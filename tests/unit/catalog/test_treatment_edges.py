@@ -299,3 +299,20 @@ def test_plain_view_columns_travel_as_types_a_share_can_carry() -> None:
     assert schema.field("s").type == pa.large_string()
     out = treatments.apply(table.to_batches()[0], spec, schema, KEY)
     assert out.to_pylist() == table.to_pylist()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pa.map_(pa.string(), pa.int64(), keys_sorted=True),
+        pa.list_(pa.int8(), 3),
+        pa.large_list(pa.field("x", pa.int16(), nullable=False)),
+        pa.struct([pa.field("a", pa.list_(pa.float32())), pa.field("b", pa.date32())]),
+        pa.timestamp("ns", tz="Europe/London"),
+        pa.decimal128(10, 2),
+    ],
+    ids=str,
+)
+def test_plain_types_without_metadata_or_dictionaries_pass_unchanged(kind: pa.DataType) -> None:
+    schema = treatments.treated_schema(pa.schema({"c": kind}), {"c": {"treatment": "plain"}})
+    assert str(schema.field("c").type) == str(kind)
