@@ -484,7 +484,11 @@ def check_guide(markdown: str, unit_text: str) -> list[str]:
             if out is not None:
                 path = out.group(1)
                 if not path.startswith("/"):
-                    problems.append(f"{line!r}: --out {path} is relative; the node resolves it")
+                    problems.append(
+                        f"{line!r}: --out {path} is relative to wherever it is typed, and "
+                        "the node must be able to write there: give a path under "
+                        f"{' or '.join(writable)}"
+                    )
                 elif path.startswith(("/tmp/", "/home/", "/root/")) or not any(
                     path == w or path.startswith(w.rstrip("/") + "/") for w in writable
                 ):
