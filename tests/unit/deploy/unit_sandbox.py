@@ -46,12 +46,18 @@ _AF_MAX = 46
 
 
 def _seccomp() -> ModuleType | None:
-    if _DIST_PACKAGES not in sys.path:
+    # The system folder is on the path only for this import, so that nothing
+    # else a test imports later can come from it.
+    added = _DIST_PACKAGES not in sys.path
+    if added:
         sys.path.append(_DIST_PACKAGES)
     try:
         return importlib.import_module("seccomp")
     except ImportError:
         return None
+    finally:
+        if added:
+            sys.path.remove(_DIST_PACKAGES)
 
 
 def available() -> bool:
