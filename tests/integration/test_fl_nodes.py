@@ -43,7 +43,9 @@ from tests.unit.fl.secagg_check import Recording, check_secagg_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SLOW_TRAINING = "[run-config]\nlocal-epochs = 1500"
+# Ten times the app's default of 50: slow rounds, and the most a participant takes
+# by default ([fl] max_run_config_factor).
+SLOW_TRAINING = "[run-config]\nlocal-epochs = 500"
 DP = {"clipping-norm": 25.0, "sensitivity": 0.05, "epsilon": 5.0, "delta": 1e-5}
 
 
