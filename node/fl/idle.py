@@ -14,6 +14,10 @@ Invariants:
   its deadline passes (:meth:`IdleWatch.forget` before that wins).
 * The callback runs on the watch's own thread, never under its lock; the
   thread exits when no job is watched and starts again with the next one.
+* A limit is the coordinator's choice, any finite number: the thread never
+  waits longer than :data:`MAX_WAIT` at a time (a thread cannot wait for 1e12
+  seconds), so no limit can stop the watch of the other jobs.
+* A job with no idle limit (0) gets no KeepJob: there is nothing to keep alive.
 * :class:`JobKeeper` never blocks on a participant: each KeepJob is an
   asynchronous call with the interval as its deadline, so one unreachable
   participant delays no other's.
@@ -32,12 +36,14 @@ from node.errors import NodeError
 from node.fl import wire
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
-__all__ = ["MAX_KEEP_INTERVAL", "IdleWatch", "JobKeeper", "keep_interval"]
+__all__ = ["MAX_KEEP_INTERVAL", "MAX_WAIT", "IdleWatch", "JobKeeper", "keep_interval"]
 
 _log = logging.getLogger(__name__)
 
 #: The coordinator says a job is alive at least this often (seconds), whatever its limit.
 MAX_KEEP_INTERVAL = 30.0
+#: Longest single wait of the watch thread (seconds); it then looks again.
+MAX_WAIT = 3600.0
 
 
 def keep_interval(idle_limit: float) -> float:
@@ -121,7 +127,7 @@ class IdleWatch:
                     # A heard() only moves a deadline later, so waking at the earliest
                     # one (or at a watch/forget) never misses a job.
                     wait = min(deadline for _, deadline in self._jobs.values()) - now
-                    self._changed.wait(max(wait, 0.0))
+                    self._changed.wait(min(max(wait, 0.0), MAX_WAIT))
                     continue
             self._fire(due)
 
@@ -159,7 +165,9 @@ class JobKeeper:
             return sorted(self._departments)
 
     def start(self) -> None:
-        self._thread.start()
+        """Start sending; a job without an idle limit (interval 0) sends nothing."""
+        if self._interval > 0:
+            self._thread.start()
 
     def stop(self) -> None:
         """Send no more KeepJob; returns once the sending thread has finished."""

@@ -101,6 +101,43 @@ def test_a_failing_callback_does_not_stop_the_watch() -> None:
     assert reported.wait(10) and calls == ["bad", "good"]
 
 
+def test_a_limit_longer_than_a_thread_can_wait_does_not_stop_the_watch() -> None:
+    """A coordinator may send any finite limit; waiting for one of 1e12 s is beyond
+    what a thread can do, and must not end the watch of every other job."""
+    reported = threading.Event()
+    calls: list[str] = []
+
+    def on_idle(job: str, limit: float) -> None:
+        calls.append(job)
+        reported.set()
+
+    watch = IdleWatch(on_idle)
+    watch.watch("for-ever", 1e12)
+    # Let the thread start waiting for that deadline before a nearer one arrives.
+    wait_for(lambda: watch._thread is not None, "the watch never started")
+    time.sleep(0.05)
+    watch.watch("soon", 0.05)
+    assert reported.wait(10), "the watch stopped: the nearer job was never reported"
+    assert calls == ["soon"] and watch.watched == ["for-ever"]
+    watch.forget("for-ever")
+
+
+def test_a_job_without_an_idle_limit_sends_no_keep_job() -> None:
+    """Interval 0 would otherwise send KeepJob in a tight loop for the whole job."""
+    asked: list[str] = []
+
+    def channel_for(department: str) -> grpc.Channel:
+        asked.append(department)
+        raise AssertionError("no KeepJob should be sent")
+
+    keeper = JobKeeper("job-1", keep_interval(0.0), channel_for)
+    keeper.add("traffic")
+    keeper.start()
+    time.sleep(0.1)
+    keeper.stop()
+    assert asked == []
+
+
 @pytest.mark.parametrize(
     ("limit", "interval"), [(2.0, 0.5), (300.0, MAX_KEEP_INTERVAL), (100.0, 25.0)]
 )
