@@ -52,6 +52,10 @@ class DirectoryError(NodeError):
     """A federation directory is malformed, badly signed, older than the one held, or expired."""
 
 
+class StaleDirectoryError(DirectoryError):
+    """A federation directory is valid but not newer than the one this node holds."""
+
+
 class UnknownPeerError(DirectoryError):
     """A peer department is not listed in the current federation directory."""
 

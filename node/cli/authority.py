@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from node.admin.client import invoke, is_running
 from node.config import load_config
-from node.errors import CertificateError, ConfigError
+from node.errors import CertificateError, ConfigError, StaleDirectoryError
 from node.identity import certs
 from node.identity.authority import Authority
 from node.identity.directory import install_directory_file, parse_directory
@@ -160,7 +160,12 @@ def register(subparsers: Any) -> None:
         "install",
         "install a directory into this node",
         "Verify a directory against the federation CA and install it. A running node\n"
-        "switches to it at once; older serials and bad signatures are refused.",
+        "switches to it at once; older serials and bad signatures are refused.\n\n"
+        "With --if-newer, a valid directory that is not newer than the installed one\n"
+        "is skipped with exit 0, while a bad signature, another federation or an\n"
+        "expired directory still fail (exit 4): what a start-up script wants.\n\n"
+        "example:\n"
+        "  fednode directory install directory.json --home /var/lib/fednode --if-newer",
     )
     install.add_argument("file", type=Path)
     install.add_argument(
@@ -168,6 +173,11 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=None,
         help="federation CA certificate (default: HOME/ca.pem)",
+    )
+    install.add_argument(
+        "--if-newer",
+        action="store_true",
+        help="skip (exit 0) a valid directory that is not newer than the installed one",
     )
     install.set_defaults(handler=_directory_install)
 
@@ -285,15 +295,21 @@ def _directory_install(args: argparse.Namespace) -> int:
                 hint="check the directory came from your federation's authority; a node "
                 "moves to another federation only by enrolling afresh in a new home",
             )
-    if is_running(home):
-        result = invoke(
-            home, "directory.install", {"directory_b64": base64.b64encode(data).decode()}
+    try:
+        if is_running(home):
+            result = invoke(
+                home, "directory.install", {"directory_b64": base64.b64encode(data).decode()}
+            )
+            print(f"running node switched to directory serial {result['serial']}")
+            return 0
+        directory = install_directory_file(
+            config.directory_path, config.directory_state_path, data, ca_cert
         )
-        print(f"running node switched to directory serial {result['serial']}")
+    except StaleDirectoryError as e:
+        if not args.if_newer:
+            raise
+        print(f"nothing installed: {e}")
         return 0
-    directory = install_directory_file(
-        config.directory_path, config.directory_state_path, data, ca_cert
-    )
     if not trusted.exists():
         write_private_file(trusted, ca_cert.public_bytes(serialization.Encoding.PEM))
     print(f"installed directory serial {directory.serial} into {home}")

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ledger import canonical
 from ledger.errors import CanonicalJSONError
-from node.errors import DirectoryError, UnknownPeerError
+from node.errors import DirectoryError, StaleDirectoryError, UnknownPeerError
 from node.identity.keys import write_private_file
 from node.timefmt import utc_text
 
@@ -274,7 +274,7 @@ class DirectoryHolder:
             if directory.serial == current.serial and self._installed_bytes() == data:
                 return current
             if directory.serial <= current.serial:
-                raise DirectoryError(
+                raise StaleDirectoryError(
                     f"directory serial {directory.serial} is not newer than the installed "
                     f"serial {current.serial}",
                     hint="ask the federation authority for the latest directory",
@@ -315,7 +315,7 @@ def install_directory_file(
         and home_directory.exists()
         and home_directory.read_bytes() != data
     ):
-        raise DirectoryError(
+        raise StaleDirectoryError(
             f"directory serial {directory.serial} is not newer than serial {highest} "
             "this node already accepted",
             hint="ask the federation authority for the latest directory",

@@ -292,6 +292,15 @@ def test_directory_with_older_serial_or_bad_signature_is_refused(
     assert refused.returncode == 4, refused.stderr
     assert "signature does not verify" in refused.stderr
     assert (home / "directory.json").read_bytes() == new
+    # --if-newer, for start-up scripts: an older valid directory is skipped with 0,
+    # a forged one still fails.
+    skipped = fednode("directory", "install", old_file, "--home", home, "--if-newer")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "nothing installed: directory serial 1 is not newer" in skipped.stdout
+    refused = fednode("directory", "install", bad_file, "--home", home, "--if-newer")
+    assert refused.returncode == 4, refused.stderr
+    assert "signature does not verify" in refused.stderr
+    assert (home / "directory.json").read_bytes() == new
 
 
 def test_sigterm_shuts_down_cleanly(federation: LocalFederation) -> None:

@@ -61,9 +61,13 @@ def _manifest_calls() -> list[tuple[str, list[str]]]:
             for container in pod["containers"]:
                 calls.append((f"{path.name} {container['name']}", list(container["args"])))
             for container in pod.get("initContainers", []):
+                where = f"{path.name} init {container['name']}"
+                command = list(container.get("command", []))
+                if command[:1] == ["fednode"]:
+                    calls.append((where, command[1:] + list(container.get("args", []))))
+                    continue
                 script = " ".join(container.get("args", []))
-                for call in fednode_invocations(script, GROUPS):
-                    calls.append((f"{path.name} init {container['name']}", call))
+                calls += [(where, call) for call in fednode_invocations(script, GROUPS)]
     unit = dict(parse_unit((DEPLOY / "systemd" / "fednode.service").read_text())["Service"])
     calls += [("systemd ExecStart", c) for c in fednode_invocations(unit["ExecStart"], GROUPS)]
     return calls
@@ -120,3 +124,22 @@ def test_guide_commands_parse(line: str, argv: list[str]) -> None:
 )
 def test_a_wrong_command_is_caught(argv: list[str]) -> None:
     assert _parse_error(argv) is not None
+
+
+def test_the_directory_init_container_fails_on_a_bad_directory_but_not_an_older_one() -> None:
+    # An older serial on the ConfigMap is normal (a newer one was installed by hand);
+    # a directory that fails verification must stop the pod, not be shrugged off.
+    found = 0
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "StatefulSet":
+                continue
+            for container in doc["spec"]["template"]["spec"].get("initContainers", []):
+                argv = list(container.get("command", [])) + list(container.get("args", []))
+                if "install" not in argv:
+                    continue
+                found += 1
+                assert argv[:3] == ["fednode", "directory", "install"], path.name
+                assert "--if-newer" in argv, path.name
+                assert not any("||" in part for part in argv), path.name
+    assert found >= 4
