@@ -97,3 +97,41 @@ def test_memory_stays_at_a_few_row_groups_behind_a_slow_consumer(tmp_path: Path)
     assert rows == 768_000
     # The file decodes to about 18 MB; a read-ahead of the whole file would show here.
     assert peak - base < 8 * 2**20
+
+
+def peak_while_reading(dataset: ds.Dataset, columns: list[str], rows: int) -> tuple[int, int]:
+    """The most Arrow memory held above the start while reading, and the rows read."""
+    base = peak = pa.total_allocated_bytes()
+    read_rows = 0
+    for batch in read_batches(dataset, columns, rows):
+        read_rows += batch.num_rows
+        peak = max(peak, pa.total_allocated_bytes())
+    return peak - base, read_rows
+
+
+def test_one_huge_row_group_is_read_a_page_at_a_time(tmp_path: Path) -> None:
+    # Writers that put a whole table in one row group are common; its column
+    # chunk (24 MB here) must not be loaded whole.
+    path = tmp_path / "one-group.parquet"
+    rows = 3_000_000
+    pq.write_table(table(rows).select(["id"]), path, row_group_size=rows, compression="none")
+    held, read_rows = peak_while_reading(ds.dataset(path, format="parquet"), ["id"], 64_000)
+    assert read_rows == rows
+    assert held < 8 * 2**20
+
+
+def test_one_huge_arrow_record_batch_is_read_in_slices(tmp_path: Path) -> None:
+    path = tmp_path / "one-batch.arrow"
+    rows = 3_000_000
+    data = pa.table({"id": pa.array(range(rows), pa.int64()), "other": pa.nulls(rows, pa.int8())})
+    with pa.ipc.new_file(path, data.schema) as writer:
+        writer.write_table(data)  # a single record batch of 24 MB
+    del data
+    dataset = ds.dataset(path, format="ipc")
+    held, read_rows = peak_while_reading(dataset, ["id"], 64_000)
+    assert read_rows == rows
+    assert held < 8 * 2**20
+    batches = list(read_batches(dataset, ["id"], 1_000_000))
+    assert [b.num_rows for b in batches] == [1_000_000] * 3
+    assert batches[0].schema == pa.schema({"id": pa.int64()})
+    assert batches[-1].column(0)[-1].as_py() == rows - 1
