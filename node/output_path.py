@@ -32,4 +32,9 @@ def check_output(dest: Path, *, overwrite: bool = False, overwrite_flag: str | N
             f"output directory {dest.parent} does not exist", hint="create it first (mkdir -p)"
         )
     if not os.access(dest.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {dest.parent} is not writable by this process")
+        raise OutputError(
+            f"output directory {dest.parent} is not writable by this process",
+            hint="check its owner and permissions; what a node writes (share and export "
+            "outputs) must be writable by the node's account, which under the shipped systemd "
+            "unit means below /var/lib/fednode, such as /var/lib/fednode/exports/",
+        )

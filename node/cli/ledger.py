@@ -42,6 +42,7 @@ from node.admin.client import invoke
 from node.audit.recorder import ledger_path
 from node.cli import exit_codes
 from node.cli.exit_codes import UsageError
+from node.cli.node_output import warn_if_unseen
 from node.config import NodeConfig, load_config
 from node.errors import ConfigError, OutputError
 from node.identity.keys import load_ed25519
@@ -491,6 +492,7 @@ def _export(args: argparse.Namespace) -> int:
     )
     if result["unpublished_checkpoints"]:
         print(f"left out unpublished checkpoints: {result['unpublished_checkpoints']}")
+    warn_if_unseen(Path(result["path"]))
     return 0
 
 

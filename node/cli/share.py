@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from node.admin.client import invoke
+from node.cli.node_output import warn_if_unseen
 from node.cli.progress import fit_description
 
 __all__ = ["register"]
@@ -160,6 +161,7 @@ def _fetch(args: argparse.Namespace) -> int:
         f"({result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s)\n"
         f"share {result['share_id']}  digest {result['digest']}"
     )
+    warn_if_unseen(Path(result["path"]))
     if not result["receipt_acknowledged"]:
         print(
             "warning: the provider did not acknowledge the receipt; it is recorded in this ledger"
