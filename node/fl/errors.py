@@ -10,6 +10,7 @@ codes. The tree::
     ├── WireError             a StartJob / Deliver stream is malformed, truncated or oversized
     ├── AppBundleError        a FAB cannot be built, read, installed or loaded
     ├── UnknownJobError       a message names a job this participant does not run
+    ├── JobLimitError         a coordinator already runs as many jobs here as it may
     └── JobFailedError        a job ended early (strategy minimums unmet, ServerApp raised)
         └── NodesUnavailableError  fewer participants remain than the strategy waits for
     AccessDenied
@@ -25,6 +26,7 @@ __all__ = [
     "AppNotApprovedError",
     "JobFailedError",
     "JobFileError",
+    "JobLimitError",
     "NodesUnavailableError",
     "UnknownJobError",
     "WireError",
@@ -49,6 +51,10 @@ class AppBundleError(FederatedError):
 
 class UnknownJobError(FederatedError):
     """A message names a job this participant does not run (or no longer runs)."""
+
+
+class JobLimitError(FederatedError):
+    """A coordinator already runs as many jobs at this participant as one may at once."""
 
 
 class JobFailedError(FederatedError):

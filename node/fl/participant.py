@@ -21,7 +21,8 @@ the mods of :mod:`node.fl.mods`. Invariants:
   and a reply computed meanwhile is dropped, not sent, and not recorded as
   ``fl.reply`` (see :mod:`node.fl.mods`).
 * Only the coordinator that started a job (identified by its certificate) can
-  send it messages or end it.
+  send it messages or end it, and one coordinator runs at most
+  :data:`MAX_JOBS_PER_COORDINATOR` jobs here at once (each holds a data copy).
 * One Flower ``Context`` per job lives for the whole run, as in Flower's
   SuperNode; SecAgg+ keeps its key material in ``context.state`` between
   stages. Messages of one job run one at a time, in arrival order.
@@ -47,6 +48,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -59,18 +61,19 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
 from node.config import FlSettings
-from node.errors import AccessDenied, NodeError
+from node.errors import AccessDenied, FederatedError
 from node.fl import policy as job_policy
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import install_bundle, load_client_app, read_bundle
-from node.fl.errors import AppNotApprovedError, UnknownJobError
+from node.fl.errors import AppNotApprovedError, JobLimitError, UnknownJobError
 from node.fl.idle import IdleWatch
 from node.fl.mods import JobChecks, TaskInfo, mods_for
 from node.fl.runtime import FlRuntime
 
 __all__ = [
     "DATA_PATH_KEY",
+    "MAX_JOBS_PER_COORDINATOR",
     "MODE",
     "RECHECK_INTERVAL",
     "CatalogPolicy",
@@ -85,6 +88,10 @@ _log = logging.getLogger(__name__)
 DATA_PATH_KEY = "data-path"
 #: The agreement mode federated training needs.
 MODE = "federated"
+#: Jobs one coordinator may run at this node at once. Each holds a copy of the
+#: treated table on disk; a coordinator runs one job at a time, and the rest leaves
+#: room for jobs whose end has not reached this node yet.
+MAX_JOBS_PER_COORDINATOR = 4
 #: Seconds between two checks of a running job's approval and agreement made
 #: without any word from its coordinator: the longest a revoked job keeps its data copy.
 RECHECK_INTERVAL = 1.0
@@ -181,6 +188,8 @@ class Participant:
         self._approvals = approvals or ApprovalStore.for_data_dir(runtime.config.data_dir)
         self._root = runtime.config.data_dir / "fl"
         self._jobs: dict[str, _Job] = {}
+        # Job id -> coordinator, for jobs being opened (admitted, not yet running).
+        self._starting: dict[str, str] = {}
         self._lock = threading.Lock()
         self._idle = IdleWatch(self._went_silent)
         # The same timer, restarted after each check, drives the periodic recheck.
@@ -202,6 +211,8 @@ class Participant:
                 ``federated`` to the coordinator.
             CatalogError: the dataset cannot be read.
             AppBundleError: the FAB does not install or load.
+            JobLimitError: the coordinator already runs
+                :data:`MAX_JOBS_PER_COORDINATOR` jobs here.
             FederatedError: a job with this id already runs.
         """
         audit = self._runtime.audit
@@ -228,6 +239,43 @@ class Participant:
         except AccessDenied as e:
             refuse(e)
             raise
+        with self._lock:
+            self._reserve(coordinator, spec.job_id)
+        try:
+            return self._open(coordinator, spec, fab, refuse)
+        finally:
+            with self._lock:
+                del self._starting[spec.job_id]
+
+    def _reserve(self, coordinator: str, job_id: str) -> None:
+        """Hold ``job_id`` while its job opens (call under ``self._lock``).
+
+        Raises:
+            FederatedError: a job with this id runs or is opening.
+            JobLimitError: the coordinator already holds MAX_JOBS_PER_COORDINATOR jobs here.
+        """
+        if job_id in self._jobs or job_id in self._starting:
+            raise FederatedError(f"job {job_id} already runs at this node")
+        held = sum(1 for job in self._jobs.values() if job.coordinator == coordinator)
+        held += sum(1 for owner in self._starting.values() if owner == coordinator)
+        if held >= MAX_JOBS_PER_COORDINATOR:
+            raise JobLimitError(
+                f"{coordinator} already runs {held} jobs at this node, "
+                "the most one coordinator may run here at once",
+                hint="end a job (or let its idle limit end it) before starting another",
+            )
+        self._starting[job_id] = coordinator
+
+    def _open(
+        self,
+        coordinator: str,
+        spec: wire.JobSpec,
+        fab: bytes,
+        refuse: Callable[[AccessDenied], None],
+    ) -> wire.JobStartedInfo:
+        """The rest of :meth:`start_job`, once the job's id is reserved."""
+        audit = self._runtime.audit
+        base = {"job_id": spec.job_id, "fab_sha256": spec.fab_sha256}
         table = self._policy.admit(coordinator, spec.agreement)
         if isinstance(self._policy, NamesDataset):
             try:
@@ -235,9 +283,6 @@ class Participant:
             except AccessDenied as e:
                 refuse(e)
                 raise
-        with self._lock:
-            if spec.job_id in self._jobs:
-                raise NodeError(f"job {spec.job_id} already runs at this node")
         workdir = self._root / "jobs" / spec.job_id
         try:
             workdir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -24,7 +24,7 @@ import grpc
 
 from node.errors import AccessDenied, AgreementError, CatalogError, NodeError
 from node.fl import wire
-from node.fl.errors import AppBundleError, UnknownJobError, WireError
+from node.fl.errors import AppBundleError, JobLimitError, UnknownJobError, WireError
 from node.fl.participant import Participant
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
@@ -47,6 +47,7 @@ _STATUS: list[tuple[type[NodeError], grpc.StatusCode, str]] = [
     (AgreementError, grpc.StatusCode.PERMISSION_DENIED, "agreement does not allow this job"),
     (WireError, grpc.StatusCode.INVALID_ARGUMENT, "malformed request"),
     (UnknownJobError, grpc.StatusCode.NOT_FOUND, "no such job"),
+    (JobLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many jobs"),
     (CatalogError, grpc.StatusCode.FAILED_PRECONDITION, "dataset unavailable"),
     (AppBundleError, grpc.StatusCode.FAILED_PRECONDITION, "app bundle unusable"),
 ]
@@ -58,7 +59,7 @@ def _abort(context: grpc.ServicerContext, error: NodeError) -> None:
             # Denial reasons are the caller's business (it must fix its job); others are not.
             text = (
                 f"{public}: {error}"
-                if kind in (AccessDenied, AgreementError, WireError)
+                if kind in (AccessDenied, AgreementError, WireError, JobLimitError)
                 else public
             )
             context.abort(code, text)

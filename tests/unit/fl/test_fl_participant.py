@@ -12,7 +12,7 @@ import pytest
 from flwr.app import ConfigRecord
 from flwr.common.constant import ErrorCode
 
-from node.errors import AccessDenied
+from node.errors import AccessDenied, FederatedError
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.coordinator import run_job
@@ -22,6 +22,7 @@ from tests.unit.fl.fl_fakes import (
     APP,
     COORDINATOR,
     Cluster,
+    LocalNode,
     agreement_id,
     job_spec,
     seed_table,
@@ -233,3 +234,29 @@ def test_a_reply_computed_after_the_job_ended_is_dropped(cluster: Cluster, fab: 
     job.handler = end_during
     with pytest.raises(UnknownJobError, match="has ended"):
         node.participant.deliver(COORDINATOR, "job-1", train_message())
+
+
+def test_a_job_id_still_opening_cannot_be_started_again(
+    tmp_path: Path, fab: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = LocalNode(tmp_path, fab)
+    inside, release = threading.Event(), threading.Event()
+    admit = node.policy.admit
+
+    def slow_admit(coordinator: str, agreement: str) -> Any:
+        inside.set()
+        assert release.wait(10)
+        return admit(coordinator, agreement)
+
+    monkeypatch.setattr(node.policy, "admit", slow_admit)
+    first = threading.Thread(
+        target=node.participant.start_job, args=(COORDINATOR, job_spec(fab), fab)
+    )
+    first.start()
+    assert inside.wait(10), "the first start never reached admission"
+    with pytest.raises(FederatedError, match="job-1 already runs"):
+        node.participant.start_job(COORDINATOR, job_spec(fab), fab)
+    release.set()
+    first.join(10)
+    assert node.participant.job_ids == ["job-1"]
+    assert len(node.runtime.audit.events("fl.admitted")) == 1

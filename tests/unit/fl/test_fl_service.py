@@ -9,6 +9,7 @@ import pytest
 
 from node.fl import wire
 from node.fl.bundle import build_bundle
+from node.fl.participant import MAX_JOBS_PER_COORDINATOR
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id
@@ -101,3 +102,23 @@ def test_end_job_carries_its_reason_into_the_ledger(cluster: Cluster) -> None:
     [ended] = node.runtime.audit.events("fl.ended")
     assert ended["outcome"] == "error" and ended["detail"]["reason"] == reason
     assert node.participant.job_ids == []
+
+
+def test_one_coordinator_runs_a_bounded_number_of_jobs_at_once(cluster: Cluster) -> None:
+    """Each job holds a copy of the treated table: a coordinator cannot fill the disk."""
+    fab = build_bundle(APP).data
+    ids = [f"job-{n}" for n in range(MAX_JOBS_PER_COORDINATOR + 1)]
+    for job_id in ids[:-1]:
+        _stub(cluster).StartJob(wire.job_start_parts(_spec(fab, job_id=job_id), fab), timeout=30)
+    with pytest.raises(grpc.RpcError) as info:
+        _stub(cluster).StartJob(wire.job_start_parts(_spec(fab, job_id=ids[-1]), fab), timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"already runs {MAX_JOBS_PER_COORDINATOR} jobs" in (info.value.details() or "")
+    node = cluster.nodes["traffic"]
+    assert node.participant.job_ids == sorted(ids[:-1])
+    jobs = node.runtime.config.data_dir / "fl" / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == sorted(ids[:-1])  # no copy for the refused
+    # Once one ends, another may start.
+    _stub(cluster).EndJob(wire.job_end_to_proto(ids[0], "ok"), timeout=5)
+    _stub(cluster).StartJob(wire.job_start_parts(_spec(fab, job_id=ids[-1]), fab), timeout=30)
+    assert node.participant.job_ids == sorted(ids[1:])
