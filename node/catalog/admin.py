@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 from node.admin.cancel import check_cancelled
 from node.admin.registry import Emit, admin_command
 from node.catalog.loader import catalog_of
-from node.catalog.registry import SchemaChanges
+from node.catalog.registry import CatalogRequestError, SchemaChanges
 from node.catalog.verify import ReadProgress
-from node.errors import CatalogError
 
 if TYPE_CHECKING:
     from node.runtime import NodeRuntime
@@ -66,17 +65,27 @@ def dataset_add(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
     Raises:
         CatalogError: as :meth:`node.catalog.registry.Catalog.add`.
     """
+    name, path = args.get("name"), args.get("path")
+    if not isinstance(name, str) or not name:
+        raise CatalogRequestError("dataset.add needs a dataset name")
+    if not isinstance(path, str) or not path:
+        raise CatalogRequestError("dataset.add needs the dataset's path")
+    if not Path(path).is_absolute():
+        # The node resolves a relative path against its own working directory,
+        # which is not the operator's: it could name another file.
+        raise CatalogRequestError(
+            f"dataset path {path!r} must be absolute", hint="'fednode dataset add' makes it so"
+        )
     labels = args.get("labels") or {}
     if not isinstance(labels, dict):
-        raise CatalogError("labels must map column names to labels")
+        raise CatalogRequestError("labels must map column names to labels")
     description = args.get("description")
     catalog = catalog_of(runtime)
-    name = str(args["name"])
     replace = bool(args.get("replace"))
     previous = next((d for d in catalog.list() if d.name == name), None) if replace else None
     info = catalog.add(
         name,
-        Path(str(args["path"])),
+        Path(path),
         fmt=args.get("format") or None,
         labels={str(k): str(v) for k, v in labels.items()},
         description=None if description is None else str(description),
@@ -117,6 +126,9 @@ def dataset_show(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     Raises:
         CatalogError: no dataset has that name.
     """
+    name = args.get("name")
+    if not isinstance(name, str) or not name:
+        raise CatalogRequestError("dataset.show needs a dataset name")
     catalog = catalog_of(runtime)
-    info = catalog.get(str(args["name"]))
+    info = catalog.get(name)
     return {**info.to_json(), "status": catalog.status(info).to_json()}
