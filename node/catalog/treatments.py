@@ -343,27 +343,25 @@ def _generalize_time(array: pa.Array, unit: str, column: str) -> pa.Array:
     outside = pc.sum(pc.or_(pc.less(stored, lowest), pc.greater(stored, highest))).as_py()
     if outside:
         raise _unfit(column, unit, array.type, outside)
-    try:
-        floored = _floor_local(array, unit)
-        floors = _stored(floored)
-        # The subtraction wraps around; where the floor is at or below its value,
-        # a negative difference means more than 2**63 below it.
-        below = pc.subtract(stored, floors)
-        wrong = pc.sum(
-            pc.or_(
-                pc.greater(floors, stored),
-                pc.or_(pc.less(below, 0), pc.greater_equal(below, span)),
-            )
-        ).as_py()
-    except pa.ArrowException as e:
-        raise _unfit(column, unit, array.type, None) from e
+    # An Arrow error (an unknown time zone) goes to apply(), which never quotes it.
+    floored = _floor_local(array, unit)
+    floors = _stored(floored)
+    # The subtraction wraps around; where the floor is at or below its value,
+    # a negative difference means more than 2**63 below it.
+    below = pc.subtract(stored, floors)
+    wrong = pc.sum(
+        pc.or_(
+            pc.greater(floors, stored),
+            pc.or_(pc.less(below, 0), pc.greater_equal(below, span)),
+        )
+    ).as_py()
     if wrong:
         raise _unfit(column, unit, array.type, wrong)
     return floored
 
 
-def _unfit(column: str, unit: str, kind: pa.DataType, count: int | None) -> AgreementError:
-    some = "a value" if count is None else f"{count} value{'' if count == 1 else 's'}"
+def _unfit(column: str, unit: str, kind: pa.DataType, count: int) -> AgreementError:
+    some = f"{count} value{'' if count == 1 else 's'}"
     return AgreementError(
         f"column {column!r}: {some} cannot be generalized to {unit}: outside the years "
         f"1-9999, or too near the limits of {kind} for the {unit} to fit",

@@ -316,3 +316,9 @@ def test_plain_view_columns_travel_as_types_a_share_can_carry() -> None:
 def test_plain_types_without_metadata_or_dictionaries_pass_unchanged(kind: pa.DataType) -> None:
     schema = treatments.treated_schema(pa.schema({"c": kind}), {"c": {"treatment": "plain"}})
     assert str(schema.field("c").type) == str(kind)
+
+
+def test_a_time_zone_arrow_does_not_know_is_reported_as_such() -> None:
+    array = pa.array([0], pa.int64()).view(pa.timestamp("s", tz="Mars/Olympus_Mons"))
+    with pytest.raises(AgreementError, match=r"column 'c' could not be generalized \(Arrow"):
+        treat(array, to("hour"))
