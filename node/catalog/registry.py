@@ -442,7 +442,15 @@ class Catalog:
                 hint="use 1-64 lowercase letters, digits, '_', '.', '-', starting with a letter "
                 "or digit",
             )
-        path = path.resolve()
+        try:
+            # Resolved once: the catalog keeps reading the file the operator
+            # registered, even if a link on the way is later pointed elsewhere.
+            path = path.resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise CatalogError(
+                f"cannot resolve dataset path {path}: {e}",
+                hint="check the symbolic links on the way to the data",
+            ) from e
         fmt = detect_format(path, fmt)
         previous = self._find(name)
         if previous is not None and not replace:

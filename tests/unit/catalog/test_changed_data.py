@@ -81,3 +81,11 @@ def test_columns_named_like_the_readers_own_fields_are_refused_by_name(
     with pytest.raises(CatalogError, match="'__filename' is a name the reader keeps") as refused:
         catalog.add("visits", path)
     assert "rename" in (refused.value.hint or "")
+
+
+def test_a_symlink_loop_is_refused_as_a_catalog_error(tmp_path: Path, catalog: Catalog) -> None:
+    (tmp_path / "a.parquet").symlink_to(tmp_path / "b.parquet")
+    (tmp_path / "b.parquet").symlink_to(tmp_path / "a.parquet")
+    with pytest.raises(CatalogError, match="cannot resolve") as refused:
+        catalog.add("visits", tmp_path / "a.parquet")
+    assert "link" in (refused.value.hint or "")
