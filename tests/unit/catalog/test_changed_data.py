@@ -89,3 +89,20 @@ def test_a_symlink_loop_is_refused_as_a_catalog_error(tmp_path: Path, catalog: C
     with pytest.raises(CatalogError, match="cannot resolve") as refused:
         catalog.add("visits", tmp_path / "a.parquet")
     assert "link" in (refused.value.hint or "")
+
+
+def test_a_link_pointed_elsewhere_after_registration_changes_nothing_shared(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    reviewed, other = tmp_path / "reviewed.parquet", tmp_path / "other.parquet"
+    pq.write_table(pa.table({"a": ["reviewed"]}), reviewed)
+    pq.write_table(pa.table({"a": ["other table"]}), other)
+    link = tmp_path / "current.parquet"
+    link.symlink_to(reviewed)
+    info = catalog.add("visits", link)
+    assert info.path == reviewed
+    link.unlink()
+    link.symlink_to(other)
+    opened, dataset = catalog.open("visits")
+    assert dataset.to_table().column("a").to_pylist() == ["reviewed"]
+    assert catalog.status(opened).state == "ok"
