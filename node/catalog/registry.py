@@ -17,6 +17,7 @@ description, unless new ones are given.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -185,6 +186,11 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
             f"dataset path {path} does not exist",
             hint="the node opens the path itself: check that it exists where the node runs "
             "and that the account running 'fednode serve' can read it",
+        )
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise CatalogError(
+            f"this node may not read {path}",
+            hint="give the account running 'fednode serve' read access to it",
         )
     try:
         dataset = ds.dataset(str(path), format="ipc" if fmt == "arrow" else fmt)

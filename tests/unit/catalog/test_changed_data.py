@@ -106,3 +106,15 @@ def test_a_link_pointed_elsewhere_after_registration_changes_nothing_shared(
     opened, dataset = catalog.open("visits")
     assert dataset.to_table().column("a").to_pylist() == ["reviewed"]
     assert catalog.status(opened).state == "ok"
+
+
+def test_a_file_the_node_may_not_read_is_refused_naming_the_account(
+    tmp_path: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "visits.parquet"
+    pq.write_table(pa.table({"a": ["x"]}), path)
+    # Tests run as root, whom permissions do not stop: the check is what is under test.
+    monkeypatch.setattr("node.catalog.registry.os.access", lambda p, mode: Path(p) != path)
+    with pytest.raises(CatalogError, match="may not read") as refused:
+        catalog.add("visits", path)
+    assert "fednode serve" in (refused.value.hint or "")
