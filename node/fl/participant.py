@@ -61,7 +61,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
 from node.config import FlSettings
-from node.errors import AccessDenied, FederatedError
+from node.errors import AccessDenied, FederatedError, NodeError
 from node.fl import policy as job_policy
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
@@ -427,6 +427,10 @@ class Participant:
             self._recheck_or_end(job, "the node's periodic check")
         except AccessDenied:
             return  # recorded and ended
+        except NodeError as e:
+            # Not a refusal (e.g. the approvals file is unreadable): the next message's
+            # gate refuses on the same error; the check goes on.
+            _log.warning("job %s: periodic check failed: %s", job_id, e)
         if not job.ended.is_set():
             self._rechecks.watch(job_id, self._recheck_interval)
 

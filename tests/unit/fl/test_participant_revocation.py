@@ -134,4 +134,21 @@ def test_the_periodic_check_leaves_a_granted_job_running_and_records_nothing(
     assert node.participant.job_ids == [JOB_ID] and node.copy.exists()
     assert [e["event"] for e in node.runtime.audit.entries] == ["fl.admitted"]
     node.participant.end_job(COORDINATOR, JOB_ID, "ok")
-    assert node.participant._rechecks.watched == []
+    # A check already under way may set one more turn, which then finds no job.
+    wait_for(lambda: node.participant._rechecks.watched == [], "the ended job is still checked")
+
+
+def test_a_periodic_check_that_cannot_decide_keeps_checking(
+    tmp_path: Path, fab: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unreadable approvals file is no revocation, but it must not stop the checks."""
+    node = _started(tmp_path, fab, recheck_interval=0.02)
+    good = node.approvals.path.read_bytes()
+    node.approvals.path.write_bytes(b"not json")
+    wait_for(lambda: "periodic check failed" in caplog.text, "the bad file went unnoticed")
+    assert node.participant.job_ids == [JOB_ID]
+    node.approvals.path.write_bytes(good)
+    node.policy.revoked = True
+    # The end is recorded last (after the job is gone and its copy deleted): wait for that.
+    wait_for(lambda: bool(node.runtime.audit.events("fl.ended")), "the revocation went unseen")
+    _assert_ended(node, "the node's periodic check")
