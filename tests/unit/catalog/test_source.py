@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
@@ -114,7 +115,8 @@ def test_one_huge_row_group_is_read_a_page_at_a_time(tmp_path: Path) -> None:
     # chunk (24 MB here) must not be loaded whole.
     path = tmp_path / "one-group.parquet"
     rows = 3_000_000
-    pq.write_table(table(rows).select(["id"]), path, row_group_size=rows, compression="none")
+    ids = pa.table({"id": pa.array(np.arange(rows, dtype=np.int64))})
+    pq.write_table(ids, path, row_group_size=rows, compression="none")
     held, read_rows = peak_while_reading(ds.dataset(path, format="parquet"), ["id"], 64_000)
     assert read_rows == rows
     assert held < 8 * 2**20
@@ -123,7 +125,7 @@ def test_one_huge_row_group_is_read_a_page_at_a_time(tmp_path: Path) -> None:
 def test_one_huge_arrow_record_batch_is_read_in_slices(tmp_path: Path) -> None:
     path = tmp_path / "one-batch.arrow"
     rows = 3_000_000
-    data = pa.table({"id": pa.array(range(rows), pa.int64()), "other": pa.nulls(rows, pa.int8())})
+    data = pa.table({"id": pa.array(np.arange(rows, dtype=np.int64)), "other": pa.nulls(rows)})
     with pa.ipc.new_file(path, data.schema) as writer:
         writer.write_table(data)  # a single record batch of 24 MB
     del data
