@@ -17,6 +17,7 @@ description, unless new ones are given.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import sqlite3
@@ -217,14 +218,20 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
 
 
 def _file_schema(path: Path, fmt: str) -> pa.Schema | None:
-    """A Parquet or Arrow file's own schema, read without a dataset; None if unreadable."""
+    """A file's own column names (and types, but for CSV), read without a dataset;
+    ``None`` if unreadable."""
     try:
         if fmt == "parquet":
             return pq.read_schema(path)
         if fmt == "arrow":
             with pa.memory_map(str(path)) as source:
                 return pa.ipc.open_file(source).schema
-    except (pa.ArrowException, OSError, ValueError):
+        if fmt == "csv" and path.suffix.lower() == ".csv":
+            # Only to explain Arrow's refusal: the header as Python's reader sees it.
+            with path.open(newline="", encoding="utf-8", errors="replace") as file:
+                header = next(csv.reader(file), [])
+            return pa.schema([pa.field(name, pa.null()) for name in header])
+    except (pa.ArrowException, OSError, ValueError, csv.Error):
         pass
     return None
 

@@ -47,13 +47,19 @@ def test_a_file_with_twin_columns_added_to_a_folder_stops_shares(
         ("empty.csv", b"", "empty.csv as csv"),
         ("cut.arrow", b"ARROW1", "cut.arrow as arrow"),
         ("twins.parquet", None, "two columns named 'a'"),
+        ("twins.arrow", None, "two columns named 'a'"),
+        ("twins.csv", b"a,b,a\nx,y,other\n", "two columns named 'a'"),
     ],
 )
 def test_files_that_cannot_be_opened_are_refused_with_a_hint(
     tmp_path: Path, catalog: Catalog, name: str, content: bytes | None, match: str
 ) -> None:
     path = tmp_path / name
-    if content is None:
+    if content is None and name.endswith(".arrow"):
+        twins = pa.table([pa.array(["x"]), pa.array(["other"])], ["a", "a"])
+        with pa.ipc.new_file(path, twins.schema) as writer:
+            writer.write_table(twins)
+    elif content is None:
         twin_columns(path)
     else:
         path.write_bytes(content)
