@@ -384,6 +384,51 @@ def _treat(array: pa.Array, spec: Mapping[str, Any], key: bytes, column: str) ->
     return _generalize_time(array, params["to"], column)
 
 
+def _scrubbed(array: pa.Array) -> pa.Array:
+    """``array`` with nothing behind its nulls, at any depth.
+
+    A null slot of an Arrow array may still hold a value (masking a column
+    often only clears validity bits; Arrow IPC files keep those bytes), a
+    null list its items and a null struct its fields, and a share's chunks
+    carry Arrow buffers as they are. Taking a null index leaves an empty slot;
+    nested columns are rebuilt from their scrubbed children. An array without
+    nulls, of a type without children, is returned as it is.
+    """
+    if array.null_count:
+        hide = pc.is_null(array).to_numpy(zero_copy_only=False)
+        array = array.take(pa.array(np.arange(len(array)), mask=hide))
+    kind = array.type
+    mask = pc.is_null(array) if array.null_count else None
+    if pa.types.is_struct(kind) and kind.num_fields:
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        children = [_scrubbed(array.field(i)) for i in range(kind.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    if pa.types.is_fixed_size_list(kind):
+        size = kind.list_size
+        values = array.values.slice(array.offset * size, len(array) * size)
+        return pa.FixedSizeListArray.from_arrays(_scrubbed(values), type=kind, mask=mask)
+    if pa.types.is_map(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        # Offsets index into the whole child; a null slot may still span items.
+        ends = array.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = np.diff(ends)
+        if mask is None:
+            items = array.values.slice(ends[0], ends[-1] - ends[0])
+        else:
+            lengths[mask.to_numpy(zero_copy_only=False)] = 0
+            kept = np.concatenate([[0], np.cumsum(lengths)])
+            index = np.arange(kept[-1]) + np.repeat(ends[:-1] - kept[:-1], lengths)
+            items = array.values.take(pa.array(index))
+        offsets_type = pa.int64() if pa.types.is_large_list(kind) else pa.int32()
+        starts = pa.array(np.concatenate([[0], np.cumsum(lengths)]), offsets_type)
+        items = _scrubbed(items)
+        if pa.types.is_map(kind):
+            keys, values = items.field(0), items.field(1)
+            return pa.MapArray.from_arrays(starts, keys, values, type=kind, mask=mask)
+        cls = pa.LargeListArray if pa.types.is_large_list(kind) else pa.ListArray
+        return cls.from_arrays(starts, items, type=kind, mask=mask)
+    return array
+
+
 def apply(
     batch: pa.RecordBatch,
     columns: Mapping[str, Mapping[str, Any]],
@@ -401,7 +446,12 @@ def apply(
         try:
             treated = _treat(batch.column(field.name), spec, pseudonym_key, field.name)
             # Plain nested columns lose dictionaries (and their unused values) here.
-            arrays.append(treated if treated.type.equals(field.type) else treated.cast(field.type))
+            if not treated.type.equals(field.type):
+                treated = treated.cast(field.type)
+            # Pseudonyms and bands are built afresh, with nothing behind their nulls.
+            if spec["treatment"] == "plain" or "to" in (spec.get("params") or {}):
+                treated = _scrubbed(treated)
+            arrays.append(treated)
         except (pa.ArrowException, KeyError, ValueError, OverflowError) as e:
             # Arrow's message may quote the values it failed on: it goes to the
             # local log and the chained exception, never into the error, which

@@ -322,3 +322,102 @@ def test_a_time_zone_arrow_does_not_know_is_reported_as_such() -> None:
     array = pa.array([0], pa.int64()).view(pa.timestamp("s", tz="Mars/Olympus_Mons"))
     with pytest.raises(AgreementError, match=r"column 'c' could not be generalized \(Arrow"):
         treat(array, to("hour"))
+
+
+# --- data behind nulls ----------------------------------------------------------------
+
+
+def masked(values: pa.Array, hide: list[bool]) -> pa.Array:
+    """``values`` with slots made null by their validity bits only: the data stays behind."""
+    bits = sum(1 << i for i, h in enumerate(hide) if not h).to_bytes(8, "little")
+    buffers = [pa.py_buffer(bits), *values.buffers()[1:]]
+    return pa.Array.from_buffers(values.type, len(values), buffers)
+
+
+SECRET_INT = 424_242_424_242
+HIDE_MIDDLE = [False, True, False]
+
+
+def behind_nulls() -> pa.RecordBatch:
+    person = pa.StructArray.from_arrays(
+        [
+            pa.array(["ann", "SECRET-PARENT", "cy"]),
+            masked(pa.array(["x", "y", "SECRET-CHILD"]), [False, False, True]),
+        ],
+        names=["name", "note"],
+        mask=pa.array(HIDE_MIDDLE),
+    )
+    lists = pa.ListArray.from_arrays(
+        pa.array([0, 1, 2, 3], pa.int32()),
+        pa.array(["a", "SECRET-ITEM", "c"]),
+        mask=pa.array(HIDE_MIDDLE),
+    )
+    return pa.record_batch(
+        {
+            "ints": masked(pa.array([1, SECRET_INT, 3], pa.int64()), HIDE_MIDDLE),
+            "text": masked(pa.array(["a", "SECRET-TEXT", "c"]), HIDE_MIDDLE),
+            "seen": masked(pa.array([0, SECRET_INT * 1000, 0], pa.timestamp("us")), HIDE_MIDDLE),
+            "person": person,
+            "lists": lists,
+        }
+    )
+
+
+def test_nothing_behind_a_null_leaves_in_a_share() -> None:
+    # Arrow files keep the data behind a null (masking a value may only clear
+    # its validity bit), and a share's chunks carry Arrow buffers as they are.
+    batch = behind_nulls()
+    assert b"SECRET-ITEM" in batch.serialize().to_pybytes()  # the premise
+    spec = {name: {"treatment": "plain"} for name in batch.schema.names} | {"seen": to("hour")}
+    schema = treatments.treated_schema(batch.schema, spec)
+    out = treatments.apply(batch, spec, schema, KEY)
+    sent = out.serialize().to_pybytes()
+    assert b"SECRET" not in sent
+    hour = SECRET_INT * 1000 // 3_600_000_000 * 3_600_000_000
+    for number in (SECRET_INT, SECRET_INT * 1000, hour):
+        assert number.to_bytes(8, "little") not in sent
+    assert out.to_pylist() == [
+        {
+            "ints": 1,
+            "text": "a",
+            "seen": datetime(1970, 1, 1),
+            "person": {"name": "ann", "note": "x"},
+            "lists": ["a"],
+        },
+        {"ints": None, "text": None, "seen": None, "person": None, "lists": None},
+        {
+            "ints": 3,
+            "text": "c",
+            "seen": datetime(1970, 1, 1),
+            "person": {"name": "cy", "note": None},
+            "lists": ["c"],
+        },
+    ]
+
+
+def test_nothing_behind_a_null_leaves_from_any_nested_type() -> None:
+    hide = pa.array(HIDE_MIDDLE)
+    secret_rows = pa.array(["a", "SECRET-1", "c"])
+    inner = pa.StructArray.from_arrays(
+        [masked(pa.array(["x", "SECRET-2", "z"]), HIDE_MIDDLE)], names=["v"]
+    )
+    columns = {
+        "fixed": pa.FixedSizeListArray.from_arrays(secret_rows, 1, mask=hide),
+        "map": pa.MapArray.from_arrays(
+            pa.array([0, 1, 2, 3], pa.int32()), pa.array(["k", "k", "k"]), secret_rows, mask=hide
+        ),
+        "large": pa.LargeListArray.from_arrays(
+            pa.array([0, 1, 2, 3], pa.int64()), secret_rows, mask=hide
+        ),
+        "deep": pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), inner),
+        "sliced": pa.ListArray.from_arrays(
+            pa.array([0, 1, 2, 3], pa.int32()), secret_rows, mask=hide
+        ),
+    }
+    batch = pa.record_batch(columns)
+    spec = {name: {"treatment": "plain"} for name in columns}
+    schema = treatments.treated_schema(batch.schema, spec)
+    for part in (batch, batch.slice(1, 2)):
+        out = treatments.apply(part, spec, schema, KEY)
+        assert b"SECRET" not in out.serialize().to_pybytes()
+        assert out.to_pylist() == part.to_pylist()
