@@ -1,16 +1,24 @@
 """Column treatments an agreement applies before data leaves the provider.
 
-* ``plain`` passes the column through unchanged.
+* ``plain`` passes the column's values through unchanged.
 * ``pseudonymize`` replaces each value with hex HMAC-SHA256 under a key that
   belongs to one agreement: the same value gives the same token within that
-  agreement and unrelated tokens across agreements. Nulls stay null.
+  agreement and unrelated tokens across agreements. Nulls stay null. Only
+  columns of single values (text, numbers, times, binary) can be pseudonymized.
 * ``generalize`` coarsens a value: a timestamp or date to ``{"to": "hour"}``
-  (or minute, day, month, year), an integer to a band ``{"band": 10}``
-  rendered as text such as ``"30-39"``.
+  (or minute, day, month, year; a zoned time in its own local time), an
+  integer to a band ``{"band": 10}`` rendered as text such as ``"30-39"``.
 * ``drop`` removes the column.
 
-Invariant: :func:`apply` emits exactly the columns of :func:`treated_schema`,
-and a column that the agreement does not name is never in either.
+Invariants:
+
+* :func:`apply` emits exactly the columns of :func:`treated_schema`, and a
+  column that the agreement does not name is never in either;
+* nothing from the source file travels but the treated values: no schema or
+  field metadata at any depth, no dictionary (with its unused values), and no
+  bytes behind a null;
+* an error raised here never quotes a value (it reaches the consumer and the
+  ledger); Arrow's own message, which may, goes to the local log only.
 """
 
 from __future__ import annotations
