@@ -9,7 +9,11 @@ Invariants:
 
 * only columns the agreement names, minus dropped ones, are ever read from disk;
 * the agreement is re-checked before every batch, so a revocation or expiry
-  stops a running read at the next batch.
+  stops a running read at the next batch;
+* a read that fails raises a :class:`CatalogError` naming the dataset (and,
+  for a CSV value that no longer converts, its column and line), never a
+  value: the message is recorded in the ledger. Arrow's message goes to the
+  local log.
 """
 
 from __future__ import annotations
