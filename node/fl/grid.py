@@ -4,7 +4,10 @@ A ServerApp drives a federated job through this Grid exactly as it would
 through Flower's own engine. Invariants:
 
 * Every pushed message goes to its destination department at once, on a
-  thread pool, with a deadline of ``min(message_timeout, remaining TTL)``.
+  thread pool, with a deadline of ``min(message_timeout, remaining TTL)``;
+  :class:`GrpcSender` cancels a call still open :data:`DEADLINE_GRACE_S`
+  after its deadline, so no delivery outlives it for long whatever the
+  transport does.
 * Every pushed message gets exactly one reply. A node that fails, times out or
   answers with a reply that does not belong to the message yields an *error
   reply* shaped like the one Flower's SuperLink produces
@@ -45,9 +48,14 @@ from node.fl import wire
 from node.fl.errors import JobFailedError, NodesUnavailableError
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
 
-__all__ = ["GridEvent", "GrpcSender", "NodeGrid", "Sender"]
+__all__ = ["DEADLINE_GRACE_S", "GridEvent", "GrpcSender", "NodeGrid", "Sender"]
 
 _log = logging.getLogger(__name__)
+
+#: Seconds a Deliver call may stay open past its deadline before this side
+#: cancels it. gRPC enforces the deadline itself; this bounds the wait if a call
+#: misses it (seen with a loopback server stopped as the call began).
+DEADLINE_GRACE_S = 5.0
 
 
 class Sender(Protocol):
@@ -100,9 +108,13 @@ class GrpcSender:
                 self._calls.add(replies)
         if closed:
             replies.cancel()
+        watchdog = threading.Timer(timeout + DEADLINE_GRACE_S, replies.cancel)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             _, reply = wire.message_from_chunks(replies)
         finally:
+            watchdog.cancel()
             with self._lock:
                 self._calls.discard(replies)
         return reply

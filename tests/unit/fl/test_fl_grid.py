@@ -11,8 +11,9 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.supercore.run import Run, RunNotRunningException
 
+from node.fl import grid as grid_module
 from node.fl.errors import NodesUnavailableError
-from node.fl.grid import GridEvent, NodeGrid
+from node.fl.grid import GridEvent, GrpcSender, NodeGrid
 
 NODES = {11: "traffic", 12: "security", 13: "health"}
 
@@ -241,3 +242,56 @@ def test_a_closed_grid_tells_flower_the_run_is_over() -> None:
         grid.get_node_ids()
     with pytest.raises(RunNotRunningException):
         grid.push_messages(_messages())
+
+
+class Cancelled(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+
+class DeafCall:
+    """A Deliver reply stream that never answers and ignores its deadline."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> DeafCall:
+        return self
+
+    def __next__(self) -> object:
+        self.cancelled.wait(30)
+        raise Cancelled()
+
+    def cancel(self) -> bool:
+        self.cancelled.set()
+        return True
+
+
+class DeafChannel:
+    """A channel (the surface a generated stub uses) whose Deliver calls are DeafCalls."""
+
+    def __init__(self) -> None:
+        self.calls: list[DeafCall] = []
+
+    def stream_stream(self, *_args: object, **_kwargs: object) -> object:
+        def deliver(_requests: object, timeout: float | None = None) -> DeafCall:
+            self.calls.append(DeafCall())
+            return self.calls[-1]
+
+        return deliver
+
+    stream_unary = unary_unary = stream_stream
+
+
+def test_a_call_that_misses_its_deadline_is_cancelled_soon_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(grid_module, "DEADLINE_GRACE_S", 0.1)
+    channel = DeafChannel()
+    send = GrpcSender(lambda _department: channel, "job-1")
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        send("traffic", Message(RecordDict(), 11, "train"), 0.2)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    assert 0.3 <= time.monotonic() - started < 10
+    assert channel.calls[0].cancelled.is_set()
