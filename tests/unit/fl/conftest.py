@@ -9,7 +9,7 @@ import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
 from node.fl.bundle import build_bundle
-from tests.unit.fl.fl_fakes import APP, Cluster
+from tests.unit.fl.fl_fakes import APP, Cluster, LocalNode, end_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +18,13 @@ def _task_identity() -> None:
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = 42
     TaskIdentity.node_id = 1
+
+
+@pytest.fixture(autouse=True)
+def _end_local_jobs() -> Iterator[None]:
+    yield
+    while LocalNode.opened:
+        end_jobs(LocalNode.opened.pop().participant)
 
 
 @pytest.fixture

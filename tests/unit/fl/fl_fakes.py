@@ -11,6 +11,7 @@ coordinator sends such a participant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pyarrow as pa
@@ -31,6 +32,7 @@ from node.errors import AccessDenied
 from node.fl import wire
 from node.fl.approvals import ApprovalStore
 from node.fl.bundle import build_bundle
+from node.fl.errors import UnknownJobError
 from node.fl.participant import RECHECK_INTERVAL, Participant
 from node.fl.service import FederatedServicer
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
@@ -227,6 +229,17 @@ class LocalNode:
             recheck_interval=recheck_interval,
         )
         self.copy = self.runtime.config.data_dir / "fl" / "jobs" / JOB_ID / "data.parquet"
+        LocalNode.opened.append(self)
+
+    #: Every LocalNode made, for :func:`end_jobs` after each test.
+    opened: ClassVar[list[LocalNode]] = []
+
+
+def end_jobs(participant: Participant) -> None:
+    """End the jobs a test left running, so no check of theirs outlives the test."""
+    for job_id in participant.job_ids:
+        with contextlib.suppress(UnknownJobError):
+            participant.end_job(COORDINATOR, job_id, "error", "the test ended")
 
 
 @dataclass
@@ -280,5 +293,6 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.server.stop(0)
+            end_jobs(node.participant)
         for channel in self.coordinator.channels.values():
             channel.close()
