@@ -205,7 +205,7 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
             else f"check that it is a complete {fmt} file (not empty, not still being "
             "written), or pass --format if it holds another format",
         ) from e
-    kept = [name for name in dataset.schema.names if name in _READER_FIELDS]
+    kept = [name for name in _names(path, dataset.schema) if name in _READER_FIELDS]
     if kept:
         raise CatalogError(
             f"column {kept[0]!r} is a name the reader keeps for itself "
@@ -215,6 +215,21 @@ def open_dataset(path: Path, fmt: str) -> ds.Dataset:
     if path.is_dir():
         _check_folder(path, fmt, dataset)
     return dataset
+
+
+def _names(path: Path | str, schema: pa.Schema) -> list[str]:
+    """The schema's column names.
+
+    Raises:
+        CatalogError: a name is not UTF-8 (Arrow keeps a CSV header's bytes as they are).
+    """
+    try:
+        return list(schema.names)
+    except UnicodeDecodeError as e:
+        raise CatalogError(
+            f"{path} has a column name that is not UTF-8 text",
+            hint="save the file (at least its header) as UTF-8, then add it again",
+        ) from e
 
 
 def _file_schema(path: Path, fmt: str) -> pa.Schema | None:
@@ -244,7 +259,7 @@ def _check_twins(path: Path | str, schema: pa.Schema | None) -> None:
     """
     if schema is None:
         return
-    names = schema.names
+    names = _names(path, schema)
     twins = sorted({n for n in names if names.count(n) > 1})
     if twins:
         raise CatalogError(
@@ -305,6 +320,7 @@ def _check_folder(path: Path, fmt: str, dataset: ds.Dataset) -> None:
                 f"cannot read {fragment.path} as {fmt}: {e}",
                 hint=f"check that it is a complete {fmt} file, or move it out of {path}",
             ) from e
+        _names(fragment.path, schema)
         _check_twins(fragment.path, schema)
         if first is None:
             first, first_file = schema, fragment.path

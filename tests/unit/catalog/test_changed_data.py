@@ -124,3 +124,16 @@ def test_a_file_the_node_may_not_read_is_refused_naming_the_account(
     with pytest.raises(CatalogError, match="may not read") as refused:
         catalog.add("visits", path)
     assert "fednode serve" in (refused.value.hint or "")
+
+
+def test_a_column_name_that_is_not_utf8_is_refused(tmp_path: Path, catalog: Catalog) -> None:
+    (tmp_path / "latin1.csv").write_bytes(b"caf\xe9,b\n1,2\n")
+    with pytest.raises(CatalogError, match="column name that is not UTF-8") as refused:
+        catalog.add("visits", tmp_path / "latin1.csv")
+    assert "UTF-8" in (refused.value.hint or "")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "1.csv").write_bytes(b"a,b\n1,2\n")
+    (folder / "2.csv").write_bytes(b"a,caf\xe9\n1,2\n")
+    with pytest.raises(CatalogError, match=r"2\.csv has a column name that is not UTF-8"):
+        catalog.add("visits", folder)
