@@ -421,3 +421,11 @@ def test_nothing_behind_a_null_leaves_from_any_nested_type() -> None:
         out = treatments.apply(part, spec, schema, KEY)
         assert b"SECRET" not in out.serialize().to_pybytes()
         assert out.to_pylist() == part.to_pylist()
+
+
+def test_a_time_behind_a_null_cannot_fail_a_generalization() -> None:
+    for tz, raw in (("Europe/London", INT64_MIN + 1), ("Asia/Tokyo", INT64_MAX)):
+        kind = pa.timestamp("s", tz=tz)
+        hidden = masked(pa.array([0, raw, 0], pa.int64()), HIDE_MIDDLE).view(kind)
+        out = treat(hidden, to("hour"))
+        assert out.to_pylist()[1] is None and out.null_count == 1
