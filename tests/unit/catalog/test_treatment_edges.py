@@ -429,3 +429,15 @@ def test_a_time_behind_a_null_cannot_fail_a_generalization() -> None:
         hidden = masked(pa.array([0, raw, 0], pa.int64()), HIDE_MIDDLE).view(kind)
         out = treat(hidden, to("hour"))
         assert out.to_pylist()[1] is None and out.null_count == 1
+
+
+@pytest.mark.parametrize(
+    "spec", [PSEUDONYMIZE, {"treatment": "generalize", "params": {"band": 10}}]
+)
+def test_pseudonyms_and_bands_are_built_without_what_is_behind_a_null(spec: dict[str, Any]) -> None:
+    hidden = masked(pa.array([1, SECRET_INT, 3], pa.int64()), HIDE_MIDDLE)
+    out = treat(hidden, spec)
+    sent = pa.record_batch({"c": out}).serialize().to_pybytes()
+    for secret in (token(str(SECRET_INT)), str(SECRET_INT // 10 * 10)):
+        assert secret.encode() not in sent
+    assert out.to_pylist()[1] is None
