@@ -60,6 +60,9 @@ class FlSettings:
     require_dp: bool = False
     #: Refuse a job whose DP gives a clipped update a larger (effective) epsilon.
     max_epsilon: float | None = None
+    #: Refuse a run-config number more than this many times the approved app's
+    #: positive default in size (see node/fl/policy.py).
+    max_run_config_factor: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ require_secagg = false
 require_dp = false
 # Largest effective DP epsilon accepted (uncomment to set):
 # max_epsilon = 8.0
+# A run-config number may be at most this many times the approved app's default:
+max_run_config_factor = 10
 """
 
 
@@ -190,15 +195,16 @@ def _table(doc: dict[str, object], name: str, path: Path) -> dict[str, object]:
     return table
 
 
-_FL_KEYS = ("require_secagg", "require_dp", "max_epsilon")
+_FL_KEYS = ("require_secagg", "require_dp", "max_epsilon", "max_run_config_factor")
 
 
 def _fl_settings(table: dict[str, object], where: str) -> FlSettings:
     """Parse ``[fl]``; every key is optional, and a key it does not know is refused.
 
     Raises:
-        ConfigError: an unknown key, a value of the wrong type, or a
-            ``max_epsilon`` that is not a finite number above zero.
+        ConfigError: an unknown key, a value of the wrong type, a
+            ``max_epsilon`` that is not a finite number above zero, or a
+            ``max_run_config_factor`` that is not a finite number of at least 1.
     """
     unknown = sorted(set(table) - set(_FL_KEYS))
     if unknown:
@@ -218,10 +224,20 @@ def _fl_settings(table: dict[str, object], where: str) -> FlSettings:
                 f"{where}: [fl] 'max_epsilon' must be a finite number above 0, got {max_epsilon!r}",
                 hint="leave it out to accept any epsilon, or give e.g. max_epsilon = 8.0",
             )
+    factor = FlSettings.max_run_config_factor
+    if "max_run_config_factor" in table:
+        factor = float(_get(table, "max_run_config_factor", float, f"{where}: [fl]"))  # type: ignore[arg-type]
+        if not (math.isfinite(factor) and factor >= 1):
+            raise ConfigError(
+                f"{where}: [fl] 'max_run_config_factor' must be a finite number of at least 1, "
+                f"got {factor!r}",
+                hint="leave it out for 10, or give e.g. max_run_config_factor = 20",
+            )
     return FlSettings(
         require_secagg=bool(flags["require_secagg"]),
         require_dp=bool(flags["require_dp"]),
         max_epsilon=max_epsilon,
+        max_run_config_factor=factor,
     )
 
 

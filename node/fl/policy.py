@@ -41,7 +41,7 @@ __all__ = [
 
 #: How many times an app's positive numeric default a run-config value may be,
 #: unless ``node.toml`` ``[fl] max_run_config_factor`` says otherwise.
-DEFAULT_RUN_CONFIG_FACTOR = 10.0
+DEFAULT_RUN_CONFIG_FACTOR = FlSettings.max_run_config_factor
 
 _SETTINGS_HINT = (
     "the coordinator changes the job, or this node's operator changes [fl] in node.toml"
@@ -95,10 +95,8 @@ def check_dataset(spec: wire.JobSpec, agreement_dataset: str) -> None:
 
 
 def run_config_factor(settings: FlSettings) -> float:
-    """The node's ``[fl] max_run_config_factor``, or :data:`DEFAULT_RUN_CONFIG_FACTOR`."""
-    # Read by name: settings from a configuration without the key use the default.
-    factor = getattr(settings, "max_run_config_factor", None)
-    return DEFAULT_RUN_CONFIG_FACTOR if factor is None else float(factor)
+    """The node's ``[fl] max_run_config_factor`` (:data:`DEFAULT_RUN_CONFIG_FACTOR` unless set)."""
+    return settings.max_run_config_factor
 
 
 def check_run_config(

@@ -54,6 +54,12 @@ def test_fl_settings_default_to_requiring_nothing(tmp_path: Path) -> None:
 def test_fl_settings_are_read(tmp_path: Path) -> None:
     home = _home(tmp_path, "require_secagg = true\nrequire_dp = true\nmax_epsilon = 4\n")
     assert load_config(home).fl == FlSettings(True, True, 4.0)
+    home = _home(tmp_path, "max_run_config_factor = 25\n")
+    assert load_config(home).fl.max_run_config_factor == 25.0
+
+
+def test_a_new_nodes_config_states_the_run_config_bound(tmp_path: Path) -> None:
+    assert load_config(_home(tmp_path, None)).fl.max_run_config_factor == 10.0
 
 
 @pytest.mark.parametrize(
@@ -68,6 +74,9 @@ def test_fl_settings_are_read(tmp_path: Path) -> None:
         ("max_epsilon = -1.5\n", "'max_epsilon' must be a finite number above 0"),
         ("max_epsilon = inf\n", "'max_epsilon' must be a finite number above 0"),
         ("max_epsilon = nan\n", "'max_epsilon' must be a finite number above 0"),
+        ("max_run_config_factor = 0.5\n", "'max_run_config_factor' must be a finite number of"),
+        ("max_run_config_factor = inf\n", "'max_run_config_factor' must be a finite number of"),
+        ('max_run_config_factor = "10"\n', "'max_run_config_factor' must be a float"),
     ],
 )
 def test_bad_fl_settings_are_refused(tmp_path: Path, fl: str, match: str) -> None:
