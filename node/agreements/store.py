@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.agreements.document import SignedAgreement
@@ -65,7 +65,8 @@ _INSERT = (
 class AgreementRecord:
     signed: SignedAgreement
     state: str
-    pseudonym_key: bytes | None
+    # Kept out of repr: a logged or printed record must never show the key.
+    pseudonym_key: bytes | None = field(repr=False)
     updated: int
     revoked_at: int | None
     #: ``None`` once the reason was erased (see ``reason_erased``).

@@ -132,6 +132,10 @@ def test_store_lifecycle(tmp_path: Path) -> None:
     signed = SignedAgreement.sign(doc(), PROVIDER)
     proposed = store.add_proposed(signed)
     assert proposed.state == "proposed" and proposed.pseudonym_key is not None
+    # A record that is logged or printed never shows its pseudonym key.
+    assert "pseudonym_key" not in repr(proposed)
+    assert proposed.pseudonym_key.hex() not in repr(proposed)
+    assert repr(proposed.pseudonym_key)[2:-1] not in repr(proposed)
     with pytest.raises(AgreementError, match="not countersigned"):
         store.activate(signed)
     forged = SignedAgreement(
