@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.admin.service import _public_kind
 from node.agreements.document import SignedAgreement, new_agreement
@@ -23,9 +22,7 @@ from node.catalog.loader import catalog_of, load_treated_table, open_treated_rea
 from node.catalog.registry import Catalog, infer_label
 from node.cli.exit_codes import USAGE, code_for
 from node.errors import AccessDenied, AgreementError, CatalogError
-
-PROVIDER = ed25519.Ed25519PrivateKey.generate()
-CONSUMER = ed25519.Ed25519PrivateKey.generate()
+from tests.unit.catalog.agreement_fixture import CONSUMER, PROVIDER, active_agreement
 
 TABLE = pa.table(
     {
@@ -202,26 +199,7 @@ def test_treatment_refusals(spec: dict[str, Any], match: str) -> None:
 
 
 def _agreement(runtime: Any, **over: Any) -> str:
-    now = int(time.time())
-    args: dict[str, Any] = {
-        "federation": "gov",
-        "provider": "health",
-        "consumer": "statistics",
-        "dataset": "visits",
-        "purpose_code": "STAT",
-        "purpose_text": "",
-        "valid_from": now - 5,
-        "valid_until": now + 600,
-        "modes": ["federated"],
-        "columns": SPEC,
-        "created": now,
-    }
-    args.update(over)
-    signed = SignedAgreement.sign(new_agreement(**args), PROVIDER)
-    store = agreements_of(runtime)
-    store.add_proposed(signed)
-    store.activate(signed.countersign(CONSUMER))
-    return signed.id
+    return active_agreement(runtime, over.pop("columns", SPEC), **over)
 
 
 def test_loader_applies_treatments(provider_runtime: Any, files: dict[str, Path]) -> None:

@@ -4,20 +4,15 @@ message reaches the ledger (``share.failed``) and, for agreement errors, the pee
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from node.agreements.document import SignedAgreement, new_agreement
-from node.agreements.policy import agreements_of
 from node.catalog.loader import catalog_of, treated_scan
 from node.errors import CatalogError
+from tests.unit.catalog.agreement_fixture import active_agreement
 
-PROVIDER = ed25519.Ed25519PrivateKey.generate()
-CONSUMER = ed25519.Ed25519PrivateKey.generate()
 # Past Arrow's first CSV block (1 MiB), where column types are inferred.
 ROWS, BAD_ROW = 120_000, 110_000
 SECRET = "Jane Citizen"
@@ -31,39 +26,16 @@ def write_csv(path: Path, bad: str | None = None) -> Path:
     return path
 
 
-def agreement(runtime: Any, columns: dict[str, Any]) -> str:
-    now = int(time.time())
-    signed = SignedAgreement.sign(
-        new_agreement(
-            federation="gov",
-            provider="health",
-            consumer="statistics",
-            dataset="visits",
-            purpose_code="STAT",
-            purpose_text="",
-            valid_from=now - 5,
-            valid_until=now + 600,
-            modes=["transfer"],
-            columns=columns,
-            created=now,
-        ),
-        PROVIDER,
-    )
-    store = agreements_of(runtime)
-    store.add_proposed(signed)
-    store.activate(signed.countersign(CONSUMER))
-    return signed.id
-
-
 def test_a_value_that_no_longer_converts_is_reported_without_quoting_it(
     provider_runtime: Any, tmp_path: Path
 ) -> None:
     data = write_csv(tmp_path / "visits.csv")
     catalog_of(provider_runtime).add("visits", data)
     write_csv(data, bad=SECRET)  # same header and first rows: the schema still matches
-    agreement_id = agreement(
+    agreement_id = active_agreement(
         provider_runtime,
         {"person_id": {"treatment": "pseudonymize"}, "age": {"treatment": "plain"}},
+        modes=["transfer"],
     )
     scan = treated_scan(provider_runtime, agreement_id, "transfer")
     with pytest.raises(CatalogError, match=r"column 'person_id' of dataset 'visits'") as failed:
