@@ -285,13 +285,17 @@ def _tiny_chunks(count: int, columns: int = 20) -> tuple[pa.Schema, list[RecordB
     return batches[0].schema, [message_of(b) for b in batches]
 
 
-def test_parquet_row_groups_collect_small_chunks(tmp_path: Path) -> None:
-    schema, messages = _tiny_chunks(1000)
-    dest = tmp_path / "out.parquet"
+def _write_parquet(dest: Path, schema: pa.Schema, messages: list[RecordBatchMessage]) -> None:
     with AtomicTableSink(dest, schema, "parquet") as sink:
         for message in messages:
             sink.write(message)
         sink.commit()
+
+
+def test_parquet_row_groups_collect_small_chunks(tmp_path: Path) -> None:
+    schema, messages = _tiny_chunks(1000)
+    dest = tmp_path / "out.parquet"
+    _write_parquet(dest, schema, messages)
     assert pq.ParquetFile(dest).metadata.num_row_groups == 1
     table = pq.read_table(dest)
     assert table.num_rows == 1000 and table["c3"][999].as_py() == 999 * 20 + 3
@@ -312,10 +316,7 @@ def test_parquet_row_groups_end_at_each_bound(
     monkeypatch.setattr(sink_module, bound, value)
     schema, messages = _tiny_chunks(1000)
     dest = tmp_path / "out.parquet"
-    with AtomicTableSink(dest, schema, "parquet") as sink:
-        for message in messages:
-            sink.write(message)
-        sink.commit()
+    _write_parquet(dest, schema, messages)
     assert pq.ParquetFile(dest).metadata.num_row_groups in row_groups
     assert pq.read_table(dest).equals(pa.Table.from_batches([m.decode() for m in messages]))
 
