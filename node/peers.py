@@ -3,15 +3,32 @@
 Before a channel to a department is used, the node checks three things:
 
 1. the department is in the current directory (else :class:`UnknownPeerError`);
-2. a TLS handshake to its endpoint presents exactly the certificate the
-   directory pins for it, which also rules out revoked certificates, since a
-   revoked certificate is never pinned;
-3. the gRPC channel verifies the server against the federation CA and the
-   department's DNS name, so the channel itself cannot be redirected to a
-   different department's certificate.
+2. a TLS handshake to its endpoint, verified against the federation CA and
+   the department's DNS name, presents exactly the certificate the directory
+   pins for it, which also rules out revoked certificates, since a revoked
+   certificate is never pinned;
+3. the gRPC channel then trusts that one certificate and nothing else: its
+   only root is the pinned certificate itself (gRPC's TLS stack accepts a
+   trusted leaf as the end of a partial chain), and it checks the DNS name.
+
+Invariant: every TLS connection a channel makes, including each reconnect
+after the peer restarts or the network changes, accepts only the pinned
+certificate. gRPC re-handshakes on reconnect without calling back into
+Python, so a check made once before the channel opened would not cover
+later connections; binding the channel's trust to the pinned certificate
+does. A replaced or revoked certificate of the same department (same CA,
+same DNS name, still within its validity) therefore fails the handshake.
 
 Channels are cached per (department, pinned fingerprint, endpoint), so a new
-directory that rotates a certificate or moves an endpoint opens a new channel.
+directory that rotates a certificate or moves an endpoint opens a new channel,
+and the department's channels for the old pin are closed then.
+
+Residual risk: the pin ends when the directory changes, not when the
+pinned certificate is revoked mid-connection. A connection that is already
+open keeps its session until the directory that revokes it is installed and
+the next call to :meth:`PeerConnector.channel` closes the old channel; the
+peer's server, which checks each call against its own directory, is the
+other side of that gate.
 """
 
 from __future__ import annotations
@@ -28,7 +45,7 @@ import grpc
 
 from node.errors import CertificateError, PeerError
 from node.identity import certs
-from node.identity.directory import Directory
+from node.identity.directory import DepartmentEntry, Directory
 
 __all__ = ["PeerConnector", "split_endpoint"]
 
@@ -76,8 +93,11 @@ class PeerConnector:
             context.load_cert_chain(cert_file, key_file)
         return context
 
-    def check_pinned_certificate(self, department: str) -> None:
+    def check_pinned_certificate(self, department: str) -> bytes:
         """Handshake with ``department`` and compare its certificate with the directory's pin.
+
+        Returns:
+            The DER bytes of the certificate, which is the pinned one.
 
         Raises:
             UnknownPeerError: the department is not in the directory.
@@ -86,7 +106,10 @@ class PeerConnector:
                 rotated without a new directory, or an impostor).
         """
         directory = self._directory()
-        entry = directory.get(department)
+        return self._pinned_certificate(directory, directory.get(department))
+
+    def _pinned_certificate(self, directory: Directory, entry: DepartmentEntry) -> bytes:
+        department = entry.department
         host, port = split_endpoint(entry.endpoint)
         try:
             with (
@@ -123,6 +146,7 @@ class PeerConnector:
                 f"directory serial {directory.serial}",
                 hint="install the latest directory with 'fednode directory install'",
             )
+        return der
 
     def channel(self, department: str) -> grpc.Channel:
         """An mTLS channel to ``department``, checked against the directory's pin.
@@ -130,15 +154,18 @@ class PeerConnector:
         Raises:
             UnknownPeerError, PeerError, CertificateError: see :meth:`check_pinned_certificate`.
         """
-        entry = self._directory().get(department)
+        directory = self._directory()
+        entry = directory.get(department)
         key = (department, entry.tls_fingerprint, entry.endpoint)
         with self._lock:
             cached = self._channels.get(key)
         if cached is not None:
             return cached
-        self.check_pinned_certificate(department)
+        pinned = self._pinned_certificate(directory, entry)
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=self._ca_pem,
+            # The pinned certificate is the channel's only trust anchor, so a
+            # reconnect accepts it and nothing else (see the module docstring).
+            root_certificates=ssl.DER_cert_to_PEM_cert(pinned).encode(),
             private_key=self._key_pem,
             certificate_chain=self._cert_pem,
         )
@@ -160,8 +187,21 @@ class PeerConnector:
                 ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024),
             ],
         )
+        stale: list[grpc.Channel] = []
         with self._lock:
-            self._channels[key] = channel
+            existing = self._channels.get(key)
+            if existing is not None:
+                # Another thread opened the same channel meanwhile: keep one.
+                stale.append(channel)
+                channel = existing
+            else:
+                # A channel for the department's previous pin or endpoint must
+                # not stay usable after the directory moved on.
+                for old in [k for k in self._channels if k[0] == department]:
+                    stale.append(self._channels.pop(old))
+                self._channels[key] = channel
+        for old_channel in stale:
+            old_channel.close()
         return channel
 
     def forget(self, department: str) -> None:
