@@ -109,23 +109,26 @@ def stream_share(
             yield "chunk", chunk
         yield "trailer", trailer
 
-    runtime.audit.record(
+    def note(event: str, **fields: Any) -> None:
+        """Record ``event`` about this share: its consumer, agreement, dataset and columns."""
+        runtime.audit.record(
+            event,
+            peer=consumer,
+            agreement=agreement_id,
+            dataset=signed.dataset,
+            columns=shared,
+            **fields,
+        )
+
+    note(
         "share.started",
-        peer=consumer,
-        agreement=agreement_id,
-        dataset=signed.dataset,
-        columns=shared,
         purpose=signed.purpose,
         detail={"share_id": sealer.share_id.hex(), "compression": compression},
     )
 
     def failed(reason: str) -> None:
-        runtime.audit.record(
+        note(
             "share.failed",
-            peer=consumer,
-            agreement=agreement_id,
-            dataset=signed.dataset,
-            columns=shared,
             outcome="error",
             detail={"share_id": sealer.share_id.hex(), "reason": reason},
         )
