@@ -11,12 +11,21 @@ A node holds three private keys:
   ML-KEM encapsulation key (1184 bytes) followed by the X25519 public key (32).
 
 Private key files are written with mode 0600 through a temporary file and an
-atomic rename, so a crash never leaves a half-written key behind.
+atomic rename, so a crash never leaves a half-written key behind. The
+temporary file is always created afresh (never a leftover of another mode, nor
+through a symbolic link), and folders made on the way are mode 0700, so no
+byte of a key is ever readable by another user.
+
+A private key file that other users can read or any group member can change is
+refused at load, as ssh refuses one, with the ``chmod`` that fixes it. Group
+read is allowed: container platforms mount secrets that way (mode 0440 for
+the node's group), and the group is the host's decision.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,15 +82,31 @@ class HpkeKeyPair:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, durably and atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` with mode 0600, durably and atomically.
+
+    Folders that do not exist yet are created with mode 0700. A symbolic link
+    at ``path`` is replaced, never written through.
+
+    Raises:
+        OSError: the file or its folder cannot be written.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A leftover temporary file (a crash, another tool) may have any mode or be
+    # a link; O_CREAT would keep its mode and follow the link. Start afresh.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     tmp.replace(path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -90,15 +115,28 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+#: Mode bits a private key file must not have: any access by others, group write.
+_UNSAFE_MODE = stat.S_IRWXO | stat.S_IWGRP
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read()
     except OSError as e:
         raise IdentityError(
             f"cannot read {what} at {path}: {e.strerror}",
             hint="check --home; if it is right, restore keys/ from the node's backup (new "
             "keys mean enrolling the department again with the authority)",
         ) from e
+    if mode & _UNSAFE_MODE:
+        raise IdentityError(
+            f"{what} at {path} is open to other users (mode {stat.S_IMODE(mode):04o})",
+            hint=f"run 'chmod 600 {path}'; if others could read it, treat the key as "
+            "compromised and enrol new keys with the federation authority",
+        )
+    return data
 
 
 def _save_pkcs8(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
