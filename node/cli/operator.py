@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import ipaddress
 import json
 import socket
 import sys
@@ -62,30 +61,18 @@ def _host_port(text: str, example: str) -> str:
     Raises:
         argparse.ArgumentTypeError: it is not, naming ``example`` as a good value.
     """
-    not_host_port = f"{text!r} is not HOST:PORT (for example {example})"
-    if text.startswith("["):
-        address, closed, rest = text[1:].partition("]")
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: {address!r} in brackets is not an IPv6 address"
-            ) from None
-        if not closed or not rest.startswith(":"):
-            raise argparse.ArgumentTypeError(not_host_port)
-        port = rest[1:]
-    else:
-        host, colon, port = text.rpartition(":")
-        if not colon or not host or any(c.isspace() for c in host) or "/" in text:
-            raise argparse.ArgumentTypeError(not_host_port)
-        if ":" in host:
-            # Without brackets, an IPv6 address's last group would be read as the port.
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: put an IPv6 address in brackets, for example [::1]:{DEFAULT_PORT}"
-            )
-    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
-    return text
+    try:
+        return certs.check_endpoint(text, example=example)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def display_name_arg(text: str) -> str:
+    """A display name peers can be shown as it is (argparse type)."""
+    try:
+        return certs.check_display_name(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(f"{e}: {e.hint}") from None
 
 
 def endpoint_arg(text: str) -> str:
@@ -107,7 +94,9 @@ def register(subparsers: Any) -> None:
     )
     init.add_argument("--federation", required=True, help="federation id, e.g. 'city'")
     init.add_argument("--department", required=True, help="this department's id, e.g. 'traffic'")
-    init.add_argument("--display-name", default=None, help="human name shown to peers")
+    init.add_argument(
+        "--display-name", default=None, type=display_name_arg, help="human name shown to peers"
+    )
     init.add_argument(
         "--listen",
         default=f"0.0.0.0:{DEFAULT_PORT}",
@@ -134,7 +123,10 @@ def register(subparsers: Any) -> None:
         help="the address peers will dial (default: node.toml's endpoint)",
     )
     request.add_argument(
-        "--display-name", default=None, help="human name shown to peers (default: node.toml's)"
+        "--display-name",
+        default=None,
+        type=display_name_arg,
+        help="human name shown to peers (default: node.toml's)",
     )
     request.add_argument(
         "--out", type=Path, default=None, help="where to write it (default: HOME/request.json)"

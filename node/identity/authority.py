@@ -8,7 +8,9 @@ HSM-backed host). It holds::
     state.json      enrolled departments, revocations and the last directory serial
 
 Invariants: certificate serials are random 159-bit numbers (RFC 5280), the
-directory serial only ever increases, and ``state.json`` is replaced
+directory serial only ever increases, nothing is signed while the CA
+certificate is not valid nor valid beyond it, no two departments publish the
+same signing or HPKE key, and ``state.json`` is replaced
 atomically so a crash never loses an enrolment or a revocation. A department
 that already holds a certificate is re-issued one only when the caller asks
 for a replacement: peers pin the certificate in the directory, so a silent
@@ -95,6 +97,57 @@ def _replacement_hint(department: str, *, same_keys: bool) -> str:
     )
 
 
+def _refuse_keys_of_another_department(
+    state: dict[str, Any], department: str, ed25519_public: bytes, hpke_public: bytes
+) -> None:
+    """A request may not publish a signing or HPKE key another department holds.
+
+    The Ed25519 signature proves possession of the signing key, but nothing
+    proves possession of the HPKE key: without this check a department could
+    list another's HPKE key as its own, so that shares meant for it are
+    readable by the other department.
+    """
+    mine = {
+        "ed25519_public": base64.b64encode(ed25519_public).decode(),
+        "hpke_public": base64.b64encode(hpke_public).decode(),
+    }
+    for other, enrolled in state["departments"].items():
+        if other == department:
+            continue
+        for field, value in mine.items():
+            if enrolled[field] == value:
+                kind = "signing" if field == "ed25519_public" else "HPKE"
+                raise IdentityError(
+                    f"request for {department!r} carries the {kind} key enrolled for {other!r}",
+                    hint="each department makes its own keys with 'fednode init'; "
+                    "check where this request came from",
+                )
+
+
+def _check_ca_current(ca_cert: x509.Certificate, now: dt.datetime) -> None:
+    if not ca_cert.not_valid_before_utc <= now < ca_cert.not_valid_after_utc:
+        raise CertificateError(
+            f"the federation CA certificate is valid from {ca_cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {ca_cert.not_valid_after_utc:%Y-%m-%d}, not at {now:%Y-%m-%d %H:%M} UTC",
+            hint="a federation whose CA expired needs a new CA ('fednode ca init') and every "
+            "department enrolled with it again; check the clock first",
+        )
+
+
+def _check_within_ca(
+    ca_cert: x509.Certificate, start: dt.datetime, end: dt.datetime, what: str
+) -> None:
+    """Nothing the CA signs may outlive it: peers would refuse it on the CA's last day."""
+    if end <= start:
+        raise CertificateError(f"{what} validity ends ({end:%Y-%m-%d}) before it starts")
+    if end > ca_cert.not_valid_after_utc:
+        raise CertificateError(
+            f"{what} would be valid until {end:%Y-%m-%d}, after the federation CA expires "
+            f"({ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)",
+            hint="choose fewer --days",
+        )
+
+
 class Authority:
     """A federation authority folder."""
 
@@ -115,7 +168,7 @@ class Authority:
         """
         certs.check_identifier(federation, "federation")
         authority = cls(folder)
-        if authority.key_path.exists():
+        if authority.key_path.exists() or authority.state_path.exists():
             raise ConfigError(
                 f"{folder} already holds a federation CA",
                 hint="use another --ca folder, or keep using this one",
@@ -156,7 +209,7 @@ class Authority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys.save_tls_key(authority.key_path, key)
         keys.write_private_file(authority.cert_path, cert.public_bytes(serialization.Encoding.PEM))
         authority.cert_path.chmod(0o644)
@@ -233,8 +286,10 @@ class Authority:
             AlreadyEnrolledError: the department holds a certificate and
                 ``replace`` is false; the hint says whether the request carries
                 the enrolled keys.
-            IdentityError: the request is malformed or badly signed, or is for
-                another federation.
+            IdentityError: the request is malformed or badly signed, is for
+                another federation, or carries a key enrolled for another department.
+            CertificateError: the CA certificate is not valid now, or the
+                certificate would end before it starts or after the CA expires.
         """
         request = parse_request(request_bytes)
         state = self._load_state()
@@ -254,11 +309,16 @@ class Authority:
                     f"{enrolled['cert_serial']}",
                     hint=_replacement_hint(request.department, same_keys=same_keys),
                 )
-        ca_cert = self.ca_certificate()
-        start = (
-            _utc(not_before) if not_before else dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        _refuse_keys_of_another_department(
+            state, request.department, request.ed25519_public, request.hpke_public
         )
+        ca_cert = self.ca_certificate()
+        now = dt.datetime.now(dt.UTC)
+        _check_ca_current(ca_cert, now)
+        start = _utc(not_before) if not_before else now - dt.timedelta(minutes=5)
         end = _utc(not_after) if not_after else start + dt.timedelta(days=validity_days)
+        _check_within_ca(ca_cert, start, end, "certificate")
+        ca_key = self._ca_key()
         cert = (
             x509.CertificateBuilder()
             .subject_name(
@@ -287,16 +347,34 @@ class Authority:
             )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(request.csr.public_key()),
+                critical=False,
+            )
+            .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
                 critical=False,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key().public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                 critical=False,
             )
-            .sign(self._ca_key(), hashes.SHA256())
+            .sign(ca_key, hashes.SHA256())
         )
         fingerprint = certs.fingerprint(cert)
         serial = format(cert.serial_number, "x")
@@ -369,10 +447,21 @@ class Authority:
         """Sign a new directory with the next serial and return its bytes.
 
         Raises:
-            ConfigError: the witness threshold exceeds the number of witnesses.
+            ConfigError: the witness threshold exceeds the number of witnesses, or
+                the validity is not positive.
+            CertificateError: the CA certificate is not valid now, or expires
+                before the directory would.
         """
+        if validity_days < 1:
+            raise ConfigError(f"directory validity must be at least 1 day, got {validity_days}")
         state = self._load_state()
         issued = int(time.time()) if now is None else now
+        ca_cert = self.ca_certificate()
+        issued_dt = dt.datetime.fromtimestamp(issued, dt.UTC)
+        _check_ca_current(ca_cert, issued_dt)
+        _check_within_ca(
+            ca_cert, issued_dt, issued_dt + dt.timedelta(days=validity_days), "directory"
+        )
         departments = [
             {k: v for k, v in entry.items() if k != "cert_serial"}
             for _, entry in sorted(state["departments"].items())

@@ -9,17 +9,21 @@ a gRPC client can pin the expected department with TLS hostname verification.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from node.config import DEFAULT_PORT
 from node.errors import CertificateError, ConfigError
 
 __all__ = [
     "CA_CERT_HINT",
     "IDENTIFIER",
+    "check_display_name",
+    "check_endpoint",
     "check_identifier",
     "department_uri",
     "dns_name",
@@ -45,6 +49,58 @@ def check_identifier(value: str, what: str) -> str:
             hint="use 2-32 lowercase letters, digits and '-', starting with a letter",
         )
     return value
+
+
+#: Longest display name a department may publish.
+MAX_DISPLAY_NAME = 80
+
+
+def check_display_name(value: str) -> str:
+    """Return ``value`` if it can be shown to peers and operators as it is.
+
+    Display names are printed on terminals of other departments and the
+    authority, so control characters (escape sequences) are refused.
+
+    Raises:
+        ConfigError: empty, longer than :data:`MAX_DISPLAY_NAME`, or not printable.
+    """
+    if not 0 < len(value) <= MAX_DISPLAY_NAME or not value.isprintable() or value != value.strip():
+        raise ConfigError(
+            f"invalid display name {value[:MAX_DISPLAY_NAME]!r}",
+            hint=f"use 1-{MAX_DISPLAY_NAME} printable characters without control characters "
+            "or surrounding spaces",
+        )
+    return value
+
+
+def check_endpoint(text: str, *, example: str = f"traffic.city.example:{DEFAULT_PORT}") -> str:
+    """Return ``text`` if it is ``HOST:PORT`` or ``[IPV6]:PORT``.
+
+    Raises:
+        ConfigError: it is not, naming ``example`` as a good value.
+    """
+    not_host_port = f"{text!r} is not HOST:PORT (for example {example})"
+    if not text.isascii() or not text.isprintable():
+        raise ConfigError(not_host_port)
+    if text.startswith("["):
+        address, closed, rest = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ConfigError(f"{text!r}: {address!r} in brackets is not an IPv6 address") from None
+        if not closed or not rest.startswith(":"):
+            raise ConfigError(not_host_port)
+        port = rest[1:]
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon or not host or any(c.isspace() for c in host) or "/" in text:
+            raise ConfigError(not_host_port)
+        if ":" in host:
+            # Without brackets, an IPv6 address's last group would be read as the port.
+            raise ConfigError(f"{text!r}: put an IPv6 address in brackets, for example [::1]:7443")
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
 
 
 def department_uri(federation: str, department: str) -> str:
