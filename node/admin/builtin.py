@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
+from node.admin.args import b64_arg
 from node.admin.registry import Emit, admin_command
 from node.errors import NodeError
 from node.runtime import NodeRuntime
@@ -62,7 +62,7 @@ def node_status(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[
 
 @admin_command("directory.install")
 def directory_install(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    data = base64.b64decode(args["directory_b64"])
+    data = b64_arg(args, "directory_b64")
     before = runtime.directory.serial
     directory = runtime.directories.install(data)
     runtime.audit.record(

@@ -4,6 +4,13 @@ The service is bound only to the node's Unix socket (mode 0600), so whoever
 can call it is the node's local operator. Failures are reported in full
 (kind, message, hint) because the operator is trusted with the details; the
 network port never exposes this service.
+
+Invariants: every call ends with exactly one ``result`` or ``failure`` event,
+or with CANCELLED when its caller left. A request the service cannot use (an
+unknown command, arguments that are not a JSON object, a missing argument)
+ends with INVALID_ARGUMENT and a one-line message naming what was wrong; an
+unexpected error in a command ends with INTERNAL and a message that names the
+command and points at the node's log, never with the exception's own text.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from typing import Any
 import grpc
 
 from ledger.errors import LedgerError
+from node.admin.args import ArgumentError, parse_args
 from node.admin.cancel import cancellable
 from node.admin.registry import AdminHandler
 from node.audit.actor import acting_as
-from node.errors import AccessDenied, NodeError
+from node.errors import AccessDenied, AdminError, NodeError, brief
 from node.runtime import NodeRuntime
 from node.server.peer import OPERATOR
 from protocols.fednode.v1 import admin_pb2, admin_pb2_grpc
@@ -33,6 +41,18 @@ log = logging.getLogger("fednode.admin")
 _DONE = object()
 #: How often a command's event relay checks that its caller is still there.
 _POLL_S = 0.5
+
+
+class _InternalError(AdminError):
+    """A command failed with an error that is not part of the public tree: a bug."""
+
+
+def _internal(command: str, error: BaseException) -> _InternalError:
+    """The error the operator sees for an unexpected exception: the log has the traceback."""
+    return _InternalError(
+        f"{command} failed with an internal error ({type(error).__name__})",
+        hint="the node's log has the details; if the arguments were right, please report it",
+    )
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -55,9 +75,23 @@ def _status_of(error: BaseException) -> grpc.StatusCode:
     """The status a failed command ends its call with: refusals are ``PERMISSION_DENIED``."""
     if isinstance(error, AccessDenied):
         return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, ArgumentError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, _InternalError):
+        return grpc.StatusCode.INTERNAL
     if isinstance(error, NodeError | LedgerError):
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
+
+
+def _failure_event(error: BaseException) -> admin_pb2.AdminEvent:
+    return admin_pb2.AdminEvent(
+        failure=admin_pb2.AdminFailure(
+            kind=_public_kind(error),
+            message=str(error),
+            hint=getattr(error, "hint", None) or "",
+        )
+    )
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
@@ -70,23 +104,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     ) -> Iterator[admin_pb2.AdminEvent]:
         handler = self._handlers.get(request.command)
         if handler is None:
-            yield admin_pb2.AdminEvent(
-                failure=admin_pb2.AdminFailure(
-                    kind="AdminError",
-                    message=f"unknown admin command {request.command!r}",
+            yield _failure_event(
+                ArgumentError(
+                    f"unknown admin command {brief(request.command, 64)}",
                     hint="this node's fednode version may be older than the CLI's",
                 )
             )
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             return
         try:
-            args = json.loads(request.args_json or b"{}")
-            if not isinstance(args, dict):
-                raise TypeError("arguments must be a JSON object")
-        except (ValueError, TypeError) as e:
-            yield admin_pb2.AdminEvent(
-                failure=admin_pb2.AdminFailure(kind="AdminError", message=f"bad arguments: {e}")
-            )
+            args = parse_args(request.args_json)
+        except ArgumentError as e:
+            yield _failure_event(e)
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             return
         events: queue.Queue[object] = queue.Queue()
@@ -108,9 +137,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                     )
             except (NodeError, LedgerError) as e:
                 outcome["error"] = e
-            except Exception as e:  # an unexpected bug; the operator still gets one line
+            except BaseException as e:  # a bug; the operator still gets one line
+                # BaseException too: a command that calls sys.exit() has not succeeded.
                 log.exception("admin command %s failed", request.command)
-                outcome["error"] = e
+                outcome["error"] = _internal(request.command, e)
             finally:
                 events.put(_DONE)
 
@@ -134,13 +164,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                 yield item
         error = outcome.get("error")
         if error is not None:
-            yield admin_pb2.AdminEvent(
-                failure=admin_pb2.AdminFailure(
-                    kind=_public_kind(error),
-                    message=str(error),
-                    hint=getattr(error, "hint", None) or "",
-                )
-            )
+            yield _failure_event(error)
             # The call's status carries the outcome too, so the ledger's rpc.finished
             # entry says the command failed (the event above says how).
             context.set_code(_status_of(error))

@@ -11,8 +11,14 @@ On the admin socket both entries also name the command run (``share.fetch``,
 ``agreement.revoke``, ...); a command that fails ends its call with an error
 status, so its ``rpc.finished`` says so.
 
+A unary call whose client went away (cancelled, or its deadline passed)
+while the handler ran is recorded as ``cancelled``, not ``ok``: its response
+was never delivered.
+
 Who called comes only from the verified client certificate
-(:func:`node.server.peer.caller_department`); on the admin socket the actor is
+(:func:`node.server.peer.caller_identity`); a certificate naming another
+federation is recorded without a peer, so it is never mistaken for this
+federation's department of the same name. On the admin socket the actor is
 the local operator. Handlers never write these access records themselves.
 """
 
@@ -24,10 +30,10 @@ from typing import Any
 
 import grpc
 
-from node.errors import NodeError
+from node.errors import NodeError, brief
 from node.runtime import AuditSink
 from node.server.handlers import Behavior, wrap_rpc_handler
-from node.server.peer import OPERATOR, caller_department
+from node.server.peer import OPERATOR, caller_identity
 
 __all__ = ["AuditInterceptor"]
 
@@ -68,21 +74,26 @@ def _call_detail(method: str, surface: str, request: Any) -> dict[str, object]:
 class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """A server interceptor writing ``rpc.started`` and ``rpc.finished`` entries."""
 
-    def __init__(self, audit: AuditSink, *, surface: str) -> None:
-        """Record calls on ``surface`` ("network" or "admin") into ``audit``."""
+    def __init__(self, audit: AuditSink, *, surface: str, federation: str | None = None) -> None:
+        """Record calls on ``surface`` ("network" or "admin") into ``audit``.
+
+        With ``federation``, a caller whose certificate names another
+        federation is recorded without a peer.
+        """
         self._audit = audit
         self._surface = surface
+        self._federation = federation
 
     def _who(self, context: grpc.ServicerContext) -> tuple[str | None, str | None, str | None]:
         """Return (actor, peer, problem)."""
         if self._surface == "admin":
             return OPERATOR, None, None
         try:
-            department = caller_department(context)
+            federation, department = caller_identity(context)
         except NodeError as e:
             return None, None, str(e)
-        if department == OPERATOR:
-            return None, None, "no verified client certificate"
+        if self._federation is not None and federation != self._federation:
+            return None, None, f"certificate of federation {brief(federation)}"
         return None, department, None
 
     def intercept_service(
@@ -132,7 +143,9 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                         raised = False
                         return response
                     finally:
-                        finished(context, call, raised)
+                        # A call its client left while the handler ran delivers nothing.
+                        left = not raised and _status_code(context) is None
+                        finished(context, call, raised, cancelled=left and not context.is_active())
 
                 return unary
 

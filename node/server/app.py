@@ -5,7 +5,17 @@ Two gRPC servers run in one process:
 * the network server on ``[network] listen``, mTLS only, with the audit and
   admission interceptors in that order, so even refused calls are recorded;
 * the admin server on ``<home>/admin.sock``, created under umask 077 so the
-  socket is mode 0600 from the moment it exists, with the audit interceptor.
+  socket is never connectable by anyone but the node's user, then set to mode
+  0600, with the audit interceptor.
+
+A path at ``admin.sock`` that is not a socket (a file, a directory, a
+symlink, planted or left by mistake) is refused, not removed or followed; a
+socket is removed only once no node answers on it.
+
+The network port limits what one connection can cost: a peer that pings
+more often than the server allows is disconnected after a few strikes
+(GOAWAY "too_many_pings"), and one connection has at most
+``MAX_STREAMS_PER_CONNECTION`` calls open at a time.
 
 On SIGTERM or SIGINT the node stops accepting calls, lets running calls
 finish for a grace period, closes the ledger and removes the socket.
@@ -18,6 +28,7 @@ import importlib
 import logging
 import os
 import signal
+import stat
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -40,7 +51,7 @@ from node.runtime import NodeRuntime
 from node.server.authz import AdmissionInterceptor
 from protocols.fednode.v1 import admin_pb2_grpc
 
-__all__ = ["SERVICE_MODULES", "NodeProcess", "serve"]
+__all__ = ["NETWORK_SERVER_OPTIONS", "SERVICE_MODULES", "NodeProcess", "serve"]
 
 log = logging.getLogger("fednode.server")
 
@@ -56,17 +67,29 @@ _GRACE_S = 5.0
 
 #: A peer whose link dies mid-stream is detected within about 30 s (ping every 20 s,
 #: 10 s to answer), so a cut share or federated call is cancelled on this side too
-#: instead of holding its stream open until its deadline. Peers ping as often as
-#: every 10 s; the server accepts that without counting strikes.
+#: instead of holding its stream open until its deadline. Nodes ping every 20 s
+#: (node.peers); a ping sooner than 10 s after the last one is a strike, and the
+#: third strike closes the connection. Zero strikes would mean "unlimited": any
+#: certificate holder could then flood the node with pings for free.
 KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+)
+#: Calls one connection may have open at once; more wait on the client's side.
+#: A federated round or a share uses a handful; the default is unlimited.
+MAX_STREAMS_PER_CONNECTION = 64
+#: Every option the network server runs with.
+NETWORK_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    *KEEPALIVE_SERVER_OPTIONS,
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
 )
 _WORKERS = 32
+#: The longest Unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
+_MAX_SOCKET_PATH = 107
 
 
 def _check_certificate(config: NodeConfig) -> bytes:
@@ -98,6 +121,7 @@ class NodeProcess:
     def __init__(self, home: Path) -> None:
         self.config = load_config(home)
         config = self.config
+        _check_socket_path(config.admin_socket)
         # Before anything opens the ledger or binds the port: a second process on
         # one home would otherwise fail on the port, with advice to change it.
         _refuse_if_running(config.home)
@@ -126,10 +150,12 @@ class NodeProcess:
         self._network = grpc.server(
             futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="rpc"),
             interceptors=[
-                AuditInterceptor(self._audit, surface="network"),
-                AdmissionInterceptor(lambda: directories.current, config.federation),
+                AuditInterceptor(self._audit, surface="network", federation=config.federation),
+                AdmissionInterceptor(
+                    lambda: directories.current, config.federation, audit=self._audit
+                ),
             ],
-            options=[("grpc.so_reuseport", 0), *KEEPALIVE_SERVER_OPTIONS],
+            options=[("grpc.so_reuseport", 0), *NETWORK_SERVER_OPTIONS],
         )
         for name in SERVICE_MODULES:
             importlib.import_module(name).add_services(self._network, self.runtime)
@@ -153,17 +179,19 @@ class NodeProcess:
 
     def start(self) -> None:
         socket_path = self.config.admin_socket
-        if socket_path.exists():
-            # A socket left by a crashed node; a live node would still be answering on it.
-            _refuse_if_running(self.config.home)
-            socket_path.unlink()
+        _clear_stale_socket(self.config.home, socket_path)
         old_umask = os.umask(0o077)
         try:
             self._admin.add_insecure_port(f"unix:{socket_path}")
-            self._admin.start()
+        except RuntimeError as e:
+            raise ConfigError(
+                f"cannot create the admin socket {socket_path}",
+                hint="check that the node's user may write to its home folder",
+            ) from e
         finally:
             os.umask(old_umask)
         socket_path.chmod(0o600)
+        self._admin.start()
         self._network.start()
         self.config.pid_path.write_text(f"{os.getpid()}\n")
         self._audit.record(
@@ -198,6 +226,43 @@ class NodeProcess:
         self.config.admin_socket.unlink(missing_ok=True)
         self.config.pid_path.unlink(missing_ok=True)
         log.info("node stopped", extra={"event": "node.stopped"})
+
+
+def _check_socket_path(path: Path) -> None:
+    """Refuse a home whose admin socket path the kernel cannot bind.
+
+    Raises:
+        ConfigError: the path is longer than a Unix socket path may be.
+    """
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"the admin socket path {path} is {len(os.fsencode(path))} bytes long; "
+            f"a Unix socket path may have at most {_MAX_SOCKET_PATH}",
+            hint="move the node's home to a shorter path (or link it from one) and use that --home",
+        )
+
+
+def _clear_stale_socket(home: Path, path: Path) -> None:
+    """Remove a socket a crashed node left at ``path``; refuse anything else there.
+
+    Raises:
+        ConfigError: a node answers on it, or the path is not a socket.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        # A symlink or file here is not ours: following or deleting it could
+        # touch a file elsewhere, or hide a planted socket.
+        kind = "a symlink" if stat.S_ISLNK(mode) else "not a socket"
+        raise ConfigError(
+            f"{path} is {kind}",
+            hint="a node creates this path itself; inspect it, remove it, then start again",
+        )
+    # A socket left by a crashed node; a live node would still be answering on it.
+    _refuse_if_running(home)
+    path.unlink(missing_ok=True)
 
 
 def _refuse_if_running(home: Path) -> None:
