@@ -274,7 +274,9 @@ def parse_entry(raw: bytes) -> Entry:
     """
     try:
         fields = loads(raw)
-    except CanonicalJSONError as e:
+    except (CanonicalJSONError, ValueError) as e:
+        # ValueError: an escaped lone surrogate in an object key (``"\\ud800"``)
+        # fails the UTF-16 key ordering with UnicodeEncodeError, not a JSON error.
         raise EntryError(f"entry is not canonical JSON: {e}") from e
     if not isinstance(fields, dict):
         raise EntryError(f"entry must be a JSON object, got {type(fields).__name__}")
@@ -416,9 +418,13 @@ def prepare_entry(
             value that does not make a valid v1 entry.
     """
     if not EVENT_FIELDS.issuperset(fields):
-        unknown = sorted(set(fields) - EVENT_FIELDS)
+        unknown = sorted(map(str, set(fields) - EVENT_FIELDS))
         raise EntryError(f"cannot record unknown entry fields {unknown}")
-    if not sensitive:
+    # A one-shot iterable is read once; the checks below look at it twice.
+    paths = tuple(sensitive) if sensitive else ()
+    if not all(type(path) is str for path in paths):
+        raise EntryError(f"sensitive field paths must be strings, got {sorted(map(repr, paths))}")
+    if not paths:
         fast = _prepare_plain(node, fields)
         if fast is not None:
             return fast
@@ -434,7 +440,7 @@ def prepare_entry(
     full["outcome"] = full["outcome"] or "ok"
     secrets = []
     marked = []
-    for path in sorted(set(sensitive)) if sensitive else ():
+    for path in sorted(set(paths)):
         if path in SENSITIVE_FIELDS:
             value = full[path]
         elif path.startswith("detail.") and len(path) > 7:
@@ -447,7 +453,7 @@ def prepare_entry(
         try:
             committed = commitment(salt, value)
             encoded = dumps(value)
-        except CanonicalJSONError as e:
+        except (CanonicalJSONError, ValueError, TypeError) as e:
             raise EntryError(f"sensitive field {path} has no canonical form: {e}") from e
         if path in SENSITIVE_FIELDS:
             full[path] = committed
@@ -467,7 +473,10 @@ def prepare_entry(
     # detail needs the canonical-JSON screen before the C encoder runs.
     try:
         raw = fast_dumps(full) if plain(detail) else dumps(full)
-    except CanonicalJSONError as e:
+    except (CanonicalJSONError, ValueError, TypeError) as e:
+        # ValueError: a lone surrogate in a detail key fails the UTF-16 key
+        # ordering with UnicodeEncodeError. Whatever the value, a caller's bad
+        # input must come back as EntryError: the store's writer runs this.
         raise _fail(full, f"not encodable as canonical JSON: {e}") from e
     cut = raw.rfind(_PREV_PLACEHOLDER)
     if cut < 0 or not raw.endswith(_TAIL_PLACEHOLDER):

@@ -75,7 +75,15 @@ from ledger.merkle import (
     root_from_leaves,
 )
 
-__all__ = ["SCHEMA_VERSION", "Erasure", "FsckReport", "LedgerStore", "StoredCheckpoint"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Erasure",
+    "FsckReport",
+    "LedgerStore",
+    "StoredCheckpoint",
+    "durable_directory",
+    "sync_directory",
+]
 
 SCHEMA_VERSION = 1
 _MAX_BATCH = 4096
@@ -136,6 +144,45 @@ def _blob(value: object, what: str) -> bytes:
     if type(value) is not bytes:
         raise LedgerDamageError(f"{what} is stored as {type(value).__name__}, not as bytes")
     return value
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync ``directory``, so the entries created in it survive a power loss.
+
+    Raises:
+        StorageError: the directory cannot be opened or synced.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StorageError(f"cannot sync directory {directory}: {e}") from e
+
+
+def durable_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents so that a power loss keeps them.
+
+    ``mkdir`` changes its parent's entries only in memory: until the parent is
+    synced, a power loss can take the new directory, and every file committed
+    in it since, with it. Each parent that gained an entry is synced.
+
+    Raises:
+        StorageError: a directory cannot be created or synced.
+    """
+    missing = []
+    current = directory
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create directory {directory}: {e}") from e
+    for created in reversed(missing):
+        sync_directory(created.parent)
 
 
 def _entry_pages(conn: sqlite3.Connection, size: int) -> Iterator[tuple[Any, Any, Any]]:
@@ -254,7 +301,7 @@ class LedgerStore:
         self.path = Path(path)
         self.node = node
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        durable_directory(self.path.parent)
         self._read = _connect(self.path)
         self._read_lock = threading.Lock()
         self._read_closed = False
@@ -308,6 +355,9 @@ class LedgerStore:
             (str(SCHEMA_VERSION), self.node),
         )
         conn.execute("COMMIT")
+        # The file was just created: its name must be as durable as its first
+        # commit, or a power loss could leave a directory without the ledger.
+        sync_directory(self.path.parent)
 
     def _load_state(self) -> None:
         conn = self._read
@@ -491,7 +541,13 @@ class LedgerStore:
             job.future.set_result(job.run(conn))
         except BaseException as e:  # noqa: BLE001 -- the caller's thread re-raises it.
             if isinstance(e, sqlite3.Error):
-                e = StorageError(f"ledger store {self.path}: {e}")
+                e = _storage_error(f"ledger store {self.path}", e)
+            # A job that failed inside its transaction (a full disk during an
+            # erasure, say) must not leave it open: the next batch of appends
+            # would fail to begin its own and be refused.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             job.future.set_exception(e)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
@@ -513,6 +569,13 @@ class LedgerStore:
                 prepared = prepare_entry(self.node, req.fields, req.sensitive)
             except LedgerError as e:
                 req.set_exception(e)
+                continue
+            except Exception as e:  # noqa: BLE001 -- one caller's input fails only its append.
+                # Escaping here would stop the writer, and with it every later
+                # append of the process: one bad value must not close the ledger.
+                refused = EntryError(f"entry cannot be encoded: {e!r}")
+                refused.__cause__ = e
+                req.set_exception(refused)
                 continue
             body = prepared.render(size, entry_time, last_leaf)
             leaf = sha256(b"\x00" + body).digest()
@@ -787,7 +850,11 @@ class LedgerStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A failed COMMIT may have rolled back already; a second
+                # ROLLBACK would then hide the cause (a full disk) behind
+                # "no transaction is active".
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return StoredCheckpoint(size, root, note)
 
@@ -816,7 +883,11 @@ class LedgerStore:
                 conn.execute("UPDATE checkpoints SET note=? WHERE size=?", (note, size))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A failed COMMIT may have rolled back already; a second
+                # ROLLBACK would then hide the cause (a full disk) behind
+                # "no transaction is active".
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return StoredCheckpoint(size, bytes(row[0]), note)
 

@@ -115,3 +115,34 @@ def test_parser_raises_only_entry_errors(data: bytes) -> None:
 def test_any_detail_round_trips(detail: dict[str, Any]) -> None:
     raw = prepare_entry("alpha", {"event": "x.y", "detail": detail}).render(3, 9, None)
     assert parse_entry(raw).fields["detail"] == detail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"\\ud800":1,"a":2}',
+        b'{"\\udc80":1}',
+        dumps(_entry())[:-1].replace(b'"detail":{}', b'"detail":{"\\ud800":1}') + b"}",
+    ],
+)
+def test_an_escaped_lone_surrogate_key_is_an_entry_error(raw: bytes) -> None:
+    with pytest.raises(EntryError, match="not canonical JSON"):
+        parse_entry(raw)
+
+
+def test_prepare_refuses_bad_values_with_entry_errors_only() -> None:
+    with pytest.raises(EntryError, match="not encodable"):
+        prepare_entry("alpha", {"event": "x.y", "detail": {"\udc80": 1}})
+    with pytest.raises(EntryError, match="no canonical form"):
+        prepare_entry("alpha", {"event": "x.y", "detail": {"a": {"\udc80": 1}}}, ["detail.a"])
+    with pytest.raises(EntryError, match="must be strings"):
+        prepare_entry("alpha", {"event": "x.y"}, [None])  # type: ignore[list-item]
+    with pytest.raises(EntryError, match="unknown entry fields"):
+        prepare_entry("alpha", {"event": "x.y", 3: "x"})  # type: ignore[dict-item]
+
+
+def test_prepare_reads_a_one_shot_iterable_of_paths_once() -> None:
+    prepared = prepare_entry("alpha", {"event": "x.y", "actor": "bob"}, iter(["actor"]))
+    fields = parse_entry(prepared.render(0, 1, None)).fields
+    assert fields["sensitive"] == ["actor"]
+    assert fields["actor"].startswith("sha256:")

@@ -390,3 +390,52 @@ def test_a_writer_opened_before_another_wrote_continues_from_the_new_tip(
     assert late.append({"event": "rpc.call"})[0] == 2
     assert late.fsck().size == 3
     late.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "sensitive", "message"),
+    [
+        # A lone surrogate in a detail key fails the canonical key ordering
+        # with UnicodeEncodeError: that used to stop the writer for good.
+        ({"event": "x.y", "detail": {"\udc80": 1}}, (), "canonical"),
+        ({"event": "x.y", "detail": {"ok": {"\ud800k": 1}}}, (), "canonical"),
+        ({"event": "x.y", "detail": {"\udc80": 1}}, ("detail.\udc80",), "canonical"),
+        ({"event": "x.y", "actor": "a"}, (5,), "must be strings"),
+        ({"event": "x.y", "actor": "a"}, ("actor", 5), "must be strings"),
+    ],
+)
+def test_a_bad_value_fails_only_its_own_append(
+    store: LedgerStore, fields: dict[str, object], sensitive: tuple[object, ...], message: str
+) -> None:
+    store.append({"event": "x.y"})
+    with pytest.raises(EntryError, match=message):
+        store.append(fields, sensitive)  # type: ignore[arg-type]
+    # The writer is still there: later appends are recorded, nothing was stored.
+    seq, _ = store.append({"event": "x.y", "detail": {"after": True}})
+    assert seq == 1
+    assert store.fsck().size == 2
+
+
+def test_creating_a_store_syncs_the_directories_it_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss must not take a new ledger directory (or the file's name) with it."""
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    home = tmp_path / "home"
+    with LedgerStore(home / "ledger" / "ledger.sqlite", "alpha") as store:
+        store.append({"event": "x.y"})
+    # Each new directory's entry lives in its parent; the new file's in its own directory.
+    assert {str(tmp_path), str(home), str(home / "ledger")} <= set(synced)
+    synced.clear()
+    with LedgerStore(home / "ledger" / "ledger.sqlite", "alpha") as store:
+        store.append({"event": "x.y"})
+    assert synced == []  # opening an existing store creates nothing
