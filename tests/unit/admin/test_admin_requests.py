@@ -88,7 +88,7 @@ class Admin:
             return events, "OK"
 
     def finished(self) -> dict[str, Any]:
-        entries = [loads(body) for _, body, _ in self.store.iter_entries()]
+        entries: list[dict[str, Any]] = [loads(body) for _, body, _ in self.store.iter_entries()]
         assert [e["event"] for e in entries] == ["rpc.started", "rpc.finished"]
         return entries[1]
 
