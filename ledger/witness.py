@@ -15,6 +15,11 @@ cosigned. :meth:`Witness.add_checkpoint` follows C2SP tlog-witness:
    cosignature is returned, so a crash can never make the witness cosign two
    inconsistent checkpoints.
 
+A witness vouches only for what a tree can be: a size it can store (at most
+:data:`MAX_TREE_SIZE`) and, for size 0, the empty tree's root. The state file
+and its directory are synced when created, so a power loss cannot take the
+persisted view with them.
+
 Invariant: the stored view of an origin only ever grows along one consistent
 history.
 """
@@ -38,9 +43,11 @@ from ledger.checkpoint import (
     verify_checkpoint,
 )
 from ledger.errors import CheckpointError, ProofError, StorageError, WitnessError
-from ledger.merkle import verify_consistency
+from ledger.merkle import EMPTY_ROOT, verify_consistency
+from ledger.store import durable_directory, sync_directory
 
 __all__ = [
+    "MAX_TREE_SIZE",
     "ForkError",
     "RollbackError",
     "UnknownLogError",
@@ -50,6 +57,10 @@ __all__ = [
 ]
 
 _SCHEMA_VERSION = 1
+#: The largest tree size a witness holds: SQLite stores signed 64-bit integers.
+#: A checkpoint note may say up to 19 digits, and a log can make a consistency
+#: proof to any size it likes, so a larger size is refused, not stored.
+MAX_TREE_SIZE = 2**63 - 1
 
 
 class UnknownLogError(WitnessError):
@@ -88,12 +99,16 @@ class WitnessState:
             StorageError: the file is unreadable or of an unknown schema version.
         """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        durable_directory(self.path.parent)
+        created = not self.path.exists()
         self._lock = threading.Lock()
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
+        except sqlite3.Error as e:
+            raise StorageError(f"witness state {self.path} cannot be opened: {e}") from e
+        try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("BEGIN IMMEDIATE")
@@ -111,8 +126,14 @@ class WitnessState:
             row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             self._conn.execute("COMMIT")
         except sqlite3.Error as e:
+            self._conn.close()
             raise StorageError(f"witness state {self.path} is unreadable: {e}") from e
+        if created:
+            # A view persisted in a file whose name a power loss can take is not
+            # persisted: the witness would come back empty and cosign a fork.
+            sync_directory(self.path.parent)
         if row[0] != str(_SCHEMA_VERSION):
+            self._conn.close()
             raise StorageError(
                 f"witness state {self.path} has schema version {row[0]!r}, "
                 f"expected {_SCHEMA_VERSION}"
@@ -209,7 +230,9 @@ class Witness:
 
         Raises:
             UnknownLogError: the origin has no key in the directory.
-            WitnessError: the checkpoint is malformed or badly signed.
+            WitnessError: the checkpoint is malformed or badly signed, its size
+                is above :data:`MAX_TREE_SIZE`, or it gives size 0 a root other
+                than the empty tree's.
             WitnessConflictError: ``old_size`` is not the size this witness holds.
             RollbackError: the checkpoint is smaller than the held view.
             ForkError: same size with another root, or the consistency
@@ -227,6 +250,17 @@ class Witness:
             checkpoint = verify_checkpoint(note, origin, log_key)
         except CheckpointError as e:
             raise WitnessError(f"checkpoint of {origin} is not validly signed: {e}") from e
+        if checkpoint.size > MAX_TREE_SIZE:
+            raise WitnessError(
+                f"checkpoint of {origin} has size {checkpoint.size}, above the largest "
+                f"a witness holds ({MAX_TREE_SIZE})"
+            )
+        if checkpoint.size == 0 and checkpoint.root != EMPTY_ROOT:
+            # Every empty tree has the same root (RFC 9162): another one is no
+            # tree at all, and nothing a witness may vouch for.
+            raise WitnessError(
+                f"checkpoint of {origin} gives size 0 a root other than the empty tree's"
+            )
         # One submission at a time: the check and the compare-and-swap below
         # must see the same view.
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import cosignatures, parse_note, sign_checkpoint
 from ledger.errors import WitnessError
+from ledger.merkle import EMPTY_ROOT
 from ledger.store import LedgerStore
 from ledger.witness import (
     ForkError,
@@ -124,3 +126,56 @@ def test_witness_with_bad_proof_is_a_fork(federation: Federation) -> None:
     with pytest.raises(ForkError):
         federation.witnesses["beta"].add_checkpoint(5, proof, cp.note)
     assert isinstance(federation.witnesses["beta"], Witness)
+
+
+def _fresh_witness(tmp_path: Path, log_key: Ed25519PrivateKey, origin: str) -> Witness:
+    return Witness(
+        WitnessState(tmp_path / "fresh-witness.db"),
+        "fednode/testfed/beta",
+        Ed25519PrivateKey.generate(),
+        {origin: log_key.public_key()}.get,
+    )
+
+
+@pytest.mark.parametrize("size", [2**63, 9_999_999_999_999_999_999])
+def test_witness_refuses_a_size_it_cannot_hold(tmp_path: Path, size: int) -> None:
+    """A note may say 19 digits; SQLite holds 63 bits. Refused as a WitnessError, not stored."""
+    key = Ed25519PrivateKey.generate()
+    origin = "fednode/testfed/alpha"
+    witness = _fresh_witness(tmp_path, key, origin)
+    with pytest.raises(WitnessError, match="above the largest a witness holds"):
+        witness.add_checkpoint(0, [], sign_checkpoint(origin, size, bytes(range(32)), key))
+    assert witness.state.get(origin) is None
+    # The largest size it holds is still accepted.
+    witness.add_checkpoint(0, [], sign_checkpoint(origin, 2**63 - 1, bytes(range(32)), key))
+    assert witness.state.get(origin) == (2**63 - 1, bytes(range(32)))
+    witness.state.close()
+
+
+def test_witness_refuses_an_empty_tree_with_a_made_up_root(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    origin = "fednode/testfed/alpha"
+    witness = _fresh_witness(tmp_path, key, origin)
+    with pytest.raises(WitnessError, match="size 0 a root other than the empty tree"):
+        witness.add_checkpoint(0, [], sign_checkpoint(origin, 0, bytes(32), key))
+    assert witness.state.get(origin) is None
+    witness.add_checkpoint(0, [], sign_checkpoint(origin, 0, EMPTY_ROOT, key))
+    assert witness.state.get(origin) == (0, EMPTY_ROOT)
+    witness.state.close()
+
+
+def test_witness_state_syncs_its_new_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view is persisted before a cosignature; a power loss must not take its file."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    state = WitnessState(tmp_path / "home" / "ledger" / "witness.sqlite")
+    state.close()
+    assert {str(tmp_path), str(tmp_path / "home"), str(tmp_path / "home" / "ledger")} <= set(synced)
