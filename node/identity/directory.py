@@ -13,13 +13,18 @@ Invariants:
   the federation CA, or that has expired;
 * a node never goes back to a lower serial than the highest it has accepted
   (the serial is persisted beside the directory), so a stale copy cannot
-  resurrect a revoked certificate.
+  resurrect a revoked certificate;
+* a parsed directory holds exactly the fields of format v1, each well formed
+  (ids, display names, endpoints, fingerprints, key lengths, a serial from 1,
+  a witness threshold a log can reach), no pinned certificate is also listed
+  as revoked, and any other input raises :class:`DirectoryError`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -33,8 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ledger import canonical
 from ledger.errors import CanonicalJSONError
-from node.errors import DirectoryError, StaleDirectoryError, UnknownPeerError
-from node.identity.keys import write_private_file
+from node.errors import ConfigError, DirectoryError, StaleDirectoryError, UnknownPeerError
+from node.identity import certs
+from node.identity.keys import HPKE_PUBLIC_LEN, write_private_file
 from node.timefmt import utc_text
 
 __all__ = [
@@ -47,6 +53,33 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+_DOCUMENT_FIELDS = frozenset(
+    {
+        "v",
+        "type",
+        "federation",
+        "serial",
+        "issued_at",
+        "expires_at",
+        "witness_threshold",
+        "departments",
+        "revoked",
+    }
+)
+_ENTRY_FIELDS = frozenset(
+    {
+        "id",
+        "display_name",
+        "endpoint",
+        "tls_fingerprint",
+        "ed25519_public",
+        "hpke_public",
+        "witness",
+    }
+)
+_REVOCATION_FIELDS = frozenset({"serial", "fingerprint", "department", "revoked_at", "reason"})
+_FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,67 @@ def _field(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _fields(obj: object, expected: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise DirectoryError(f"{where} must be an object")
+    if set(obj) != expected:
+        unknown = sorted(set(obj) - expected)
+        missing = sorted(expected - set(obj))
+        raise DirectoryError(f"{where}: unknown fields {unknown}, missing fields {missing}")
+    return obj
+
+
+def _syntax(check: Any, value: str, *args: str) -> str:
+    """Run a :mod:`certs` syntax check, reporting a failure as a DirectoryError."""
+    try:
+        result: str = check(value, *args)
+    except ConfigError as e:
+        raise DirectoryError(f"directory: {e}") from e
+    return result
+
+
+def _fingerprint(doc: dict[str, Any], key: str, where: str) -> str:
+    value: str = _field(doc, key, str, where)
+    if not _FINGERPRINT.match(value):
+        raise DirectoryError(f"{where}: field '{key}' must be sha256:<64 hex digits>")
+    return value
+
+
+def _key(value: object, what: str, length: int) -> bytes:
+    raw = _b64(value, what)
+    if len(raw) != length:
+        raise DirectoryError(f"directory field {what} must be {length} bytes, got {len(raw)}")
+    return raw
+
+
+def _entry(raw: object) -> DepartmentEntry:
+    w = "directory department"
+    raw = _fields(raw, _ENTRY_FIELDS, w)
+    department = _syntax(certs.check_identifier, _field(raw, "id", str, w), "department")
+    w = f"directory department {department!r}"
+    return DepartmentEntry(
+        department=department,
+        display_name=_syntax(certs.check_display_name, _field(raw, "display_name", str, w)),
+        endpoint=_syntax(certs.check_endpoint, _field(raw, "endpoint", str, w)),
+        tls_fingerprint=_fingerprint(raw, "tls_fingerprint", w),
+        ed25519_public=_key(raw["ed25519_public"], f"{w}.ed25519_public", 32),
+        hpke_public=_key(raw["hpke_public"], f"{w}.hpke_public", HPKE_PUBLIC_LEN),
+        witness=_field(raw, "witness", bool, w),
+    )
+
+
+def _revocation(raw: object) -> Revocation:
+    w = "directory revocation"
+    raw = _fields(raw, _REVOCATION_FIELDS, w)
+    return Revocation(
+        serial=_field(raw, "serial", str, w),
+        fingerprint=_fingerprint(raw, "fingerprint", w),
+        department=_syntax(certs.check_identifier, _field(raw, "department", str, w), "department"),
+        revoked_at=_field(raw, "revoked_at", int, w),
+        reason=_field(raw, "reason", str, w),
+    )
+
+
 def parse_directory(
     data: bytes, ca_cert: x509.Certificate, *, now: float | None = None
 ) -> Directory:
@@ -165,6 +259,7 @@ def parse_directory(
             hint="upgrade fednode",
         )
     where = "directory"
+    doc = _fields(doc, _DOCUMENT_FIELDS, where)
     expires_at = _field(doc, "expires_at", int, where)
     current = time.time() if now is None else now
     if expires_at <= current:
@@ -172,46 +267,45 @@ def parse_directory(
             f"federation directory serial {doc.get('serial')} expired at {utc_text(expires_at)}",
             hint="ask the federation authority to publish a fresh directory",
         )
+    federation = _syntax(
+        certs.check_identifier, _field(doc, "federation", str, where), "federation"
+    )
+    serial = _field(doc, "serial", int, where)
+    issued_at = _field(doc, "issued_at", int, where)
+    if serial < 1 or not 0 <= issued_at <= expires_at:
+        raise DirectoryError(
+            f"directory serial {serial} issued at {issued_at} expiring at {expires_at}: "
+            "a serial starts at 1 and a directory expires after it is issued"
+        )
     entries: dict[str, DepartmentEntry] = {}
     for raw in _field(doc, "departments", list, where):
-        if not isinstance(raw, dict):
-            raise DirectoryError("directory department entries must be objects")
-        w = f"directory department {raw.get('id')!r}"
-        entry = DepartmentEntry(
-            department=_field(raw, "id", str, w),
-            display_name=_field(raw, "display_name", str, w),
-            endpoint=_field(raw, "endpoint", str, w),
-            tls_fingerprint=_field(raw, "tls_fingerprint", str, w),
-            ed25519_public=_b64(raw.get("ed25519_public"), f"{w}.ed25519_public"),
-            hpke_public=_b64(raw.get("hpke_public"), f"{w}.hpke_public"),
-            witness=_field(raw, "witness", bool, w),
-        )
+        entry = _entry(raw)
         if entry.department in entries:
             raise DirectoryError(f"department {entry.department!r} is listed twice")
         entries[entry.department] = entry
-    revoked: list[Revocation] = []
-    for raw in _field(doc, "revoked", list, where):
-        if not isinstance(raw, dict):
-            raise DirectoryError("directory revocations must be objects")
-        w = "directory revocation"
-        revoked.append(
-            Revocation(
-                serial=_field(raw, "serial", str, w),
-                fingerprint=_field(raw, "fingerprint", str, w),
-                department=_field(raw, "department", str, w),
-                revoked_at=_field(raw, "revoked_at", int, w),
-                reason=_field(raw, "reason", str, w),
+    revoked = tuple(_revocation(raw) for raw in _field(doc, "revoked", list, where))
+    revoked_fingerprints = {rev.fingerprint for rev in revoked}
+    for entry in entries.values():
+        if entry.tls_fingerprint in revoked_fingerprints:
+            raise DirectoryError(
+                f"directory pins a revoked certificate for department {entry.department!r}"
             )
-        )
     threshold = _field(doc, "witness_threshold", int, where)
+    # A log cannot witness itself, so at most n - 1 of n witnesses can cosign one.
+    ceiling = max(sum(1 for e in entries.values() if e.witness) - 1, 0)
+    if not 0 <= threshold <= ceiling:
+        raise DirectoryError(
+            f"directory witness threshold {threshold} is not reachable: "
+            f"expected 0 to {ceiling} with the witnesses it lists"
+        )
     return Directory(
-        federation=_field(doc, "federation", str, where),
-        serial=_field(doc, "serial", int, where),
-        issued_at=_field(doc, "issued_at", int, where),
+        federation=federation,
+        serial=serial,
+        issued_at=issued_at,
         expires_at=expires_at,
         witness_threshold=threshold,
         entries=entries,
-        revoked=tuple(revoked),
+        revoked=revoked,
         raw=data,
     )
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.canonical import dumps
+from ledger.errors import CanonicalJSONError
 from node.errors import DirectoryError, UnknownPeerError
 from node.identity.authority import Authority
 from node.identity.directory import DirectoryHolder, parse_directory, sign_directory
@@ -108,6 +113,36 @@ def _resign(authority: Authority, mutate: object) -> bytes:
         (lambda d: d.update(serial="7"), "'serial' must be int"),
         (lambda d: d["departments"].append(dict(d["departments"][0])), "listed twice"),
         (lambda d: d["departments"][0].update(hpke_public="***"), "not base64"),
+        (lambda d: d.update(extra=1), r"unknown fields \['extra'\], missing fields \[\]"),
+        (lambda d: d.pop("revoked"), r"unknown fields \[\], missing fields \['revoked'\]"),
+        (lambda d: d["departments"][0].update(role="ca"), r"unknown fields \['role'\]"),
+        (lambda d: d["departments"][0].pop("witness"), r"missing fields \['witness'\]"),
+        (lambda d: d["departments"].append([]), "directory department must be an object"),
+        (lambda d: d["departments"][0].update(id="Tax_Office"), "invalid department id"),
+        (lambda d: d.update(federation="Town!"), "invalid federation id"),
+        (lambda d: d["departments"][0].update(display_name="\x1b]0;x\x07"), "display name"),
+        (lambda d: d["departments"][0].update(endpoint="no-port"), "is not HOST:PORT"),
+        (lambda d: d["departments"][0].update(tls_fingerprint="sha256:AB"), "sha256:<64 hex"),
+        (lambda d: d["departments"][0].update(ed25519_public="AAAA"), "must be 32 bytes, got 3"),
+        (lambda d: d["departments"][0].update(hpke_public="AAAA"), "must be 1216 bytes, got 3"),
+        (lambda d: d.update(serial=0), "a serial starts at 1"),
+        (lambda d: d.update(serial=-5), "a serial starts at 1"),
+        (lambda d: d.update(issued_at=d["expires_at"] + 1), "expires after it is issued"),
+        (lambda d: d.update(witness_threshold=-1), "threshold -1 is not reachable"),
+        (lambda d: d.update(witness_threshold=2), r"threshold 2 is not reachable: expected 0 to 1"),
+        (lambda d: d["revoked"].append({}), "directory revocation: unknown fields"),
+        (
+            lambda d: d["revoked"].append(
+                {
+                    "serial": "1",
+                    "fingerprint": d["departments"][0]["tls_fingerprint"],
+                    "department": d["departments"][0]["id"],
+                    "revoked_at": 1,
+                    "reason": "key-compromise",
+                }
+            ),
+            "pins a revoked certificate for department 'health'",
+        ),
     ],
 )
 def test_malformed_directories_are_refused(
@@ -157,3 +192,81 @@ def test_signature_field_must_be_base64(authority: Authority) -> None:
 
     with pytest.raises(DirectoryError, match="not base64"):
         parse_directory(dumps(outer), authority.ca_certificate())
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.text(max_size=10)
+    | st.sampled_from(["AAAA", "sha256:" + "0" * 64, "x.example:1"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_TOP = [
+    "v",
+    "type",
+    "federation",
+    "serial",
+    "issued_at",
+    "expires_at",
+    "witness_threshold",
+    "departments",
+    "revoked",
+]
+_ENTRY = [
+    "id",
+    "display_name",
+    "endpoint",
+    "tls_fingerprint",
+    "ed25519_public",
+    "hpke_public",
+    "witness",
+]
+
+
+@pytest.fixture(scope="module")
+def signed_base(authority: Authority) -> tuple[dict[str, object], object]:
+    from node.identity import keys
+
+    doc = json.loads(authority.publish_directory())["directory"]
+    return doc, keys.load_tls_key(authority.key_path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    where=st.sampled_from(["top", "entry", "revoked"]),
+    field=st.sampled_from(_TOP + _ENTRY + ["extra"]),
+    value=_JSON,
+)
+def test_any_signed_field_value_parses_or_raises_directory_error(
+    authority: Authority,
+    signed_base: tuple[dict[str, Any], Any],
+    where: str,
+    field: str,
+    value: object,
+) -> None:
+    doc = copy.deepcopy(signed_base[0])
+    if where == "top":
+        doc[field] = value
+    elif where == "entry":
+        doc["departments"][0][field] = value
+    else:
+        doc["revoked"] = [value]
+    try:
+        data = sign_directory(doc, signed_base[1])
+    except CanonicalJSONError:
+        return
+    with contextlib.suppress(DirectoryError):
+        parse_directory(data, authority.ca_certificate())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.binary(max_size=64) | _JSON.map(lambda v: dumps({"directory": v, "signature": "AAAA"}))
+)
+def test_any_bytes_parse_or_raise_directory_error(authority: Authority, data: bytes) -> None:
+    with contextlib.suppress(DirectoryError):
+        parse_directory(data, authority.ca_certificate())
