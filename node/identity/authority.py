@@ -407,7 +407,14 @@ class Authority:
 
         Raises:
             CertificateError: the department has no current certificate.
+            ConfigError: the reason is empty, too long, or holds control characters
+                (every node prints it).
         """
+        if not 0 < len(reason) <= certs.MAX_DISPLAY_NAME or not reason.isprintable():
+            raise ConfigError(
+                f"invalid revocation reason {reason[: certs.MAX_DISPLAY_NAME]!r}",
+                hint=f"use 1-{certs.MAX_DISPLAY_NAME} printable characters, e.g. key-compromise",
+            )
         state = self._load_state()
         entry = state["departments"].pop(department, None)
         if entry is None:

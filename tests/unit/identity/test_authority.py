@@ -244,3 +244,12 @@ def test_world_readable_ca_key_is_refused(tmp_path: Path) -> None:
     ca.key_path.chmod(0o644)
     with pytest.raises(IdentityError, match="open to other users"):
         ca.issue(_request(tmp_path, "traffic"))
+
+
+@pytest.mark.parametrize("reason", ["", "x" * 81, "oops\x1b[2J"], ids=["empty", "long", "escape"])
+def test_revocation_reason_must_be_printable(tmp_path: Path, reason: str) -> None:
+    ca = Authority.create(tmp_path / "ca", "city")
+    ca.issue(_request(tmp_path, "traffic"))
+    with pytest.raises(ConfigError, match="invalid revocation reason"):
+        ca.revoke("traffic", reason=reason)
+    assert "traffic" in ca.enrolments()["departments"]

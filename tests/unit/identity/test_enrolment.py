@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger import canonical
+from node.cli.operator import display_name_arg, endpoint_arg
 from node.errors import IdentityError
 from node.identity import keys
 from node.identity.enrolment import make_request, parse_request
@@ -192,3 +194,12 @@ def test_any_signed_field_value_parses_or_raises_identity_error(
 def test_any_bytes_parse_or_raise_identity_error(node_keys: Keys, data: bytes) -> None:
     with contextlib.suppress(IdentityError):
         parse_request(data)
+
+
+def test_init_options_refuse_what_the_authority_would_refuse() -> None:
+    # 'fednode init' must not make a home whose request 'ca issue' then refuses.
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid display name"):
+        display_name_arg("Traffic\x1b[2J")
+    with pytest.raises(argparse.ArgumentTypeError, match="is not HOST:PORT"):
+        endpoint_arg("traffic.example")
+    assert display_name_arg("Traffic Office") == "Traffic Office"
