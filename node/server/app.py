@@ -12,10 +12,8 @@ A path at ``admin.sock`` that is not a socket (a file, a directory, a
 symlink, planted or left by mistake) is refused, not removed or followed; a
 socket is removed only once no node answers on it.
 
-The network port limits what one connection can cost: a peer that pings
-more often than the server allows is disconnected after a few strikes
-(GOAWAY "too_many_pings"), and one connection has at most
-``MAX_STREAMS_PER_CONNECTION`` calls open at a time.
+On the network port, a peer that pings more often than the server allows is
+disconnected after a few strikes (GOAWAY "too_many_pings").
 
 On SIGTERM or SIGINT the node stops accepting calls, lets running calls
 finish for a grace period, closes the ledger and removes the socket.
@@ -79,13 +77,12 @@ KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 2),
 )
-#: Calls one connection may have open at once; more wait on the client's side.
-#: A federated round or a share uses a handful; the default is unlimited.
-MAX_STREAMS_PER_CONNECTION = 64
-#: Every option the network server runs with.
+#: Every option the network server runs with. There is no per-connection stream
+#: limit ("grpc.max_concurrent_streams"): gRPC's Python client does not wait for
+#: one, and fails the calls over it with UNAVAILABLE (RST_STREAM REFUSED_STREAM).
 NETWORK_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.so_reuseport", 0),
     *KEEPALIVE_SERVER_OPTIONS,
-    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
 )
 _WORKERS = 32
 #: The longest Unix socket path the kernel accepts (sun_path is 108 bytes with its NUL).
@@ -155,7 +152,7 @@ class NodeProcess:
                     lambda: directories.current, config.federation, audit=self._audit
                 ),
             ],
-            options=[("grpc.so_reuseport", 0), *NETWORK_SERVER_OPTIONS],
+            options=list(NETWORK_SERVER_OPTIONS),
         )
         for name in SERVICE_MODULES:
             importlib.import_module(name).add_services(self._network, self.runtime)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ import pytest
 from ledger.canonical import loads
 from ledger.store import LedgerStore
 from node.audit.interceptor import AuditInterceptor
+from node.identity.authority import Authority
+from node.identity.home import init_home
 from protocols.fednode.v1 import admin_pb2
 
 
@@ -46,6 +50,17 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         yield bytes([i])
 
 
+_ENTERED = threading.Event()
+
+
+def _until_cancelled(request: bytes, context: grpc.ServicerContext) -> bytes:
+    _ENTERED.set()
+    deadline = time.monotonic() + 5
+    while context.is_active() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return b"late"
+
+
 def _ok_call(request: admin_pb2.AdminCall, context: grpc.ServicerContext) -> bytes:
     return b""
 
@@ -69,6 +84,7 @@ def server(tmp_path: Path) -> Iterator[tuple[grpc.Channel, LedgerStore]]:
         "Broken": grpc.unary_unary_rpc_method_handler(_broken),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "SlowStream": grpc.unary_stream_rpc_method_handler(_slow_stream),
+        "UntilCancelled": grpc.unary_unary_rpc_method_handler(_until_cancelled),
         "Admin": grpc.unary_unary_rpc_method_handler(
             _ok_call, request_deserializer=admin_pb2.AdminCall.FromString
         ),
@@ -141,3 +157,89 @@ def test_admin_calls_name_their_command_in_both_entries(
     started, finished = _entries(store)
     assert started["detail"]["command"] == finished["detail"]["command"] == "share.fetch"
     assert finished["outcome"] == "ok"
+
+
+def test_a_unary_call_its_client_cancelled_is_recorded_as_cancelled_not_ok(
+    server: tuple[grpc.Channel, LedgerStore],
+) -> None:
+    # The handler returned, but its response was never delivered.
+    channel, store = server
+    _ENTERED.clear()
+    future = channel.unary_unary("/t.T/UntilCancelled").future(b"", timeout=10)
+    assert _ENTERED.wait(5)
+    future.cancel()
+    deadline = time.monotonic() + 10
+    while len(_entries(store)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _started, finished = _entries(store)
+    assert (finished["event"], finished["outcome"]) == ("rpc.finished", "cancelled")
+    assert finished["detail"]["code"] == "CANCELLED"
+
+
+class _TlsContext:
+    """The part of a ServicerContext the interceptor reads, for a call over TLS."""
+
+    def __init__(self, cert_pem: bytes) -> None:
+        self._auth = {"transport_security_type": [b"ssl"], "x509_pem_cert": [cert_pem]}
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+    def code(self) -> None:
+        return None
+
+    def is_active(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class _Details:
+    method: str
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    root = tmp_path_factory.mktemp("certs")
+    issued = {}
+    for federation in ("city", "county"):
+        ca = Authority.create(root / f"ca-{federation}", federation)
+        request = init_home(
+            root / federation,
+            federation=federation,
+            department="traffic",
+            display_name="traffic",
+            listen="127.0.0.1:0",
+            endpoint="127.0.0.1:1",
+        )
+        issued[federation] = ca.issue(request).pem
+    return issued
+
+
+@pytest.mark.parametrize(
+    ("federation", "peer", "problem"),
+    [
+        ("city", "traffic", None),
+        # Another federation's 'traffic' is not this federation's 'traffic'.
+        ("county", None, "certificate of federation 'county'"),
+    ],
+)
+def test_the_peer_is_recorded_only_for_this_federations_certificates(
+    tmp_path: Path,
+    certificates: dict[str, bytes],
+    federation: str,
+    peer: str | None,
+    problem: str | None,
+) -> None:
+    store = LedgerStore(tmp_path / "l.db", "alpha")
+    try:
+        interceptor = AuditInterceptor(StoreSink(store), surface="network", federation="city")
+        handler = interceptor.intercept_service(
+            lambda _d: grpc.unary_unary_rpc_method_handler(_ok), _Details("/t.T/Ok")
+        )
+        assert handler is not None
+        assert handler.unary_unary(b"x", _TlsContext(certificates[federation])) == b"x"
+        started, finished = _entries(store)
+    finally:
+        store.close()
+    assert started["peer"] == finished["peer"] == peer
+    assert started["detail"].get("caller_problem") == problem
