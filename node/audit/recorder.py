@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ledger.checkpoint import log_name
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, durable_directory
 from ledger.witness import Witness, WitnessState
 from node.audit.actor import current_actor
 from node.config import NodeConfig
@@ -135,7 +135,9 @@ def open_audit(
         StorageError: a file is unreadable, of an unknown schema version, or
             belongs to another department.
     """
-    config.ledger_dir.mkdir(parents=True, exist_ok=True)
+    # Not a plain mkdir: the store syncs only the directories it creates, and a
+    # power loss must not take a new ledger directory with the files in it.
+    durable_directory(config.ledger_dir)
     store = LedgerStore(ledger_path(config), config.department)
     try:
         state = WitnessState(config.ledger_dir / WITNESS_FILE)
