@@ -35,14 +35,22 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger.checkpoint import (
+    ED25519_TYPE,
     Checkpoint,
     SignatureLine,
     cosign,
+    key_id,
     parse_checkpoint,
     parse_note,
     verify_checkpoint,
 )
-from ledger.errors import CheckpointError, ProofError, StorageError, WitnessError
+from ledger.errors import (
+    CheckpointError,
+    LedgerDamageError,
+    ProofError,
+    StorageError,
+    WitnessError,
+)
 from ledger.merkle import EMPTY_ROOT, verify_consistency
 from ledger.store import durable_directory, sync_directory
 
@@ -237,6 +245,9 @@ class Witness:
             RollbackError: the checkpoint is smaller than the held view.
             ForkError: same size with another root, or the consistency
                 proof does not verify.
+            LedgerDamageError: the held view is damaged (its note does not
+                parse, disagrees with it, or does not verify under the key it
+                names); nothing is cosigned until the state is restored.
             StorageError: the new view could not be persisted.
         """
         try:
@@ -283,10 +294,25 @@ class Witness:
         note = self.state.held_note(origin)
         if held is None or note is None:
             return held, True
+        where = f"witness state {self.state.path}: the held checkpoint of {origin}"
+        try:
+            parsed = parse_note(note)
+            body = parse_checkpoint(parsed.text)
+        except CheckpointError as e:
+            raise LedgerDamageError(f"{where} is damaged: {e}") from e
+        if (body.origin, body.size, body.root) != (origin, *held):
+            raise LedgerDamageError(f"{where} disagrees with the held size and root")
+        # Only a note that carries no signature under the directory's key is
+        # of another log. A note that claims that key and fails to verify is
+        # damage: taking it for a new key would drop the view and let the
+        # witness cosign a fork of what it already cosigned.
+        kid = key_id(origin, ED25519_TYPE, log_key)
+        if not any(s.name == origin and s.key_id == kid for s in parsed.signatures):
+            return held, False
         try:
             verify_checkpoint(note, origin, log_key)
-        except CheckpointError:
-            return held, False
+        except CheckpointError as e:
+            raise LedgerDamageError(f"{where} is damaged: {e}") from e
         return held, True
 
     def _check(

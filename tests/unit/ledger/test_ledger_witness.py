@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import cosignatures, parse_note, sign_checkpoint
-from ledger.errors import WitnessError
+from ledger.errors import LedgerDamageError, WitnessError
 from ledger.merkle import EMPTY_ROOT
 from ledger.store import LedgerStore
 from ledger.witness import (
@@ -179,3 +181,48 @@ def test_witness_state_syncs_its_new_directory(
     state = WitnessState(tmp_path / "home" / "ledger" / "witness.sqlite")
     state.close()
     assert {str(tmp_path), str(tmp_path / "home"), str(tmp_path / "home" / "ledger")} <= set(synced)
+
+
+def _damage_held_note(path: Path, change: Callable[[bytes], bytes]) -> None:
+    conn = sqlite3.connect(path)
+    (note,) = conn.execute("SELECT note FROM views").fetchone()
+    conn.execute("UPDATE views SET note=?", (change(bytes(note)),))
+    conn.commit()
+    conn.close()
+
+
+def _flip_signature(note: bytes) -> bytes:
+    """One base64 character of the log's signature changed (not its key ID)."""
+    at = note.rindex(b" ") + 20
+    return note[:at] + (b"A" if note[at : at + 1] != b"A" else b"B") + note[at + 1 :]
+
+
+def _other_size(note: bytes) -> bytes:
+    origin, size, rest = note.split(b"\n", 2)
+    return b"\n".join((origin, str(int(size) + 1).encode(), rest))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_flip_signature, "damaged: checkpoint size 5: the log signature .* does not verify"),
+        (_other_size, "disagrees with the held size and root"),
+        (lambda note: note[:20], "damaged: note has no signature block"),
+    ],
+)
+def test_a_damaged_view_is_not_taken_for_a_new_log_key(
+    tmp_path: Path, change: Callable[[bytes], bytes], message: str
+) -> None:
+    """Only a note without a signature under the directory's key is of another log: a
+    damaged one must not drop the view, or the witness would cosign a fork."""
+    key = Ed25519PrivateKey.generate()
+    origin = "fednode/testfed/alpha"
+    witness = _fresh_witness(tmp_path, key, origin)
+    witness.add_checkpoint(0, [], sign_checkpoint(origin, 5, bytes([1]) * 32, key))
+    _damage_held_note(tmp_path / "fresh-witness.db", change)
+    fork = sign_checkpoint(origin, 5, bytes([2]) * 32, key)
+    for old_size in (0, 5):
+        with pytest.raises(LedgerDamageError, match=message):
+            witness.add_checkpoint(old_size, [], fork)
+    assert witness.state.get(origin) == (5, bytes([1]) * 32)
+    witness.state.close()
