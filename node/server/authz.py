@@ -21,6 +21,8 @@ Invariants:
   issued; everything else, a streaming health ``Watch`` and methods this node
   does not serve included, is admitted first, so a refused peer learns
   neither which methods exist nor holds a server thread open;
+* a request message that does not parse is refused with INVALID_ARGUMENT
+  after admission, inside the interceptors, so it is recorded like any call;
 * an admitted call that fails with an exception the handler did not turn
   into a status ends with INTERNAL and a fixed public message; the
   exception's text, which may name files or SQL, stays in the local log.
@@ -217,8 +219,10 @@ class AdmissionInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(handler_call_details)
         if handler is None:
             handler = _UNKNOWN_METHOD
+        # decode=True: a request that does not parse is refused inside the
+        # interceptors, after admission, so the ledger records it too.
         if method in _OPEN_METHODS:
-            return wrap_rpc_handler(handler, lambda b, s: _sanitised(method, b, s))
+            return wrap_rpc_handler(handler, lambda b, s: _sanitised(method, b, s), decode=True)
 
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             inner = _sanitised(method, behavior, streaming)
@@ -229,4 +233,4 @@ class AdmissionInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
             return admitted
 
-        return wrap_rpc_handler(handler, wrap)
+        return wrap_rpc_handler(handler, wrap, decode=True)

@@ -150,6 +150,16 @@ def _broken_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[by
     raise RuntimeError(f"cannot open {_SECRET}")
 
 
+def _typed(request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> bytes:
+    return str(request.service).encode()
+
+
+def _typed_stream(
+    requests: Iterator[health_pb2.HealthCheckRequest], context: grpc.ServicerContext
+) -> bytes:
+    return b",".join(r.service.encode() for r in requests)
+
+
 def _refusing(request: bytes, context: grpc.ServicerContext) -> bytes:
     context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no agreement")
     return b""
@@ -196,6 +206,12 @@ def node(pki: Pki, tmp_path: Path) -> Iterator[Node]:
         "Broken": grpc.unary_unary_rpc_method_handler(_broken),
         "BrokenStream": grpc.unary_stream_rpc_method_handler(_broken_stream),
         "Refusing": grpc.unary_unary_rpc_method_handler(_refusing),
+        "Typed": grpc.unary_unary_rpc_method_handler(
+            _typed, request_deserializer=health_pb2.HealthCheckRequest.FromString
+        ),
+        "TypedStream": grpc.stream_unary_rpc_method_handler(
+            _typed_stream, request_deserializer=health_pb2.HealthCheckRequest.FromString
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
     credentials = grpc.ssl_server_credentials(
@@ -310,3 +326,37 @@ def test_a_failing_handler_tells_the_peer_nothing_of_its_internals(node: Node, m
 def test_a_handler_refusal_keeps_its_own_status_and_message(node: Node) -> None:
     with node.channel("health") as channel:
         assert _call(channel, "/t.T/Refusing") == ("FAILED_PRECONDITION", "no agreement")
+
+
+_GOOD = health_pb2.HealthCheckRequest(service="x").SerializeToString()
+#: Field 1 declared as a 10-byte string with 1 byte present: not a message.
+_BAD = b"\x0a\x0ax"
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "requests", "code", "details"),
+    [
+        ("health", "/t.T/Typed", [_GOOD], "OK", ""),
+        ("health", "/t.T/Typed", [_BAD], "INVALID_ARGUMENT", "malformed request message"),
+        ("health", "/t.T/TypedStream", [_GOOD, _GOOD], "OK", ""),
+        ("health", "/t.T/TypedStream", [_GOOD, _BAD], "INVALID_ARGUMENT", "malformed request"),
+        # Admission comes first: a refused peer is told only that.
+        ("tax", "/t.T/Typed", [_BAD], "PERMISSION_DENIED", "not in federation directory"),
+    ],
+)
+def test_a_request_that_does_not_parse_is_refused_after_admission_and_recorded(
+    node: Node, who: str, method: str, requests: list[bytes], code: str, details: str
+) -> None:
+    with node.channel(who) as channel:
+        try:
+            if method.endswith("Stream"):
+                channel.stream_unary(method)(iter(requests), timeout=5)
+            else:
+                channel.unary_unary(method)(requests[0], timeout=5)
+            got = ("OK", "")
+        except grpc.RpcError as e:
+            got = (e.code().name, e.details() or "")
+    assert got[0] == code
+    assert details in got[1]
+    finished = [e for e in node.entries() if e["event"] == "rpc.finished"]
+    assert [(e["peer"], e["detail"]["code"]) for e in finished] == [(who, code)]
