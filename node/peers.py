@@ -23,12 +23,15 @@ Channels are cached per (department, pinned fingerprint, endpoint), so a new
 directory that rotates a certificate or moves an endpoint opens a new channel,
 and the department's channels for the old pin are closed then.
 
-Residual risk: the pin ends when the directory changes, not when the
-pinned certificate is revoked mid-connection. A connection that is already
-open keeps its session until the directory that revokes it is installed and
-the next call to :meth:`PeerConnector.channel` closes the old channel; the
-peer's server, which checks each call against its own directory, is the
-other side of that gate.
+Residual risk: a channel follows the directory only when
+:meth:`PeerConnector.channel` is next called. After a directory that revokes
+or replaces the pinned certificate is installed, a caller still holding the
+old channel object can use it (and its open HTTP/2 connection) until that
+call closes it. The peer's server checks every call against its own
+directory, which covers the other direction. The binding relies on gRPC
+accepting a trusted leaf as a partial chain; were a gRPC release to stop,
+channels would fail closed (no connection at all), and
+``test_reconnect_to_the_pinned_certificate_is_accepted`` would say so.
 """
 
 from __future__ import annotations
