@@ -75,15 +75,9 @@ from ledger.merkle import (
     root_from_leaves,
 )
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Erasure",
-    "FsckReport",
-    "LedgerStore",
-    "StoredCheckpoint",
-    "durable_directory",
-    "sync_directory",
-]
+# The directory helpers are shared with the witness state and the node's
+# recorder, but are not part of the ledger's pinned public names.
+__all__ = ["SCHEMA_VERSION", "Erasure", "FsckReport", "LedgerStore", "StoredCheckpoint"]
 
 SCHEMA_VERSION = 1
 _MAX_BATCH = 4096
@@ -793,25 +787,57 @@ class LedgerStore:
 
     # -- checkpoints ---------------------------------------------------------------------
 
+    def _root_from_stored_leaves(self, size: int) -> bytes:
+        """Recompute the root of the first ``size`` entries from their stored leaf hashes.
+
+        Runs in the caller's thread on its own connection, one leaf at a time
+        through a compact range: O(log n) memory, and the node's appends are
+        not held up while a large ledger is read. Committed entries never change (one
+        writer, under its lock), so the leaves read here are those signed.
+
+        Raises:
+            StorageError: fewer than ``size`` leaves are stored, or the file
+                cannot be read.
+        """
+        rng = CompactRange()
+        conn = _connect(self.path)
+        try:
+            # The cursor streams rows: one leaf in memory at a time.
+            for seq, leaf in conn.execute(
+                "SELECT seq, leaf FROM entries WHERE seq < ? ORDER BY seq", (size,)
+            ):
+                if seq != rng.size:
+                    break
+                rng.append(_blob(leaf, f"ledger store {self.path}: entry seq {seq}: leaf"))
+        except sqlite3.Error as e:
+            raise _storage_error(f"ledger store {self.path}", e) from e
+        finally:
+            conn.close()
+        if rng.size != size:
+            raise StorageError(f"ledger holds {rng.size} consecutive leaves, expected {size}")
+        return rng.root()
+
     def sign_checkpoint(self, origin: str, key: Ed25519PrivateKey) -> StoredCheckpoint:
-        """Sign a checkpoint over every committed entry and record it.
+        """Sign a checkpoint over every entry committed when called, and record it.
 
         The root is recomputed from the stored leaves (not the node cache) and
         compared with the cache; the compare-and-swap record refuses a second
-        root for a size already signed and any size below the last one.
+        root for a size already signed and any size above the stored entries.
+        The leaves are read before the writer is asked to sign, so appends go
+        on meanwhile; if another call has signed a larger size by then, that
+        checkpoint (which covers every entry this call saw) is returned.
 
         Raises:
             StorageError: the recomputed root disagrees with the cache, or the
-                record already holds another root for this size or a larger size.
+                record already holds another root for this size, or a size
+                above the stored entries.
         """
+        size = self._size
+        root = self._root_from_stored_leaves(size)
 
         def run(conn: sqlite3.Connection) -> StoredCheckpoint:
-            size = self._size
-            leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY seq")]
-            if len(leaves) != size:
-                raise StorageError(f"ledger holds {len(leaves)} leaves, expected {size}")
-            root = root_from_leaves(leaves)
-            if root != self._range.root():
+            cached = self._range.root() if size == self._size else self.root(size)
+            if root != cached:
                 raise StorageError(
                     f"root of size {size} recomputed from the leaves differs from the tree cache; "
                     "run fsck"
@@ -821,18 +847,29 @@ class LedgerStore:
                 last = conn.execute("SELECT size, root FROM signed WHERE id=1").fetchone()
                 if last is not None:
                     last_size, last_root = last[0], bytes(last[1])
-                    if size < last_size:
+                    if last_size > self._size:
                         raise StorageError(
                             f"refusing to sign size {size}: size {last_size} is already signed"
                         )
-                    if size == last_size:
-                        if root != last_root:
-                            raise StorageError(f"refusing to sign a second root for size {size}")
-                        note = conn.execute(
-                            "SELECT note FROM checkpoints WHERE size=?", (size,)
+                    if last_size >= size:
+                        if last_root != (root if last_size == size else self.root(last_size)):
+                            raise StorageError(
+                                f"refusing to sign a second root for size {last_size}"
+                            )
+                        row = conn.execute(
+                            "SELECT note FROM checkpoints WHERE size=?", (last_size,)
                         ).fetchone()
+                        if row is None:
+                            raise LedgerDamageError(
+                                f"checkpoint size {last_size} was signed (signing record) "
+                                "but is not stored; run fsck"
+                            )
                         conn.execute("COMMIT")
-                        return StoredCheckpoint(size, root, bytes(note[0]))
+                        return StoredCheckpoint(
+                            last_size,
+                            last_root,
+                            _blob(row[0], f"checkpoint size {last_size}: note"),
+                        )
                     cur = conn.execute(
                         "UPDATE signed SET size=?, root=? WHERE id=1 AND size=? AND root=?",
                         (size, root, last_size, last_root),

@@ -439,3 +439,61 @@ def test_creating_a_store_syncs_the_directories_it_creates(
     with LedgerStore(home / "ledger" / "ledger.sqlite", "alpha") as store:
         store.append({"event": "x.y"})
     assert synced == []  # opening an existing store creates nothing
+
+
+def _fill_fast(store: LedgerStore, count: int) -> None:
+    """``count`` appends from 32 threads, so group commit makes it quick."""
+
+    def work(n: int) -> None:
+        for i in range(n, count, 32):
+            store.append({"event": "x.y", "detail": {"i": i}})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_signing_reads_the_leaves_in_constant_memory(store: LedgerStore) -> None:
+    """Signing recomputes the root from every stored leaf, one at a time: a ledger of
+    millions of entries must not need their leaves in memory at once."""
+    import tracemalloc
+
+    _fill_fast(store, 5000)
+    tracemalloc.start()
+    try:
+        cp = store.sign_checkpoint(ORIGIN, Ed25519PrivateKey.generate())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cp.size == 5000
+    assert cp.root == root_from_leaves([leaf for _, _, leaf in store.iter_entries()])
+    # 5000 leaves held at once would be 300 KiB and more.
+    assert peak < 100 * 1024, peak
+
+
+def test_a_signer_overtaken_by_another_gets_the_larger_checkpoint(
+    store: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends go on while a checkpoint's leaves are read; if another call signs a larger
+    size meanwhile, this one returns that checkpoint, which covers all it saw."""
+    key = Ed25519PrivateKey.generate()
+    fill(store, 5)
+    real = LedgerStore._root_from_stored_leaves
+    overtaken: list[object] = []
+
+    def reading(self: LedgerStore, size: int) -> bytes:
+        root = real(self, size)
+        if not overtaken:
+            overtaken.append(None)
+            fill(store, 3, 5)  # appends are not held up by the signer
+            overtaken.append(store.sign_checkpoint(ORIGIN, key))
+        return root
+
+    monkeypatch.setattr(LedgerStore, "_root_from_stored_leaves", reading)
+    cp = store.sign_checkpoint(ORIGIN, key)
+    assert cp == overtaken[1]
+    assert cp.size == 8
+    assert [c.size for c in store.checkpoints()] == [8]
+    assert store.fsck(key.public_key(), ORIGIN).checkpoints == 1
