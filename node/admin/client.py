@@ -121,7 +121,20 @@ def invoke(
                     f"the node in {home} is not answering on its admin socket",
                     hint=f"check that 'fednode serve --home {home}' is running",
                 ) from e
-            raise AdminError(f"admin call {command} failed: {e}") from e
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # Either way across the socket: the request, or the command's result.
+                raise AdminError(
+                    f"admin call {command} failed: a message was larger than the "
+                    f"admin socket's 4 MiB limit ({e.details()})",
+                    hint="pass large inputs as a file the node can read, and narrow "
+                    "what a command returns (filters, --out)",
+                ) from e
+            # One line: the RpcError's own text spans several, with gRPC's debug string.
+            name = code.name if code is not None else "UNKNOWN"
+            details = e.details() if hasattr(e, "details") else None
+            raise AdminError(
+                f"admin call {command} failed: {name}: {details or 'no details'}"
+            ) from e
     if failure is not None:
         raise failure
     if result is None:

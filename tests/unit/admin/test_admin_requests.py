@@ -221,3 +221,10 @@ def test_b64_arg_returns_the_bytes() -> None:
 def test_parse_args_reads_an_empty_request_as_no_arguments() -> None:
     assert parse_args(b"") == {}
     assert parse_args(json.dumps({"a": 1}).encode()) == {"a": 1}
+
+
+def test_a_request_over_the_size_limit_is_one_line_naming_the_limit(admin: Admin) -> None:
+    with pytest.raises(AdminError, match=r"larger than the admin socket's 4 MiB limit") as raised:
+        invoke(admin.home, "t.needs_name", {"name": "x" * (5 << 20)}, timeout=10)
+    assert "\n" not in str(raised.value)
+    assert "debug_error_string" not in str(raised.value)
