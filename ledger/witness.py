@@ -55,7 +55,6 @@ from ledger.merkle import EMPTY_ROOT, verify_consistency
 from ledger.store import durable_directory, sync_directory
 
 __all__ = [
-    "MAX_TREE_SIZE",
     "ForkError",
     "RollbackError",
     "UnknownLogError",
@@ -246,8 +245,8 @@ class Witness:
             ForkError: same size with another root, or the consistency
                 proof does not verify.
             LedgerDamageError: the held view is damaged (its note does not
-                parse, disagrees with it, or does not verify under the key it
-                names); nothing is cosigned until the state is restored.
+                parse, or does not verify under the key it names); nothing is
+                cosigned until the state is restored.
             StorageError: the new view could not be persisted.
         """
         try:
@@ -297,15 +296,14 @@ class Witness:
         where = f"witness state {self.state.path}: the held checkpoint of {origin}"
         try:
             parsed = parse_note(note)
-            body = parse_checkpoint(parsed.text)
         except CheckpointError as e:
             raise LedgerDamageError(f"{where} is damaged: {e}") from e
-        if (body.origin, body.size, body.root) != (origin, *held):
-            raise LedgerDamageError(f"{where} disagrees with the held size and root")
-        # Only a note that carries no signature under the directory's key is
-        # of another log. A note that claims that key and fails to verify is
-        # damage: taking it for a new key would drop the view and let the
-        # witness cosign a fork of what it already cosigned.
+        # The held size and root are what the witness holds the log to; the
+        # note only tells which key's log they are of. Only a note that carries
+        # no signature under the directory's key is of another log. A note that
+        # claims that key and fails to verify is damage: taking it for a new
+        # key would drop the view and let the witness cosign a fork of what it
+        # already cosigned.
         kid = key_id(origin, ED25519_TYPE, log_key)
         if not any(s.name == origin and s.key_id == kid for s in parsed.signatures):
             return held, False

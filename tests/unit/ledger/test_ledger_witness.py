@@ -206,7 +206,7 @@ def _other_size(note: bytes) -> bytes:
     ("change", "message"),
     [
         (_flip_signature, "damaged: checkpoint size 5: the log signature .* does not verify"),
-        (_other_size, "disagrees with the held size and root"),
+        (_other_size, "damaged: checkpoint size 6: the log signature .* does not verify"),
         (lambda note: note[:20], "damaged: note has no signature block"),
     ],
 )
