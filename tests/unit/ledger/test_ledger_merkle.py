@@ -92,3 +92,51 @@ def test_proof_generation_bounds() -> None:
         inclusion_proof(3, 3, list_node_hash(LEAVES[:3]))
     with pytest.raises(ProofError, match="no consistency proof from size 0"):
         consistency_proof(0, 3, list_node_hash(LEAVES[:3]))
+
+
+def _rfc_path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 6962 §2.1.1 PATH(m, D[n]), as the RFC writes it."""
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if index < k:
+        return [*_rfc_path(index, leaves[:k]), _mth(leaves[k:])]
+    return [*_rfc_path(index - k, leaves[k:]), _mth(leaves[:k])]
+
+
+def _rfc_subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
+    """RFC 6962 §2.1.2 SUBPROOF(m, D[n], b), as the RFC writes it."""
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [_mth(leaves)]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    if m <= k:
+        return [*_rfc_subproof(m, leaves[:k], complete), _mth(leaves[k:])]
+    return [*_rfc_subproof(m - k, leaves[k:], False), _mth(leaves[:k])]
+
+
+def test_every_proof_up_to_64_leaves_is_the_rfc_one() -> None:
+    """Inclusion at every index (edges included) and consistency between every two sizes
+    are exactly RFC 6962's PATH and PROOF, verify, and fail at a neighbouring size."""
+    node_hash = list_node_hash(LEAVES)
+    roots = [_mth(LEAVES[:n]) for n in range(65)]
+    for n in range(1, 65):
+        for index in range(n):
+            proof = inclusion_proof(index, n, node_hash)
+            assert proof == _rfc_path(index, LEAVES[:n])
+            verify_inclusion(LEAVES[index], index, n, proof, roots[n])
+            for other in (index - 1, index + 1):
+                if 0 <= other < n:
+                    with pytest.raises(ProofError):
+                        verify_inclusion(LEAVES[index], other, n, proof, roots[n])
+        for m in range(1, n + 1):
+            proof = consistency_proof(m, n, node_hash)
+            assert proof == _rfc_subproof(m, LEAVES[:n], True)
+            verify_consistency(m, n, proof, roots[m], roots[n])
+            if m < n:
+                with pytest.raises(ProofError):
+                    verify_consistency(m, n - 1, proof, roots[m], roots[n - 1])
