@@ -15,6 +15,11 @@ A unary call whose client went away (cancelled, or its deadline passed)
 while the handler ran is recorded as ``cancelled``, not ``ok``: its response
 was never delivered.
 
+A call that cannot be recorded does not run: if ``rpc.started`` cannot be
+written the call ends with UNAVAILABLE before the handler, and if
+``rpc.finished`` cannot be written the caller gets UNAVAILABLE instead of the
+result. The caller is told only that; the ledger's error goes to the log.
+
 Who called comes only from the verified client certificate
 (:func:`node.server.peer.caller_identity`); a certificate naming another
 federation is recorded without a peer, so it is never mistaken for this
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -35,13 +40,21 @@ from node.runtime import AuditSink
 from node.server.handlers import Behavior, wrap_rpc_handler
 from node.server.peer import OPERATOR, caller_identity
 
-__all__ = ["AuditInterceptor"]
+__all__ = ["UNRECORDED_MESSAGE", "AuditInterceptor"]
 
 log = logging.getLogger("fednode.audit")
 
+#: What a caller is told when its call cannot be recorded; the log has the cause.
+UNRECORDED_MESSAGE = "the node cannot record calls at the moment; try again later"
 _DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 #: Admin command names are short (``share.fetch``); an unknown one is recorded cut to this.
 _MAX_COMMAND = 64
+
+
+def _abort(context: grpc.ServicerContext) -> NoReturn:
+    # The ledger's own error (a full disk, a closed store) is not the caller's business.
+    context.abort(grpc.StatusCode.UNAVAILABLE, UNRECORDED_MESSAGE)
+    raise AssertionError("ServicerContext.abort returned")
 
 
 def _outcome(code: grpc.StatusCode | None, raised: bool) -> tuple[str, str]:
@@ -112,7 +125,12 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 detail = dict(base)
                 if problem is not None:
                     detail["caller_problem"] = problem
-                audit.record("rpc.started", actor=actor, peer=peer, detail=detail)
+                try:
+                    audit.record("rpc.started", actor=actor, peer=peer, detail=detail)
+                except Exception:
+                    # No record, no call. Whatever the ledger raised, the log has it.
+                    log.exception("cannot record the start of %s; call refused", method)
+                    _abort(context)
                 return actor, peer, base
 
             def finished(
@@ -125,13 +143,19 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 actor, peer, base = call
                 status = grpc.StatusCode.CANCELLED if cancelled else _status_code(context)
                 outcome, code = _outcome(status, raised)
-                audit.record(
-                    "rpc.finished",
-                    actor=actor,
-                    peer=peer,
-                    outcome=outcome,
-                    detail={**base, "code": code},
-                )
+                try:
+                    audit.record(
+                        "rpc.finished",
+                        actor=actor,
+                        peer=peer,
+                        outcome=outcome,
+                        detail={**base, "code": code},
+                    )
+                except Exception:
+                    log.exception("cannot record the end of %s", method)
+                    if not cancelled:
+                        # The caller is still there: it must not take the result as recorded.
+                        _abort(context)
 
             if not streaming:
 

@@ -143,12 +143,15 @@ def admit(
         return verdict
     log.warning("refused %s on %s: %s", verdict.department or "a peer", method, verdict.reason)
     if audit is not None:
-        audit.record(
-            "access.denied",
-            peer=verdict.department,
-            outcome="denied",
-            detail={"method": method, "reason": verdict.reason, "code": verdict.code.name},
-        )
+        try:
+            audit.record(
+                "access.denied",
+                peer=verdict.department,
+                outcome="denied",
+                detail={"method": method, "reason": verdict.reason, "code": verdict.code.name},
+            )
+        except Exception:  # refused either way; the peer sees only the refusal
+            log.exception("cannot record the refusal of %s on %s", verdict.department, method)
     _abort(context, verdict.code, verdict.message)
 
 

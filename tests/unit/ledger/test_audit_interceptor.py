@@ -14,8 +14,9 @@ import grpc
 import pytest
 
 from ledger.canonical import loads
+from ledger.errors import StorageError
 from ledger.store import LedgerStore
-from node.audit.interceptor import AuditInterceptor
+from node.audit.interceptor import UNRECORDED_MESSAGE, AuditInterceptor
 from node.identity.authority import Authority
 from node.identity.home import init_home
 from protocols.fednode.v1 import admin_pb2
@@ -243,3 +244,69 @@ def test_the_peer_is_recorded_only_for_this_federations_certificates(
         store.close()
     assert started["peer"] == finished["peer"] == peer
     assert started["detail"].get("caller_problem") == problem
+
+
+class _FailingSink:
+    """An audit sink whose ledger cannot be written after ``ok`` records."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.events: list[str] = []
+
+    def record(self, event: str, **fields: Any) -> int:
+        if len(self.events) >= self.ok:
+            raise StorageError(f"disk full writing {_LEDGER_PATH}")
+        self.events.append(event)
+        return len(self.events)
+
+
+_LEDGER_PATH = "/var/lib/fednode/ledger/ledger.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("method", "ok", "ran"),
+    [
+        ("Unary", 0, False),  # rpc.started cannot be written: the handler never runs
+        ("Unary", 1, True),  # rpc.finished cannot be written: the result is withheld
+        ("Stream", 0, False),
+        ("Stream", 1, True),
+    ],
+)
+def test_a_call_that_cannot_be_recorded_fails_without_the_ledgers_error(
+    method: str, ok: int, ran: bool
+) -> None:
+    calls: list[str] = []
+
+    def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+        calls.append("unary")
+        return b"data"
+
+    def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        calls.append("stream")
+        yield b"data"
+
+    srv = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[AuditInterceptor(_FailingSink(ok), surface="network")],
+    )
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+    }
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            if method == "Unary":
+                channel.unary_unary("/t.T/Unary")(b"", timeout=5)
+            else:
+                list(channel.unary_stream("/t.T/Stream")(b"", timeout=5))
+    finally:
+        srv.stop(None).wait()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.details() == UNRECORDED_MESSAGE
+    assert bool(calls) == ran

@@ -17,6 +17,7 @@ from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ledger.canonical import loads
+from ledger.errors import StorageError
 from ledger.store import LedgerStore
 from node.audit.interceptor import AuditInterceptor
 from node.identity import certs
@@ -360,3 +361,37 @@ def test_a_request_that_does_not_parse_is_refused_after_admission_and_recorded(
     assert details in got[1]
     finished = [e for e in node.entries() if e["event"] == "rpc.finished"]
     assert [(e["peer"], e["detail"]["code"]) for e in finished] == [(who, code)]
+
+
+class _BrokenLedger:
+    def record(self, event: str, **fields: Any) -> int:
+        raise StorageError(f"disk full writing {_SECRET}")
+
+
+def test_a_refusal_that_cannot_be_recorded_is_still_only_a_refusal(pki: Pki) -> None:
+    directory = _directory(pki)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[AdmissionInterceptor(lambda: directory, "city", audit=_BrokenLedger())],
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "t.T", {"Ok": grpc.unary_unary_rpc_method_handler(_ok)}
+            ),
+        )
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(pki.keys["traffic"], pki.certs["traffic"].pem)],
+        root_certificates=pki.ca_pem,
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        with Node(port, None, pki).channel("tax") as channel:  # type: ignore[arg-type]
+            code, details = _call(channel, "/t.T/Ok")
+    finally:
+        server.stop(None).wait()
+    assert code == "PERMISSION_DENIED"
+    assert _SECRET not in details
