@@ -422,7 +422,7 @@ def prepare_entry(
         raise EntryError(f"cannot record unknown entry fields {unknown}")
     # A one-shot iterable is read once; the checks below look at it twice.
     paths = tuple(sensitive) if sensitive else ()
-    if not all(type(path) is str for path in paths):
+    if paths and not all(type(path) is str for path in paths):
         raise EntryError(f"sensitive field paths must be strings, got {sorted(map(repr, paths))}")
     if not paths:
         fast = _prepare_plain(node, fields)

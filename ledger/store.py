@@ -242,6 +242,19 @@ class _Append:
 
 
 @dataclass
+class _Staged:
+    """Appends sequenced by the writer but not yet committed (see ``LedgerStore._stage``)."""
+
+    saved: CompactRange  #: the tree before staging, restored if the commit fails
+    rows: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
+    secrets: list[tuple[int, str, bytes, bytes]] = field(default_factory=list)
+    accepted: list[tuple[_Append, int, bytes]] = field(default_factory=list)
+    #: ``(size, last leaf, last time)`` once the rows are committed
+    tip: tuple[int, bytes | None, int] = (0, None, 0)
+
+
+@dataclass
 class _Job:
     run: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
@@ -258,6 +271,9 @@ class Erasure:
     #: the write-ahead log was emptied, so no old page image holds the value; False
     #: while another process reads an older snapshot (run the erasure again)
     wal_truncated: bool
+    #: the seq of the entry recording the erasure, committed with the deletion
+    #: (None: no record was asked for)
+    recorded: int | None = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -544,13 +560,21 @@ class LedgerStore:
                     conn.execute("ROLLBACK")
             job.future.set_exception(e)
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def _stage(self, batch: list[Any]) -> _Staged:
+        """Sequence ``batch`` after the committed tip: its rows, tree nodes and secrets.
+
+        Requests whose fields make no entry are failed here and left out. The
+        in-memory tree advances; :meth:`_adopt` keeps it once the rows are
+        committed, and ``saved`` restores it if they are not.
+        """
         size, last_leaf, last_time = self._size, self._last_leaf, self._last_time
-        saved = CompactRange.from_subtrees(self._range.size, self._range.subtrees())
-        rows: list[tuple[int, bytes, bytes]] = []
-        nodes: list[tuple[int, int, bytes]] = []
-        secrets: list[tuple[int, str, bytes, bytes]] = []
-        accepted: list[tuple[_Append, int, bytes]] = []
+        staged = _Staged(saved=CompactRange.from_subtrees(self._range.size, self._range.subtrees()))
+        rows, nodes, secrets, accepted = (
+            staged.rows,
+            staged.nodes,
+            staged.secrets,
+            staged.accepted,
+        )
         clock = self._clock
         sha256 = hashlib.sha256
 
@@ -579,28 +603,42 @@ class LedgerStore:
             self._range.append(leaf, on_node)
             accepted.append((req, size, leaf))
             size, last_leaf, last_time = size + 1, leaf, entry_time
-        if not rows:
+        staged.tip = (size, last_leaf, last_time)
+        return staged
+
+    @staticmethod
+    def _write_staged(conn: sqlite3.Connection, staged: _Staged) -> None:
+        """Insert staged rows inside the caller's open transaction."""
+        conn.executemany("INSERT INTO entries(seq, body, leaf) VALUES (?, ?, ?)", staged.rows)
+        conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", staged.nodes)
+        if staged.secrets:
+            conn.executemany(
+                "INSERT INTO secrets(seq, path, salt, value) VALUES (?, ?, ?, ?)", staged.secrets
+            )
+
+    def _adopt(self, staged: _Staged) -> None:
+        """The staged rows are committed: move the tip and release their callers."""
+        self._size, self._last_leaf, self._last_time = staged.tip
+        for req, seq, leaf in staged.accepted:
+            req.set_result((seq, leaf))
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        staged = self._stage(batch)
+        if not staged.rows:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO entries(seq, body, leaf) VALUES (?, ?, ?)", rows)
-            conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", nodes)
-            if secrets:
-                conn.executemany(
-                    "INSERT INTO secrets(seq, path, salt, value) VALUES (?, ?, ?, ?)", secrets
-                )
+            self._write_staged(conn, staged)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._range = saved
+            self._range = staged.saved
             error = StorageError(f"ledger store {self.path}: append not committed: {e}")
-            for req, _, _ in accepted:
+            for req, _, _ in staged.accepted:
                 req.set_exception(error)
             return
-        self._size, self._last_leaf, self._last_time = size, last_leaf, last_time
-        for req, seq, leaf in accepted:
-            req.set_result((seq, leaf))
+        self._adopt(staged)
 
     def _put(self, item: object) -> None:
         # The check and the put happen under one lock, and close() queues the
@@ -748,7 +786,14 @@ class LedgerStore:
 
     # -- erasure -------------------------------------------------------------------------
 
-    def erase(self, seq: int, path: str, *, missing_ok: bool = False) -> Erasure:
+    def erase(
+        self,
+        seq: int,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        record: Mapping[str, Any] | None = None,
+    ) -> Erasure:
         """Crypto-shred a sensitive value: delete its value and salt for good, from the
         file's bytes too.
 
@@ -756,16 +801,42 @@ class LedgerStore:
         cut short, say) is not an error, and the write-ahead log is truncated
         again, which a run cut short may not have done.
 
+        With ``record`` (event fields, as for :meth:`append`), the entry
+        recording the erasure is committed in the same transaction as the
+        deletion: a crash can never leave a value erased without its record,
+        nor a record of an erasure that did not happen.
+
         Raises:
-            StorageError: the entry has no stored value at ``path`` (unless ``missing_ok``).
+            StorageError: the entry has no stored value at ``path`` (unless
+                ``missing_ok``), or the deletion was not committed.
+            EntryError: ``record`` does not make a valid entry; nothing is erased.
         """
+        request = None if record is None else _Append(record, frozenset())
 
         def run(conn: sqlite3.Connection) -> Erasure:
+            staged = None
+            if request is not None:
+                staged = self._stage([request])
+                if not staged.rows:
+                    assert request.error is not None
+                    raise request.error
             conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute("DELETE FROM secrets WHERE seq=? AND path=?", (seq, path))
-            conn.execute("COMMIT")
-            if cur.rowcount != 1 and not missing_ok:
-                raise StorageError(f"entry seq {seq} holds no stored value for {path!r}")
+            try:
+                cur = conn.execute("DELETE FROM secrets WHERE seq=? AND path=?", (seq, path))
+                deleted = cur.rowcount == 1
+                if not deleted and not missing_ok:
+                    raise StorageError(f"entry seq {seq} holds no stored value for {path!r}")
+                if staged is not None:
+                    self._write_staged(conn, staged)
+                conn.execute("COMMIT")
+            except BaseException:
+                if staged is not None:
+                    self._range = staged.saved
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if staged is not None:
+                self._adopt(staged)
             # secure_delete zeroed the value in the page the delete wrote, but the WAL
             # still holds the page images written when the value was inserted. Copying
             # the zeroed page into the main file and truncating the WAL removes the last
@@ -776,7 +847,11 @@ class LedgerStore:
                 busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
-            return Erasure(deleted=cur.rowcount == 1, wal_truncated=not busy)
+            return Erasure(
+                deleted=deleted,
+                wal_truncated=not busy,
+                recorded=None if staged is None else staged.rows[0][0],
+            )
 
         return self._submit(run)
 

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.bundle import export_bundle
+from ledger.canonical import loads
 from ledger.merkle import verify_consistency
 from ledger.store import LedgerStore
 from ledger.verify import verify_bundle
@@ -256,8 +257,10 @@ ERASER = textwrap.dedent(
     from ledger.store import LedgerStore
 
     store = LedgerStore(Path(sys.argv[1]), "alpha")
+    recorded = sys.argv[2] == "recorded"
     for seq in range(store.size):
-        erasure = store.erase(seq, "actor")
+        record = {"event": "ledger.erased", "detail": {"seq": seq}} if recorded else None
+        erasure = store.erase(seq, "actor", record=record)
         if erasure.wal_truncated:
             sys.stdout.write(f"{seq}\\n")
             sys.stdout.flush()
@@ -277,9 +280,11 @@ def _person(seq: int) -> str:
 
 
 @pytest.mark.slow
-def test_kill_9_while_erasing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["plain", "recorded"])
+def test_kill_9_while_erasing(tmp_path: Path, mode: str) -> None:
     """Erasures cut short leave a ledger whose chain, tree and checkpoint still verify;
-    every acknowledged erasure is gone from the file's bytes; running again finishes."""
+    every acknowledged erasure is gone from the file's bytes; running again finishes.
+    Recorded erasures are recorded exactly when the value is gone."""
     db = tmp_path / "ledger.sqlite"
     origin = "fednode/testfed/alpha"
     key = _log_key()
@@ -287,11 +292,17 @@ def test_kill_9_while_erasing(tmp_path: Path) -> None:
         for seq in range(ERASABLE):
             store.append({"event": "access.read", "actor": _person(seq)}, ["actor"])
         signed = store.sign_checkpoint(origin, key)
-    acked = [int(line) for line in _acknowledged(ERASER, [str(db)], 30) if line != "done"]
+    acked = [int(line) for line in _acknowledged(ERASER, [str(db), mode], 30) if line != "done"]
     with LedgerStore(db, "alpha") as store:
         report = store.fsck(key.public_key(), origin)
-        assert (report.size, report.root) == (ERASABLE, signed.root)
+        assert store.root(ERASABLE) == signed.root
         left = {seq for seq, _ in store.stored_values()}
+        records = [loads(body) for _, body, _ in store.iter_entries(ERASABLE)]
+        if mode == "plain":
+            assert report.size == ERASABLE
+        else:
+            assert {r["detail"]["seq"] for r in records} == set(range(ERASABLE)) - left
+            assert len(records) == report.size - ERASABLE
         assert not left & set(acked)
         # The kill may have cut one erasure between its delete and its acknowledgement.
         assert len(left) >= ERASABLE - len(acked) - 1
@@ -304,4 +315,5 @@ def test_kill_9_while_erasing(tmp_path: Path) -> None:
         for seq in sorted(left):
             store.erase(seq, "actor", missing_ok=True)
         assert store.stored_values() == []
-        assert store.fsck(key.public_key(), origin).root == signed.root
+        store.fsck(key.public_key(), origin)
+        assert store.root(ERASABLE) == signed.root

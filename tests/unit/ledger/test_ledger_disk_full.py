@@ -70,6 +70,9 @@ CHILD = textwrap.dedent(
         "sign": lambda: store.sign_checkpoint(origin, key),
         "cosign": lambda: store.add_cosignatures(first.size, [line]),
         "erase": lambda: store.erase(3, "actor"),
+        "erase_recorded": lambda: store.erase(
+            4, "actor", record={"event": "ledger.erased", "detail": {"seq": 4}}
+        ),
     }
     for name, job in jobs.items():
         try:
@@ -119,7 +122,7 @@ def test_every_append_is_acknowledged_or_refused_and_none_is_lost(
         assert all(b'"pad"' in store.entry(seq) for seq in report["acked"])
 
 
-@pytest.mark.parametrize("job", ["sign", "cosign", "erase"])
+@pytest.mark.parametrize("job", ["sign", "cosign", "erase", "erase_recorded"])
 def test_a_failed_write_job_reports_the_disk_error(
     outcome: tuple[dict[str, Any], Path], job: str
 ) -> None:
@@ -134,7 +137,13 @@ def test_a_failed_write_job_reports_the_disk_error(
 
 def test_the_store_carries_on_once_space_returns(outcome: tuple[dict[str, Any], Path]) -> None:
     report, path = outcome
+    # The erasure whose record failed with it took no seq: the next append has the next one.
     assert report["after"]["append"] == 15 + len(report["acked"])
     with LedgerStore(path, "alpha") as store:
         assert store.fsck().checkpoints == 2
         assert (3, "actor") not in store.stored_values()
+        assert (4, "actor") not in store.stored_values()
+        recorded = [
+            seq for seq, body, _ in store.iter_entries() if b'"event":"ledger.erased"' in body
+        ]
+        assert len(recorded) == 1  # once, by the run after space returned

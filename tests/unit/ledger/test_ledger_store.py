@@ -497,3 +497,46 @@ def test_a_signer_overtaken_by_another_gets_the_larger_checkpoint(
     assert cp.size == 8
     assert [c.size for c in store.checkpoints()] == [8]
     assert store.fsck(key.public_key(), ORIGIN).checkpoints == 1
+
+
+def _erased_record(seq: int) -> dict[str, object]:
+    return {"event": "ledger.erased", "actor": "operator", "detail": {"seq": seq, "field": "actor"}}
+
+
+def test_an_erasure_and_its_record_commit_together(store: LedgerStore) -> None:
+    key = Ed25519PrivateKey.generate()
+    for i in range(4):
+        store.append({"event": "x.y", "actor": f"person {i}"}, ["actor"])
+    signed = store.sign_checkpoint(ORIGIN, key)
+    erasure = store.erase(2, "actor", record=_erased_record(2))
+    assert (erasure.deleted, erasure.wal_truncated, erasure.recorded) == (True, True, 4)
+    assert loads(store.entry(4))["event"] == "ledger.erased"
+    assert loads(store.entry(4))["prev"] == parse_entry(store.entry(3)).leaf.hex()
+    with pytest.raises(StorageError, match="erased"):
+        store.reveal(2, "actor")
+    assert store.append({"event": "x.y"})[0] == 5
+    assert store.root(4) == signed.root
+    assert store.fsck(key.public_key(), ORIGIN).size == 6
+    # Run again (a run cut short): nothing left to delete, and it is recorded again.
+    again = store.erase(2, "actor", missing_ok=True, record=_erased_record(2))
+    assert (again.deleted, again.recorded) == (False, 6)
+
+
+@pytest.mark.parametrize(
+    ("seq", "record", "error", "message"),
+    [
+        (0, {"event": "Not An Event"}, EntryError, "dotted lower-case"),
+        (0, {"event": "x.y", "detail": {"\udc80": 1}}, EntryError, "canonical"),
+        (7, _erased_record(7), StorageError, "holds no stored value"),
+    ],
+)
+def test_an_erasure_that_cannot_be_recorded_erases_nothing(
+    store: LedgerStore, seq: int, record: dict[str, object], error: type[Exception], message: str
+) -> None:
+    store.append({"event": "x.y", "actor": "person"}, ["actor"])
+    with pytest.raises(error, match=message):
+        store.erase(seq, "actor", record=record)
+    assert store.reveal(0, "actor") == "person"
+    assert store.size == 1
+    assert store.append({"event": "x.y"})[0] == 1
+    assert store.fsck().size == 2
