@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ledger.checkpoint import log_name
-from ledger.store import LedgerStore, durable_directory
+from ledger.store import Erasure, LedgerStore, durable_directory
 from ledger.witness import Witness, WitnessState
 from node.audit.actor import current_actor
 from node.config import NodeConfig
@@ -115,6 +115,35 @@ class AuditRecorder:
         }
         seq, _ = self.store.append(fields, sensitive)
         return seq
+
+    def erase(
+        self,
+        seq: int,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        agreement: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> Erasure:
+        """Crypto-shred the value of ``path`` in entry ``seq``, recorded in the same commit.
+
+        The ``ledger.erased`` entry (``detail`` holds ``seq`` and ``field``, plus
+        ``detail``) is committed together with the deletion, so an erasure is
+        never done without its record, whatever stops the node; its seq is
+        ``Erasure.recorded``.
+
+        Raises:
+            StorageError: no value is stored at ``path`` (unless ``missing_ok``),
+                or the erasure and its record could not be committed.
+            EntryError: ``agreement`` or ``detail`` do not make a valid entry.
+        """
+        fields: dict[str, Any] = {
+            "event": "ledger.erased",
+            "actor": current_actor(),
+            "agreement": agreement,
+            "detail": {**(detail or {}), "seq": seq, "field": path},
+        }
+        return self.store.erase(seq, path, missing_ok=missing_ok, record=fields)
 
     def close(self) -> None:
         """Commit what is queued and close the ledger and witness files."""

@@ -12,11 +12,14 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.canonical import loads
 from ledger.errors import StorageError
 from ledger.store import LedgerStore
+from node.audit.actor import acting_as
 from node.audit.interceptor import AuditInterceptor
 from node.audit.recorder import AuditRecorder, open_audit
 from node.config import NodeConfig
+from node.server.peer import OPERATOR
 
 
 def _config(home: Path) -> NodeConfig:
@@ -121,3 +124,22 @@ def test_an_access_whose_record_cannot_be_written_is_refused(
     with LedgerStore(tmp_path / "ledger" / "ledger.sqlite", "alpha") as store:
         events = [body for _, body, _ in store.iter_entries()]
     assert len(events) == 2  # rpc.started and rpc.finished of the one call that ran
+
+
+def test_an_erasure_is_recorded_with_it_by_whoever_ran_it(recorder: AuditRecorder) -> None:
+    seq = recorder.record(
+        "case.opened", detail={"person": "A. Citizen"}, sensitive=["detail.person"]
+    )
+    with acting_as(OPERATOR):
+        erasure = recorder.erase(seq, "detail.person", agreement="agr-1", detail={"why": "request"})
+    assert erasure.deleted and erasure.recorded == seq + 1
+    entry = loads(recorder.store.entry(seq + 1))
+    assert (entry["event"], entry["actor"], entry["agreement"]) == (
+        "ledger.erased",
+        OPERATOR,
+        "agr-1",
+    )
+    assert entry["detail"] == {"seq": seq, "field": "detail.person", "why": "request"}
+    with pytest.raises(StorageError, match="holds no stored value"):
+        recorder.erase(seq, "detail.person")
+    assert recorder.store.size == seq + 2  # the refused one recorded nothing
