@@ -32,7 +32,8 @@ _ENCODER = json.JSONEncoder(
 
 def _utf16_key(key: str) -> list[int]:
     # RFC 8785 sorts object members by their UTF-16 code units, not code points.
-    encoded = key.encode("utf-16-be")
+    # surrogatepass: a lone surrogate must reach _check_string, which refuses it by path.
+    encoded = key.encode("utf-16-be", "surrogatepass")
     return [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
 
 
