@@ -30,6 +30,7 @@ from ledger.store import Erasure, LedgerStore
 from node.admin.registry import Emit, admin_command
 from node.agreements.workflow import REVOCATION_EVENTS, REVOCATION_SENSITIVE, erase_reason
 from node.audit.publisher import publish_checkpoint
+from node.audit.recorder import AuditRecorder
 from node.audit.service import recorder_of
 from node.errors import AdminError, BusyError, RequestError
 from node.identity.keys import ed25519_public_from_bytes
@@ -93,18 +94,35 @@ def ledger_export(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dic
     }
 
 
-def _erase_waiting(store: LedgerStore, seq: int, path: str, emit: Emit) -> Erasure:
-    """``store.erase``, tried again while a reader keeps the write-ahead log (see
-    :data:`ERASE_TRIES`); ``deleted`` is whether any try deleted the value."""
-    erasure = store.erase(seq, path, missing_ok=True)
-    deleted = erasure.deleted
+def _erase_waiting(
+    recorder: AuditRecorder,
+    seq: int,
+    path: str,
+    emit: Emit,
+    *,
+    agreement: str | None,
+    detail: dict[str, object],
+) -> Erasure:
+    """Erase with its ``ledger.erased`` record in one commit, then try again while a
+    reader keeps the write-ahead log (see :data:`ERASE_TRIES`).
+
+    Only the first try records: the value and its record go together, and the
+    later tries only empty the write-ahead log, so an erasure has exactly one
+    record however many tries it takes. ``deleted`` is whether any try deleted
+    the value; ``recorded`` is the first try's record.
+    """
+    store = recorder.store
+    erasure = recorder.erase(seq, path, missing_ok=True, agreement=agreement, detail=detail)
+    first = erasure
     for _ in range(ERASE_TRIES - 1):
         if erasure.wal_truncated:
             break
         emit({"event": "waiting", "file": "ledger"})
         time.sleep(ERASE_PAUSE_S)
         erasure = store.erase(seq, path, missing_ok=True)
-    return Erasure(deleted=deleted, wal_truncated=erasure.wal_truncated)
+    return Erasure(
+        deleted=first.deleted, wal_truncated=erasure.wal_truncated, recorded=first.recorded
+    )
 
 
 def _latest_published(runtime: NodeRuntime) -> tuple[int, bytes]:
@@ -217,18 +235,19 @@ def ledger_erase(runtime: NodeRuntime, args: dict[str, Any], emit: Emit) -> dict
     # Copies outside the ledger first: until the ledger's value goes, the
     # command can be run again and finds this entry's value still there.
     record = erase_reason(runtime, fields, path)
-    # Always through the store, even when the value is gone already: a run cut
-    # short after the delete may not have emptied the write-ahead log.
-    erasure = _erase_waiting(recorder.store, seq, path, emit)
-    detail: dict[str, object] = {"seq": seq, "field": path}
+    detail: dict[str, object] = {}
     if record is not None:
         detail["agreement_reason"] = "erased"
-    if not erasure.deleted:
+    # Known before the erasure, so it can go into the record committed with it.
+    if (seq, path) not in recorder.store.stored_values():
         detail["already_erased"] = True
-    if not erasure.wal_truncated:
-        detail["wal_pending"] = True
-    # The admin service marks the operator as the actor (node.audit.actor).
-    erased_at = recorder.record("ledger.erased", agreement=fields.get("agreement"), detail=detail)
+    # Always through the store, even when the value is gone already: a run cut
+    # short after the delete may not have emptied the write-ahead log. The
+    # admin service marks the operator as the actor (node.audit.actor).
+    erasure = _erase_waiting(
+        recorder, seq, path, emit, agreement=fields.get("agreement"), detail=detail
+    )
+    erased_at = erasure.recorded
     if not erasure.wal_truncated:
         raise BusyError(
             f"the value of entry {seq} {path!r} is deleted (recorded as entry {erased_at}), "

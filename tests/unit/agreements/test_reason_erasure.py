@@ -240,18 +240,40 @@ def test_an_erasure_cut_short_before_the_ledger_is_finished_by_running_it_again(
         node.audit.store.reveal(revoked["seq"], "detail.reason")
 
 
-def test_an_erasure_cut_short_before_its_record_is_recorded_when_run_again(
+def test_an_erasure_and_its_record_commit_together_through_the_admin_command(
+    node: Any,
+) -> None:
+    [revoked] = _entries(node, "agreement.revoked")
+    size = node.audit.store.size
+    result = _erase(node, revoked["seq"])
+    # The record is the very next entry, in the same commit as the deletion.
+    assert result["recorded_as"] == size and node.audit.store.size == size + 1
+    [record] = _entries(node, "ledger.erased")
+    assert record["seq"] == size
+    with pytest.raises(StorageError, match="holds no stored value"):
+        node.audit.store.reveal(revoked["seq"], "detail.reason")
+
+
+def test_an_erasure_whose_record_cannot_be_written_erases_nothing_from_the_ledger(
     node: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     [revoked] = _entries(node, "agreement.revoked")
+    size = node.audit.store.size
+
+    def disk_full(*_: Any, **__: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
     with monkeypatch.context() as patch:
-        patch.setattr(node.audit, "record", lambda *a, **k: (_ for _ in ()).throw(OSError()))
-        with pytest.raises(OSError):
+        patch.setattr(LedgerStore, "_write_staged", disk_full)
+        with pytest.raises(StorageError, match="disk is full"):
             _erase(node, revoked["seq"])
+    assert node.audit.store.size == size
     assert _entries(node, "ledger.erased") == []
-    assert _erase(node, revoked["seq"])["already_erased"]
+    assert node.audit.store.reveal(revoked["seq"], "detail.reason") == REASON
+    # Running it again erases the value and records it, once.
+    assert not _erase(node, revoked["seq"])["already_erased"]
     [record] = _entries(node, "ledger.erased")
-    assert record["detail"]["seq"] == revoked["seq"] and record["detail"]["already_erased"]
+    assert record["detail"]["seq"] == revoked["seq"] and "already_erased" not in record["detail"]
 
 
 @pytest.mark.parametrize(
@@ -333,8 +355,14 @@ def test_a_ledger_reader_that_stays_makes_the_erasure_busy_and_running_it_again_
     assert events == [{"event": "waiting", "file": "ledger"}] * 2
     with pytest.raises(StorageError, match="holds no stored value"):
         node.audit.store.reveal(revoked["seq"], "detail.reason")
-    [pending] = _entries(node, "ledger.erased")
-    assert pending["detail"]["wal_pending"] is True
+    # One record, committed with the deletion on the first try; the later tries
+    # only empty the write-ahead log.
+    [recorded] = _entries(node, "ledger.erased")
+    assert recorded["detail"] == {
+        "seq": revoked["seq"],
+        "field": "detail.reason",
+        "agreement_reason": "erased",
+    }
     # Once the reader is gone, the same command removes the last copy.
     assert _erase(node, revoked["seq"])["already_erased"]
     assert "wal_pending" not in _entries(node, "ledger.erased")[-1]["detail"]
