@@ -7,7 +7,9 @@ Access rules (the caller is read only from its verified client certificate):
   department sees what this node recorded about its own calls and nothing else;
 * ``AddCheckpoint`` accepts only the caller's own log (origin
   ``fednode/<federation>/<caller>``). A fork or rollback is recorded in this
-  node's ledger as ``witness.incident`` before the call fails.
+  node's ledger as ``witness.incident`` before the call fails. When the
+  witness state or the ledger cannot be written the call ends with
+  ``UNAVAILABLE`` (``DATA_LOSS`` for a damaged file) and a fixed message.
 
 Errors reach the peer as a status code and a short public message; details go
 to the local log.
@@ -23,7 +25,14 @@ import grpc
 
 from ledger.canonical import loads
 from ledger.checkpoint import parse_checkpoint, parse_note
-from ledger.errors import CheckpointError, LedgerError, ProofError, WitnessError
+from ledger.errors import (
+    CheckpointError,
+    LedgerDamageError,
+    LedgerError,
+    ProofError,
+    StorageError,
+    WitnessError,
+)
 from ledger.witness import ForkError, WitnessConflictError
 from node.audit.convert import cosignature_to_proto, proof_to_proto, submission_from_proto
 from node.audit.recorder import AuditRecorder
@@ -39,6 +48,10 @@ log = logging.getLogger("fednode.audit")
 _CHUNK_BYTES = 1 << 20
 _MAX_RANGE = 100_000
 WITNESS_SIZE_KEY = "fednode-witness-size"
+#: What a submitting log reads when this witness cannot store or record; the
+#: cause (a path, SQLite's text) stays in the local log.
+WITNESS_UNAVAILABLE = "witness storage is unavailable; try again later"
+WITNESS_DAMAGED = "witness storage is damaged"
 
 
 def recorder_of(runtime: NodeRuntime) -> AuditRecorder:
@@ -114,6 +127,25 @@ class LedgerService(ledger_pb2_grpc.LedgerServicer):  # type: ignore[misc]
     def AddCheckpoint(  # noqa: N802 -- gRPC method name
         self, request: ledger_pb2.AddCheckpointRequest, context: grpc.ServicerContext
     ) -> ledger_pb2.AddCheckpointResponse:
+        try:
+            return self._add_checkpoint(request, context)
+        except LedgerDamageError:
+            # DATA_LOSS, not FAILED_PRECONDITION: the publisher reads
+            # FAILED_PRECONDITION as "your log is inconsistent" (an incident),
+            # and a damaged file here says nothing about the submitting log.
+            log.exception("witness or ledger file damaged; restore it from backup")
+            context.abort(grpc.StatusCode.DATA_LOSS, WITNESS_DAMAGED)
+            raise  # unreachable: abort raises
+        except StorageError:
+            # UNAVAILABLE: a full disk or a busy file passes; the log tries again.
+            log.exception("witness could not store or record a checkpoint")
+            context.abort(grpc.StatusCode.UNAVAILABLE, WITNESS_UNAVAILABLE)
+            raise  # unreachable: abort raises
+
+    def _add_checkpoint(
+        self, request: ledger_pb2.AddCheckpointRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.AddCheckpointResponse:
+        """AddCheckpoint's work; a :class:`StorageError` is left to the caller to map."""
         caller = caller_department(context)
         submission = submission_from_proto(request)
         expected = f"fednode/{self.recorder.federation}/{caller}"
