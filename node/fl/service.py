@@ -4,7 +4,9 @@ The coordinator's identity comes only from its verified client certificate
 (:func:`node.server.peer.caller_department`). Errors map to gRPC status codes
 with short public messages; details stay in the local log. Anything that is
 not a :class:`NodeError` is a fault of this node: it is logged once with its
-traceback and the caller gets ``INTERNAL`` with no internal text.
+traceback and the caller gets ``INTERNAL`` with no internal text. A call
+already ended with its own status (a request chunk that does not parse is
+INVALID_ARGUMENT) keeps it.
 
 A Deliver stream is checked on its first chunk (the caller must be the
 coordinator of a job running here) before the rest is read, and a peer has at
@@ -53,6 +55,29 @@ _STATUS: list[tuple[type[NodeError], grpc.StatusCode, str]] = [
 ]
 
 
+def _already_aborted(context: grpc.ServicerContext, error: Exception) -> bool:
+    """Whether ``error`` is gRPC's own abort, raised with the call's status already set.
+
+    ``ServicerContext.abort`` raises a plain ``Exception`` after setting the
+    code; the request iterator raises it too when a chunk does not parse
+    (``node.server.handlers``). Aborting again would replace that status, and
+    the caller's INVALID_ARGUMENT with its reason would arrive as INTERNAL.
+    """
+    try:
+        return type(error) is Exception and context.code() is not None
+    except AttributeError:  # a context without code() (gRPC before 1.38) set none
+        return False
+
+
+def _fail(context: grpc.ServicerContext, error: Exception, what: str) -> None:
+    """End the call for an unexpected ``error``: a status already set passes through;
+    anything else is this node's fault, logged and sent as INTERNAL with no text of it."""
+    if _already_aborted(context, error):
+        raise error
+    _log.error("%s failed", what, exc_info=error)
+    context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+
+
 def _abort(context: grpc.ServicerContext, error: NodeError) -> None:
     for kind, code, public in _STATUS:
         if isinstance(error, kind):
@@ -97,9 +122,8 @@ class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
             _log.warning("StartJob from %s refused: %s", coordinator, e)
             _abort(context, e)
             raise  # unreachable: abort raises
-        except Exception:
-            _log.exception("StartJob from %s failed", coordinator)
-            context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+        except Exception as e:
+            _fail(context, e, f"StartJob from {coordinator}")
             raise
         return wire.job_started_to_proto(info)
 
@@ -137,9 +161,8 @@ class FederatedServicer(pb_grpc.FederatedServicer):  # type: ignore[misc]
             _log.warning("Deliver from %s refused: %s", coordinator, e)
             _abort(context, e)
             raise
-        except Exception:
-            _log.exception("Deliver from %s failed", coordinator)
-            context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
+        except Exception as e:
+            _fail(context, e, f"Deliver from {coordinator}")
             raise
         finally:
             slot.release()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -10,9 +13,11 @@ import pytest
 from node.fl import wire
 from node.fl.bundle import build_bundle
 from node.fl.participant import MAX_JOBS_PER_COORDINATOR
+from node.fl.service import FederatedServicer
+from node.server.handlers import MALFORMED_MESSAGE, wrap_rpc_handler
 from protocols.fednode.v1 import federated_pb2 as pb
 from protocols.fednode.v1 import federated_pb2_grpc as pb_grpc
-from tests.unit.fl.fl_fakes import APP, Cluster, agreement_id
+from tests.unit.fl.fl_fakes import APP, COORDINATOR, Cluster, agreement_id
 
 
 def _spec(fab: bytes, **kw: object) -> wire.JobSpec:
@@ -122,3 +127,66 @@ def test_one_coordinator_runs_a_bounded_number_of_jobs_at_once(cluster: Cluster)
     _stub(cluster).EndJob(wire.job_end_to_proto(ids[0], "ok"), timeout=5)
     _stub(cluster).StartJob(wire.job_start_parts(_spec(fab, job_id=ids[-1]), fab), timeout=30)
     assert node.participant.job_ids == sorted(ids[1:])
+
+
+# --- a status the handler already set reaches the caller unchanged ---------------
+
+
+class _Decoding(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Parses request bytes inside the handler, as the node's server does: a chunk that
+    does not parse aborts the call with INVALID_ARGUMENT from within the handler."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return wrap_rpc_handler(continuation(details), lambda behavior, _: behavior, decode=True)
+
+
+@pytest.fixture
+def decoding_channel(cluster: Cluster) -> Iterator[grpc.Channel]:
+    participant = cluster.nodes["traffic"].participant
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[_Decoding()])
+    pb_grpc.add_FederatedServicer_to_server(
+        FederatedServicer(participant, caller=lambda _ctx: COORDINATOR), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    channel.close()
+    server.stop(None)
+
+
+#: Not a protobuf message: field 1 with wire type 7, which does not exist.
+_GARBAGE = b"\x0f\xff\xff"
+
+
+@pytest.mark.parametrize("method", ["StartJob", "Deliver"])
+def test_a_malformed_chunk_reaches_the_caller_as_invalid_argument(
+    decoding_channel: grpc.Channel, method: str
+) -> None:
+    path = f"/fednode.v1.Federated/{method}"
+    if method == "StartJob":
+        call: Any = decoding_channel.stream_unary(path)
+    else:
+        stream = decoding_channel.stream_stream(path)
+
+        def call(requests: Iterator[bytes], timeout: float) -> Any:
+            return list(stream(requests, timeout=timeout))
+
+    with pytest.raises(grpc.RpcError) as info:
+        call(iter([_GARBAGE]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == MALFORMED_MESSAGE
+
+
+def test_a_fault_of_the_node_is_internal_with_no_internal_text(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("/var/lib/fednode/jobs: permission denied")
+
+    monkeypatch.setattr(cluster.nodes["traffic"].participant, "start_job", broken)
+    fab = build_bundle(APP).data
+    with pytest.raises(grpc.RpcError) as info:
+        _stub(cluster).StartJob(wire.job_start_parts(_spec(fab), fab), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "federated job failed at the participant"
