@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -41,18 +40,8 @@ def _no_directory() -> Any:
     raise AssertionError("not used")
 
 
-def test_open_audit_syncs_a_new_ledger_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_audit_syncs_a_new_ledger_directory(tmp_path: Path, synced: list[str]) -> None:
     """The ledger directory's own name must survive a power loss, not only the files in it."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     home = tmp_path / "home"
     home.mkdir()
     recorder = open_audit(_config(home), Ed25519PrivateKey.generate(), _no_directory)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -166,18 +165,8 @@ def test_witness_refuses_an_empty_tree_with_a_made_up_root(tmp_path: Path) -> No
     witness.state.close()
 
 
-def test_witness_state_syncs_its_new_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_witness_state_syncs_its_new_directory(tmp_path: Path, synced: list[str]) -> None:
     """The view is persisted before a cosignature; a power loss must not take its file."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     state = WitnessState(tmp_path / "home" / "ledger" / "witness.sqlite")
     state.close()
     assert {str(tmp_path), str(tmp_path / "home"), str(tmp_path / "home" / "ledger")} <= set(synced)
