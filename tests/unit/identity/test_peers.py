@@ -104,9 +104,11 @@ def servers() -> Iterator[list[grpc.Server]]:
         server.stop(None)
 
 
-def test_reconnect_to_a_replaced_certificate_of_the_same_department_is_refused(
-    federation: Federation, servers: list[grpc.Server]
-) -> None:
+def _restarted(
+    federation: Federation, servers: list[grpc.Server], restart_pem: bytes
+) -> tuple[PeerConnector, grpc.Channel]:
+    """A channel to traffic (pinned to its new certificate), used once, after which
+    traffic restarts on the same address with ``restart_pem``."""
     server, port = _serve(federation, federation.traffic_new.pem)
     servers.append(server)
     connector = _connector(
@@ -114,11 +116,18 @@ def test_reconnect_to_a_replaced_certificate_of_the_same_department_is_refused(
     )
     channel = connector.channel("traffic")
     _check(channel)
+    server.stop(None).wait()
+    server, _ = _serve(federation, restart_pem, port)
+    servers.append(server)
+    return connector, channel
+
+
+def test_reconnect_to_a_replaced_certificate_of_the_same_department_is_refused(
+    federation: Federation, servers: list[grpc.Server]
+) -> None:
     # The peer restarts on the same address with its old certificate: valid,
     # from the federation CA, with the department's DNS name, but not the pin.
-    server.stop(None).wait()
-    server, _ = _serve(federation, federation.traffic_old.pem, port)
-    servers.append(server)
+    connector, channel = _restarted(federation, servers, federation.traffic_old.pem)
     assert connector.channel("traffic") is channel
     with pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(channel).result(timeout=1.5)
@@ -131,16 +140,7 @@ def test_reconnect_to_a_replaced_certificate_of_the_same_department_is_refused(
 def test_reconnect_to_the_pinned_certificate_is_accepted(
     federation: Federation, servers: list[grpc.Server]
 ) -> None:
-    server, port = _serve(federation, federation.traffic_new.pem)
-    servers.append(server)
-    connector = _connector(
-        federation, [_directory(federation, port, federation.traffic_new.fingerprint)]
-    )
-    channel = connector.channel("traffic")
-    _check(channel)
-    server.stop(None).wait()
-    server, _ = _serve(federation, federation.traffic_new.pem, port)
-    servers.append(server)
+    connector, channel = _restarted(federation, servers, federation.traffic_new.pem)
     grpc.channel_ready_future(channel).result(timeout=5)
     _check(channel)
     connector.close()
