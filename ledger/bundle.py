@@ -29,7 +29,7 @@ from ledger.canonical import dumps
 from ledger.checkpoint import cosignatures, parse_note
 from ledger.directory import parse_directory
 from ledger.errors import CheckpointError, LedgerError, NotPublishedError, StorageError
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, sync_directory
 
 __all__ = ["ExportSummary", "export_bundle"]
 
@@ -169,11 +169,7 @@ def export_bundle(
         else:
             _fsync_tree(work)
             work.rename(out)
-        dir_fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_directory(out.parent)
     except OSError as e:
         raise StorageError(f"cannot write bundle {out}: {e}") from e
     except LedgerError:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+from node.durable import fsync_directory
 from node.errors import OutputError
 from node.fl.grid import GridEvent
 from node.fl.mods import round_of
@@ -301,14 +302,6 @@ def claim_output(output: Path, *, overwrite: bool) -> OutputClaim:
     return OutputClaim(output, fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_results(output: Path, log: RoundLog, summary: dict[str, Any]) -> None:
     """Write model.npz (if a model was observed), rounds.json and summary.json.
 
@@ -327,7 +320,7 @@ def write_results(output: Path, log: RoundLog, summary: dict[str, Any]) -> None:
             _atomic_write(staging / "model.npz", buffer.getvalue())
         write_json(staging / "rounds.json", log.rounds())
         write_json(staging / "summary.json", summary)
-        _fsync_dir(staging)
+        fsync_directory(staging)
         # An earlier job's summary goes first and its model too: from here until
         # the new summary lands, the folder holds no summary rather than a stale one.
         for name in RESULT_FILES:
@@ -337,6 +330,6 @@ def write_results(output: Path, log: RoundLog, summary: dict[str, Any]) -> None:
         for name in RESULT_FILES:
             if (staging / name).exists():
                 (staging / name).replace(output / name)
-        _fsync_dir(output)
+        fsync_directory(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from node.durable import fsync_directory
 from node.errors import IdentityError
 
 __all__ = [
@@ -108,11 +109,7 @@ def write_private_file(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
 
 
 #: Mode bits a private key file must not have: any access by others, group write.
